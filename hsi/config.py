@@ -1,0 +1,407 @@
+"""HSI settings: one pydantic-settings model, read from the environment, `.env` and a runtime file.
+
+Sources, strongest first: environment variables (case-insensitive), the file named by
+`HSI_RUNTIME_ENV_PATH`, `.env` in the working directory, the defaults below. An unset
+`DATABASE_URL` or `REDIS_URL` means "start and use the embedded servers under `DATA_DIR`".
+
+`load_settings()` turns pydantic's validation errors into one `SettingsError` whose lines name the
+environment variable, the offending value (masked for secrets) and what is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+RUNTIME_ENV_VAR = "HSI_RUNTIME_ENV_PATH"
+
+_SECRET_FIELDS = frozenset({"llm_api_key", "api_keys", "smtp_password", "webhook_secret"})
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be used; the message lists every bad variable and the fix."""
+
+
+class DetectorBackend(StrEnum):
+    EMBEDDED = "embedded"
+    RTDETR = "rtdetr"
+
+
+class AnalyzerBackend(StrEnum):
+    RULES = "rules"
+    LLM = "llm"
+
+
+class TLSMode(StrEnum):
+    DISABLED = "disabled"
+    SELF_SIGNED = "self_signed"
+    PROVIDED = "provided"
+
+
+def normalize_database_url(url: str) -> str:
+    """Map any PostgreSQL URL spelling onto SQLAlchemy's async psycopg 3 driver."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("expected a URL such as postgresql://user:password@host:5432/hsi")
+    base = scheme.split("+", 1)[0].lower()
+    if base not in ("postgres", "postgresql"):
+        raise ValueError(f"scheme {scheme!r} is not PostgreSQL; use postgresql://…")
+    return f"postgresql+psycopg://{rest}"
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a comma-separated string as well as a JSON list for list settings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every HSI setting. Field names are the environment variable names, lower-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- application -------------------------------------------------------------------------
+    app_name: str = "HSI"
+    environment: Literal["development", "production", "test"] = "development"
+    data_dir: Path = Field(
+        Path(".hsi"),
+        description="Folder for embedded servers, certificates, thumbnails and logs.",
+    )
+
+    # --- PostgreSQL --------------------------------------------------------------------------
+    database_url: str | None = Field(
+        None, description="PostgreSQL URL; unset starts the embedded PostgreSQL."
+    )
+    database_pool_size: int = Field(10, ge=1, le=200)
+    database_pool_max_overflow: int = Field(20, ge=0, le=500)
+    database_pool_timeout_seconds: float = Field(30.0, gt=0)
+    database_pool_recycle_seconds: int = Field(1800, ge=-1)
+    database_echo: bool = False
+
+    # --- Redis -------------------------------------------------------------------------------
+    redis_url: str | None = Field(None, description="Redis URL; unset starts the embedded Valkey.")
+    redis_cluster: bool = Field(False, description="Speak the Redis Cluster protocol.")
+    redis_max_connections: int = Field(64, ge=2, le=10_000)
+    redis_socket_timeout_seconds: float = Field(10.0, gt=0)
+    redis_connect_timeout_seconds: float = Field(5.0, gt=0)
+    redis_health_check_interval_seconds: int = Field(30, ge=0)
+    redis_retry_attempts: int = Field(5, ge=0, le=100)
+    redis_retry_backoff_base_seconds: float = Field(0.05, gt=0)
+    redis_retry_backoff_cap_seconds: float = Field(2.0, gt=0)
+    stream_prefix: str = Field(
+        "hsi", pattern=r"^[a-z0-9_-]{1,32}$", description="First part of every Redis key."
+    )
+
+    # --- API ---------------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=0, le=65535)
+    cors_origins: CsvList = Field(default_factory=list)
+    cors_allow_credentials: bool = False
+    api_key_enabled: bool = False
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    public_base_url: str | None = Field(
+        None, description="How users reach the API (links in alerts); default from host/port."
+    )
+
+    # --- cameras and watcher -----------------------------------------------------------------
+    foscam_base_path: Path | None = Field(
+        None, description="Camera root: one folder per camera. Default: DATA_DIR/cameras."
+    )
+    watch_polling: bool = Field(False, description="Poll instead of inotify (network shares).")
+    watch_poll_interval_seconds: float = Field(2.0, gt=0)
+    watch_stable_seconds: float = Field(
+        1.0, ge=0, description="A file must keep its size this long before it is read."
+    )
+    watch_incomplete_timeout_seconds: float = Field(
+        120.0, gt=0, description="How long a file that does not decode is waited for."
+    )
+    min_image_size_bytes: int = Field(1024, ge=0)
+    min_video_size_bytes: int = Field(10_240, ge=0)
+
+    # --- retention ---------------------------------------------------------------------------
+    retention_days: int = Field(30, ge=1, le=3650)
+    retention_delete_media: bool = False
+    retention_interval_seconds: int = Field(3600, ge=60)
+
+    # --- batching ----------------------------------------------------------------------------
+    batch_window_seconds: float = Field(90.0, gt=0)
+    batch_idle_timeout_seconds: float = Field(30.0, gt=0)
+    batch_max_detections: int = Field(50, ge=1)
+    fast_path_enabled: bool = True
+    fast_path_confidence_threshold: float = Field(0.90, ge=0, le=1)
+    fast_path_object_types: CsvList = Field(default_factory=lambda: ["person"])
+
+    # --- detection ---------------------------------------------------------------------------
+    detector_backend: DetectorBackend = DetectorBackend.EMBEDDED
+    rtdetr_url: str = "http://127.0.0.1:8090"
+    detection_confidence_threshold: float = Field(0.5, ge=0, le=1)
+    detection_class_thresholds: dict[str, float] = Field(
+        default_factory=dict, description='Per-class thresholds, JSON: {"car": 0.6}.'
+    )
+    detector_connect_timeout_seconds: float = Field(5.0, gt=0)
+    detector_read_timeout_seconds: float = Field(30.0, gt=0)
+    detector_max_concurrency: int = Field(4, ge=1, le=256)
+    detector_threads: int = Field(1, ge=1, le=64)
+
+    # --- analysis ----------------------------------------------------------------------------
+    analyzer_backend: AnalyzerBackend = AnalyzerBackend.RULES
+    llm_url: str = Field(
+        "http://127.0.0.1:8091",
+        validation_alias=AliasChoices("llm_url", "nemotron_url"),
+        description="OpenAI-compatible server (llama.cpp, vLLM, Ollama).",
+    )
+    llm_model: str = "nemotron"
+    llm_api_key: SecretStr | None = None
+    llm_connect_timeout_seconds: float = Field(5.0, gt=0)
+    llm_read_timeout_seconds: float = Field(120.0, gt=0)
+    llm_max_tokens: int = Field(1024, ge=16)
+    llm_temperature: float = Field(0.1, ge=0, le=2)
+    llm_json_schema: bool = Field(True, description="Ask the server for schema-constrained JSON.")
+
+    # --- AI service resilience ---------------------------------------------------------------
+    ai_max_retries: int = Field(3, ge=0, le=20)
+    ai_retry_backoff_seconds: float = Field(0.5, ge=0)
+    ai_circuit_failure_threshold: int = Field(5, ge=1)
+    ai_circuit_reset_seconds: float = Field(30.0, gt=0)
+
+    # --- streams -----------------------------------------------------------------------------
+    stream_reclaim_idle_ms: int = Field(60_000, ge=100)
+    stream_reclaim_interval_seconds: float = Field(5.0, gt=0)
+    stream_max_deliveries: int = Field(5, ge=1, le=1000)
+    stream_read_count: int = Field(100, ge=1, le=10_000)
+    stream_block_ms: int = Field(1000, ge=1)
+    dedupe_ttl_seconds: int | None = Field(
+        None, ge=60, description="How long a content hash is remembered. Default: retention."
+    )
+
+    # --- rate limits and live feed -----------------------------------------------------------
+    rate_limit_enabled: bool = True
+    rate_limit_requests_per_minute: int = Field(600, ge=1)
+    rate_limit_media_requests_per_minute: int = Field(1200, ge=1)
+    rate_limit_live_connections_per_client: int = Field(5, ge=1)
+    live_max_connections: int = Field(100, ge=1)
+    live_heartbeat_seconds: float = Field(15.0, gt=0)
+    live_idle_timeout_seconds: float = Field(3600.0, gt=0)
+
+    # --- severity ----------------------------------------------------------------------------
+    severity_low_max: int = Field(29, ge=0, le=100)
+    severity_medium_max: int = Field(59, ge=0, le=100)
+    severity_high_max: int = Field(84, ge=0, le=100)
+
+    # --- TLS ---------------------------------------------------------------------------------
+    tls_mode: TLSMode = TLSMode.DISABLED
+    tls_cert_path: Path | None = None
+    tls_key_path: Path | None = None
+    tls_ca_path: Path | None = None
+    tls_verify_client: bool = False
+    tls_min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    tls_hostnames: CsvList = Field(default_factory=lambda: ["localhost"])
+    tls_ip_addresses: CsvList = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    tls_cert_days: int = Field(825, ge=1, le=3650)
+
+    # --- notifications -----------------------------------------------------------------------
+    notification_enabled: bool = False
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from_address: str | None = None
+    smtp_use_tls: bool = False
+    smtp_use_starttls: bool = True
+    default_webhook_url: str | None = None
+    webhook_timeout_seconds: float = Field(5.0, gt=0)
+    webhook_secret: SecretStr | None = None
+    default_email_recipients: CsvList = Field(default_factory=list)
+    mqtt_url: str | None = None
+    alert_rules_path: Path | None = None
+
+    # --- video -------------------------------------------------------------------------------
+    video_frame_interval_seconds: float = Field(2.0, gt=0)
+    video_max_frames: int = Field(10, ge=1, le=1000)
+    video_max_duration_seconds: float = Field(600.0, gt=0)
+    thumbnail_max_width: int = Field(640, ge=64, le=4096)
+    thumbnail_jpeg_quality: int = Field(85, ge=10, le=100)
+
+    # --- logging and telemetry ---------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["plain", "json"] = "plain"
+    log_file: Path | None = None
+    log_file_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    log_file_backup_count: int = Field(5, ge=0)
+    log_db_enabled: bool = False
+    log_db_min_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "hsi"
+    otel_traces_sampler_ratio: float = Field(1.0, ge=0, le=1)
+
+    # --- validators --------------------------------------------------------------------------
+    @field_validator(
+        "cors_origins",
+        "fast_path_object_types",
+        "tls_hostnames",
+        "tls_ip_addresses",
+        "default_email_recipients",
+        "api_keys",
+        mode="before",
+    )
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return normalize_database_url(str(value).strip())
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        text = str(value).strip()
+        if not text.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected redis://host:6379/0, rediss://… or unix:///path")
+        return text
+
+    @field_validator("detection_class_thresholds")
+    @classmethod
+    def _class_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        for label, threshold in value.items():
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"threshold for {label!r} must be between 0 and 1")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if not self.severity_low_max < self.severity_medium_max < self.severity_high_max:
+            raise ValueError(
+                "severity thresholds must rise: SEVERITY_LOW_MAX < SEVERITY_MEDIUM_MAX < "
+                f"SEVERITY_HIGH_MAX (got {self.severity_low_max}, {self.severity_medium_max}, "
+                f"{self.severity_high_max})"
+            )
+        if self.batch_idle_timeout_seconds > self.batch_window_seconds:
+            raise ValueError("BATCH_IDLE_TIMEOUT_SECONDS must not exceed BATCH_WINDOW_SECONDS")
+        if self.tls_mode is TLSMode.PROVIDED and not (self.tls_cert_path and self.tls_key_path):
+            raise ValueError("TLS_MODE=provided needs TLS_CERT_PATH and TLS_KEY_PATH")
+        if self.tls_verify_client and self.tls_ca_path is None:
+            raise ValueError("TLS_VERIFY_CLIENT=true needs TLS_CA_PATH (the CA clients present)")
+        if self.api_key_enabled and not self.api_keys:
+            raise ValueError("API_KEY_ENABLED=true needs at least one key in API_KEYS")
+        return self
+
+    # --- derived values ----------------------------------------------------------------------
+    @property
+    def camera_root(self) -> Path:
+        return self.foscam_base_path or self.data_dir / "cameras"
+
+    @property
+    def dedupe_ttl(self) -> int:
+        return self.dedupe_ttl_seconds or self.retention_days * 86_400
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting as JSON-ready values, secrets and URL passwords masked."""
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump(mode="json").items():
+            if name in _SECRET_FIELDS and value:
+                out[name] = ["***"] * len(value) if isinstance(value, list) else "***"
+            elif name in ("database_url", "redis_url", "mqtt_url") and isinstance(value, str):
+                out[name] = mask_url_password(value)
+            else:
+                out[name] = value
+        return out
+
+
+def mask_url_password(url: str) -> str:
+    """`scheme://user:secret@host` → `scheme://user:***@host`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    if ":" in creds:
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return str(loc[0]).upper() if loc else "(settings)"
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = ["invalid HSI configuration:"]
+    for item in error.errors():
+        name = _env_name(item.get("loc", ()))
+        raw = item.get("input")
+        if name.lower() in _SECRET_FIELDS or "PASSWORD" in name or "KEY" in name:
+            shown = "***"
+        elif isinstance(raw, (str, int, float, bool)):
+            shown = repr(mask_url_password(str(raw)) if isinstance(raw, str) else raw)
+        else:
+            shown = None
+        message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
+        if shown is None or not item.get("loc"):
+            lines.append(f"  {name}: {message}")
+        else:
+            lines.append(f"  {name}={shown}: {message}")
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from every source; raise `SettingsError` with a readable message."""
+    env_files: list[Path] = [Path(".env")]
+    runtime = os.environ.get(RUNTIME_ENV_VAR)
+    if runtime:
+        runtime_path = Path(runtime)
+        if not runtime_path.is_file():
+            raise SettingsError(
+                f"{RUNTIME_ENV_VAR}={runtime!r}: no such file; create it or unset the variable"
+            )
+        env_files.append(runtime_path)
+    try:
+        return Settings(_env_file=tuple(env_files), **overrides)
+    except ValidationError as exc:
+        raise SettingsError(_format_errors(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The entry points' cached accessor; nothing below `hsi` calls it."""
+    return load_settings()

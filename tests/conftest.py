@@ -1,0 +1,91 @@
+"""Shared fixtures: real Redis and PostgreSQL for every test that needs them.
+
+`HSI_TEST_REDIS_URL` / `HSI_TEST_DATABASE_URL` name existing servers; when unset, the embedded
+servers are started once per test session in a temporary folder and stopped at its end. Each test
+gets its own Redis key prefix and its own PostgreSQL schema, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hsi.config import normalize_database_url
+from hsi.db import create_engine
+from hsi.embedded import EmbeddedPostgres, EmbeddedRedis
+from hsi.redis import RedisConfig, create_redis
+
+PHOTOS = Path(__file__).parent / "data" / "photos"
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def redis_url(services_dir: Path) -> Iterator[str]:
+    """A Redis server for the whole session: the named one, or the embedded one."""
+    url = os.environ.get("HSI_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(services_dir)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(services_dir: Path) -> Iterator[str]:
+    """A PostgreSQL server for the whole session: the named one, or the embedded one."""
+    url = os.environ.get("HSI_TEST_DATABASE_URL")
+    if url:
+        yield normalize_database_url(url)
+        return
+    server = EmbeddedPostgres(services_dir)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A Redis key prefix of this test's own."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[Redis]:
+    client = create_redis(RedisConfig(url=redis_url))
+    yield client
+    keys = [key async for key in client.scan_iter(match=f"{key_prefix}*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+async def db_schema(database_url: str) -> AsyncIterator[str]:
+    """A PostgreSQL schema of this test's own, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(database_url)
+    async with admin.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{name}"'))
+    yield name
+    async with admin.begin() as conn:
+        await conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
+    await admin.dispose()
+
+
+@pytest.fixture
+async def db_engine(database_url: str, db_schema: str) -> AsyncIterator[AsyncEngine]:
+    """An engine whose search_path is this test's schema."""
+    engine = create_engine(database_url, schema=db_schema)
+    yield engine
+    await engine.dispose()
