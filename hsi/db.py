@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from hsi.config import Settings
 
 # pg_advisory_lock key: the first 8 bytes of sha256("hsi-migrations") as a signed bigint.
-MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"hsi-migrations").digest()[:8], "big", signed=True)
+MIGRATION_LOCK_KEY = int.from_bytes(
+    hashlib.sha256(b"hsi-migrations").digest()[:8], "big", signed=True
+)
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -67,7 +69,9 @@ class PoolConfig:
         )
 
 
-def create_engine(url: str, pool: PoolConfig | None = None, *, schema: str | None = None) -> AsyncEngine:
+def create_engine(
+    url: str, pool: PoolConfig | None = None, *, schema: str | None = None
+) -> AsyncEngine:
     """An async engine on psycopg 3. `schema` pins the search_path (tests use one schema each)."""
     pool = pool or PoolConfig()
     connect_args: dict[str, object] = {"connect_timeout": 10}
@@ -179,7 +183,11 @@ async def migrate(engine: AsyncEngine, folder: Path | None = None) -> list[str]:
                                     "INSERT INTO schema_migrations (version, name, checksum) "
                                     "VALUES (:v, :n, :c)"
                                 ),
-                                {"v": migration.version, "n": migration.name, "c": migration.checksum},
+                                {
+                                    "v": migration.version,
+                                    "n": migration.name,
+                                    "c": migration.checksum,
+                                },
                             )
                     except DBAPIError as exc:
                         raise MigrationError(migration.name, str(exc.orig).strip()) from exc

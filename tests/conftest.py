@@ -8,6 +8,8 @@ gets its own Redis key prefix and its own PostgreSQL schema, so tests never see 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,9 +27,24 @@ from hsi.redis import RedisConfig, create_redis
 PHOTOS = Path(__file__).parent / "data" / "photos"
 
 
+def _server_folder() -> Iterator[Path]:
+    # Not under pytest's tmp_path: pytest resets its base folder to mode 0700 at every start,
+    # which would lock out the embedded PostgreSQL's own system user when running as root.
+    folder = Path(tempfile.mkdtemp(prefix="hsi-test-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("services")
+def services_dir() -> Iterator[Path]:
+    """A folder for the session's embedded servers."""
+    yield from _server_folder()
+
+
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """A folder for one test's own embedded servers."""
+    yield from _server_folder()
 
 
 @pytest.fixture(scope="session")

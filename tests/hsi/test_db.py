@@ -63,7 +63,7 @@ async def test_failing_migration_rolls_back_and_names_file(
     """A broken file leaves nothing of itself behind and the error names it."""
     _write(tmp_path, "0001_ok.sql", "CREATE TABLE ok (id int);")
     _write(tmp_path, "0002_broken.sql", "CREATE TABLE half (id int); CREATE TABLE oops (;")
-    with pytest.raises(MigrationError, match="0002_broken.sql") as caught:
+    with pytest.raises(MigrationError, match=r"0002_broken\.sql") as caught:
         await migrate(db_engine, tmp_path)
     assert caught.value.name == "0002_broken.sql"
     tables = await _tables(db_engine)
@@ -75,7 +75,7 @@ async def test_failing_migration_rolls_back_and_names_file(
 def test_badly_named_migration_is_refused(tmp_path: Path) -> None:
     """A file that does not follow NNNN_name.sql is an error, not silently skipped."""
     _write(tmp_path, "1_first.sql", "SELECT 1;")
-    with pytest.raises(DatabaseError, match="NNNN_lowercase_words.sql"):
+    with pytest.raises(DatabaseError, match=r"NNNN_lowercase_words\.sql"):
         load_migrations(tmp_path)
 
 
@@ -96,10 +96,13 @@ async def test_session_scope_commits_and_rolls_back(db_engine: AsyncEngine) -> N
     factory = session_factory(db_engine)
     async with session_scope(factory) as session:
         await session.execute(text("INSERT INTO notes VALUES ('kept')"))
-    with pytest.raises(RuntimeError):
+    async def failing_unit_of_work() -> None:
         async with session_scope(factory) as session:
             await session.execute(text("INSERT INTO notes VALUES ('dropped')"))
             raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await failing_unit_of_work()
     async with db_engine.connect() as conn:
         rows = (await conn.execute(text("SELECT body FROM notes"))).scalars().all()
     assert rows == ["kept"]
