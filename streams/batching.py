@@ -1,0 +1,270 @@
+"""Grouping one camera's detections into batches, as pure decisions.
+
+The batching stage keeps at most one open batch per camera and asks this module what to do:
+`decide` when a detection item arrives, `tick` when its timer fires and nothing arrived. Both
+return values and never read a clock; the stage does all I/O.
+
+Clock
+-----
+Batches run on **item time**: `DetectionItem.at`, the detection's observed time (epoch seconds)
+that the stage puts on the item (capture time when known, else when the file was processed).
+`started_at` and `last_at` of a batch are item times, so a backlog replayed after an outage is
+batched by when things happened, not by how fast they are processed now.
+
+- `decide(open_batch, item, now, config)`: the item counts at `min(item.at, now)`, so an item
+  stamped in the future (a camera clock running fast) cannot hold a batch open beyond what the
+  timer sees; and at least at the open batch's `last_at`, because detectors work concurrently and
+  items of one camera may arrive slightly out of order (an older item joins; it never stretches
+  the batch into the past). `now` is the stage's wall clock and has no other role.
+- `tick(open_batch, now, config)`: `now` is the wall clock of the stage's timer.
+- `replay`/`replay_state` feed the items through `decide` with `now = item.at`.
+
+Rules
+-----
+With `t` the item's time as above and an open batch B:
+
+1. B has expired at `t` if `t - B.started_at >= window_seconds` or `t - B.last_at >=
+   idle_seconds`. It is closed first, with the reason whose deadline came first (`window` on a
+   tie) — the reason the timer would have given had it fired in time.
+2. An item without objects (thresholding happens upstream) joins no batch. It is still evidence
+   that the camera's clock moved on, so it closes an expired B exactly like `tick(B, t)`;
+   otherwise it changes nothing.
+3. An item with objects joins B if B is still open, else it opens a new batch.
+4. If one of the item's objects has a fast-path label at >= `fast_path_threshold` (and the fast
+   path is enabled), the batch closes at once, including the item: reason `fast_path`.
+5. Else, when the batch holds `max_detections` objects or more, it closes: reason `max_size`.
+   Objects are counted, not items, because the count bounds the analyzer's input; an item with
+   many objects may overshoot the maximum by its own size.
+
+So one `decide` closes 0, 1 or 2 batches: an expired B, and the new batch when rule 4 or 5 hits
+at once.
+
+Batch identity
+--------------
+`batch_id` is a UUID derived from the camera and the entry id of the batch's first item
+(`batch_id_for`). Rebuilding the state after a crash with `replay` yields the same ids, so the
+stage can close a batch exactly once with the id as idempotency key. `Closed.closed_at` is also
+derived from content (the expired deadline, or the last item's time), never from the wall clock.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+# Fixed namespace for uuid5 batch ids; changing it changes every id (never do that).
+_BATCH_NAMESPACE = uuid.UUID("0771f460-b29e-4b32-b995-738a5930235c")
+
+ObjectHit = tuple[str, float]
+"""One detected object of an item: (label, confidence 0–1)."""
+
+
+class CloseReason(StrEnum):
+    WINDOW = "window"
+    IDLE = "idle"
+    MAX_SIZE = "max_size"
+    FAST_PATH = "fast_path"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchConfig:
+    window_seconds: float = 90.0
+    idle_seconds: float = 30.0
+    max_detections: int = 50
+    fast_path_enabled: bool = True
+    fast_path_threshold: float = 0.9
+    fast_path_labels: frozenset[str] = frozenset({"person"})
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.window_seconds) and self.window_seconds > 0):
+            raise ValueError(f"window_seconds must be > 0, got {self.window_seconds}")
+        if not (math.isfinite(self.idle_seconds) and self.idle_seconds > 0):
+            raise ValueError(f"idle_seconds must be > 0, got {self.idle_seconds}")
+        if self.max_detections < 1:
+            raise ValueError(f"max_detections must be >= 1, got {self.max_detections}")
+        if not 0.0 <= self.fast_path_threshold <= 1.0:
+            raise ValueError(
+                f"fast_path_threshold must be between 0 and 1, got {self.fast_path_threshold}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionItem:
+    """The detections of one file, as the batching stage sees them."""
+
+    entry_id: str
+    camera: str
+    at: float  # observed time, epoch seconds (see "Clock" above)
+    objects: tuple[ObjectHit, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBatch:
+    """A camera's batch that is still collecting items. Immutable: every change is a new value."""
+
+    batch_id: str
+    camera: str
+    started_at: float
+    last_at: float
+    entry_ids: tuple[str, ...]
+    detection_count: int
+    label_confidence: tuple[tuple[str, float], ...]  # highest confidence per label, by label
+
+    @property
+    def labels(self) -> frozenset[str]:
+        return frozenset(label for label, _ in self.label_confidence)
+
+    @property
+    def max_confidence(self) -> float:
+        """The highest confidence of any object in the batch."""
+        return max((conf for _, conf in self.label_confidence), default=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """A batch to close, why, and when on the batch clock (not the wall clock)."""
+
+    batch: OpenBatch
+    reason: CloseReason
+    closed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The camera's open batch after the item (or None), and the batches to close, in order."""
+
+    open_batch: OpenBatch | None
+    closed: tuple[Closed, ...] = ()
+
+
+def batch_id_for(camera: str, first_entry_id: str) -> str:
+    """The deterministic id of the batch of `camera` whose first item is `first_entry_id`."""
+    return str(uuid.uuid5(_BATCH_NAMESPACE, f"{camera}\x1f{first_entry_id}"))
+
+
+def next_deadline(open_batch: OpenBatch, config: BatchConfig) -> float:
+    """The time at which `tick` closes `open_batch` if nothing arrives (for the stage's timer)."""
+    return min(
+        open_batch.started_at + config.window_seconds,
+        open_batch.last_at + config.idle_seconds,
+    )
+
+
+def tick(open_batch: OpenBatch | None, now: float, config: BatchConfig) -> Closed | None:
+    """Close `open_batch` if it has expired at `now` (reason `window` or `idle`), else None."""
+    if open_batch is None:
+        return None
+    window_deadline = open_batch.started_at + config.window_seconds
+    idle_deadline = open_batch.last_at + config.idle_seconds
+    if window_deadline <= idle_deadline:
+        deadline, reason = window_deadline, CloseReason.WINDOW
+    else:
+        deadline, reason = idle_deadline, CloseReason.IDLE
+    if now < deadline:
+        return None
+    return Closed(batch=open_batch, reason=reason, closed_at=deadline)
+
+
+def decide(
+    open_batch: OpenBatch | None, item: DetectionItem, now: float, config: BatchConfig
+) -> Decision:
+    """What happens to the camera's batch when `item` arrives (see the module docstring)."""
+    if open_batch is not None and open_batch.camera != item.camera:
+        raise ValueError(
+            f"item {item.entry_id!r} of camera {item.camera!r} offered to a batch of camera "
+            f"{open_batch.camera!r}; keep one open batch per camera"
+        )
+    at = min(item.at, now)
+    closed: list[Closed] = []
+    batch = open_batch
+    if batch is not None:
+        at = max(at, batch.last_at)
+        expired = tick(batch, at, config)
+        if expired is not None:
+            closed.append(expired)
+            batch = None
+    if not item.objects:
+        return Decision(open_batch=batch, closed=tuple(closed))
+
+    batch = _start(item, at) if batch is None else _join(batch, item, at)
+    if _is_fast_path(item, config):
+        closed.append(Closed(batch=batch, reason=CloseReason.FAST_PATH, closed_at=at))
+        batch = None
+    elif batch.detection_count >= config.max_detections:
+        closed.append(Closed(batch=batch, reason=CloseReason.MAX_SIZE, closed_at=at))
+        batch = None
+    return Decision(open_batch=batch, closed=tuple(closed))
+
+
+def replay(items: Iterable[DetectionItem], config: BatchConfig) -> Decision:
+    """Feed a camera's items in stream order through `decide` (with `now = item.at`).
+
+    Returns the open batch at the end and every batch closed on the way: after a restart, the
+    stage replays the items since its last recorded close, re-closes what `closed` lists (the ids
+    make that idempotent) and keeps `open_batch`.
+    """
+    batch: OpenBatch | None = None
+    closed: list[Closed] = []
+    camera: str | None = None
+    for item in items:
+        if camera is None:
+            camera = item.camera
+        elif item.camera != camera:
+            raise ValueError(
+                f"replay got items of cameras {camera!r} and {item.camera!r}; replay one camera"
+            )
+        decision = decide(batch, item, item.at, config)
+        batch = decision.open_batch
+        closed.extend(decision.closed)
+    return Decision(open_batch=batch, closed=tuple(closed))
+
+
+def replay_state(items: Iterable[DetectionItem], config: BatchConfig) -> OpenBatch | None:
+    """The camera's open batch rebuilt from its items since the last closed batch."""
+    return replay(items, config).open_batch
+
+
+def _start(item: DetectionItem, at: float) -> OpenBatch:
+    return OpenBatch(
+        batch_id=batch_id_for(item.camera, item.entry_id),
+        camera=item.camera,
+        started_at=at,
+        last_at=at,
+        entry_ids=(item.entry_id,),
+        detection_count=len(item.objects),
+        label_confidence=_merge_confidence((), item.objects),
+    )
+
+
+def _join(batch: OpenBatch, item: DetectionItem, at: float) -> OpenBatch:
+    return OpenBatch(
+        batch_id=batch.batch_id,
+        camera=batch.camera,
+        started_at=batch.started_at,
+        last_at=max(batch.last_at, at),
+        entry_ids=(*batch.entry_ids, item.entry_id),
+        detection_count=batch.detection_count + len(item.objects),
+        label_confidence=_merge_confidence(batch.label_confidence, item.objects),
+    )
+
+
+def _merge_confidence(
+    known: tuple[tuple[str, float], ...], objects: tuple[ObjectHit, ...]
+) -> tuple[tuple[str, float], ...]:
+    best = dict(known)
+    for label, confidence in objects:
+        if confidence > best.get(label, -1.0):
+            best[label] = confidence
+    return tuple(sorted(best.items()))
+
+
+def _is_fast_path(item: DetectionItem, config: BatchConfig) -> bool:
+    if not config.fast_path_enabled:
+        return False
+    return any(
+        label in config.fast_path_labels and confidence >= config.fast_path_threshold
+        for label, confidence in item.objects
+    )

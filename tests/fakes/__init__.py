@@ -1,0 +1,1 @@
+"""Test doubles for the AI services: real HTTP servers speaking the real contracts."""
