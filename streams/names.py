@@ -1,0 +1,142 @@
+"""Every Redis key HSI uses, built in this one module.
+
+Per-camera keys carry the camera id as a Redis Cluster hash tag (`hsi:{front_door}:files`), so all
+of a camera's streams, dead letters, dedupe keys and batch state live in one slot: each MULTI and
+multi-key read of a camera stays inside that slot and HSI runs unchanged on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from enum import StrEnum
+
+_CAMERA_ID = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")
+
+
+class Group(StrEnum):
+    """Consumer groups, one per stage."""
+
+    DETECT = "detect"
+    BATCH = "batch"
+    ANALYZE = "analyze"
+    PROJECT = "project"
+    NOTIFY = "notify"
+
+
+class StreamKind(StrEnum):
+    """The per-camera streams."""
+
+    FILES = "files"
+    DETECTIONS = "detections"
+    BATCHES = "batches"
+    ANALYSES = "analyses"
+    DEAD = "dead"
+    ALERTS = "alerts"
+
+
+# Which stream each write-side stage consumes.
+STAGE_INPUT: dict[Group, StreamKind] = {
+    Group.DETECT: StreamKind.FILES,
+    Group.BATCH: StreamKind.DETECTIONS,
+    Group.ANALYZE: StreamKind.BATCHES,
+    Group.NOTIFY: StreamKind.ANALYSES,
+}
+
+# What the projector consumes, per camera (the cameras stream is shared and read separately).
+PROJECTED: tuple[StreamKind, ...] = (
+    StreamKind.FILES,
+    StreamKind.DETECTIONS,
+    StreamKind.BATCHES,
+    StreamKind.ANALYSES,
+    StreamKind.DEAD,
+)
+
+
+class CameraIdError(ValueError):
+    """A folder name that yields no usable camera id."""
+
+
+def camera_id(folder_name: str) -> str:
+    """Normalize a camera folder name: "Front Door" → "front_door", "Garage-2" → "garage_2".
+
+    Accents are folded to ASCII, every run of other characters becomes one underscore, the
+    result is lower case and at most 64 characters.
+    """
+    ascii_name = unicodedata.normalize("NFKD", folder_name).encode("ascii", "ignore").decode()
+    normalized = re.sub(r"[^a-z0-9]+", "_", ascii_name.lower()).strip("_")[:64].rstrip("_")
+    if not normalized:
+        raise CameraIdError(
+            f"folder name {folder_name!r} has no letters or digits to make a camera id from; "
+            "rename the folder"
+        )
+    return normalized
+
+
+def is_camera_id(value: str) -> bool:
+    return bool(_CAMERA_ID.match(value))
+
+
+@dataclass(frozen=True)
+class StreamNames:
+    """Key builder for one HSI installation (`prefix` separates installations and tests)."""
+
+    prefix: str = "hsi"
+
+    # --- shared keys ---------------------------------------------------------------------------
+    @property
+    def cameras(self) -> str:
+        """The stream of `camera.registered` entries."""
+        return f"{self.prefix}:cameras"
+
+    @property
+    def camera_set(self) -> str:
+        """A set of every known camera id, for workers discovering new cameras."""
+        return f"{self.prefix}:camera-ids"
+
+    # --- per-camera keys -----------------------------------------------------------------------
+    def _camera(self, camera: str) -> str:
+        if not is_camera_id(camera):
+            raise CameraIdError(f"{camera!r} is not a normalized camera id")
+        return f"{self.prefix}:{{{camera}}}"
+
+    def stream(self, camera: str, kind: StreamKind) -> str:
+        return f"{self._camera(camera)}:{kind.value}"
+
+    def files(self, camera: str) -> str:
+        return self.stream(camera, StreamKind.FILES)
+
+    def detections(self, camera: str) -> str:
+        return self.stream(camera, StreamKind.DETECTIONS)
+
+    def batches(self, camera: str) -> str:
+        return self.stream(camera, StreamKind.BATCHES)
+
+    def analyses(self, camera: str) -> str:
+        return self.stream(camera, StreamKind.ANALYSES)
+
+    def dead(self, camera: str) -> str:
+        return self.stream(camera, StreamKind.DEAD)
+
+    def alerts(self, camera: str) -> str:
+        return self.stream(camera, StreamKind.ALERTS)
+
+    def seen(self, camera: str, sha256: str) -> str:
+        """Dedupe marker for one content hash (SET NX with a TTL)."""
+        return f"{self._camera(camera)}:seen:{sha256}"
+
+    def open_batch(self, camera: str) -> str:
+        """The batch stage's open-batch state for a camera."""
+        return f"{self._camera(camera)}:open-batch"
+
+    def closed_batches(self, camera: str) -> str:
+        """Ids of batches already closed (the exactly-once guard)."""
+        return f"{self._camera(camera)}:closed-batches"
+
+    def parse(self, key: str) -> tuple[str, StreamKind]:
+        """`hsi:{front_door}:files` → ("front_door", StreamKind.FILES)."""
+        match = re.fullmatch(re.escape(self.prefix) + r":\{([a-z0-9_]+)\}:([a-z]+)", key)
+        if match is None:
+            raise ValueError(f"{key!r} is not a camera stream of prefix {self.prefix!r}")
+        return match.group(1), StreamKind(match.group(2))

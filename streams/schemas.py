@@ -1,0 +1,232 @@
+"""The facts: one pydantic model per entry type, each with `type` and `schema_version`.
+
+Entries are immutable; a correction is a new entry. A reader refuses an entry whose
+`schema_version` is newer than it knows (`UnsupportedSchemaError`) instead of half-reading it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+
+class EntryError(ValueError):
+    """An entry cannot be read."""
+
+
+class UnsupportedSchemaError(EntryError):
+    """The entry was written by a newer HSI than this one."""
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = 1
+
+
+class CameraRegistered(_Entry):
+    type: Literal["camera.registered"] = "camera.registered"
+    camera_id: str
+    name: str  # the folder name as the camera wrote it
+    folder: str  # path of the folder relative to the camera root
+    registered_at: datetime
+
+
+class FileObserved(_Entry):
+    type: Literal["file.observed"] = "file.observed"
+    camera_id: str
+    path: str  # relative to the camera root, e.g. "Front Door/snap/MDAlarm_20260101-120000.jpg"
+    sha256: str
+    size: int
+    mime: str
+    media_kind: Literal["image", "video"]
+    captured_at: datetime
+    capture_source: Literal["filename", "exif", "mtime"]
+    observed_at: datetime
+
+
+class Box(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+class DetectedObject(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str
+    confidence: float
+    bbox: Box
+
+
+class DetectionCompleted(_Entry):
+    type: Literal["detection.completed"] = "detection.completed"
+    camera_id: str
+    file_entry_id: str
+    path: str
+    sha256: str
+    media_kind: Literal["image", "video"]
+    captured_at: datetime
+    observed_at: datetime
+    objects: tuple[DetectedObject, ...]
+    image_width: int
+    image_height: int
+    detector: str
+    inference_ms: float
+    frames: int = 1
+    completed_at: datetime
+
+
+class DetectionFailed(_Entry):
+    type: Literal["detection.failed"] = "detection.failed"
+    camera_id: str
+    file_entry_id: str
+    path: str
+    sha256: str
+    captured_at: datetime
+    observed_at: datetime
+    reason: Literal["undecodable"] = "undecodable"
+    error: str
+    detector: str
+    failed_at: datetime
+
+
+class BatchDetection(BaseModel):
+    """One detections entry as carried inside a batch (so analysis needs no other read)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entry_id: str
+    file_entry_id: str
+    path: str
+    captured_at: datetime
+    objects: tuple[DetectedObject, ...]
+
+
+CloseReason = Literal["window", "idle", "max_size", "fast_path"]
+
+
+class BatchClosed(_Entry):
+    type: Literal["batch.closed"] = "batch.closed"
+    camera_id: str
+    batch_id: str
+    detections: tuple[BatchDetection, ...]
+    window_start: datetime
+    window_end: datetime
+    close_reason: CloseReason
+    detection_count: int  # objects in the batch
+    object_types: tuple[str, ...]
+    max_confidence: float
+    fast_path: bool
+    closed_at: datetime
+
+
+class AnalysisCompleted(_Entry):
+    type: Literal["analysis.completed"] = "analysis.completed"
+    camera_id: str
+    batch_id: str
+    batch_entry_id: str
+    risk_score: int = Field(ge=0, le=100)
+    risk_level: Literal["low", "medium", "high", "critical"]
+    summary: str
+    reasoning: str
+    analyzer: str
+    model: str | None = None
+    prompt_hash: str | None = None
+    latency_ms: float
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    analyzed_at: datetime
+
+
+class AnalysisFailed(_Entry):
+    type: Literal["analysis.failed"] = "analysis.failed"
+    camera_id: str
+    batch_id: str
+    batch_entry_id: str
+    analyzer: str
+    error: str
+    failed_at: datetime
+
+
+class EntryDead(_Entry):
+    type: Literal["entry.dead"] = "entry.dead"
+    camera_id: str
+    source_stream: str
+    entry_id: str
+    group: str
+    deliveries: int
+    last_error: str
+    original: str | None  # the original `__data__` field, base64; None when it was deleted
+    dead_at: datetime
+
+
+Entry = Annotated[
+    CameraRegistered
+    | FileObserved
+    | DetectionCompleted
+    | DetectionFailed
+    | BatchClosed
+    | AnalysisCompleted
+    | AnalysisFailed
+    | EntryDead,
+    Field(discriminator="type"),
+]
+
+ENTRY_TYPES: dict[str, type[_Entry]] = {
+    model.model_fields["type"].default: model
+    for model in (
+        CameraRegistered,
+        FileObserved,
+        DetectionCompleted,
+        DetectionFailed,
+        BatchClosed,
+        AnalysisCompleted,
+        AnalysisFailed,
+        EntryDead,
+    )
+}
+
+# The newest schema version of each type this code reads and writes.
+SUPPORTED_VERSIONS: dict[str, int] = dict.fromkeys(ENTRY_TYPES, 1)
+
+_ADAPTER: TypeAdapter[Entry] = TypeAdapter(Entry)
+
+
+def dump_entry(entry: _Entry) -> bytes:
+    """The JSON body of an entry."""
+    return orjson.dumps(entry.model_dump(mode="json"))
+
+
+def load_entry(body: bytes | str) -> Entry:
+    """Parse and validate an entry body; refuse unknown types and newer schema versions."""
+    try:
+        raw: Any = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise EntryError(f"entry body is not JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise EntryError("entry body is not a JSON object")
+    kind = raw.get("type")
+    if kind not in ENTRY_TYPES:
+        raise EntryError(f"unknown entry type {kind!r}; known: {', '.join(sorted(ENTRY_TYPES))}")
+    version = raw.get("schema_version", 1)
+    if not isinstance(version, int) or version < 1:
+        raise EntryError(f"{kind}: schema_version {version!r} is not a positive integer")
+    if version > SUPPORTED_VERSIONS[kind]:
+        raise UnsupportedSchemaError(
+            f"{kind} schema_version {version} is newer than this HSI reads "
+            f"(up to {SUPPORTED_VERSIONS[kind]}); upgrade HSI before processing this stream"
+        )
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise EntryError(
+            f"{kind} entry is invalid: {exc.errors()[0]['msg']} "
+            f"at {'.'.join(map(str, exc.errors()[0]['loc']))}"
+        ) from exc
