@@ -96,6 +96,7 @@ async def test_session_scope_commits_and_rolls_back(db_engine: AsyncEngine) -> N
     factory = session_factory(db_engine)
     async with session_scope(factory) as session:
         await session.execute(text("INSERT INTO notes VALUES ('kept')"))
+
     async def failing_unit_of_work() -> None:
         async with session_scope(factory) as session:
             await session.execute(text("INSERT INTO notes VALUES ('dropped')"))

@@ -1,0 +1,465 @@
+"""OpenTelemetry for HSI: one TracerProvider and one MeterProvider, the `hsi_*` instruments, and
+the Prometheus exposition that the API serves at `/metrics`.
+
+`setup_telemetry()` builds the providers once (a second call with the same configuration returns
+the same `Telemetry`; with another it replaces it) and `reset_telemetry()` shuts them down (the
+test suite calls it between cases). Nothing happens at import time.
+
+Providers and globals. The OpenTelemetry API lets a process set its global providers only once
+(`set_tracer_provider()` ignores later calls with a logged warning), which does not fit a test
+suite that sets up and resets telemetry many times. So HSI keeps its own provider objects in this
+module and HSI code gets tracers, meters and instruments through `get_tracer()`, `get_meter()` and
+`instruments()` here, which always answer with the current providers (or no-op ones before setup).
+`setup_telemetry()` also installs the providers as the API globals, so that third-party
+instrumentation and `opentelemetry.trace.get_current_span()` see the same traces, and
+`reset_telemetry()` clears the API's set-once guards the way OpenTelemetry's own test utilities do
+(`opentelemetry.test.globals_test`). Those guards are private: if a future OpenTelemetry renames
+them, only the API globals stay on the first providers; HSI's own telemetry keeps working.
+
+Metrics are pulled: the `PrometheusMetricReader` registers a collector in prometheus_client's
+registry (the global `REGISTRY`, which also carries the process metrics) and `render_metrics()`
+renders it, so no separate HTTP server runs. Shutting the providers down unregisters it, so a
+reset followed by a setup never meets "Duplicated timeseries".
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+if TYPE_CHECKING:
+    from hsi.config import Settings
+
+__all__ = [
+    "AI_BUCKETS",
+    "BATCH_SIZE_BUCKETS",
+    "END_TO_END_BUCKETS",
+    "STAGE_BUCKETS",
+    "Instruments",
+    "StreamReading",
+    "StreamSnapshot",
+    "Telemetry",
+    "TelemetryConfig",
+    "current_telemetry",
+    "get_meter",
+    "get_tracer",
+    "instruments",
+    "register_stream_gauges",
+    "render_metrics",
+    "reset_telemetry",
+    "setup_telemetry",
+    "traces_endpoint",
+]
+
+INSTRUMENTATION_NAME = "hsi"
+
+# Histogram buckets (seconds). A stage takes milliseconds to a few seconds (detection on CPU);
+# an AI request up to minutes (an LLM on a small GPU); end to end includes the batch window
+# (90 s by default) and the analysis after it.
+STAGE_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+AI_BUCKETS: tuple[float, ...] = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+END_TO_END_BUCKETS: tuple[float, ...] = (
+    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0,
+)  # fmt: skip
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 3, 5, 10, 20, 50, 100, 200)
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    service_name: str = "hsi"
+    otlp_endpoint: str | None = None
+    sampler_ratio: float = 1.0
+    metrics_enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sampler_ratio <= 1.0:
+            raise ValueError(f"sampler_ratio must be between 0 and 1, got {self.sampler_ratio}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, metrics_enabled: bool = True) -> TelemetryConfig:
+        return cls(
+            service_name=settings.otel_service_name,
+            otlp_endpoint=settings.otel_exporter_otlp_endpoint,
+            sampler_ratio=settings.otel_traces_sampler_ratio,
+            metrics_enabled=metrics_enabled,
+        )
+
+
+def traces_endpoint(endpoint: str) -> str:
+    """The OTLP/HTTP traces URL for a collector base URL (`http://collector:4318` →
+    `…/v1/traces`), as `OTEL_EXPORTER_OTLP_ENDPOINT` means it; a URL that already ends in
+    `/v1/traces` is kept."""
+    endpoint = endpoint.strip()
+    if endpoint.rstrip("/").endswith("/v1/traces"):
+        return endpoint.rstrip("/")
+    return endpoint.rstrip("/") + "/v1/traces"
+
+
+# --- instruments --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instruments:
+    """Every HSI instrument, created once per setup. Attributes each expects:
+
+    - `stage_duration` `hsi_stage_duration_seconds`: stage, camera, outcome
+    - `entries_processed` `hsi_entries_processed_total`: stage, camera, outcome
+    - `detections_processed` `hsi_detections_processed_total`: camera, label
+    - `events_created` `hsi_events_created_total`: camera, risk_level
+    - `pipeline_errors` `hsi_pipeline_errors_total`: stage, error_type
+    - `ai_request_duration` `hsi_ai_request_duration_seconds`: backend, outcome
+    - `ai_request_errors` `hsi_ai_request_errors_total`: backend, error_type
+    - `end_to_end_latency` `hsi_end_to_end_latency_seconds`: camera
+    - `dedupe_hits` `hsi_dedupe_hits_total`: camera
+    - `batch_size` `hsi_batch_size` (detections per closed batch): camera, reason
+    """
+
+    stage_duration: Histogram
+    entries_processed: Counter
+    detections_processed: Counter
+    events_created: Counter
+    pipeline_errors: Counter
+    ai_request_duration: Histogram
+    ai_request_errors: Counter
+    end_to_end_latency: Histogram
+    dedupe_hits: Counter
+    batch_size: Histogram
+
+    @classmethod
+    def create(cls, meter: Meter) -> Instruments:
+        return cls(
+            stage_duration=meter.create_histogram(
+                "hsi_stage_duration_seconds",
+                unit="s",
+                description="Time one pipeline stage spent on one stream entry.",
+                explicit_bucket_boundaries_advisory=STAGE_BUCKETS,
+            ),
+            entries_processed=meter.create_counter(
+                "hsi_entries_processed_total",
+                description="Stream entries a stage finished, by outcome.",
+            ),
+            detections_processed=meter.create_counter(
+                "hsi_detections_processed_total",
+                description="Objects detected, by camera and label.",
+            ),
+            events_created=meter.create_counter(
+                "hsi_events_created_total",
+                description="Security events created, by camera and risk level.",
+            ),
+            pipeline_errors=meter.create_counter(
+                "hsi_pipeline_errors_total",
+                description="Errors in pipeline stages, by stage and error type.",
+            ),
+            ai_request_duration=meter.create_histogram(
+                "hsi_ai_request_duration_seconds",
+                unit="s",
+                description="Duration of requests to the detector and analyzer services.",
+                explicit_bucket_boundaries_advisory=AI_BUCKETS,
+            ),
+            ai_request_errors=meter.create_counter(
+                "hsi_ai_request_errors_total",
+                description="Failed requests to the detector and analyzer services.",
+            ),
+            end_to_end_latency=meter.create_histogram(
+                "hsi_end_to_end_latency_seconds",
+                unit="s",
+                description="From a file appearing to its event being stored.",
+                explicit_bucket_boundaries_advisory=END_TO_END_BUCKETS,
+            ),
+            dedupe_hits=meter.create_counter(
+                "hsi_dedupe_hits_total",
+                description="Files skipped because their content was seen before.",
+            ),
+            batch_size=meter.create_histogram(
+                "hsi_batch_size",
+                description="Detections in a batch when it closes.",
+                explicit_bucket_boundaries_advisory=BATCH_SIZE_BUCKETS,
+            ),
+        )
+
+
+# --- stream gauges ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamReading:
+    """The state of one stream (and consumer group) at the last poll; None means unknown."""
+
+    stream: str
+    group: str | None = None
+    camera: str | None = None
+    length: int | None = None
+    lag: int | None = None
+    pending: int | None = None
+    oldest_pending_age_seconds: float | None = None
+    dead_letters: int | None = None
+
+    def attributes(self) -> dict[str, str]:
+        attrs = {"stream": self.stream}
+        if self.group is not None:
+            attrs["group"] = self.group
+        if self.camera is not None:
+            attrs["camera"] = self.camera
+        return attrs
+
+
+StreamCallback = Callable[[], Iterable[StreamReading]]
+
+
+class StreamSnapshot:
+    """The readings a poller last took; register it as the gauges' callback.
+
+    The poller (with its own Redis connection and schedule) calls `update()`; the gauges only read
+    the snapshot, so a metrics scrape never waits on Redis.
+    """
+
+    def __init__(self, readings: Iterable[StreamReading] = ()) -> None:
+        self._readings: tuple[StreamReading, ...] = tuple(readings)
+
+    def update(self, readings: Iterable[StreamReading]) -> None:
+        self._readings = tuple(readings)  # one atomic swap; readers see old or new
+
+    def __call__(self) -> tuple[StreamReading, ...]:
+        return self._readings
+
+
+_STREAM_GAUGES: tuple[tuple[str, str, str, str], ...] = (
+    ("hsi_stream_length", "length", "", "Entries in the stream."),
+    ("hsi_stream_group_lag", "lag", "", "Entries the consumer group has not read yet."),
+    ("hsi_stream_pending", "pending", "", "Entries read but not acknowledged."),
+    (
+        "hsi_stream_oldest_pending_age_seconds",
+        "oldest_pending_age_seconds",
+        "s",
+        "Idle time of the oldest unacknowledged entry.",
+    ),
+    ("hsi_stream_dead_letters", "dead_letters", "", "Entries moved to the dead-letter stream."),
+)
+
+
+# --- the telemetry object -----------------------------------------------------------------------
+
+
+@dataclass
+class Telemetry:
+    config: TelemetryConfig
+    tracer_provider: TracerProvider
+    meter_provider: metrics.MeterProvider
+    instruments: Instruments
+    registry: CollectorRegistry
+    span_exporter: SpanExporter | None = None
+    _stream_callbacks: list[StreamCallback] = field(default_factory=list, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def get_tracer(self, name: str = INSTRUMENTATION_NAME) -> trace.Tracer:
+        return self.tracer_provider.get_tracer(name)
+
+    def get_meter(self, name: str = INSTRUMENTATION_NAME) -> Meter:
+        return self.meter_provider.get_meter(name)
+
+    def register_stream_gauges(self, callback: StreamCallback) -> Callable[[], None]:
+        """Report `callback()`'s readings in the `hsi_stream_*` gauges at every collection.
+
+        The callback runs inside the metrics collection: it must only read memory (see
+        `StreamSnapshot`). Returns a function that unregisters it.
+        """
+        with self._lock:
+            self._stream_callbacks.append(callback)
+
+        def unregister() -> None:
+            with self._lock:
+                if callback in self._stream_callbacks:
+                    self._stream_callbacks.remove(callback)
+
+        return unregister
+
+    def _readings(self) -> list[StreamReading]:
+        with self._lock:
+            callbacks = list(self._stream_callbacks)
+        readings: list[StreamReading] = []
+        for callback in callbacks:
+            try:
+                readings.extend(callback())
+            except Exception:  # noqa: S112 - one broken source must not hide the others
+                continue
+        return readings
+
+    def _observer(self, attribute: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            observations = []
+            for reading in self._readings():
+                value = getattr(reading, attribute)
+                if value is not None:
+                    observations.append(Observation(value, reading.attributes()))
+            return observations
+
+        return observe
+
+    def _create_stream_gauges(self) -> None:
+        meter = self.get_meter()
+        for name, attribute, unit, description in _STREAM_GAUGES:
+            meter.create_observable_gauge(
+                name, callbacks=[self._observer(attribute)], unit=unit, description=description
+            )
+
+    def force_flush(self, timeout_millis: int = 10_000) -> bool:
+        """Export the finished spans now; True when everything was exported in time."""
+        return self.tracer_provider.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        if isinstance(self.meter_provider, MeterProvider):
+            self.meter_provider.shutdown()
+
+
+# --- module state -------------------------------------------------------------------------------
+
+_TELEMETRY: Telemetry | None = None
+_NOOP_INSTRUMENTS: Instruments | None = None
+_LOCK = threading.Lock()
+
+
+def _build(config: TelemetryConfig, span_exporter: SpanExporter | None) -> Telemetry:
+    resource = Resource.create({SERVICE_NAME: config.service_name})
+    tracer_provider = TracerProvider(
+        sampler=ParentBased(TraceIdRatioBased(config.sampler_ratio)), resource=resource
+    )
+    if config.otlp_endpoint:
+        exporter = OTLPSpanExporter(endpoint=traces_endpoint(config.otlp_endpoint), timeout=10)
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    if span_exporter is not None:
+        tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+
+    registry = REGISTRY
+    meter_provider: metrics.MeterProvider
+    if config.metrics_enabled:
+        reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
+        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+    else:
+        meter_provider = metrics.NoOpMeterProvider()
+    telemetry = Telemetry(
+        config=config,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        instruments=Instruments.create(meter_provider.get_meter(INSTRUMENTATION_NAME)),
+        registry=registry,
+        span_exporter=span_exporter,
+    )
+    telemetry._create_stream_gauges()
+    return telemetry
+
+
+def _reset_api_globals() -> None:
+    """Let the OpenTelemetry API accept new global providers (what its test utilities do)."""
+    from opentelemetry.metrics import _internal as metrics_internal
+    from opentelemetry.util._once import Once
+
+    if hasattr(trace, "_TRACER_PROVIDER_SET_ONCE") and hasattr(trace, "_TRACER_PROVIDER"):
+        trace._TRACER_PROVIDER_SET_ONCE = Once()
+        trace._TRACER_PROVIDER = None
+    if hasattr(metrics_internal, "_METER_PROVIDER_SET_ONCE") and hasattr(
+        metrics_internal, "_METER_PROVIDER"
+    ):
+        metrics_internal._METER_PROVIDER_SET_ONCE = Once()
+        metrics_internal._METER_PROVIDER = None
+
+
+def setup_telemetry(
+    config: TelemetryConfig, *, span_exporter: SpanExporter | None = None
+) -> Telemetry:
+    """Create the providers and instruments and install them (see the module docstring).
+
+    `span_exporter` is an extra exporter fed synchronously (tests pass an InMemorySpanExporter);
+    spans go to OTLP/HTTP through a batch processor when `config.otlp_endpoint` is set.
+    """
+    global _TELEMETRY
+    with _LOCK:
+        current = _TELEMETRY
+        if current is not None:
+            if current.config == config and current.span_exporter is span_exporter:
+                return current
+            _TELEMETRY = None
+            current.shutdown()
+            _reset_api_globals()
+        telemetry = _build(config, span_exporter)
+        trace.set_tracer_provider(telemetry.tracer_provider)
+        if config.metrics_enabled:
+            metrics.set_meter_provider(telemetry.meter_provider)
+        _TELEMETRY = telemetry
+        return telemetry
+
+
+def reset_telemetry() -> None:
+    """Flush and shut down the providers, unregister the Prometheus collector, and clear the API
+    globals so that `setup_telemetry()` can run again (tests; also fine at process exit)."""
+    global _TELEMETRY
+    with _LOCK:
+        current, _TELEMETRY = _TELEMETRY, None
+        if current is not None:
+            current.shutdown()
+            _reset_api_globals()
+
+
+def current_telemetry() -> Telemetry | None:
+    return _TELEMETRY
+
+
+def get_tracer(name: str = INSTRUMENTATION_NAME) -> trace.Tracer:
+    """A tracer of the current providers; a no-op one before `setup_telemetry()`."""
+    current = _TELEMETRY
+    return current.get_tracer(name) if current is not None else trace.NoOpTracer()
+
+
+def get_meter(name: str = INSTRUMENTATION_NAME) -> Meter:
+    """A meter of the current providers; a no-op one before `setup_telemetry()`."""
+    current = _TELEMETRY
+    return current.get_meter(name) if current is not None else metrics.NoOpMeter(name)
+
+
+def instruments() -> Instruments:
+    """The current instruments; no-op ones before `setup_telemetry()`, so callers need no
+    checks. Fetch them per use (or per component start), not once at import."""
+    global _NOOP_INSTRUMENTS
+    current = _TELEMETRY
+    if current is not None:
+        return current.instruments
+    if _NOOP_INSTRUMENTS is None:
+        _NOOP_INSTRUMENTS = Instruments.create(metrics.NoOpMeter(INSTRUMENTATION_NAME))
+    return _NOOP_INSTRUMENTS
+
+
+def register_stream_gauges(callback: StreamCallback) -> Callable[[], None]:
+    """`Telemetry.register_stream_gauges()` on the current telemetry. Before setup (or with
+    metrics disabled) the callback is not used and the returned unregister does nothing."""
+    current = _TELEMETRY
+    if current is None or not current.config.metrics_enabled:
+        return lambda: None
+    return current.register_stream_gauges(callback)
+
+
+def render_metrics() -> tuple[bytes, str]:
+    """The Prometheus text exposition of every metric and its content type, for `/metrics`.
+
+    Collecting runs the gauge callbacks and formats every series: call it off the event loop
+    (`asyncio.to_thread`) when the registry is large.
+    """
+    current = _TELEMETRY
+    registry = current.registry if current is not None else REGISTRY
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,189 @@
+"""The `hsi` command line against real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
+
+from hsi.cli import main
+from hsi.config import Settings, get_settings
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Each test reads settings afresh from a clean environment in its own folder."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_config_show_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hsi config show` prints every setting as JSON with secrets masked."""
+    monkeypatch.setenv("LLM_API_KEY", "sk-top-secret")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://hsi:pw-secret@db/hsi")
+    result = CliRunner().invoke(main, ["config", "show"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["llm_api_key"] == "***"
+    assert shown["database_url"] == "postgresql+psycopg://hsi:***@db/hsi"
+    assert "sk-top-secret" not in result.output
+    assert "pw-secret" not in result.output
+
+
+def test_bad_setting_is_a_clean_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad value ends the command with the settings message, not a traceback."""
+    monkeypatch.setenv("API_PORT", "eighty")
+    result = CliRunner().invoke(main, ["config", "show"])
+    assert result.exit_code == 1
+    assert "API_PORT='eighty'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_doctor_on_a_fresh_checkout(monkeypatch: pytest.MonkeyPatch, server_dir: Path) -> None:
+    """With nothing started, doctor says the embedded servers are down and how to start them."""
+    monkeypatch.setenv("DATA_DIR", str(server_dir))
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 1
+    assert "[fail] redis: embedded Redis is not running" in result.output
+    assert "[fail] postgres: embedded PostgreSQL is not running" in result.output
+    assert "hsi services start" in result.output
+    assert "[  ok] detector: embedded CPU detector" in result.output
+    assert "[  ok] analyzer: rule-based scorer" in result.output
+    assert "[warn] cameras: camera root" in result.output
+
+
+def test_doctor_with_servers(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, database_url: str, db_schema: str
+) -> None:
+    """Against running servers, doctor reports versions and pending migrations."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("DATABASE_URL", f"{database_url}?options=-csearch_path%3D{db_schema}")
+    monkeypatch.setenv("DETECTOR_BACKEND", "rtdetr")
+    monkeypatch.setenv("RTDETR_URL", f"http://127.0.0.1:{_free_port()}")
+    result = CliRunner().invoke(main, ["doctor"])
+    assert "[  ok] redis:" in result.output or "[warn] redis:" in result.output
+    assert "postgres: PostgreSQL" in result.output
+    assert "migration(s) pending" in result.output
+    assert "[fail] detector: RT-DETR at" in result.output
+    assert "DETECTOR_BACKEND=embedded" in result.output
+    assert result.exit_code == 1
+
+
+def test_services_lifecycle(monkeypatch: pytest.MonkeyPatch, server_dir: Path) -> None:
+    """`hsi services start|status|stop` manage the embedded servers; migrate applies once."""
+    monkeypatch.setenv("DATA_DIR", str(server_dir))
+    runner = CliRunner()
+    try:
+        started = runner.invoke(main, ["services", "start"])
+        assert started.exit_code == 0, started.output
+        assert "redis     redis://127.0.0.1:" in started.output
+        status = runner.invoke(main, ["services", "status"])
+        assert status.output.count("running") == 2
+        first = runner.invoke(main, ["migrate"])
+        assert first.exit_code == 0, first.output
+        assert "applied: 0001_logs.sql" in first.output
+        assert "migrations are current" in runner.invoke(main, ["migrate"]).output
+        doctor = runner.invoke(main, ["doctor"])
+        assert "[  ok] redis: valkey" in doctor.output
+        assert "migrations current" in doctor.output
+    finally:
+        stopped = runner.invoke(main, ["services", "stop"])
+    assert "redis" in stopped.output
+    assert "postgres" in stopped.output
+    assert runner.invoke(main, ["services", "status"]).output.count("stopped") == 2
+
+
+def test_certs_generate_and_show(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`hsi certs generate` writes a certificate that `hsi certs show` describes."""
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TLS_HOSTNAMES", "hsi.home.arpa")
+    runner = CliRunner()
+    generated = runner.invoke(main, ["certs", "generate"])
+    assert generated.exit_code == 0, generated.output
+    assert (tmp_path / "data" / "certs" / "hsi.key").stat().st_mode & 0o777 == 0o600
+    again = runner.invoke(main, ["certs", "generate"])
+    assert again.exit_code == 1
+    assert "--force" in again.output
+    shown = runner.invoke(main, ["certs", "show"])
+    assert shown.exit_code == 0, shown.output
+    assert "hsi.home.arpa" in shown.output
+
+
+def _wait_http(url: str, proc: subprocess.Popen[str], timeout: float = 60) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"hsi up exited with {proc.returncode}")
+        try:
+            return httpx.get(url, timeout=2, verify=False)  # noqa: S501 - self-signed, test only
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_up_serves_health_and_metrics(
+    tls: bool, redis_url: str, database_url: str, db_schema: str, tmp_path: Path
+) -> None:
+    """`hsi up` applies migrations and serves /health, /ready and /metrics (HTTPS with TLS on)."""
+    port = _free_port()
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k.upper() not in {n.upper() for n in Settings.model_fields}
+        },
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": f"{database_url}?options=-csearch_path%3D{db_schema}",
+        "DATA_DIR": str(tmp_path / "data"),
+        "API_PORT": str(port),
+        "TLS_MODE": "self_signed" if tls else "disabled",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hsi.cli", "up"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    scheme = "https" if tls else "http"
+    try:
+        health = _wait_http(f"{scheme}://127.0.0.1:{port}/health", proc)
+        assert health.json()["status"] == "ok"
+        ready = httpx.get(f"{scheme}://127.0.0.1:{port}/ready", verify=False)  # noqa: S501
+        assert ready.status_code == 200, ready.text
+        metrics = httpx.get(f"{scheme}://127.0.0.1:{port}/metrics", verify=False)  # noqa: S501
+        assert metrics.status_code == 200
+        families = list(text_string_to_metric_families(metrics.text))
+        assert families
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=30)
+    # uvicorn re-raises the SIGTERM it handled once shutdown is complete
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output
+    assert "api.listening" in output
+    assert "color_message" not in output
