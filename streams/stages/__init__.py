@@ -1,0 +1,1 @@
+"""The write-side stages: detect, batch and analyze, and the runtime that subscribes them."""
