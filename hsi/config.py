@@ -96,6 +96,10 @@ class Settings(BaseSettings):
         description="Folder for embedded servers, certificates, thumbnails and logs.",
     )
 
+    timezone: str | None = Field(
+        None, description="IANA zone for time-of-day rules (e.g. Europe/Berlin); default: local."
+    )
+
     # --- PostgreSQL --------------------------------------------------------------------------
     database_url: str | None = Field(
         None, description="PostgreSQL URL; unset starts the embedded PostgreSQL."
@@ -292,6 +296,19 @@ class Settings(BaseSettings):
         if not text.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("expected redis://host:6379/0, rediss://… or unix:///path")
         return text
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("expected an IANA time zone such as Europe/Berlin or UTC") from None
+        return value.strip()
 
     @field_validator("detection_class_thresholds")
     @classmethod

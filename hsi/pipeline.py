@@ -1,0 +1,276 @@
+"""The write-side pipeline of one process: stages, reclaimers, batch timer, camera discovery.
+
+`hsi worker --stage detect` runs one stage; `hsi up` runs them all (plus the watcher and the API).
+Every process discovers cameras from the `camera-ids` set that the watcher fills, and subscribes
+only to the cameras its `CameraSelection` owns, so workers scale per camera and per stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from faststream.redis import RedisBroker
+from redis.asyncio import Redis
+
+from hsi import wiring
+from hsi.redis import RedisConfig, create_redis
+from streams.analyzers import build_analyzer
+from streams.detectors import build_detector
+from streams.names import STAGE_INPUT, Group, StreamNames
+from streams.reclaim import HandlerResult, Reclaimer, StreamEntry
+from streams.stages.analyze import AnalyzeStage
+from streams.stages.batch import BatchStage
+from streams.stages.detect import DetectStage
+from streams.stages.runtime import CameraSelection, StageRunner
+
+if TYPE_CHECKING:
+    from hsi.config import Settings
+    from streams.analyzers import Analyzer
+    from streams.detectors import Detector
+
+log = logging.getLogger("hsi.pipeline")
+
+WRITE_STAGES: tuple[Group, ...] = (Group.DETECT, Group.BATCH, Group.ANALYZE)
+
+
+class _Stage(Protocol):
+    group: Group
+
+    async def handle(self, stream: str, entries: list[StreamEntry]) -> HandlerResult: ...
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    stages: tuple[Group, ...] = WRITE_STAGES
+    selection: CameraSelection = field(default_factory=CameraSelection)
+    reclaim: bool = True
+    discovery_interval_seconds: float = 2.0
+    batch_tick_seconds: float = 1.0
+
+
+class Pipeline:
+    """Owns the Redis client, the FastStream broker and every stage of one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis_url: str,
+        options: PipelineOptions,
+        *,
+        detector: Detector | None = None,
+        analyzer: Analyzer | None = None,
+    ) -> None:
+        self._settings = settings
+        self._redis_url = redis_url
+        self.options = options
+        self.names: StreamNames = wiring.stream_names(settings)
+        self.consumer = wiring.consumer_name()
+        self._detector = detector
+        self._analyzer = analyzer
+        self._redis: Redis | None = None
+        self._broker: RedisBroker | None = None
+        self.runners: dict[Group, StageRunner] = {}
+        self.reclaimers: dict[Group, Reclaimer] = {}
+        self.batch_stage: BatchStage | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+
+    @property
+    def redis(self) -> Redis:
+        if self._redis is None:
+            raise RuntimeError("the pipeline is not started")
+        return self._redis
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self._settings
+        self._redis = create_redis(RedisConfig.from_settings(settings, self._redis_url))
+        # FastStream's own per-message logging is off: HSI logs stage events itself.
+        self._broker = RedisBroker(
+            self._redis_url,
+            logger=logging.getLogger("hsi.faststream"),
+            log_level=logging.DEBUG,
+            graceful_timeout=30.0,
+        )
+        await self._broker.start()
+        for group in self.options.stages:
+            stage = self._build_stage(group)
+            reclaimer: Reclaimer | None = None
+            if self.options.reclaim:
+                reclaimer = Reclaimer(
+                    self._redis,
+                    self.names,
+                    group=group.value,
+                    streams=(),
+                    config=wiring.reclaim_config(settings),
+                    consumer=f"{self.consumer}-reclaim-{group.value}",
+                    handler=stage.handle,
+                )
+                self.reclaimers[group] = reclaimer
+            self.runners[group] = StageRunner(
+                broker=self._broker,
+                redis=self._redis,
+                names=self.names,
+                group=group,
+                kind=STAGE_INPUT[group],
+                handler=_recording(stage.handle, reclaimer),
+                consumer=f"{self.consumer}-{group.value}",
+                config=wiring.consume_config(settings),
+            )
+        await self.discover()
+        self._tasks.append(asyncio.create_task(self._discovery_loop(), name="hsi-discovery"))
+        for group, reclaimer in self.reclaimers.items():
+            self._tasks.append(
+                asyncio.create_task(reclaimer.run(self._stop), name=f"hsi-reclaim-{group}")
+            )
+        if self.batch_stage is not None:
+            self._tasks.append(asyncio.create_task(self._batch_timer(), name="hsi-batch-timer"))
+        log.info(
+            "pipeline.started",
+            extra={
+                "stages": ",".join(g.value for g in self.options.stages),
+                "consumer": self.consumer,
+            },
+        )
+
+    async def stop(self) -> None:
+        """Finish the batches in hand, then close everything."""
+        self._stop.set()
+        for runner in self.runners.values():
+            await runner.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._broker is not None:
+            await self._broker.stop()
+        for closable in (self._detector, self._analyzer):
+            if closable is not None:
+                await closable.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
+        log.info("pipeline.stopped", extra={"consumer": self.consumer})
+
+    def _build_stage(self, group: Group) -> _Stage:
+        settings = self._settings
+        redis = self.redis
+        if group is Group.DETECT:
+            if self._detector is None:
+                self._detector = build_detector(wiring.detector_config(settings))
+            return DetectStage(
+                redis=redis,
+                names=self.names,
+                detector=self._detector,
+                camera_root=settings.camera_root,
+                concurrency=settings.detector_max_concurrency,
+            )
+        if group is Group.BATCH:
+            self.batch_stage = BatchStage(
+                redis=redis, names=self.names, config=wiring.batch_config(settings)
+            )
+            return self.batch_stage
+        if group is Group.ANALYZE:
+            if self._analyzer is None:
+                self._analyzer = build_analyzer(
+                    settings.analyzer_backend.value,
+                    thresholds=wiring.severity(settings),
+                    llm=wiring.llm_config(settings),
+                )
+            return AnalyzeStage(
+                redis=redis,
+                names=self.names,
+                analyzer=self._analyzer,
+                timezone=wiring.local_zone(settings),
+            )
+        raise ValueError(f"{group.value} is not a write-side stage")
+
+    # --- cameras --------------------------------------------------------------------------------
+
+    async def discover(self) -> list[str]:
+        """Subscribe every stage to the owned cameras it does not know yet."""
+        members = await self.redis.smembers(self.names.camera_set)
+        cameras = sorted(
+            c
+            for c in (m.decode() if isinstance(m, bytes) else m for m in members)
+            if self.options.selection.owns(c)
+        )
+        return await self.add_cameras(cameras)
+
+    async def add_cameras(self, cameras: Iterable[str]) -> list[str]:
+        added: set[str] = set()
+        for group, runner in self.runners.items():
+            new = await runner.add_cameras(cameras)
+            added.update(new)
+            reclaimer = self.reclaimers.get(group)
+            if reclaimer is not None:
+                for camera in new:
+                    reclaimer.add_stream(self.names.stream(camera, STAGE_INPUT[group]))
+        return sorted(added)
+
+    async def _discovery_loop(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(self.options.discovery_interval_seconds)
+            try:
+                for camera in await self.discover():
+                    log.info("pipeline.camera_added", extra={"camera": camera})
+            except Exception:
+                log.exception("pipeline.discovery_failed")
+
+    async def _batch_timer(self) -> None:
+        assert self.batch_stage is not None
+        runner = self.runners[Group.BATCH]
+        while not self._stop.is_set():
+            await asyncio.sleep(self.options.batch_tick_seconds)
+            for camera in sorted(runner.cameras):
+                try:
+                    await self.batch_stage.tick_camera(camera)
+                except Exception:
+                    log.exception("batch.tick_failed", extra={"camera": camera})
+
+    # --- draining (tests, `hsi ingest`) ------------------------------------------------------
+
+    async def backlog(self) -> int:
+        """Entries not yet acknowledged by this process's stages, over the owned cameras."""
+        total = 0
+        for group, runner in self.runners.items():
+            for stream in runner.streams():
+                for info in await self.redis.xinfo_groups(stream):
+                    name = (
+                        info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+                    )
+                    if name == group.value:
+                        total += int(info.get("lag") or 0) + int(info.get("pending") or 0)
+        return total
+
+    async def drain(self, within_seconds: float = 60.0, settle: float = 0.3) -> None:
+        """Wait until every owned stream is fully processed (and stays so for `settle` s)."""
+        async with asyncio.timeout(within_seconds):
+            while True:
+                if await self.backlog() == 0:
+                    await asyncio.sleep(settle)
+                    if await self.backlog() == 0:
+                        return
+                await asyncio.sleep(0.05)
+
+
+def _recording(
+    handle: Callable[[str, list[StreamEntry]], Awaitable[HandlerResult]],
+    reclaimer: Reclaimer | None,
+) -> Callable[[str, list[StreamEntry]], Awaitable[HandlerResult]]:
+    """Pass the errors of fresh deliveries to the reclaimer, so dead letters can name them."""
+
+    async def handle_and_record(stream: str, entries: list[StreamEntry]) -> HandlerResult:
+        result = await handle(stream, entries)
+        if reclaimer is not None and result.failed:
+            reclaimer.record_failures(stream, result.failed)
+        return result
+
+    return handle_and_record

@@ -1,0 +1,105 @@
+"""Settings → the small frozen configs the write side takes (STYLE: settings flow down)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING
+
+from streams.analyzers.llm import LLMConfig
+from streams.batching import BatchConfig
+from streams.detectors import DetectorConfig
+from streams.names import StreamNames
+from streams.reclaim import ReclaimConfig
+from streams.severity import SeverityThresholds
+from streams.stages.runtime import ConsumeConfig
+
+if TYPE_CHECKING:
+    from hsi.config import Settings
+
+
+def consumer_name(role: str = "worker") -> str:
+    """Unique per process: host, pid and a short random part (pids repeat across containers)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}-{role}"
+
+
+def stream_names(settings: Settings) -> StreamNames:
+    return StreamNames(settings.stream_prefix)
+
+
+def local_zone(settings: Settings) -> str | tzinfo:
+    """The zone for time-of-day rules: TIMEZONE, else this machine's local zone."""
+    if settings.timezone:
+        return settings.timezone
+    zone = datetime.now().astimezone().tzinfo
+    return zone if zone is not None else "UTC"
+
+
+def detector_config(settings: Settings) -> DetectorConfig:
+    return DetectorConfig(
+        backend=settings.detector_backend.value,
+        rtdetr_url=settings.rtdetr_url,
+        connect_timeout=settings.detector_connect_timeout_seconds,
+        read_timeout=settings.detector_read_timeout_seconds,
+        max_retries=settings.ai_max_retries,
+        backoff_base=settings.ai_retry_backoff_seconds,
+        circuit_failure_threshold=settings.ai_circuit_failure_threshold,
+        circuit_reset_seconds=settings.ai_circuit_reset_seconds,
+        max_concurrency=settings.detector_max_concurrency,
+        threads=settings.detector_threads,
+        confidence_threshold=settings.detection_confidence_threshold,
+        class_thresholds=dict(settings.detection_class_thresholds),
+        video_frame_interval_seconds=settings.video_frame_interval_seconds,
+        video_max_frames=settings.video_max_frames,
+    )
+
+
+def llm_config(settings: Settings) -> LLMConfig:
+    return LLMConfig(
+        base_url=settings.llm_url,
+        model=settings.llm_model,
+        api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
+        connect_timeout_seconds=settings.llm_connect_timeout_seconds,
+        read_timeout_seconds=settings.llm_read_timeout_seconds,
+        max_tokens=settings.llm_max_tokens,
+        temperature=settings.llm_temperature,
+        json_schema=settings.llm_json_schema,
+        max_retries=settings.ai_max_retries,
+        retry_backoff_seconds=settings.ai_retry_backoff_seconds,
+        circuit_failure_threshold=settings.ai_circuit_failure_threshold,
+        circuit_reset_seconds=settings.ai_circuit_reset_seconds,
+    )
+
+
+def severity(settings: Settings) -> SeverityThresholds:
+    return SeverityThresholds(
+        low_max=settings.severity_low_max,
+        medium_max=settings.severity_medium_max,
+        high_max=settings.severity_high_max,
+    )
+
+
+def batch_config(settings: Settings) -> BatchConfig:
+    return BatchConfig(
+        window_seconds=settings.batch_window_seconds,
+        idle_seconds=settings.batch_idle_timeout_seconds,
+        max_detections=settings.batch_max_detections,
+        fast_path_enabled=settings.fast_path_enabled,
+        fast_path_threshold=settings.fast_path_confidence_threshold,
+        fast_path_labels=frozenset(settings.fast_path_object_types),
+    )
+
+
+def reclaim_config(settings: Settings) -> ReclaimConfig:
+    return ReclaimConfig(
+        idle_ms=settings.stream_reclaim_idle_ms,
+        max_deliveries=settings.stream_max_deliveries,
+        batch_size=settings.stream_read_count,
+        interval_seconds=settings.stream_reclaim_interval_seconds,
+    )
+
+
+def consume_config(settings: Settings) -> ConsumeConfig:
+    return ConsumeConfig(read_count=settings.stream_read_count, block_ms=settings.stream_block_ms)
