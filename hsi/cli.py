@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -187,25 +188,192 @@ def doctor() -> None:
         sys.exit(1)
 
 
-# --- up -----------------------------------------------------------------------------------------
+# --- running ------------------------------------------------------------------------------------
+
+
+def _startup_errors() -> tuple[type[Exception], ...]:
+    from hsi.runner import STARTUP_ERRORS
+    from hsi.watching import WatchError
+
+    return (*STARTUP_ERRORS, WatchError)
 
 
 @main.command("up")
 @click.option("--host", default=None, help="Bind address (default API_HOST).")
 @click.option("--port", default=None, type=int, help="Port (default API_PORT).")
-def up(host: str | None, port: int | None) -> None:
-    """Start the services, apply migrations and serve HSI."""
-    from hsi.runner import run_up
+@click.option("--no-watch", is_flag=True, help="Do not watch the camera root.")
+def up(host: str | None, port: int | None, no_watch: bool) -> None:
+    """Run HSI in one process: watcher, stages, reclaimers and the API."""
+    from hsi.runner import UpOptions, run_up
 
     settings = _settings()
     try:
-        run_up(settings, host=host, port=port)
-    except Exception as exc:
-        from hsi.runner import STARTUP_ERRORS
+        run_up(settings, UpOptions(host=host, port=port, watch=not no_watch))
+    except _startup_errors() as exc:
+        raise click.ClickException(str(exc)) from None
 
-        if isinstance(exc, STARTUP_ERRORS):
-            raise click.ClickException(str(exc)) from None
-        raise
+
+STAGE_CHOICES = ("detect", "batch", "analyze", "all")
+
+
+@main.command("worker")
+@click.option(
+    "--stage",
+    "stages",
+    multiple=True,
+    type=click.Choice(STAGE_CHOICES),
+    default=("all",),
+    show_default=True,
+    help="Stage(s) to run; repeatable.",
+)
+@click.option("--cameras", default=None, help="Only these camera ids, comma-separated.")
+@click.option("--shard", default=None, help="Only shard i/n of the cameras (e.g. 0/2).")
+def worker(stages: tuple[str, ...], cameras: str | None, shard: str | None) -> None:
+    """Run write-side stages for some or all cameras (scale out per stage and camera)."""
+    from hsi.pipeline import WRITE_STAGES, PipelineOptions
+    from hsi.runner import run_worker
+    from streams.names import Group
+    from streams.stages.runtime import CameraSelection
+
+    try:
+        selection = CameraSelection.parse(cameras, shard)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    groups = WRITE_STAGES if "all" in stages else tuple(Group(s) for s in dict.fromkeys(stages))
+    try:
+        run_worker(_settings(), PipelineOptions(stages=groups, selection=selection))
+    except _startup_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command("watch")
+def watch() -> None:
+    """Watch the camera root only (the other stages run elsewhere)."""
+    from hsi.runner import run_watch
+
+    try:
+        run_watch(_settings())
+    except _startup_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+def ingest(paths: tuple[str, ...]) -> None:
+    """Backfill files or folders under the camera root through the watcher's checks."""
+    from hsi.runner import run_ingest
+
+    try:
+        outcomes = run_ingest(_settings(), [Path(p) for p in paths])
+    except _startup_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        kind = str(outcome.kind)
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind not in ("observed", "duplicate"):
+            click.echo(f"{kind:<10} {outcome.path}  {outcome.reason or ''}".rstrip())
+    click.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no files")
+
+
+# --- dead letters -------------------------------------------------------------------------------
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: entries that failed too many times."""
+
+
+def _dlq_call(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+    from hsi.services import running_services
+    from streams.dlq import DeadLetterError
+
+    settings = _settings()
+    _, redis_url = running_services(settings)
+    if redis_url is None:
+        raise click.ClickException("Redis is not running: start it with `hsi services start`")
+
+    async def call() -> T:
+        from hsi import wiring
+        from hsi.redis import RedisConfig, create_redis
+
+        client = create_redis(RedisConfig.from_settings(settings, redis_url))
+        try:
+            return await fn(client, wiring.stream_names(settings), *args)
+        finally:
+            await client.aclose()
+
+    try:
+        return _run(call())
+    except DeadLetterError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _cameras(client: Any, names: Any) -> list[str]:
+    members = await client.smembers(names.camera_set)
+    return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+
+@dlq.command("list")
+@click.option("--camera", default=None, help="Only this camera.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+def dlq_list(camera: str | None, limit: int) -> None:
+    """List dead letters, newest first."""
+    from streams.dlq import list_dead
+
+    async def listing(client: Any, names: Any) -> list[Any]:
+        cameras = [camera] if camera else await _cameras(client, names)
+        return await list_dead(client, names, cameras, limit)
+
+    letters = _dlq_call(listing)
+    if not letters:
+        click.echo("no dead letters")
+    for letter in letters:
+        click.echo(
+            f"{letter.camera:<16} {letter.dead_id:<18} {letter.group:<8} "
+            f"{letter.original_type or '-':<20} x{letter.deliveries:<3} {letter.last_error}"
+        )
+
+
+@dlq.command("show")
+@click.argument("camera")
+@click.argument("dead_id")
+def dlq_show(camera: str, dead_id: str) -> None:
+    """Show one dead letter with its original entry."""
+    from streams.dlq import show_dead
+
+    detail = _dlq_call(show_dead, camera, dead_id)
+    letter = detail.letter
+    click.echo(f"dead letter {letter.dead_id} of {letter.camera}")
+    click.echo(f"  source:     {letter.source_stream} {letter.entry_id} (group {letter.group})")
+    click.echo(f"  deliveries: {letter.deliveries}")
+    click.echo(f"  error:      {letter.last_error}")
+    if detail.original is not None:
+        click.echo("  original:   " + detail.original.model_dump_json(indent=2))
+    elif detail.original_error:
+        click.echo(f"  original:   unreadable ({detail.original_error})")
+
+
+@dlq.command("retry")
+@click.argument("camera")
+@click.argument("dead_id")
+def dlq_retry(camera: str, dead_id: str) -> None:
+    """Re-publish the original entry to its stream (with a retry_of header)."""
+    from streams.dlq import retry_dead
+
+    new_id = _dlq_call(retry_dead, camera, dead_id)
+    click.echo(f"re-published as {new_id}")
+
+
+@dlq.command("drop")
+@click.argument("camera")
+@click.argument("dead_id")
+def dlq_drop(camera: str, dead_id: str) -> None:
+    """Delete a dead letter for good."""
+    from streams.dlq import drop_dead
+
+    _dlq_call(drop_dead, camera, dead_id)
+    click.echo("dropped")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,13 +1,18 @@
-"""`hsi up`: everything in one process for a single home.
+"""Process entry points: `hsi up` (everything in one process) and `hsi worker` (some stages).
 
-Starts (or reuses) the embedded servers where no URL is configured, applies migrations, sets up
-logging and telemetry, and serves the API with uvicorn (HTTPS when TLS is configured).
+Both start (or reuse) the embedded servers where no URL is configured, apply migrations, set up
+logging and telemetry, then run their parts in one asyncio loop until SIGINT/SIGTERM, and stop
+gracefully: the batches in hand are finished before the process exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -16,13 +21,16 @@ from hsi.api.app import APIConfig, create_app
 from hsi.db import DatabaseError, create_engine, migrate
 from hsi.embedded import EmbeddedServerError
 from hsi.logging import LoggingConfig, log_event, setup_logging
+from hsi.pipeline import Pipeline, PipelineOptions
 from hsi.redis import RedisConfig, RedisUnavailableError, check_server, create_redis
-from hsi.services import ensure_services
+from hsi.services import ServiceURLs, ensure_services
 from hsi.telemetry import TelemetryConfig, setup_telemetry
 from hsi.tls import TLSConfig, TLSError, uvicorn_ssl_options
+from hsi.watching import build_watcher
 
 if TYPE_CHECKING:
     from hsi.config import Settings
+    from streams.watch.outcomes import Outcome
 
 STARTUP_ERRORS: tuple[type[Exception], ...] = (
     DatabaseError,
@@ -37,9 +45,16 @@ log = logging.getLogger("hsi.up")
 async def _prepare(database_url: str, redis: RedisConfig) -> list[str]:
     client = create_redis(redis)
     try:
-        await check_server(client)
+        health = await check_server(client)
     finally:
         await client.aclose()
+    if not health.append_only:
+        log_event(
+            log,
+            "redis.no_persistence",
+            level=logging.WARNING,
+            detail="append-only persistence is off: a Redis restart may lose entries",
+        )
     engine = create_engine(database_url)
     try:
         return await migrate(engine)
@@ -47,12 +62,30 @@ async def _prepare(database_url: str, redis: RedisConfig) -> list[str]:
         await engine.dispose()
 
 
-def run_up(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+def _boot(settings: Settings) -> ServiceURLs:
     urls = ensure_services(settings)
     setup_logging(LoggingConfig.from_settings(settings, db_url=urls.database_url))
     setup_telemetry(TelemetryConfig.from_settings(settings))
+    return urls
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    host: str | None = None
+    port: int | None = None
+    watch: bool = True
+
+
+def run_up(settings: Settings, options: UpOptions | None = None) -> None:
+    """Everything for a single home in one process: watcher, stages, reclaimers, API."""
+    options = options or UpOptions()
+    urls = _boot(settings)
+    asyncio.run(_up(settings, urls, options))
+
+
+async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None:
     redis_config = RedisConfig.from_settings(settings, urls.redis_url)
-    applied = asyncio.run(_prepare(urls.database_url, redis_config))
+    applied = await _prepare(urls.database_url, redis_config)
     settings.camera_root.mkdir(parents=True, exist_ok=True)
     log_event(
         log,
@@ -61,11 +94,85 @@ def run_up(settings: Settings, *, host: str | None = None, port: int | None = No
         migrations_applied=len(applied),
         camera_root=str(settings.camera_root),
     )
-    app = create_app(APIConfig(database_url=urls.database_url, redis=redis_config))
     tls = TLSConfig.from_settings(settings)
     ssl_options = uvicorn_ssl_options(tls)
+    host = options.host or settings.api_host
+    port = settings.api_port if options.port is None else options.port
+    app = create_app(APIConfig(database_url=urls.database_url, redis=redis_config))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_config=None, **ssl_options)
+    )
+    pipeline = Pipeline(settings, urls.redis_url, PipelineOptions())
+    await pipeline.start()
+    watcher = build_watcher(settings, pipeline.redis) if options.watch else None
+    if watcher is not None:
+        await watcher.start()
     scheme = "https" if ssl_options else "http"
-    bind_host = host or settings.api_host
-    bind_port = settings.api_port if port is None else port
-    log_event(log, "api.listening", url=f"{scheme}://{bind_host}:{bind_port}")
-    uvicorn.run(app, host=bind_host, port=bind_port, log_config=None, **ssl_options)
+    log_event(log, "api.listening", url=f"{scheme}://{host}:{port}")
+    try:
+        await server.serve()  # returns on SIGINT/SIGTERM
+    finally:
+        if watcher is not None:
+            await watcher.stop()
+        await pipeline.stop()
+
+
+def run_worker(settings: Settings, options: PipelineOptions) -> None:
+    """Some stages for some cameras, until SIGINT/SIGTERM."""
+    urls = _boot(settings)
+    asyncio.run(_worker(settings, urls, options))
+
+
+async def _worker(settings: Settings, urls: ServiceURLs, options: PipelineOptions) -> None:
+    await _prepare(urls.database_url, RedisConfig.from_settings(settings, urls.redis_url))
+    pipeline = Pipeline(settings, urls.redis_url, options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await pipeline.start()
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        await pipeline.stop()
+
+
+def run_watch(settings: Settings) -> None:
+    """Only the watcher, until SIGINT/SIGTERM."""
+    urls = _boot(settings)
+    asyncio.run(_watch(settings, urls))
+
+
+async def _watch(settings: Settings, urls: ServiceURLs) -> None:
+    settings.camera_root.mkdir(parents=True, exist_ok=True)
+    client = create_redis(RedisConfig.from_settings(settings, urls.redis_url))
+    watcher = build_watcher(settings, client)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await watcher.run(stop)
+    finally:
+        await client.aclose()
+
+
+def run_ingest(settings: Settings, paths: list[Path]) -> list[Outcome]:
+    """Backfill: each path (file or folder) through the watcher's checks, then return."""
+    urls = ensure_services(settings)
+    return asyncio.run(_ingest(settings, urls, paths))
+
+
+async def _ingest(settings: Settings, urls: ServiceURLs, paths: list[Path]) -> list[Outcome]:
+    client = create_redis(RedisConfig.from_settings(settings, urls.redis_url))
+    try:
+        watcher = build_watcher(settings, client)
+        outcomes: list[Outcome] = []
+        for path in paths:
+            outcomes.extend(await watcher.ingest(path))
+        return outcomes
+    finally:
+        await client.aclose()

@@ -1,0 +1,52 @@
+"""Settings → the watcher, for `hsi up`, `hsi watch` and `hsi ingest`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from redis.asyncio import Redis
+
+from hsi import wiring
+from streams.watch.config import WatchConfig, WatchError
+from streams.watch.watcher import Watcher
+
+if TYPE_CHECKING:
+    from hsi.config import Settings
+
+__all__ = ["WatchError", "build_watcher", "watch_config"]
+
+
+def watch_config(settings: Settings) -> WatchConfig:
+    zone = wiring.local_zone(settings)
+    return WatchConfig(
+        polling=settings.watch_polling,
+        poll_interval=settings.watch_poll_interval_seconds,
+        stable_seconds=settings.watch_stable_seconds,
+        incomplete_timeout_seconds=settings.watch_incomplete_timeout_seconds,
+        min_image_bytes=settings.min_image_size_bytes,
+        min_video_bytes=settings.min_video_size_bytes,
+        dedupe_ttl_seconds=settings.dedupe_ttl,
+        timezone=zone if isinstance(zone, str) else _zone_name(zone),
+    )
+
+
+def _zone_name(zone: object) -> str:
+    """A name zoneinfo understands for the local zone, else UTC."""
+    key = getattr(zone, "key", None)
+    if isinstance(key, str):
+        return key
+    try:
+        from pathlib import Path
+
+        link = Path("/etc/localtime").resolve()
+        if "zoneinfo" in link.parts:
+            return "/".join(link.parts[link.parts.index("zoneinfo") + 1 :])
+    except OSError:
+        pass
+    return "UTC"
+
+
+def build_watcher(settings: Settings, redis: Redis) -> Watcher:
+    return Watcher(
+        redis, wiring.stream_names(settings), settings.camera_root, watch_config(settings)
+    )

@@ -1,0 +1,149 @@
+"""`hsi up` end to end: images dropped into a camera folder become analyses on the streams."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from hsi.config import Settings
+from streams.envelope import read_fields
+from streams.names import StreamNames
+from streams.schemas import AnalysisCompleted
+from tests.conftest import PHOTOS
+from tests.fakes.llm import serve_fake_llm
+from tests.fakes.rtdetr import serve_fake_rtdetr
+from tests.fakes.server import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _env(**values: str) -> dict[str, str]:
+    names = {n.upper() for n in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
+    env.update(values)
+    return env
+
+
+@pytest.fixture
+def hsi_up(
+    redis_url: str, database_url: str, db_schema: str, key_prefix: str, tmp_path: Path
+) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A function-scoped `hsi up` launcher: yields the camera root and the base environment."""
+    root = tmp_path / "cameras"
+    root.mkdir()
+    env = _env(
+        REDIS_URL=redis_url,
+        DATABASE_URL=f"{database_url}?options=-csearch_path%3D{db_schema}",
+        DATA_DIR=str(tmp_path / "data"),
+        FOSCAM_BASE_PATH=str(root),
+        STREAM_PREFIX=key_prefix,
+        API_PORT=str(free_port()),
+        BATCH_IDLE_TIMEOUT_SECONDS="1",
+        BATCH_WINDOW_SECONDS="5",
+        WATCH_STABLE_SECONDS="0.2",
+        DETECTION_CONFIDENCE_THRESHOLD="0.35",
+        TIMEZONE="UTC",
+    )
+    yield root, env
+
+
+def _start(env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "hsi.cli", "up"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    return output
+
+
+async def _analyses(
+    redis: Redis,
+    names: StreamNames,
+    camera: str,
+    count: int,
+    proc: subprocess.Popen[str],
+    seconds: float = 60,
+) -> list[AnalysisCompleted]:
+    async with asyncio.timeout(seconds):
+        while True:
+            assert proc.poll() is None, "hsi up exited early"
+            rows = await redis.xrange(names.analyses(camera))
+            found = [read_fields(f)[0] for _, f in rows]
+            if len(found) >= count:
+                return [a for a in found if isinstance(a, AnalysisCompleted)]
+            await asyncio.sleep(0.1)
+
+
+async def test_dropped_images_become_analyses(
+    hsi_up: tuple[Path, dict[str, str]], redis_client: Redis, key_prefix: str, tmp_path: Path
+) -> None:
+    """With no AI service configured, images in `Front Door/` yield analyses for `front_door`."""
+    root, env = hsi_up
+    proc = _start(env, tmp_path)
+    try:
+        folder = root / "Front Door"
+        folder.mkdir()
+        for photo in ("person-astronaut.jpg", "person-cameraman.jpg"):
+            shutil.copy(PHOTOS / photo, folder / f"MDAlarm_20261128-1200{photo[7:9]}.jpg")
+        analyses = await _analyses(redis_client, StreamNames(key_prefix), "front_door", 1, proc)
+    finally:
+        output = _stop(proc)
+    assert analyses, output
+    assert analyses[0].analyzer == "rules"
+    assert "person" in analyses[0].summary.lower(), analyses[0].summary
+
+
+async def test_with_rtdetr_and_llm_services(
+    hsi_up: tuple[Path, dict[str, str]], redis_client: Redis, key_prefix: str, tmp_path: Path
+) -> None:
+    """With the RT-DETR and LLM services configured, HSI uses them for every stage."""
+    root, env = hsi_up
+    reply = {
+        "risk_score": 91,
+        "risk_level": "critical",
+        "summary": "Intruder at the door",
+        "reasoning": "A person at night.",
+    }
+    with serve_fake_rtdetr() as (detector, detector_url), serve_fake_llm() as (llm, llm_url):
+        llm.answer_with("<think>hmm</think>" + orjson.dumps(reply).decode())
+        env = {
+            **env,
+            "DETECTOR_BACKEND": "rtdetr",
+            "RTDETR_URL": detector_url,
+            "ANALYZER_BACKEND": "llm",
+            "LLM_URL": llm_url,
+            "LLM_MODEL": "nemotron-test",
+        }
+        proc = _start(env, tmp_path)
+        try:
+            folder = root / "Front Door"
+            folder.mkdir()
+            shutil.copy(PHOTOS / "cat-chelsea.jpg", folder / "snap.jpg")
+            analyses = await _analyses(redis_client, StreamNames(key_prefix), "front_door", 1, proc)
+        finally:
+            output = _stop(proc)
+        assert detector.requests >= 1
+        assert llm.requests >= 1
+    assert analyses, output
+    assert analyses[0].risk_score == 91
+    assert analyses[0].risk_level == "critical"
+    assert analyses[0].analyzer == "llm"
+    assert analyses[0].summary == "Intruder at the door"
