@@ -11,7 +11,7 @@ from typing import cast
 
 import av
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image
 
 PHOTOS = Path(__file__).resolve().parent.parent / "data" / "photos"
 
@@ -64,4 +64,17 @@ def png_bomb(path: Path, width: int, height: int) -> Path:
         + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
         + chunk(b"IEND", b"")
     )
+    return path
+
+
+def jpeg_with_exif(path: Path, source: Path, taken: str, offset: str | None = None) -> Path:
+    """Re-save the photo `source` as a JPEG whose EXIF DateTimeOriginal is `taken`
+    ("YYYY:MM:DD HH:MM:SS"), with OffsetTimeOriginal `offset` ("+02:00") when given."""
+    exif = Image.Exif()
+    ifd = exif.get_ifd(ExifTags.IFD.Exif)
+    ifd[ExifTags.Base.DateTimeOriginal] = taken
+    if offset is not None:
+        ifd[ExifTags.Base.OffsetTimeOriginal] = offset
+    with Image.open(source) as opened:
+        opened.convert("RGB").save(path, format="JPEG", exif=exif)
     return path

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -37,7 +36,7 @@ def _env(**values: str) -> dict[str, str]:
 @pytest.fixture
 def hsi_up(
     redis_url: str, database_url: str, db_schema: str, key_prefix: str, tmp_path: Path
-) -> Iterator[tuple[Path, dict[str, str]]]:
+) -> tuple[Path, dict[str, str]]:
     """A function-scoped `hsi up` launcher: yields the camera root and the base environment."""
     root = tmp_path / "cameras"
     root.mkdir()
@@ -54,11 +53,11 @@ def hsi_up(
         DETECTION_CONFIDENCE_THRESHOLD="0.35",
         TIMEZONE="UTC",
     )
-    yield root, env
+    return root, env
 
 
 def _start(env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(  # noqa: S603
+    return subprocess.Popen(
         [sys.executable, "-m", "hsi.cli", "up"],
         cwd=cwd,
         env=env,
