@@ -117,6 +117,7 @@ def migrate_command() -> None:
     settings = _settings()
     try:
         urls = ensure_services(settings)
+        assert urls.database_url is not None  # asked for by default
         applied = _run(_migrate(urls.database_url))
     except (DatabaseError, _embedded_error()) as exc:
         raise click.ClickException(str(exc)) from None

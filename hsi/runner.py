@@ -42,7 +42,8 @@ STARTUP_ERRORS: tuple[type[Exception], ...] = (
 log = logging.getLogger("hsi.up")
 
 
-async def _prepare(database_url: str, redis: RedisConfig) -> list[str]:
+async def _prepare(database_url: str | None, redis: RedisConfig) -> list[str]:
+    """Check Redis; apply migrations when this process uses PostgreSQL."""
     client = create_redis(redis)
     try:
         health = await check_server(client)
@@ -55,6 +56,8 @@ async def _prepare(database_url: str, redis: RedisConfig) -> list[str]:
             level=logging.WARNING,
             detail="append-only persistence is off: a Redis restart may lose entries",
         )
+    if database_url is None:
+        return []
     engine = create_engine(database_url)
     try:
         return await migrate(engine)
@@ -62,8 +65,8 @@ async def _prepare(database_url: str, redis: RedisConfig) -> list[str]:
         await engine.dispose()
 
 
-def _boot(settings: Settings) -> ServiceURLs:
-    urls = ensure_services(settings)
+def _boot(settings: Settings, *, postgres: bool = True) -> ServiceURLs:
+    urls = ensure_services(settings, postgres=postgres)
     setup_logging(LoggingConfig.from_settings(settings, db_url=urls.database_url))
     setup_telemetry(TelemetryConfig.from_settings(settings))
     return urls
@@ -84,6 +87,7 @@ def run_up(settings: Settings, options: UpOptions | None = None) -> None:
 
 
 async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None:
+    assert urls.database_url is not None
     redis_config = RedisConfig.from_settings(settings, urls.redis_url)
     applied = await _prepare(urls.database_url, redis_config)
     settings.camera_root.mkdir(parents=True, exist_ok=True)
@@ -119,7 +123,7 @@ async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None
 
 def run_worker(settings: Settings, options: PipelineOptions) -> None:
     """Some stages for some cameras, until SIGINT/SIGTERM."""
-    urls = _boot(settings)
+    urls = _boot(settings, postgres=False)
     asyncio.run(_worker(settings, urls, options))
 
 
@@ -142,7 +146,7 @@ async def _worker(settings: Settings, urls: ServiceURLs, options: PipelineOption
 
 def run_watch(settings: Settings) -> None:
     """Only the watcher, until SIGINT/SIGTERM."""
-    urls = _boot(settings)
+    urls = _boot(settings, postgres=False)
     asyncio.run(_watch(settings, urls))
 
 
@@ -162,7 +166,7 @@ async def _watch(settings: Settings, urls: ServiceURLs) -> None:
 
 def run_ingest(settings: Settings, paths: list[Path]) -> list[Outcome]:
     """Backfill: each path (file or folder) through the watcher's checks, then return."""
-    urls = ensure_services(settings)
+    urls = ensure_services(settings, postgres=False)
     return asyncio.run(_ingest(settings, urls, paths))
 
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ServiceURLs:
-    database_url: str
+    database_url: str | None  # None when the caller did not ask for PostgreSQL
     redis_url: str
     embedded: tuple[str, ...]  # names of the embedded servers in use
 
@@ -22,8 +22,11 @@ def embedded_servers(settings: Settings) -> EmbeddedServers:
     return EmbeddedServers(settings.data_dir)
 
 
-def ensure_services(settings: Settings) -> ServiceURLs:
-    """The URLs to use, starting (or reusing) the embedded servers for unset ones."""
+def ensure_services(settings: Settings, *, postgres: bool = True) -> ServiceURLs:
+    """The URLs to use, starting (or reusing) the embedded servers for unset ones.
+
+    `postgres=False` is for processes that only touch Redis (write-side workers, the watcher).
+    """
     servers = embedded_servers(settings)
     embedded: list[str] = []
     redis_url = settings.redis_url
@@ -31,7 +34,7 @@ def ensure_services(settings: Settings) -> ServiceURLs:
         redis_url = servers.start_redis()
         embedded.append("redis")
     database_url = settings.database_url
-    if database_url is None:
+    if database_url is None and postgres:
         database_url = servers.start_postgres()
         embedded.append("postgres")
     return ServiceURLs(database_url, redis_url, tuple(embedded))

@@ -148,3 +148,131 @@ async def test_corrupt_file_is_a_failed_detection(
     assert failed.file_entry_id == entry_id
     await pipeline.drain(10)
     assert await redis_client.xlen(names.batches("front_door")) == 0
+
+
+async def test_entry_of_a_dead_consumer_is_reclaimed_once(
+    redis_url: str, key_prefix: str, tmp_path: Path, redis_client: Redis
+) -> None:
+    """A consumer that read an entry and died before XACK: the entry is processed once, elsewhere."""
+    settings = _settings(tmp_path / "cameras", key_prefix)
+    names = StreamNames(key_prefix)
+    root = tmp_path / "cameras"
+    entry_id = await _publish_file(
+        redis_client, names, root, "Front Door", "cat-chelsea.jpg", "c.jpg"
+    )
+    stream = names.files("front_door")
+    await redis_client.xgroup_create(stream, Group.DETECT.value, id="0", mkstream=True)
+    taken = await redis_client.xreadgroup(
+        Group.DETECT.value, "crashed-worker", {stream: ">"}, count=10
+    )
+    assert taken[0][1][0][0].decode() == entry_id  # read, then the worker "dies" without XACK
+    pipe = Pipeline(settings, redis_url, PipelineOptions(stages=(Group.DETECT,)))
+    await pipe.start()
+    try:
+        detections = await _wait_for(redis_client, names.detections("front_door"), 1)
+        await pipe.drain(10)
+    finally:
+        await pipe.stop()
+    assert [e.file_entry_id for _, e in detections] == [entry_id]  # type: ignore[union-attr]
+    assert await redis_client.xlen(names.detections("front_door")) == 1
+    assert (await redis_client.xpending(stream, Group.DETECT.value))["pending"] == 0
+
+
+async def test_unreachable_detector_ends_dead_and_dlq_retry_recovers(
+    redis_url: str, key_prefix: str, tmp_path: Path, redis_client: Redis
+) -> None:
+    """Detector down: the entry is retried, then buried; once it is back, retry processes it."""
+    from streams.dlq import list_dead, retry_dead
+    from tests.fakes.rtdetr import serve_fake_rtdetr
+
+    names = StreamNames(key_prefix)
+    root = tmp_path / "cameras"
+    with serve_fake_rtdetr() as (detector, url):
+        detector.fail_times(1000, status=503)
+        settings = _settings(
+            root,
+            key_prefix,
+            detector_backend="rtdetr",
+            rtdetr_url=url,
+            ai_max_retries=0,
+            stream_max_deliveries=3,
+            ai_circuit_failure_threshold=1000,
+        )
+        pipe = Pipeline(settings, redis_url, PipelineOptions(stages=(Group.DETECT,)))
+        await pipe.start()
+        try:
+            entry_id = await _publish_file(
+                redis_client, names, root, "Front Door", "cat-chelsea.jpg", "c.jpg"
+            )
+            good_neighbour = await _wait_for(redis_client, names.dead("front_door"), 1)
+            dead = (await list_dead(redis_client, names, ["front_door"], 10))[0]
+            assert dead.entry_id == entry_id
+            assert dead.deliveries == 3
+            assert "503" in dead.last_error or "Unavailable" in dead.last_error
+            assert await redis_client.xlen(names.detections("front_door")) == 0
+            detector.reset()
+            await retry_dead(redis_client, names, "front_door", good_neighbour[0][0])
+            detections = await _wait_for(redis_client, names.detections("front_door"), 1)
+        finally:
+            await pipe.stop()
+    assert detections[0][1].type == "detection.completed"
+    assert await redis_client.xlen(names.dead("front_door")) == 0
+
+
+async def test_two_processes_split_the_work_without_duplicates(
+    redis_url: str, key_prefix: str, tmp_path: Path, redis_client: Redis
+) -> None:
+    """An in-process detect worker and an `hsi worker` process share one camera's files exactly."""
+    import os
+    import subprocess
+    import sys
+
+    names = StreamNames(key_prefix)
+    root = tmp_path / "cameras"
+    settings = _settings(root, key_prefix)
+    await redis_client.sadd(names.camera_set, "front_door")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.upper() not in {n.upper() for n in Settings.model_fields}
+    }
+    env.update(
+        REDIS_URL=redis_url,
+        STREAM_PREFIX=key_prefix,
+        FOSCAM_BASE_PATH=str(root),
+        DATA_DIR=str(tmp_path / "data"),
+        STREAM_BLOCK_MS="100",
+        STREAM_READ_COUNT="2",
+    )
+    pipe = Pipeline(
+        settings.model_copy(update={"stream_read_count": 2}),
+        redis_url,
+        PipelineOptions(stages=(Group.DETECT,)),
+    )
+    await pipe.start()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "hsi.cli", "worker", "--stage", "detect"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        photos = ["person-astronaut.jpg", "cat-chelsea.jpg", "empty-coffee.jpg", "empty-rocket.jpg"]
+        ids = [
+            await _publish_file(redis_client, names, root, "Front Door", photos[i % 4], f"{i}.jpg")
+            for i in range(24)
+        ]
+        detections = await _wait_for(redis_client, names.detections("front_door"), 24, seconds=60)
+        await pipe.drain(20)
+    finally:
+        await pipe.stop()
+        worker.send_signal(2)
+        output, _ = worker.communicate(timeout=30)
+    processed = [e.file_entry_id for _, e in detections]  # type: ignore[union-attr]
+    assert sorted(processed) == sorted(ids), output
+    assert len(set(processed)) == len(processed)
+    consumers = await redis_client.xinfo_consumers(names.files("front_door"), Group.DETECT.value)
+    assert len(consumers) >= 2
+    assert not (tmp_path / "data" / "postgres").exists()  # a write-side worker needs no database
