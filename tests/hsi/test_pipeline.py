@@ -153,7 +153,7 @@ async def test_corrupt_file_is_a_failed_detection(
 async def test_entry_of_a_dead_consumer_is_reclaimed_once(
     redis_url: str, key_prefix: str, tmp_path: Path, redis_client: Redis
 ) -> None:
-    """A consumer that read an entry and died before XACK: the entry is processed once, elsewhere."""
+    """An entry read by a consumer that died before XACK is processed once, by another."""
     settings = _settings(tmp_path / "cameras", key_prefix)
     names = StreamNames(key_prefix)
     root = tmp_path / "cameras"
