@@ -1,0 +1,139 @@
+"""Turning a ready file into its `file.observed` entry and publishing it once.
+
+Registers the file's camera first (once), builds the entry (capture time from the name, EXIF or
+mtime), adds the caller's headers (`traceparent`), publishes it through the `Ledger` and calls
+the `on_observed` hook for a new entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+
+from streams.schemas import CameraRegistered, FileObserved
+from streams.watch.candidates import Candidate
+from streams.watch.capture import capture_time
+from streams.watch.ledger import Ledger
+from streams.watch.outcomes import Outcome, OutcomeKind
+from streams.watch.probe import Probe
+
+logger = logging.getLogger("hsi.watch")
+
+HeadersFactory = Callable[[FileObserved], Mapping[str, str]]
+"""Extra entry headers for a file (the app adds `traceparent` here)."""
+
+ObservedHook = Callable[[FileObserved, str], Awaitable[None] | None]
+"""Called with each published entry and its id (sync or async)."""
+
+
+class Publisher:
+    """Publishes ready files; counts the cameras it registered."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        timezone: str,
+        *,
+        headers_factory: HeadersFactory | None = None,
+        on_observed: ObservedHook | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._timezone = timezone
+        self._headers_factory = headers_factory
+        self._on_observed = on_observed
+        self.cameras_registered = 0
+
+    async def publish(self, candidate: Candidate, probe: Probe, mtime: float) -> Outcome:
+        """Publish the file whose decodable content `probe` describes: observed or duplicate.
+
+        Redis errors propagate (the caller retries the file).
+        """
+        captured_at, source = await asyncio.to_thread(
+            capture_time,
+            candidate.path,
+            candidate.path.name,
+            self._timezone,
+            mtime,
+            read_exif=candidate.media_kind == "image",
+        )
+        entry = FileObserved(
+            camera_id=candidate.camera_id,
+            path=candidate.relative,
+            sha256=probe.sha256,
+            size=probe.size,
+            mime=probe.mime or candidate.mime,
+            media_kind=candidate.media_kind,
+            captured_at=captured_at,
+            capture_source=source,
+            observed_at=datetime.now(UTC),
+        )
+        await self._register(candidate)
+        headers = dict(self._headers_factory(entry)) if self._headers_factory else None
+        published = await self._ledger.publish_once(entry, headers)
+        fields = {
+            "camera": candidate.camera_id,
+            "path": candidate.relative,
+            "sha256": probe.sha256,
+            "entry_id": published.entry_id,
+        }
+        if not published.new:
+            logger.info("file.duplicate", extra=fields)
+            return Outcome(
+                candidate.path,
+                OutcomeKind.DUPLICATE,
+                camera_id=candidate.camera_id,
+                sha256=probe.sha256,
+                entry_id=published.entry_id,
+            )
+        logger.info(
+            "file.observed",
+            extra={
+                **fields,
+                "size": probe.size,
+                "media_kind": candidate.media_kind,
+                "capture_source": source,
+            },
+        )
+        await self._notify(entry, published.entry_id)
+        return Outcome(
+            candidate.path,
+            OutcomeKind.OBSERVED,
+            camera_id=candidate.camera_id,
+            sha256=probe.sha256,
+            entry_id=published.entry_id,
+        )
+
+    async def _register(self, candidate: Candidate) -> None:
+        entry = CameraRegistered(
+            camera_id=candidate.camera_id,
+            name=candidate.camera_folder,
+            folder=candidate.camera_folder,
+            registered_at=datetime.now(UTC),
+        )
+        entry_id = await self._ledger.register_camera(entry)
+        if entry_id is not None:
+            self.cameras_registered += 1
+            logger.info(
+                "camera.registered",
+                extra={
+                    "camera": candidate.camera_id,
+                    "folder": candidate.camera_folder,
+                    "entry_id": entry_id,
+                },
+            )
+
+    async def _notify(self, entry: FileObserved, entry_id: str) -> None:
+        if self._on_observed is None:
+            return
+        try:
+            result = self._on_observed(entry, entry_id)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            logger.exception(
+                "watch.hook_failed",
+                extra={"camera": entry.camera_id, "entry_id": entry_id, "error": repr(exc)},
+            )

@@ -1,0 +1,125 @@
+"""Whether an upload is complete: a pure decision over what was seen of the file so far.
+
+The watcher looks at a file repeatedly and records each look as an `Observation` (its size and
+mtime, and — after a probe — whether its content decodes). `readiness` turns that history into:
+
+- `Wait(reason, recheck_at)`: look again at `recheck_at`. Reason `probe` asks the caller to
+  decode and hash the file now and record the result.
+- `Ready()`: publish it.
+- `GiveUp(reason, corrupt)`: stop following it; `corrupt` ones are reported once.
+
+Rules (a *run* is the trailing observations with the last size and mtime; it started at the
+first of them, and `stable_for` = now − that time):
+
+1. A vanished file (size None) is given up, not corrupt.
+2. While `stable_for < stable_seconds` the upload may still be growing: wait.
+3. Below the minimum size for its kind: wait; once `stable_for >= incomplete_timeout_seconds`
+   it is corrupt (`too_small`).
+4. Not probed during this run: probe now.
+5. The run's last probe decoded the file: ready.
+6. Else it is a half-written upload: wait for it to grow; once `stable_for >=
+   incomplete_timeout_seconds` it never will — corrupt (`undecodable`).
+
+Times are seconds on one monotonic clock, given as arguments; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from streams.detectors.base import MediaKind
+from streams.watch.config import WatchConfig
+
+WaitReason = Literal["settling", "too_small", "probe", "incomplete"]
+GiveUpReason = Literal["vanished", "too_small", "undecodable"]
+
+# Never re-check more often than this, however small `stable_seconds` is.
+MIN_RECHECK_SECONDS = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One look at a file at monotonic time `at`."""
+
+    at: float
+    size: int | None  # None: the file is gone
+    mtime_ns: int = 0
+    decodable: bool | None = None  # a probe of exactly this size and mtime; None: not probed
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    reason: WaitReason
+    recheck_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    reason: GiveUpReason
+    corrupt: bool
+
+
+Decision = Wait | Ready | GiveUp
+
+
+def stable_since(history: Sequence[Observation]) -> float:
+    """When the trailing run of observations with the last size and mtime started."""
+    last = history[-1]
+    since = last.at
+    for observation in reversed(history):
+        if (observation.size, observation.mtime_ns) != (last.size, last.mtime_ns):
+            break
+        since = observation.at
+    return since
+
+
+def min_bytes(kind: MediaKind, config: WatchConfig) -> int:
+    return config.min_image_bytes if kind == "image" else config.min_video_bytes
+
+
+def readiness(
+    history: Sequence[Observation], now: float, config: WatchConfig, kind: MediaKind
+) -> Decision:
+    """What to do next with a file whose observations so far are `history` (oldest first)."""
+    if not history:
+        return Wait("settling", now)
+    last = history[-1]
+    if last.size is None:
+        return GiveUp("vanished", corrupt=False)
+    since = stable_since(history)
+    stable_for = now - since
+    if stable_for < config.stable_seconds:
+        return Wait("settling", max(since + config.stable_seconds, now + MIN_RECHECK_SECONDS))
+    timed_out = stable_for >= config.incomplete_timeout_seconds
+    next_look = max(
+        min(now + config.stable_seconds, since + config.incomplete_timeout_seconds),
+        now + MIN_RECHECK_SECONDS,
+    )
+    if last.size < min_bytes(kind, config):
+        return GiveUp("too_small", corrupt=True) if timed_out else Wait("too_small", next_look)
+    probes = [o.decodable for o in history if o.at >= since and o.decodable is not None]
+    if not probes:
+        return Wait("probe", now)
+    if probes[-1]:
+        return Ready()
+    return GiveUp("undecodable", corrupt=True) if timed_out else Wait("incomplete", next_look)
+
+
+def record(history: Sequence[Observation], observation: Observation) -> list[Observation]:
+    """`history` with `observation` appended, kept short: only the current run matters, and of
+    it only its first look, its probes and the latest look."""
+    if history and (history[-1].size, history[-1].mtime_ns) != (
+        observation.size,
+        observation.mtime_ns,
+    ):
+        return [observation]
+    if len(history) >= 2 and history[-1].decodable is None:
+        return [*history[:-1], observation]
+    return [*history, observation]
