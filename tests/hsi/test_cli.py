@@ -102,7 +102,7 @@ def test_services_lifecycle(monkeypatch: pytest.MonkeyPatch, server_dir: Path) -
         assert status.output.count("running") == 2
         first = runner.invoke(main, ["migrate"])
         assert first.exit_code == 0, first.output
-        assert "applied: 0001_logs.sql" in first.output
+        assert "applied: 0001_logs.sql, 0002_projections.sql" in first.output
         assert "migrations are current" in runner.invoke(main, ["migrate"]).output
         doctor = runner.invoke(main, ["doctor"])
         assert "[  ok] redis: valkey" in doctor.output
