@@ -13,20 +13,8 @@ from enum import StrEnum
 from pathlib import Path, PurePath
 
 from streams.detectors.base import MediaKind
+from streams.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, mime_type
 from streams.names import CameraIdError, camera_id
-
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png"})
-VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".mkv", ".avi", ".mov"})
-
-MIME_TYPES: dict[str, str] = {
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".mp4": "video/mp4",
-    ".mkv": "video/x-matroska",
-    ".avi": "video/x-msvideo",
-    ".mov": "video/quicktime",
-}
 
 # Names FTP servers and clients give files still being written (before the final rename).
 TEMPORARY_SUFFIXES: tuple[str, ...] = (
@@ -126,7 +114,7 @@ def classify(path: Path, camera_root: Path) -> Candidate | Ignored:
         camera_id=camera,
         camera_folder=parts[0],
         media_kind=kind,
-        mime=MIME_TYPES[PurePath(parts[-1]).suffix.lower()],
+        mime=mime_type(parts[-1]) or "application/octet-stream",
     )
 
 
