@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     watch_polling: bool = Field(False, description="Poll instead of inotify (network shares).")
     watch_poll_interval_seconds: float = Field(2.0, gt=0)
     watch_stable_seconds: float = Field(
-        1.0, ge=0, description="A file must keep its size this long before it is read."
+        1.0, gt=0, description="A file must keep its size this long before it is read."
     )
     watch_incomplete_timeout_seconds: float = Field(
         120.0, gt=0, description="How long a file that does not decode is waited for."

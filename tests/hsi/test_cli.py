@@ -187,3 +187,42 @@ def test_up_serves_health_and_metrics(
     assert "Application shutdown complete" in output
     assert "api.listening" in output
     assert "color_message" not in output
+
+
+def test_ingest_backfills_and_reports_duplicates(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """`hsi ingest` publishes existing files once; a second run reports them as duplicates."""
+    import asyncio
+    import shutil
+
+    from streams.names import StreamNames
+    from tests.conftest import PHOTOS
+
+    root = tmp_path / "cameras"
+    (root / "Garage").mkdir(parents=True)
+    shutil.copy(PHOTOS / "cat-chelsea.jpg", root / "Garage" / "MDAlarm_20260101-120000.jpg")
+    shutil.copy(PHOTOS / "empty-coffee.jpg", root / "Garage" / "MDAlarm_20260101-120005.jpg")
+    (root / "Garage" / "notes.txt").write_text("not media")
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("STREAM_PREFIX", key_prefix)
+    monkeypatch.setenv("FOSCAM_BASE_PATH", str(root))
+    monkeypatch.setenv("WATCH_STABLE_SECONDS", "0.1")
+    runner = CliRunner()
+    first = runner.invoke(main, ["ingest", str(root)])
+    assert first.exit_code == 0, first.output
+    assert "2 observed" in first.output
+    assert "ignored" in first.output
+    second = runner.invoke(main, ["ingest", str(root / "Garage")])
+    assert "2 duplicate" in second.output, second.output
+
+    async def stream_length() -> int:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(redis_url)
+        try:
+            return int(await client.xlen(StreamNames(key_prefix).files("garage")))
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(stream_length()) == 2
