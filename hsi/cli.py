@@ -47,6 +47,42 @@ def config_show() -> None:
     click.echo(json.dumps(_settings().masked(), indent=2, sort_keys=True, default=str))
 
 
+@config.command("docs")
+@click.option("--write", is_flag=True, help="Write docs/configuration.md and .env.example.")
+@click.option(
+    "--check", is_flag=True, help="Exit 1 when the checked-in files differ from Settings."
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(),
+    show_default=True,
+    help="The repository root holding docs/ and .env.example.",
+)
+def config_docs(write: bool, check: bool, root: Path) -> None:
+    """Print the configuration reference (Markdown) generated from the settings."""
+    from hsi import config_docs as docs
+
+    if write and check:
+        raise click.UsageError("use --write or --check, not both")
+    if check:
+        stale = docs.stale_files(root)
+        for path in stale:
+            click.echo(f"out of date: {path.as_posix()}", err=True)
+        if stale:
+            click.echo(f"run `{docs.REGENERATE_COMMAND}` and commit the result", err=True)
+            sys.exit(1)
+        click.echo("configuration docs are up to date")
+    elif write:
+        written = docs.write_files(root)
+        for path in written:
+            click.echo(f"wrote {path.as_posix()}")
+        if not written:
+            click.echo("configuration docs are up to date")
+    else:
+        click.echo(docs.render_markdown(), nl=False)
+
+
 # --- services -----------------------------------------------------------------------------------
 
 
@@ -254,6 +290,20 @@ def watch() -> None:
 
     try:
         run_watch(_settings())
+    except _startup_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command("ftp")
+def ftp() -> None:
+    """Run only the built-in FTP receiver (FTP_ACCOUNTS: one login per camera)."""
+    from hsi.runner import run_ftp
+
+    settings = _settings()
+    if settings.ftp_accounts is None:
+        raise click.ClickException("set FTP_ACCOUNTS (user:password:folder,…) to serve FTP")
+    try:
+        run_ftp(settings)
     except _startup_errors() as exc:
         raise click.ClickException(str(exc)) from None
 

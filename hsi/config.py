@@ -28,7 +28,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 RUNTIME_ENV_VAR = "HSI_RUNTIME_ENV_PATH"
 
-_SECRET_FIELDS = frozenset({"llm_api_key", "api_keys", "smtp_password", "webhook_secret"})
+_SECRET_FIELDS = frozenset(
+    {"llm_api_key", "api_keys", "smtp_password", "webhook_secret", "ftp_accounts"}
+)
 
 
 class SettingsError(ValueError):
@@ -149,6 +151,37 @@ class Settings(BaseSettings):
     )
     min_image_size_bytes: int = Field(1024, ge=0)
     min_video_size_bytes: int = Field(10_240, ge=0)
+
+    # --- FTP receiver ------------------------------------------------------------------------
+    ftp_enabled: bool = Field(
+        False, description="Serve FTP so cameras upload straight into their folders."
+    )
+    ftp_host: str = Field("0.0.0.0", description="Address the FTP receiver listens on.")
+    ftp_port: int = Field(2121, ge=0, le=65535, description="FTP control port.")
+    ftp_passive_ports: str | None = Field(
+        "60000-60100",
+        description="Passive data ports LOW-HIGH (open them in a firewall); empty: any port.",
+    )
+    ftp_accounts: SecretStr | None = Field(
+        None,
+        description=(
+            "One login per camera: user:password:folder,… or JSON "
+            '{"user": {"password": "…", "folder": "Front Door"}}; folders are under the '
+            "camera root."
+        ),
+    )
+    ftp_max_upload_mb: int = Field(
+        200, ge=1, le=100_000, description="Larger uploads are aborted and deleted."
+    )
+    ftp_require_tls: bool = Field(
+        False, description="Refuse unencrypted FTP logins and transfers (needs TLS_MODE)."
+    )
+    ftp_masquerade_address: str | None = Field(
+        None, description="IPv4 address announced in passive replies (behind NAT or Docker)."
+    )
+    ftp_allow_overwrite: bool = Field(
+        False, description="Let a camera replace an existing file (cameras reusing one name)."
+    )
 
     # --- retention ---------------------------------------------------------------------------
     retention_days: int = Field(30, ge=1, le=3650)
@@ -318,6 +351,26 @@ class Settings(BaseSettings):
                 raise ValueError(f"threshold for {label!r} must be between 0 and 1")
         return value
 
+    @field_validator("ftp_accounts")
+    @classmethod
+    def _ftp_accounts(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from hsi.ftp import parse_accounts
+
+        parse_accounts(value)  # raises FTPConfigError (a ValueError); never shows a password
+        return value
+
+    @field_validator("ftp_passive_ports")
+    @classmethod
+    def _ftp_passive_ports(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from hsi.ftp import parse_port_range
+
+        parse_port_range(value)
+        return value.strip()
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if not self.severity_low_max < self.severity_medium_max < self.severity_high_max:
@@ -332,6 +385,12 @@ class Settings(BaseSettings):
             raise ValueError("TLS_MODE=provided needs TLS_CERT_PATH and TLS_KEY_PATH")
         if self.tls_verify_client and self.tls_ca_path is None:
             raise ValueError("TLS_VERIFY_CLIENT=true needs TLS_CA_PATH (the CA clients present)")
+        if self.ftp_enabled and self.ftp_accounts is None:
+            raise ValueError(
+                "FTP_ENABLED=true needs FTP_ACCOUNTS: one user:password:folder per camera"
+            )
+        if self.ftp_require_tls and self.tls_mode is TLSMode.DISABLED:
+            raise ValueError("FTP_REQUIRE_TLS=true needs TLS_MODE=self_signed or provided")
         if self.api_key_enabled and not self.api_keys:
             raise ValueError("API_KEY_ENABLED=true needs at least one key in API_KEYS")
         return self

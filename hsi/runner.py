@@ -20,6 +20,7 @@ import uvicorn
 from hsi.api.app import APIConfig, create_app
 from hsi.db import DatabaseError, create_engine, migrate
 from hsi.embedded import EmbeddedServerError
+from hsi.ftp import FTPConfig, FTPError, FtpReceiver
 from hsi.logging import LoggingConfig, log_event, setup_logging
 from hsi.pipeline import Pipeline, PipelineOptions
 from hsi.redis import RedisConfig, RedisUnavailableError, check_server, create_redis
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from streams.watch.outcomes import Outcome
 
 STARTUP_ERRORS: tuple[type[Exception], ...] = (
+    FTPError,
     DatabaseError,
     EmbeddedServerError,
     RedisUnavailableError,
@@ -111,11 +113,16 @@ async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None
     watcher = build_watcher(settings, pipeline.redis) if options.watch else None
     if watcher is not None:
         await watcher.start()
+    receiver = FtpReceiver(FTPConfig.from_settings(settings)) if settings.ftp_enabled else None
+    if receiver is not None:
+        await asyncio.to_thread(receiver.start)
     scheme = "https" if ssl_options else "http"
     log_event(log, "api.listening", url=f"{scheme}://{host}:{port}")
     try:
         await server.serve()  # returns on SIGINT/SIGTERM
     finally:
+        if receiver is not None:
+            await asyncio.to_thread(receiver.stop)
         if watcher is not None:
             await watcher.stop()
         await pipeline.stop()
@@ -180,3 +187,19 @@ async def _ingest(settings: Settings, urls: ServiceURLs, paths: list[Path]) -> l
         return outcomes
     finally:
         await client.aclose()
+
+
+def run_ftp(settings: Settings) -> None:
+    """Only the FTP receiver, until SIGINT/SIGTERM (the watcher runs elsewhere)."""
+    setup_logging(LoggingConfig.from_settings(settings))
+    settings.camera_root.mkdir(parents=True, exist_ok=True)
+    asyncio.run(_ftp(settings))
+
+
+async def _ftp(settings: Settings) -> None:
+    receiver = FtpReceiver(FTPConfig.from_settings(settings))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await receiver.run(stop)
