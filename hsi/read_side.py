@@ -1,0 +1,135 @@
+"""What the CLI and the process wiring call for the read side: the project stage, `hsi replay`,
+`hsi replay --verify`, retention. Thin wrappers over `projections`; the command owns the engine
+and the Redis client and closes them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis, RedisCluster
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from projections.dead_letters import forget_dead_letter
+from projections.projector import Projector, ProjectStage
+from projections.replay import Progress, ReplayConfig, ReplayReport, VerifyReport, rebuild
+from projections.replay import verify as verify_projection
+from projections.retention import RetentionReport, run_retention
+from streams.names import PROJECTED, StreamNames, is_camera_id
+
+
+def project_stage(
+    engine: AsyncEngine, redis: Redis | RedisCluster, names: StreamNames
+) -> ProjectStage:
+    """The batch handler of group `project` (for a StageRunner and a Reclaimer)."""
+    return ProjectStage(redis, names, Projector(engine, names))
+
+
+def projected_streams(names: StreamNames, camera: str) -> list[str]:
+    """The streams of one camera that the projector consumes (the cameras stream aside)."""
+    return [names.stream(camera, kind) for kind in PROJECTED]
+
+
+async def known_cameras(
+    engine: AsyncEngine, redis: Redis | RedisCluster, names: StreamNames
+) -> list[str]:
+    """Cameras of the `camera-ids` set and of the `cameras` table."""
+    members: Any = await redis.smembers(names.camera_set)
+    cameras = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+    async with engine.connect() as conn:
+        cameras.update(str(row[0]) for row in await conn.execute(text("SELECT id FROM cameras")))
+    return sorted(c for c in cameras if is_camera_id(c))
+
+
+async def replay(
+    engine: AsyncEngine,
+    redis: Redis | RedisCluster,
+    names: StreamNames,
+    *,
+    progress: Progress | None = None,
+    cameras: Iterable[str] = (),
+    config: ReplayConfig | None = None,
+    before_swap: Callable[[], Awaitable[None]] | None = None,
+) -> ReplayReport:
+    """`hsi replay`: rebuild the projection from the streams and swap it in."""
+    return await rebuild(
+        engine,
+        redis,
+        names,
+        cameras=cameras,
+        progress=progress,
+        config=config,
+        before_swap=before_swap,
+    )
+
+
+async def verify(
+    engine: AsyncEngine,
+    redis: Redis | RedisCluster,
+    names: StreamNames,
+    *,
+    progress: Progress | None = None,
+    cameras: Iterable[str] = (),
+    config: ReplayConfig | None = None,
+) -> VerifyReport:
+    """`hsi replay --verify`: rebuild aside and compare with the live projection."""
+    return await verify_projection(
+        engine, redis, names, cameras=cameras, progress=progress, config=config
+    )
+
+
+async def retention(
+    engine: AsyncEngine,
+    redis: Redis | RedisCluster,
+    names: StreamNames,
+    *,
+    retention_days: int,
+    delete_media: bool = False,
+    camera_root: Path | None = None,
+    now: datetime | None = None,
+    cameras: Iterable[str] | None = None,
+) -> RetentionReport:
+    """One retention run over every known camera (or the given ones)."""
+    chosen = list(cameras) if cameras is not None else await known_cameras(engine, redis, names)
+    return await run_retention(
+        engine,
+        redis,
+        names,
+        chosen,
+        now or datetime.now(UTC),
+        retention_days,
+        delete_media,
+        camera_root,
+    )
+
+
+async def dead_letter_removed(
+    engine: AsyncEngine, names: StreamNames, camera: str, dead_id: str
+) -> bool:
+    """Call after `hsi dlq retry` / `drop` deleted a dead letter from its stream."""
+    return await forget_dead_letter(engine, names, camera, dead_id)
+
+
+def eta_seconds(done: int, total: int, elapsed_seconds: float) -> float | None:
+    """Seconds left at the rate so far; None before there is a rate."""
+    if done <= 0 or elapsed_seconds <= 0:
+        return None
+    left = max(0, total - done)
+    return math.ceil(left * elapsed_seconds / done * 10) / 10
+
+
+def verify_lines(report: VerifyReport) -> list[str]:
+    """A human summary of a verification, one line per table that differs."""
+    if report.equal:
+        return [f"projection equals a rebuild of {report.replay.entries} entries"]
+    lines = []
+    for diff in report.differences:
+        line = f"{diff.table}: {diff.only_live} rows only live, {diff.only_rebuilt} only rebuilt"
+        samples = [*diff.sample_only_live, *diff.sample_only_rebuilt]
+        lines.append(line + (f" (e.g. {', '.join(samples[:5])})" if samples else ""))
+    return lines

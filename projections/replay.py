@@ -1,0 +1,449 @@
+"""Rebuilding the projection from the streams (`rebuild`) and checking it (`verify`).
+
+A rebuild fills a shadow schema and swaps it in; the API keeps serving the live tables meanwhile:
+
+1. create the shadow tables (`projections.shadow`);
+2. snapshot: the last id and the length of every projected stream (the shared cameras stream and
+   each camera's files, detections, batches, analyses and dead streams); cameras are those of the
+   `camera-ids` set, of the live `cameras` table, of the cameras stream and any given;
+3. read every stream from its start up to its snapshot id with XRANGE pages and apply each page
+   with a `Projector` writing to the shadow schema (same mapping, same tracking, projection
+   `main`), then build the secondary indexes;
+4. catch up: read what was appended since, stream by stream, until a round finds little;
+5. swap, in one transaction: lock the live tables (ACCESS EXCLUSIVE, checkpoints first, as the
+   projectors take them), apply the tail — every entry appended after the last catch-up — to the
+   shadow tables, move the live tables out and the shadow tables in, commit; drop the old tables.
+
+Entries arriving during the rebuild. The live projector keeps consuming into the live tables
+until the swap. Once the swap holds its locks no projector transaction is in flight (each one
+commits before the lock is granted, and the next one waits at its first statement), so every
+entry the live projection has applied is already on its stream: the tail read inside the lock
+covers them all, and the swapped-in tables hold every entry up to that tail. A projector
+transaction that waited on the lock resolves the table names again when it gets it, and finds
+the new tables: its entries that the tail already applied have tracking rows there and are
+skipped (and acknowledged); later ones are applied. Entries the live group has not reached yet
+were either applied by the rebuild (then skipped later) or are applied later. Nothing is lost,
+nothing applied twice.
+
+`verify` does steps 1–4 and then, in one transaction holding SHARE locks on the live tables
+(readers go on, projectors wait), applies the tail and compares every table both ways with
+`EXCEPT` (ignoring the time a checkpoint was written); the shadow schema is dropped afterwards.
+Entries not yet projected live show up as rows only the rebuild has, so verify a caught-up
+projection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis, RedisCluster
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from projections.errors import ReplayError
+from projections.logs import log_event
+from projections.projector import DEFAULT_PROJECTION, ProjectionResult, Projector
+from projections.shadow import (
+    ShadowTables,
+    TableDiff,
+    compare,
+    create_indexes,
+    create_shadow,
+    drop_schemas,
+    live_schema,
+    lock_live,
+    maintenance_lock,
+    scratch_schema,
+    swap,
+)
+from projections.tables import CAMERAS, qualified
+from streams.names import PROJECTED, StreamNames, is_camera_id
+from streams.reclaim import StreamEntry
+
+logger = logging.getLogger("hsi.replay")
+
+# progress(done, total): entries read so far, and the entries to read (grows with appends).
+Progress = Callable[[int, int], None]
+
+_LOCK_NOT_AVAILABLE = "55P03"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """How a rebuild reads and swaps.
+
+    `page_size` entries per XRANGE page (and per shadow transaction); catch-up rounds run until
+    a round reads fewer than `catch_up_threshold` entries (at most `catch_up_rounds`); the swap
+    waits `lock_timeout_ms` for its locks and is tried `swap_attempts` times.
+    """
+
+    page_size: int = 2000
+    catch_up_rounds: int = 5
+    catch_up_threshold: int = 1000
+    lock_timeout_ms: int = 5000
+    swap_attempts: int = 5
+    sample_size: int = 5
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.page_size <= 100_000:
+            raise ValueError(f"page_size must be within 1..100000, got {self.page_size}")
+        if self.swap_attempts < 1:
+            raise ValueError(f"swap_attempts must be >= 1, got {self.swap_attempts}")
+        if self.lock_timeout_ms < 1:
+            raise ValueError(f"lock_timeout_ms must be >= 1, got {self.lock_timeout_ms}")
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What a rebuild did."""
+
+    schema: str  # the live schema
+    cameras: tuple[str, ...]
+    streams: int
+    entries: int  # entries read from the streams
+    applied: int
+    failed: int  # unreadable entries, left out as the live projector leaves them out
+    tail: int  # entries applied inside the swap (or the verification) transaction
+    seconds: float
+    swapped: bool
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """A rebuild compared with the live projection, table by table."""
+
+    replay: ReplayReport
+    tables: tuple[TableDiff, ...]
+
+    @property
+    def equal(self) -> bool:
+        return all(diff.equal for diff in self.tables)
+
+    @property
+    def differences(self) -> tuple[TableDiff, ...]:
+        return tuple(diff for diff in self.tables if not diff.equal)
+
+
+@dataclass
+class _Run:
+    """The state of one rebuild: stream positions and counters."""
+
+    names: StreamNames
+    projector: Projector
+    config: ReplayConfig
+    progress: Progress | None
+    positions: dict[str, str | None] = field(default_factory=dict)  # last id applied, per stream
+    cameras: set[str] = field(default_factory=set)
+    total: int = 0
+    read: int = 0
+    applied: int = 0
+    failed: int = 0
+
+    def add_cameras(self, cameras: Iterable[str]) -> None:
+        for camera in cameras:
+            if is_camera_id(camera) and camera not in self.cameras:
+                self.cameras.add(camera)
+                for kind in PROJECTED:
+                    self.positions.setdefault(self.names.stream(camera, kind), None)
+
+    def count(self, entries: int, result: ProjectionResult) -> None:
+        self.read += entries
+        self.applied += len(result.applied)
+        self.failed += len(result.failed)
+        self.total = max(self.total, self.read)
+        if self.progress is not None:
+            self.progress(self.read, self.total)
+
+    def snapshot(self) -> dict[str, str | None]:
+        return dict(self.positions)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def _pages(
+    redis: Redis | RedisCluster, stream: str, after: str | None, until: str, page_size: int
+) -> AsyncIterator[list[StreamEntry]]:
+    """XRANGE pages of `stream` from after `after` (or its start) up to `until` (inclusive)."""
+    start = "-" if after is None else f"({after}"
+    while True:
+        rows: Any = await redis.xrange(stream, start, until, count=page_size)
+        if not rows:
+            return
+        page: list[StreamEntry] = [(_text(entry_id), fields) for entry_id, fields in rows]
+        yield page
+        if len(rows) < page_size:
+            return
+        start = f"({page[-1][0]}"
+
+
+async def _last_id(redis: Redis | RedisCluster, stream: str) -> str | None:
+    rows: Any = await redis.xrevrange(stream, "+", "-", count=1)
+    return _text(rows[0][0]) if rows else None
+
+
+async def _known_cameras(
+    redis: Redis | RedisCluster, names: StreamNames, conn: AsyncConnection, schemas: Iterable[str]
+) -> set[str]:
+    members: Any = await redis.smembers(names.camera_set)
+    cameras = {_text(member) for member in members}
+    for schema in schemas:
+        table = qualified(CAMERAS.name, schema)
+        rows = await conn.execute(text(f"SELECT id FROM {table}"))  # noqa: S608 (quoted name)
+        cameras.update(str(row[0]) for row in rows)
+    return cameras
+
+
+class _Rebuild:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        redis: Redis | RedisCluster,
+        names: StreamNames,
+        tables: ShadowTables,
+        run: _Run,
+    ) -> None:
+        self._engine = engine
+        self._redis = redis
+        self._names = names
+        self._tables = tables
+        self._run = run
+
+    async def _read_stream(self, stream: str, until: str, conn: AsyncConnection | None) -> int:
+        """Apply the entries of `stream` after its position up to `until`; returns how many."""
+        run = self._run
+        read = 0
+        async for page in _pages(
+            self._redis, stream, run.positions.get(stream), until, run.config.page_size
+        ):
+            if conn is None:
+                result = await run.projector.apply(stream, page)
+            else:
+                result = await run.projector.apply_on(conn, stream, page)
+            run.positions[stream] = page[-1][0]
+            run.count(len(page), result)
+            read += len(page)
+        return read
+
+    async def _discover(self, conn: AsyncConnection, extra: Iterable[str]) -> None:
+        schemas = (self._tables.live, self._tables.shadow)
+        self._run.add_cameras(extra)
+        self._run.add_cameras(await _known_cameras(self._redis, self._names, conn, schemas))
+
+    async def load(self, extra_cameras: Iterable[str]) -> None:
+        """Steps 2–3: the snapshot, read up to its ids."""
+        run = self._run
+        cameras_stream = self._names.cameras
+        run.positions[cameras_stream] = None
+        # The cameras stream first: the cameras it registers are cameras to read.
+        end = await _last_id(self._redis, cameras_stream)
+        run.total += int(await self._redis.xlen(cameras_stream))
+        if end is not None:
+            await self._read_stream(cameras_stream, end, None)
+        async with self._engine.connect() as conn:
+            await self._discover(conn, extra_cameras)
+        ends = {}
+        for stream in run.positions:
+            if stream == cameras_stream:
+                continue
+            ends[stream] = await _last_id(self._redis, stream)
+            run.total += int(await self._redis.xlen(stream))
+        for stream, stream_end in ends.items():
+            if stream_end is not None:
+                await self._read_stream(stream, stream_end, None)
+
+    async def catch_up(self) -> None:
+        """Step 4: read what was appended meanwhile, until a round finds little."""
+        run = self._run
+        for _ in range(run.config.catch_up_rounds):
+            async with self._engine.connect() as conn:
+                await self._discover(conn, ())
+            read = 0
+            for stream in list(run.positions):
+                read += await self._read_stream(stream, "+", None)
+            if read < run.config.catch_up_threshold:
+                return
+
+    async def tail(self, conn: AsyncConnection) -> int:
+        """The entries appended since the last read, applied in the caller's transaction (the
+        live tables locked); new cameras are followed until none appears."""
+        run = self._run
+        read = 0
+        while True:
+            known = len(run.cameras)
+            for stream in list(run.positions):
+                read += await self._read_stream(stream, "+", conn)
+            await self._discover(conn, ())
+            if len(run.cameras) == known:
+                return read
+
+
+def _report(
+    tables: ShadowTables, run: _Run, tail: int, started: float, swapped: bool
+) -> ReplayReport:
+    return ReplayReport(
+        schema=tables.live,
+        cameras=tuple(sorted(run.cameras)),
+        streams=len(run.positions),
+        entries=run.read,
+        applied=run.applied,
+        failed=run.failed,
+        tail=tail,
+        seconds=round(time.monotonic() - started, 3),
+        swapped=swapped,
+    )
+
+
+async def _load(
+    engine: AsyncEngine,
+    redis: Redis | RedisCluster,
+    names: StreamNames,
+    tables: ShadowTables,
+    cameras: Iterable[str],
+    progress: Progress | None,
+    config: ReplayConfig,
+    projection: str,
+) -> tuple[_Rebuild, _Run]:
+    """Steps 2–4: fill the shadow tables up to (nearly) the end of the streams."""
+    projector = Projector(engine, names, projection, schema=tables.shadow)
+    run = _Run(names, projector, config, progress)
+    builder = _Rebuild(engine, redis, names, tables, run)
+    await builder.load(cameras)
+    await create_indexes(engine, tables)
+    await builder.catch_up()
+    return builder, run
+
+
+async def _locked(
+    engine: AsyncEngine,
+    tables: ShadowTables,
+    builder: _Rebuild,
+    run: _Run,
+    mode: str,
+    finish: Callable[[AsyncConnection], Awaitable[T]],
+) -> tuple[int, T]:
+    """Apply the tail and run `finish` in one transaction holding `mode` locks on the live
+    tables; (tail entries, what `finish` returned). A lock timeout rolls back (the positions
+    too), catches up once more and tries again."""
+    config = run.config
+    attempt = 0
+    while True:
+        attempt += 1
+        saved = (run.snapshot(), run.read, run.applied, run.failed, set(run.cameras))
+        try:
+            async with engine.connect() as conn, conn.begin():
+                await lock_live(conn, tables.live, mode, config.lock_timeout_ms)
+                tail = await builder.tail(conn)
+                outcome = await finish(conn)
+            return tail, outcome
+        except DBAPIError as exc:
+            run.positions, run.read, run.applied, run.failed, run.cameras = saved
+            busy = str(getattr(exc.orig, "sqlstate", "") or "") == _LOCK_NOT_AVAILABLE
+            if busy and attempt < config.swap_attempts:
+                log_event(
+                    logger, logging.INFO, "replay.lock_busy", schema=tables.live, attempt=attempt
+                )
+                await builder.catch_up()
+                continue
+            if busy:
+                raise ReplayError(
+                    f"could not lock the projection tables of schema {tables.live!r} within "
+                    f"{config.lock_timeout_ms} ms, {attempt} times; the live projection is "
+                    "unchanged. Long-running queries on those tables block the swap: try "
+                    "again later, or allow a longer lock_timeout_ms"
+                ) from exc
+            raise ReplayError(
+                f"the final step on schema {tables.live!r} failed: {exc.orig}; the live "
+                "projection is unchanged"
+            ) from exc
+
+
+async def rebuild(
+    engine: AsyncEngine,
+    redis: Redis | RedisCluster,
+    names: StreamNames,
+    *,
+    cameras: Iterable[str] = (),
+    progress: Progress | None = None,
+    config: ReplayConfig | None = None,
+    projection: str = DEFAULT_PROJECTION,
+    before_swap: Callable[[], Awaitable[None]] | None = None,
+) -> ReplayReport:
+    """Rebuild the projection tables from the streams and swap them in (see the module doc).
+
+    `cameras` adds cameras to those found in Redis and in the live tables; `progress(done,
+    total)` is called after every page; `before_swap()` is awaited once the shadow tables have
+    caught up, right before the swap takes its locks (to announce it). The scratch schemas are
+    dropped in every case.
+    """
+    config = config or ReplayConfig()
+    started = time.monotonic()
+    live = await live_schema(engine)
+    shadow, old = scratch_schema(live, "rebuild"), scratch_schema(live, "old")
+    async with maintenance_lock(engine, live, "a replay"):
+        try:
+            tables = await create_shadow(engine, live, shadow)
+            builder, run = await _load(
+                engine, redis, names, tables, cameras, progress, config, projection
+            )
+
+            async def finish(conn: AsyncConnection) -> None:
+                await swap(conn, tables, old)
+
+            if before_swap is not None:
+                await before_swap()
+            tail, _ = await _locked(engine, tables, builder, run, "ACCESS EXCLUSIVE", finish)
+        finally:
+            await drop_schemas(engine, [shadow, old])
+    report = _report(tables, run, tail, started, swapped=True)
+    log_event(logger, logging.INFO, "replay.swapped", **asdict(report))
+    return report
+
+
+async def verify(
+    engine: AsyncEngine,
+    redis: Redis | RedisCluster,
+    names: StreamNames,
+    *,
+    cameras: Iterable[str] = (),
+    progress: Progress | None = None,
+    config: ReplayConfig | None = None,
+    projection: str = DEFAULT_PROJECTION,
+) -> VerifyReport:
+    """Rebuild into a shadow schema, compare it with the live tables and drop it (see the
+    module doc); the live projection is not changed."""
+    config = config or ReplayConfig()
+    started = time.monotonic()
+    live = await live_schema(engine)
+    shadow = scratch_schema(live, "verify")
+    async with maintenance_lock(engine, live, "a verification"):
+        try:
+            tables = await create_shadow(engine, live, shadow)
+            builder, run = await _load(
+                engine, redis, names, tables, cameras, progress, config, projection
+            )
+
+            async def finish(conn: AsyncConnection) -> list[TableDiff]:
+                return await compare(conn, live, shadow, config.sample_size)
+
+            tail, diffs = await _locked(engine, tables, builder, run, "SHARE", finish)
+        finally:
+            await drop_schemas(engine, [shadow])
+    report = VerifyReport(_report(tables, run, tail, started, swapped=False), tuple(diffs))
+    log_event(
+        logger,
+        logging.INFO,
+        "replay.verified",
+        schema=live,
+        equal=report.equal,
+        differences={d.table: (d.only_live, d.only_rebuilt) for d in report.differences},
+    )
+    return report

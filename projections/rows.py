@@ -1,0 +1,454 @@
+"""Entry → rows: which columns of which projection rows one entry sets, and how they merge.
+
+A pure function of (stream kind, camera, entry id, entry): no I/O, no clock. Every row key is
+derived from the entry (camera id, entry ids, batch id), so the live projection and a rebuild
+produce the same rows.
+
+Entries of different streams of one camera may be applied in any order (a detection before its
+file, an analysis before its batch), so each entry writes only its own columns and says how each
+merges into a row that already exists (`Merge`). The merges of different streams commute:
+
+- `SET`: the entry's value wins (columns that only one stream writes; within one stream entries
+  are applied in stream order, so the last fact wins);
+- `FILL`: the existing value wins, the entry's fills a gap (a detection carries a copy of its
+  file's path, hash and times; the file's own entry SETs them);
+- `KEEP`: the value is written only when the row is created (a placeholder camera name);
+- `ADD`, `LEAST`, `GREATEST`: counters and first/last times.
+
+The camera row is touched by three streams (the shared cameras stream, files and batches). Any of
+them may come first, so each creates the row when it is missing (a placeholder named after the
+camera id, which `camera.registered` then names). `first_seen`/`last_seen` are the least/greatest
+time of every entry that touched the camera: its registration, its files' `observed_at`, its
+batches' `closed_at`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+import orjson
+
+from projections.errors import UnexpectedEntryError
+from projections.tables import BY_NAME
+from streams.envelope import decode
+from streams.names import StreamKind
+from streams.schemas import (
+    ENTRY_TYPES,
+    AnalysisCompleted,
+    AnalysisFailed,
+    BatchClosed,
+    CameraRegistered,
+    DetectionCompleted,
+    DetectionFailed,
+    Entry,
+    EntryDead,
+    FileObserved,
+)
+
+# The namespace of every id the projection derives (uuid5).
+NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "urn:hsi:projections")
+
+# The source kind of the shared `cameras` stream (the per-camera streams use `StreamKind`).
+CAMERAS_SOURCE: Final = "cameras"
+
+# Which entry types each source carries; anything else on that stream cannot be projected.
+EXPECTED: Final[Mapping[str, frozenset[str]]] = {
+    CAMERAS_SOURCE: frozenset({"camera.registered"}),
+    StreamKind.FILES: frozenset({"file.observed"}),
+    StreamKind.DETECTIONS: frozenset({"detection.completed", "detection.failed"}),
+    StreamKind.BATCHES: frozenset({"batch.closed"}),
+    StreamKind.ANALYSES: frozenset({"analysis.completed", "analysis.failed"}),
+    StreamKind.DEAD: frozenset({"entry.dead"}),
+}
+
+
+# (table, columns, merged columns) of upserts already checked against the table specs: the
+# mapping makes a handful of shapes, checked once each instead of once per row.
+_CHECKED_SHAPES: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
+
+
+class Merge(StrEnum):
+    """How a column of an upsert merges into a row that already exists."""
+
+    SET = "set"  # the new value
+    FILL = "fill"  # the old value when it is not NULL, else the new one
+    KEEP = "keep"  # the old value (the new one is used only when the row is created)
+    ADD = "add"  # old + new
+    LEAST = "least"  # the smaller (NULLs ignored)
+    GREATEST = "greatest"  # the larger (NULLs ignored)
+
+
+@dataclass(frozen=True)
+class RowOp:
+    """An upsert of one row: the columns `values` gives, keyed on the table's conflict key.
+
+    Key columns are part of `values`; a non-key column missing from `merge` merges with `SET`.
+    Columns not in `values` keep their current value, or their default when the row is new.
+    """
+
+    table: str
+    values: Mapping[str, Any]
+    merge: Mapping[str, Merge] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        shape = (self.table, tuple(self.values), tuple(self.merge))
+        if shape in _CHECKED_SHAPES:
+            return
+        spec = BY_NAME.get(self.table)
+        if spec is None:
+            raise ValueError(f"{self.table!r} is not a projection table")
+        for column in (*self.values, *self.merge):
+            spec.type_of(column)
+        missing = [k for k in spec.key if k not in self.values]
+        if missing:
+            raise ValueError(f"{self.table} upsert lacks key column(s) {', '.join(missing)}")
+        _CHECKED_SHAPES.add(shape)
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return tuple(self.values[column] for column in BY_NAME[self.table].key)
+
+    def merge_of(self, column: str) -> Merge:
+        return self.merge.get(column, Merge.SET)
+
+
+# --- ids ----------------------------------------------------------------------------------------
+
+
+def media_file_id(camera: str, file_entry_id: str) -> uuid.UUID:
+    """`media_files.id`: one per `file.observed` entry."""
+    return uuid.uuid5(NAMESPACE, f"{camera}/{file_entry_id}")
+
+
+def detection_id(camera: str, detection_entry_id: str, index: int) -> uuid.UUID:
+    """`detections.id`: one per object of a `detection.completed` entry."""
+    return uuid.uuid5(NAMESPACE, f"{camera}/{detection_entry_id}/{index}")
+
+
+def event_id(camera: str, batch_id: str) -> uuid.UUID:
+    """`events.id`: the batch id (a UUID); a batch id of another form is hashed into one."""
+    try:
+        return uuid.UUID(batch_id)
+    except ValueError:
+        return uuid.uuid5(NAMESPACE, f"{camera}/batch/{batch_id}")
+
+
+def original_type(original: str | None) -> str | None:
+    """The entry type inside a dead letter's base64 `__data__`, when it names a known type."""
+    if original is None:
+        return None
+    try:
+        body, _ = decode(base64.b64decode(original, validate=True))
+        raw = orjson.loads(body)
+    except (binascii.Error, ValueError):
+        return None
+    except Exception:  # FastStream's parser raises various errors on foreign bytes
+        return None
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    return kind if isinstance(kind, str) and kind in ENTRY_TYPES else None
+
+
+# --- the mapping --------------------------------------------------------------------------------
+
+_CAMERA_PLACEHOLDER: Final = {"name": Merge.KEEP, "folder": Merge.KEEP}
+_SEEN: Final = {"first_seen": Merge.LEAST, "last_seen": Merge.GREATEST}
+# Columns a detection entry copies from its file: the file's own entry wins.
+_FROM_FILE: Final = {
+    c: Merge.FILL for c in ("path", "sha256", "media_kind", "captured_at", "observed_at")
+}
+
+
+def rows_for(kind: str, camera: str, entry_id: str, entry: Entry) -> list[RowOp]:
+    """The upserts one entry makes, in order.
+
+    `kind` is the stream's `StreamKind` (or `CAMERAS_SOURCE` for the shared cameras stream),
+    `camera` the camera of the stream (for the cameras stream, the entry's camera), `entry_id`
+    the entry's id on that stream. An entry of a type its stream does not carry raises
+    `UnexpectedEntryError`.
+    """
+    expected = EXPECTED.get(kind)
+    if expected is None:
+        raise UnexpectedEntryError(f"{kind!r} is not a projected stream kind")
+    if entry.type not in expected:
+        raise UnexpectedEntryError(
+            f"a {entry.type} entry on a {kind} stream cannot be projected; "
+            f"that stream carries {', '.join(sorted(expected))}"
+        )
+    match entry:
+        case CameraRegistered():
+            return [_camera_registered(entry)]
+        case FileObserved():
+            return _file_observed(camera, entry_id, entry)
+        case DetectionCompleted():
+            return _detection_completed(camera, entry_id, entry)
+        case DetectionFailed():
+            return [_detection_failed(camera, entry)]
+        case BatchClosed():
+            return _batch_closed(camera, entry_id, entry)
+        case AnalysisCompleted() | AnalysisFailed():
+            return [_analysis(camera, entry_id, entry)]
+        case EntryDead():
+            return [_entry_dead(camera, entry_id, entry)]
+    raise UnexpectedEntryError(f"no projection for entry type {entry.type}")  # pragma: no cover
+
+
+def _camera_registered(entry: CameraRegistered) -> RowOp:
+    return RowOp(
+        "cameras",
+        {
+            "id": entry.camera_id,
+            "name": entry.name,
+            "folder": entry.folder,
+            "first_seen": entry.registered_at,
+            "last_seen": entry.registered_at,
+        },
+        _SEEN,
+    )
+
+
+def _file_observed(camera: str, entry_id: str, entry: FileObserved) -> list[RowOp]:
+    media = RowOp(
+        "media_files",
+        {
+            "id": media_file_id(camera, entry_id),
+            "camera_id": camera,
+            "entry_id": entry_id,
+            "path": entry.path,
+            "sha256": entry.sha256,
+            "size": entry.size,
+            "mime": entry.mime,
+            "media_kind": entry.media_kind,
+            "captured_at": entry.captured_at,
+            "capture_source": entry.capture_source,
+            "observed_at": entry.observed_at,
+        },
+    )
+    cam = RowOp(
+        "cameras",
+        {
+            "id": camera,
+            "name": camera,
+            "folder": camera,
+            "first_seen": entry.observed_at,
+            "last_seen": entry.observed_at,
+            "file_count": 1,
+        },
+        {**_CAMERA_PLACEHOLDER, **_SEEN, "file_count": Merge.ADD},
+    )
+    return [media, cam]
+
+
+def _media_detection(
+    camera: str,
+    file_entry_id: str,
+    *,
+    copied: Mapping[str, Any],
+    status: str,
+    error: str | None,
+    detector: str,
+    image_size: tuple[int, int] | None,
+    object_count: int | None,
+    detected_at: Any,
+) -> RowOp:
+    """The detection columns of a media file (the same columns for completed and failed, so a
+    later detection entry of the same file replaces every one of them)."""
+    return RowOp(
+        "media_files",
+        {
+            "id": media_file_id(camera, file_entry_id),
+            "camera_id": camera,
+            "entry_id": file_entry_id,
+            **copied,
+            "detection_status": status,
+            "detection_error": error,
+            "detector": detector,
+            "image_width": None if image_size is None else image_size[0],
+            "image_height": None if image_size is None else image_size[1],
+            "object_count": object_count,
+            "detected_at": detected_at,
+        },
+        _FROM_FILE,
+    )
+
+
+def _detection_completed(camera: str, entry_id: str, entry: DetectionCompleted) -> list[RowOp]:
+    file_id = media_file_id(camera, entry.file_entry_id)
+    media = _media_detection(
+        camera,
+        entry.file_entry_id,
+        copied={
+            "path": entry.path,
+            "sha256": entry.sha256,
+            "media_kind": entry.media_kind,
+            "captured_at": entry.captured_at,
+            "observed_at": entry.observed_at,
+        },
+        status="completed",
+        error=None,
+        detector=entry.detector,
+        image_size=(entry.image_width, entry.image_height),
+        object_count=len(entry.objects),
+        detected_at=entry.completed_at,
+    )
+    objects = [
+        RowOp(
+            "detections",
+            {
+                "id": detection_id(camera, entry_id, index),
+                "camera_id": camera,
+                "detection_entry_id": entry_id,
+                "object_index": index,
+                "file_id": file_id,
+                "file_entry_id": entry.file_entry_id,
+                "path": entry.path,
+                "label": obj.label,
+                "confidence": obj.confidence,
+                "bbox_x": obj.bbox.x,
+                "bbox_y": obj.bbox.y,
+                "bbox_width": obj.bbox.width,
+                "bbox_height": obj.bbox.height,
+                "image_width": entry.image_width,
+                "image_height": entry.image_height,
+                "detector": entry.detector,
+                "captured_at": entry.captured_at,
+            },
+        )
+        for index, obj in enumerate(entry.objects)
+    ]
+    return [media, *objects]
+
+
+def _detection_failed(camera: str, entry: DetectionFailed) -> RowOp:
+    return _media_detection(
+        camera,
+        entry.file_entry_id,
+        copied={
+            "path": entry.path,
+            "sha256": entry.sha256,
+            "media_kind": None,
+            "captured_at": entry.captured_at,
+            "observed_at": entry.observed_at,
+        },
+        status="failed",
+        error=entry.error,
+        detector=entry.detector,
+        image_size=None,
+        object_count=None,
+        detected_at=entry.failed_at,
+    )
+
+
+def _batch_closed(camera: str, entry_id: str, entry: BatchClosed) -> list[RowOp]:
+    event = event_id(camera, entry.batch_id)
+    rows = [
+        RowOp(
+            "events",
+            {
+                "id": event,
+                "camera_id": camera,
+                "batch_entry_id": entry_id,
+                "window_start": entry.window_start,
+                "window_end": entry.window_end,
+                "close_reason": entry.close_reason,
+                "detection_count": entry.detection_count,
+                "object_types": list(entry.object_types),
+                "max_confidence": entry.max_confidence,
+                "fast_path": entry.fast_path,
+                "closed_at": entry.closed_at,
+            },
+        )
+    ]
+    rows.extend(
+        RowOp(
+            "event_detections",
+            {
+                "event_id": event,
+                "detection_entry_id": detection.entry_id,
+                "file_entry_id": detection.file_entry_id,
+                "camera_id": camera,
+                "position": position,
+            },
+        )
+        for position, detection in enumerate(entry.detections)
+    )
+    rows.append(
+        RowOp(
+            "cameras",
+            {
+                "id": camera,
+                "name": camera,
+                "folder": camera,
+                "first_seen": entry.closed_at,
+                "last_seen": entry.closed_at,
+                "event_count": 1,
+                "last_event_at": entry.window_start,
+            },
+            {
+                **_CAMERA_PLACEHOLDER,
+                **_SEEN,
+                "event_count": Merge.ADD,
+                "last_event_at": Merge.GREATEST,
+            },
+        )
+    )
+    return rows
+
+
+def _analysis(camera: str, entry_id: str, entry: AnalysisCompleted | AnalysisFailed) -> RowOp:
+    """The analysis columns of an event (all of them, so a later analysis replaces an earlier)."""
+    values: dict[str, Any] = {
+        "id": event_id(camera, entry.batch_id),
+        "camera_id": camera,
+        "analysis_entry_id": entry_id,
+        "analyzer": entry.analyzer,
+    }
+    if isinstance(entry, AnalysisCompleted):
+        values.update(
+            analysis_status="completed",
+            risk_score=entry.risk_score,
+            risk_level=entry.risk_level,
+            summary=entry.summary,
+            reasoning=entry.reasoning,
+            model=entry.model,
+            prompt_hash=entry.prompt_hash,
+            analysis_latency_ms=entry.latency_ms,
+            analysis_error=None,
+            analyzed_at=entry.analyzed_at,
+        )
+    else:
+        values.update(
+            analysis_status="failed",
+            risk_score=None,
+            risk_level=None,
+            summary=None,
+            reasoning=None,
+            model=None,
+            prompt_hash=None,
+            analysis_latency_ms=None,
+            analysis_error=entry.error,
+            analyzed_at=entry.failed_at,
+        )
+    return RowOp("events", values)
+
+
+def _entry_dead(camera: str, entry_id: str, entry: EntryDead) -> RowOp:
+    return RowOp(
+        "dead_letters",
+        {
+            "camera_id": camera,
+            "dead_entry_id": entry_id,
+            "source_stream": entry.source_stream,
+            "entry_id": entry.entry_id,
+            "group_name": entry.group,
+            "deliveries": entry.deliveries,
+            "last_error": entry.last_error,
+            "original_type": original_type(entry.original),
+            "dead_at": entry.dead_at,
+        },
+    )

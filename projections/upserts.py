@@ -1,0 +1,205 @@
+"""Turning many row upserts into few SQL statements, with the result of applying them in order.
+
+`plan(ops)` groups the upserts of a batch by table and column set, merges upserts of the same row
+in Python with the same rules the SQL uses (`combine`), and yields one multi-row statement per
+group; rows are sorted by key, and statements follow `WRITE_ORDER`, so that concurrent projectors
+take their row locks in one order. When a row is upserted by two different column sets, the
+groups are cut there so that the order of the upserts is kept. `upsert_sql` renders one statement:
+the rows travel as one JSON parameter read with `jsonb_to_recordset`.
+
+All of it is pure; `projections.projector` executes it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from projections.rows import Merge, RowOp
+from projections.tables import BY_NAME, WRITE_ORDER, qualified, quote_ident
+
+Signature = tuple[tuple[str, Merge], ...]
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One multi-row upsert: `rows` hold the values of `columns`, merged as `merges` say."""
+
+    table: str
+    columns: tuple[str, ...]
+    merges: tuple[Merge, ...]
+    rows: tuple[tuple[Any, ...], ...]
+
+    @property
+    def signature(self) -> Signature:
+        return tuple(zip(self.columns, self.merges, strict=True))
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature_of(
+    table: str, columns: tuple[str, ...], merges: tuple[tuple[str, Merge], ...]
+) -> Signature:
+    spec = BY_NAME[table]
+    key = set(spec.key)
+    given, merge = set(columns), dict(merges)
+    return tuple(
+        (column, Merge.SET if column in key else merge.get(column, Merge.SET))
+        for column in spec.columns
+        if column in given
+    )
+
+
+def _signature(op: RowOp) -> Signature:
+    """The op's columns in table order, each with its merge (cached: ops come in few shapes)."""
+    return _signature_of(op.table, tuple(op.values), tuple(op.merge.items()))
+
+
+def _least(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def _greatest(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    return a if b is None else max(a, b)
+
+
+def combine(old: Any, new: Any, merge: Merge) -> Any:
+    """The value of one upsert that has the effect of upserting `old`, then `new`."""
+    if merge is Merge.SET:
+        return new
+    if merge is Merge.FILL:
+        return new if old is None else old
+    if merge is Merge.KEEP:
+        return old
+    if merge is Merge.ADD:
+        if old is None or new is None:
+            return new if old is None else old
+        return old + new
+    if merge is Merge.LEAST:
+        return _least(old, new)
+    return _greatest(old, new)
+
+
+class _Segment:
+    def __init__(self) -> None:
+        # (table, signature) → row key → values
+        self.groups: dict[tuple[str, Signature], dict[tuple[Any, ...], list[Any]]] = {}
+        self.touched: dict[tuple[str, tuple[Any, ...]], Signature] = {}
+
+    def conflicts(self, op: RowOp, key: tuple[Any, ...], signature: Signature) -> bool:
+        known = self.touched.get((op.table, key))
+        return known is not None and known != signature
+
+    def add(self, op: RowOp, key: tuple[Any, ...], signature: Signature) -> None:
+        rows = self.groups.setdefault((op.table, signature), {})
+        values = [op.values[column] for column, _ in signature]
+        current = rows.get(key)
+        if current is None:
+            rows[key] = values
+        else:
+            rows[key] = [
+                combine(old, new, merge)
+                for old, new, (_, merge) in zip(current, values, signature, strict=True)
+            ]
+        self.touched[(op.table, key)] = signature
+
+    def statements(self) -> list[Statement]:
+        order = {table: index for index, table in enumerate(WRITE_ORDER)}
+        ordered = sorted(
+            enumerate(self.groups.items()), key=lambda item: (order[item[1][0][0]], item[0])
+        )
+        return [
+            Statement(
+                table=table,
+                columns=tuple(column for column, _ in signature),
+                merges=tuple(merge for _, merge in signature),
+                rows=tuple(tuple(rows[key]) for key in sorted(rows, key=_sort_key)),
+            )
+            for _, ((table, signature), rows) in ordered
+        ]
+
+
+def _sort_key(key: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(str(part) for part in key)
+
+
+def plan(ops: Iterable[RowOp]) -> list[Statement]:
+    """Statements that leave the tables as applying `ops` one by one, in order, would."""
+    segments = [_Segment()]
+    for op in ops:
+        signature, key = _signature(op), op.key
+        if segments[-1].conflicts(op, key, signature):
+            segments.append(_Segment())
+        segments[-1].add(op, key, signature)
+    return [statement for segment in segments for statement in segment.statements()]
+
+
+# --- SQL ----------------------------------------------------------------------------------------
+
+_UPDATE = {
+    Merge.SET: "EXCLUDED.{c}",
+    Merge.FILL: "COALESCE(t.{c}, EXCLUDED.{c})",
+    Merge.ADD: "t.{c} + EXCLUDED.{c}",
+    Merge.LEAST: "LEAST(t.{c}, EXCLUDED.{c})",
+    Merge.GREATEST: "GREATEST(t.{c}, EXCLUDED.{c})",
+}
+
+
+def upsert_sql(statement: Statement, schema: str | None = None) -> str:
+    """`INSERT … SELECT FROM jsonb_to_recordset(:rows) … ON CONFLICT (key) DO UPDATE SET …`."""
+    spec = BY_NAME[statement.table]
+    columns = ", ".join(quote_ident(c) for c in statement.columns)
+    record = ", ".join(f"{quote_ident(c)} {spec.type_of(c)}" for c in statement.columns)
+    key = set(spec.key)
+    updates = [
+        f"{quote_ident(column)} = " + _UPDATE[merge].format(c=quote_ident(column))
+        for column, merge in statement.signature
+        if column not in key and merge is not Merge.KEEP
+    ]
+    action = "DO UPDATE SET " + ", ".join(updates) if updates else "DO NOTHING"
+    # Identifiers come from the table specs and are quoted; every value is a bound parameter.
+    return (
+        f"INSERT INTO {qualified(spec.name, schema)} AS t ({columns}) "  # noqa: S608
+        f"SELECT {columns} FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) "
+        f"AS ({record})) WITH ORDINALITY AS r ORDER BY r.ordinality "
+        f"ON CONFLICT ({', '.join(quote_ident(c) for c in spec.key)}) {action}"
+    )
+
+
+def _clean(value: Any) -> Any:
+    # PostgreSQL text cannot hold NUL; the replacement character keeps the value deterministic.
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
+def rows_json(statement: Statement) -> str:
+    """The `:rows` parameter of `upsert_sql`: the rows as a JSON array of objects."""
+    columns = statement.columns
+    data = orjson.dumps([dict(zip(columns, row, strict=True)) for row in statement.rows])
+    if b"\\u0000" in data:  # rare: clean the strings and encode again
+        data = orjson.dumps(
+            [
+                {column: _clean(value) for column, value in zip(columns, row, strict=True)}
+                for row in statement.rows
+            ]
+        )
+    return data.decode()
+
+
+def checkpoint_sql(schema: str | None = None) -> str:
+    """Insert the tracking rows of a batch; RETURNING names the entries not applied before."""
+    table = qualified("projection_checkpoints", schema)
+    return (
+        f"INSERT INTO {table} (projection, stream, entry_id) "  # noqa: S608 (quoted identifier)
+        "SELECT :projection, :stream, e "
+        "FROM unnest(CAST(:ids AS text[])) WITH ORDINALITY AS u(e, n) ORDER BY n "
+        "ON CONFLICT DO NOTHING RETURNING entry_id"
+    )
