@@ -1,80 +1,125 @@
-"""The Starlette application: health, readiness and metrics for now; queries come with the
-projections. Resources (engine, Redis client) are made by the lifespan and closed by it."""
+"""The Starlette application of the read-only query API.
+
+`create_app(config)` wires the endpoint table of `hsi.api.routes` into routes, the middleware
+(CORS when origins are configured, then the API-key and rate-limit `Guard`) and the JSON error
+handlers. The lifespan makes the resources (engine, Redis pool, live connection slots) and
+closes them; requests reach them through `hsi.api.state.resources()`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 
-from hsi import __version__
-from hsi.db import create_engine, pending_migrations
-from hsi.redis import RedisConfig, check_server, create_redis
-from hsi.telemetry import render_metrics
+from hsi.api.config import APIConfig, LiveConfig, RateLimits
+from hsi.api.endpoint import Endpoint
+from hsi.api.openapi import build_openapi
+from hsi.api.responses import APIError, api_error_handler, error_response, http_error_handler
+from hsi.api.routes import cameras, detections, events, live, media, streams, system
+from hsi.api.security import ConnectionSlots, Guard
+from hsi.api.state import Resources
+from hsi.db import create_engine
+from hsi.redis import create_redis
+from streams.names import StreamNames
 
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
-    from sqlalchemy.ext.asyncio import AsyncEngine
+__all__ = ["ENDPOINTS", "APIConfig", "LiveConfig", "RateLimits", "create_app"]
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    *system.ENDPOINTS,
+    *cameras.ENDPOINTS,
+    *events.ENDPOINTS,
+    *detections.ENDPOINTS,
+    *media.ENDPOINTS,
+    *streams.ENDPOINTS,
+    *live.ENDPOINTS,
+)
 
 
-@dataclass(frozen=True)
-class APIConfig:
-    database_url: str
-    redis: RedisConfig
-
-
-async def health(_: Request) -> Response:
-    """Liveness: the process answers."""
-    return JSONResponse({"status": "ok", "version": __version__})
-
-
-async def ready(request: Request) -> Response:
-    """Readiness: Redis answers, PostgreSQL answers and has every migration."""
-    checks: dict[str, Any] = {}
-    engine: AsyncEngine = request.state.engine
-    redis: Redis = request.state.redis
-    try:
-        checks["redis"] = {"ok": True, "version": (await check_server(redis)).version}
-    except Exception as exc:
-        checks["redis"] = {"ok": False, "error": type(exc).__name__}
-    try:
-        pending = await pending_migrations(engine)
-        checks["postgres"] = {"ok": not pending, "pending_migrations": pending}
-    except Exception as exc:
-        checks["postgres"] = {"ok": False, "error": type(exc).__name__}
-    ok = all(c["ok"] for c in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503
+async def _database_unavailable(_: Request, exc: Exception) -> Response:
+    return error_response(
+        503,
+        f"PostgreSQL is unavailable ({type(exc).__name__}); retry shortly, and check the "
+        "database server and DATABASE_URL if it persists",
+        headers={"Retry-After": "5"},
     )
 
 
-async def metrics(_: Request) -> Response:
-    """Prometheus exposition of this process's instruments."""
-    body, content_type = await asyncio.to_thread(render_metrics)
-    return Response(body, media_type=content_type)
+async def _redis_unavailable(_: Request, exc: Exception) -> Response:
+    return error_response(
+        503,
+        f"Redis is unavailable ({type(exc).__name__}); retry shortly, and check the Redis "
+        "server and REDIS_URL if it persists",
+        headers={"Retry-After": "5"},
+    )
 
 
 def create_app(config: APIConfig) -> Starlette:
+    openapi = build_openapi(
+        ENDPOINTS, keys_enabled=config.api_key_enabled, rate_limited=config.rate_limits.enabled
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
-        engine = create_engine(config.database_url)
+        engine = create_engine(config.database_url, schema=config.database_schema)
         redis = create_redis(config.redis)
         try:
-            yield {"engine": engine, "redis": redis}
+            yield {
+                "resources": Resources(
+                    config=config,
+                    engine=engine,
+                    redis=redis,
+                    names=StreamNames(config.stream_prefix),
+                    live_slots=ConnectionSlots(
+                        config.rate_limits.live_max_connections,
+                        config.rate_limits.live_connections_per_client,
+                    ),
+                    openapi=openapi,
+                )
+            }
         finally:
             await redis.aclose()
             await engine.dispose()
 
-    routes = [
-        Route("/health", health, methods=["GET"]),
-        Route("/ready", ready, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-    ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = []
+    if config.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(config.cors_origins),
+                allow_credentials=config.cors_allow_credentials,
+                allow_methods=["GET", "HEAD"],
+                allow_headers=["X-API-Key", "Last-Event-ID", "If-None-Match", "Range"],
+                expose_headers=["ETag", "Retry-After", "Content-Range"],
+            )
+        )
+    middleware.append(
+        Middleware(
+            Guard,
+            keys=config.api_keys,
+            keys_enabled=config.api_key_enabled,
+            limits=config.rate_limits,
+        )
+    )
+    app = Starlette(
+        routes=[endpoint.route() for endpoint in ENDPOINTS],
+        middleware=middleware,
+        exception_handlers={
+            APIError: api_error_handler,
+            HTTPException: http_error_handler,
+            DBAPIError: _database_unavailable,
+            RedisError: _redis_unavailable,
+        },
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False  # an unknown path is a JSON 404, never a redirect
+    return app

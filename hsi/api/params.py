@@ -1,0 +1,144 @@
+"""Query-parameter parsing: pure functions from strings to values, raising `BadParameter` (400)
+with the parameter's name. `Query` refuses parameters an endpoint does not declare, so a typo
+(`?risk=high`) is an error instead of a silently unfiltered answer."""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from hsi.api.responses import BadParameter
+from streams.names import is_camera_id
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 100
+_LABEL = re.compile(r"^[A-Za-z0-9 _.-]{1,64}$")
+
+
+class Query:
+    """The query string of one request, checked against the names an endpoint accepts."""
+
+    def __init__(self, items: Iterable[tuple[str, str]], accepted: Collection[str]) -> None:
+        self._items = list(items)
+        for name, _ in self._items:
+            if name not in accepted:
+                known = ", ".join(sorted(accepted)) or "none"
+                raise BadParameter(name, f"unknown parameter; this route accepts: {known}")
+
+    def get(self, name: str) -> str | None:
+        """The one value of `name`, or None; given twice is an error."""
+        values = [value for key, value in self._items if key == name]
+        if len(values) > 1:
+            raise BadParameter(name, "given more than once; pass it once")
+        return values[0] if values else None
+
+    def get_list(self, name: str) -> list[str]:
+        """Every value of `name`, repeated (`?a=x&a=y`) or comma separated (`?a=x,y`)."""
+        out: list[str] = []
+        for key, value in self._items:
+            if key == name:
+                out.extend(part.strip() for part in value.split(",") if part.strip())
+        return out
+
+
+def parse_limit(value: str | None, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
+    if value is None:
+        return default
+    return _integer("limit", value, 1, maximum)
+
+
+def parse_int(name: str, value: str | None, low: int, high: int) -> int | None:
+    return None if value is None else _integer(name, value, low, high)
+
+
+def _integer(name: str, value: str, low: int, high: int) -> int:
+    text = value.strip()
+    if not re.fullmatch(r"[+-]?\d{1,12}", text):
+        raise BadParameter(name, f"{value!r} is not an integer; expected {low}–{high}")
+    number = int(text)
+    if not low <= number <= high:
+        raise BadParameter(name, f"{number} is out of range; expected {low}–{high}")
+    return number
+
+
+def parse_float(name: str, value: str | None, low: float, high: float) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        raise BadParameter(name, f"{value!r} is not a number; expected {low}–{high}") from None
+    if math.isnan(number) or not low <= number <= high:
+        raise BadParameter(name, f"{value!r} is out of range; expected {low}–{high}")
+    return number
+
+
+def parse_datetime(name: str, value: str | None) -> datetime | None:
+    """ISO 8601 (`2026-01-31T12:00:00Z`, `…+02:00`, a date); without an offset it is UTC.
+
+    A `+` of an offset that arrived unencoded reads as a space: it is taken back as `+`.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if "T" in text:
+        text = text.replace(" ", "+")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadParameter(
+            name, f"{value!r} is not an ISO 8601 time; use e.g. 2026-01-31T12:00:00Z"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    since: datetime | None
+    until: datetime | None
+
+
+def parse_time_range(since: str | None, until: str | None) -> TimeRange:
+    start = parse_datetime("since", since)
+    end = parse_datetime("until", until)
+    if start is not None and end is not None and end <= start:
+        raise BadParameter("until", "must be later than since")
+    return TimeRange(start, end)
+
+
+def parse_choices(name: str, values: Sequence[str], allowed: Sequence[str]) -> tuple[str, ...]:
+    """Values that must each be one of `allowed` (duplicates dropped, order kept)."""
+    out: list[str] = []
+    for value in values:
+        if value not in allowed:
+            raise BadParameter(name, f"{value!r} is not one of {', '.join(allowed)}")
+        if value not in out:
+            out.append(value)
+    return tuple(out)
+
+
+def parse_camera_id(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not is_camera_id(value):
+        raise BadParameter(name, f"{value!r} is not a camera id (lower case, digits, _)")
+    return value
+
+
+def parse_labels(name: str, values: Sequence[str]) -> tuple[str, ...]:
+    for value in values:
+        if not _LABEL.fullmatch(value):
+            raise BadParameter(name, f"{value!r} is not an object type (letters, digits, _ . -)")
+    return tuple(dict.fromkeys(values))
+
+
+def parse_uuid(value: str) -> uuid.UUID | None:
+    """A UUID from a path segment, or None (the caller answers 404: no such thing)."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None

@@ -1,0 +1,117 @@
+"""Cameras with their counts, last activity, latest file and latest event.
+
+Counts are counted from the rows (index-only scans per camera), not read from the `cameras`
+counter columns, so they agree with the listings whatever order entries were projected in.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, Select, func, select, true
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hsi.api import links
+from hsi.api.responses import iso
+from hsi.api.tables import cameras, events, media_files
+
+
+def _query() -> Select[Any]:
+    m, e = media_files, events
+    file_count = select(func.count()).where(m.c.camera_id == cameras.c.id).scalar_subquery()
+    event_count = select(func.count()).where(e.c.camera_id == cameras.c.id).scalar_subquery()
+    latest_file = (
+        select(m.c.id, m.c.path, m.c.captured_at, m.c.observed_at, m.c.media_kind)
+        .where(m.c.camera_id == cameras.c.id, m.c.captured_at.is_not(None))
+        .order_by(m.c.captured_at.desc())
+        .limit(1)
+        .lateral("latest_file")
+    )
+    latest_event = (
+        select(e.c.id, e.c.window_start, e.c.window_end, e.c.risk_level, e.c.risk_score)
+        .where(e.c.camera_id == cameras.c.id, e.c.window_start.is_not(None))
+        .order_by(e.c.window_start.desc(), e.c.id.desc())
+        .limit(1)
+        .lateral("latest_event")
+    )
+    return select(
+        cameras,
+        file_count.label("files"),
+        event_count.label("events"),
+        latest_file.c.id.label("file_id"),
+        latest_file.c.path.label("file_path"),
+        latest_file.c.captured_at.label("file_captured_at"),
+        latest_file.c.observed_at.label("file_observed_at"),
+        latest_file.c.media_kind.label("file_media_kind"),
+        latest_event.c.id.label("event_id"),
+        latest_event.c.window_start.label("event_window_start"),
+        latest_event.c.window_end.label("event_window_end"),
+        latest_event.c.risk_level.label("event_risk_level"),
+        latest_event.c.risk_score.label("event_risk_score"),
+    ).select_from(
+        cameras.outerjoin(latest_file, true()).outerjoin(latest_event, true()),
+    )
+
+
+def _latest(*values: datetime | None) -> datetime | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def camera_item(row: Row[Any]) -> dict[str, Any]:
+    latest_file = None
+    if row.file_id is not None:
+        latest_file = {
+            "id": str(row.file_id),
+            "path": row.file_path,
+            "media_kind": row.file_media_kind,
+            "captured_at": iso(row.file_captured_at),
+            "media_url": links.media_url(row.id, row.file_path),
+        }
+    latest_event = None
+    if row.event_id is not None:
+        latest_event = {
+            "id": str(row.event_id),
+            "window_start": iso(row.event_window_start),
+            "risk_level": row.event_risk_level,
+            "risk_score": row.event_risk_score,
+            "url": links.event_url(row.event_id),
+        }
+    return {
+        "id": row.id,
+        "name": row.name,
+        "folder": row.folder,
+        "status": row.status,
+        "first_seen": iso(row.first_seen),
+        "last_seen": iso(row.last_seen),
+        "file_count": int(row.files),
+        "event_count": int(row.events),
+        "last_event_at": iso(_latest(row.last_event_at, row.event_window_end)),
+        "last_activity": iso(
+            _latest(row.last_seen, row.file_observed_at, row.last_event_at, row.event_window_end)
+        ),
+        "latest_file": latest_file,
+        "latest_event": latest_event,
+        "links": {
+            "self": links.camera_url(row.id),
+            "events": f"/api/events?camera_id={row.id}",
+            "detections": f"/api/detections?camera_id={row.id}",
+        },
+    }
+
+
+async def list_cameras(conn: AsyncConnection) -> list[dict[str, Any]]:
+    rows = (await conn.execute(_query().order_by(cameras.c.id))).all()
+    return [camera_item(row) for row in rows]
+
+
+async def get_camera(conn: AsyncConnection, camera_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(_query().where(cameras.c.id == camera_id))).first()
+    return None if row is None else camera_item(row)
+
+
+async def camera_folder(conn: AsyncConnection, camera_id: str) -> str | None:
+    """The camera's folder, relative to the camera root."""
+    folder = await conn.scalar(select(cameras.c.folder).where(cameras.c.id == camera_id))
+    return None if folder is None else str(folder)

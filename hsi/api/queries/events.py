@@ -1,0 +1,293 @@
+"""Events: the keyset-paged listing, one event with its files and detections, and statistics.
+
+Events are listed newest first by (window_start DESC, id DESC), the order of
+`events_window_idx`. An event whose batch has not been projected yet (only its analysis arrived,
+so it has no window) is not listed; it can still be fetched by id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, and_, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hsi.api import links
+from hsi.api.cursor import Cursor
+from hsi.api.queries.detections import detection_item
+from hsi.api.queries.paging import Page, make_page
+from hsi.api.responses import iso
+from hsi.api.tables import detections, event_detections, events, media_files
+from streams.severity import RiskLevel, SeverityThresholds
+
+CURSOR_KIND = "events"
+RISK_LEVELS: tuple[str, ...] = tuple(level.value for level in RiskLevel)
+ANALYSIS_STATUSES: tuple[str, ...] = ("pending", "completed", "failed")
+
+_LIST_COLUMNS = (
+    events.c.id,
+    events.c.camera_id,
+    events.c.window_start,
+    events.c.window_end,
+    events.c.close_reason,
+    events.c.detection_count,
+    events.c.object_types,
+    events.c.max_confidence,
+    events.c.fast_path,
+    events.c.closed_at,
+    events.c.analysis_status,
+    events.c.risk_score,
+    events.c.risk_level,
+    events.c.summary,
+    events.c.analyzer,
+    events.c.model,
+    events.c.analyzed_at,
+)
+
+
+@dataclass(frozen=True)
+class EventFilters:
+    camera_id: str | None = None
+    risk_levels: tuple[str, ...] = ()
+    min_score: int | None = None
+    object_types: tuple[str, ...] = ()  # any of them
+    since: datetime | None = None
+    until: datetime | None = None
+    analysis_statuses: tuple[str, ...] = ()
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        out: list[ColumnElement[bool]] = [events.c.window_start.is_not(None)]
+        if self.camera_id is not None:
+            out.append(events.c.camera_id == self.camera_id)
+        if self.risk_levels:
+            out.append(events.c.risk_level.in_(self.risk_levels))
+        if self.min_score is not None:
+            out.append(events.c.risk_score >= self.min_score)
+        if self.object_types:
+            out.append(events.c.object_types.overlap(list(self.object_types)))
+        if self.since is not None:
+            out.append(events.c.window_start >= self.since)
+        if self.until is not None:
+            out.append(events.c.window_start < self.until)
+        if self.analysis_statuses:
+            out.append(events.c.analysis_status.in_(self.analysis_statuses))
+        return out
+
+
+def _rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def event_item(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "camera_id": row.camera_id,
+        "window_start": iso(row.window_start),
+        "window_end": iso(row.window_end),
+        "close_reason": row.close_reason,
+        "detection_count": row.detection_count,
+        "object_types": list(row.object_types or ()),
+        "max_confidence": _rounded(row.max_confidence),
+        "fast_path": row.fast_path,
+        "closed_at": iso(row.closed_at),
+        "analysis_status": row.analysis_status,
+        "risk_score": row.risk_score,
+        "risk_level": row.risk_level,
+        "summary": row.summary,
+        "analyzer": row.analyzer,
+        "model": row.model,
+        "analyzed_at": iso(row.analyzed_at),
+        "links": {"self": links.event_url(row.id), "camera": links.camera_url(row.camera_id)},
+    }
+
+
+def _cursor_of(row: Row[Any]) -> Cursor:
+    return Cursor(CURSOR_KIND, row.window_start, (str(row.id),))
+
+
+async def list_events(
+    conn: AsyncConnection, filters: EventFilters, limit: int, after: Cursor | None
+) -> Page:
+    conditions = filters.conditions()
+    if after is not None:
+        conditions.append(
+            tuple_(events.c.window_start, events.c.id) < tuple_(after.at, uuid.UUID(after.key[0]))
+        )
+    query = (
+        select(*_LIST_COLUMNS)
+        .where(*conditions)
+        .order_by(events.c.window_start.desc(), events.c.id.desc())
+        .limit(limit + 1)
+    )
+    rows = (await conn.execute(query)).all()
+    return make_page(rows, limit, event_item, _cursor_of)
+
+
+async def get_event(conn: AsyncConnection, event_id: uuid.UUID) -> dict[str, Any] | None:
+    """The event with its files (in batch order) and every detected object."""
+    row = (await conn.execute(select(events).where(events.c.id == event_id))).first()
+    if row is None:
+        return None
+    ed = event_detections
+    file_rows = (
+        await conn.execute(
+            select(
+                ed.c.position,
+                ed.c.detection_entry_id,
+                ed.c.file_entry_id,
+                media_files.c.id.label("file_id"),
+                media_files.c.path,
+                media_files.c.mime,
+                media_files.c.media_kind,
+                media_files.c.captured_at,
+                media_files.c.detection_status,
+                media_files.c.object_count,
+            )
+            .select_from(
+                ed.outerjoin(
+                    media_files,
+                    and_(
+                        media_files.c.camera_id == ed.c.camera_id,
+                        media_files.c.entry_id == ed.c.file_entry_id,
+                    ),
+                )
+            )
+            .where(ed.c.event_id == event_id)
+            .order_by(ed.c.position)
+        )
+    ).all()
+    detection_rows = (
+        await conn.execute(
+            select(detections, ed.c.position)
+            .select_from(
+                ed.join(
+                    detections,
+                    and_(
+                        detections.c.camera_id == ed.c.camera_id,
+                        detections.c.detection_entry_id == ed.c.detection_entry_id,
+                    ),
+                )
+            )
+            .where(ed.c.event_id == event_id)
+            .order_by(ed.c.position, detections.c.object_index)
+        )
+    ).all()
+    items = [detection_item(d) for d in detection_rows]
+    paths = {d.detection_entry_id: d.path for d in detection_rows}
+    files = []
+    for f in file_rows:
+        path = f.path or paths.get(f.detection_entry_id)
+        files.append(
+            {
+                "position": f.position,
+                "detection_entry_id": f.detection_entry_id,
+                "file_entry_id": f.file_entry_id,
+                "file_id": None if f.file_id is None else str(f.file_id),
+                "path": path,
+                "mime": f.mime,
+                "media_kind": f.media_kind,
+                "captured_at": iso(f.captured_at),
+                "detection_status": f.detection_status,
+                "object_count": f.object_count,
+                "media_url": links.media_url(row.camera_id, path),
+            }
+        )
+    body = event_item(row)
+    body.update(
+        {
+            "batch_entry_id": row.batch_entry_id,
+            "analysis_entry_id": row.analysis_entry_id,
+            "reasoning": row.reasoning,
+            "prompt_hash": row.prompt_hash,
+            "analysis_latency_ms": _rounded(row.analysis_latency_ms, 3),
+            "analysis_error": row.analysis_error,
+            "files": files,
+            "detections": items,
+        }
+    )
+    return body
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+MAX_STATS_RANGE = timedelta(days=92)
+DEFAULT_STATS_RANGE = timedelta(hours=24)
+
+
+def stats_range(
+    since: datetime | None, until: datetime | None, now: datetime
+) -> tuple[datetime, datetime]:
+    """The range of /api/events/stats: the last 24 h before `until` (default now)."""
+    end = until or now
+    start = since or end - DEFAULT_STATS_RANGE
+    return start, end
+
+
+def hour_slots(start: datetime, end: datetime) -> list[datetime]:
+    """Every UTC hour that intersects [start, end)."""
+    first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    slots = []
+    at = first
+    while at < end:
+        slots.append(at)
+        at += timedelta(hours=1)
+    return slots
+
+
+async def event_stats(
+    conn: AsyncConnection,
+    start: datetime,
+    end: datetime,
+    camera_id: str | None,
+    thresholds: SeverityThresholds,
+) -> dict[str, Any]:
+    where = [events.c.window_start >= start, events.c.window_start < end]
+    if camera_id is not None:
+        where.append(events.c.camera_id == camera_id)
+    condition = and_(*where)
+    count = func.count().label("n")
+    by_level_status = (
+        await conn.execute(
+            select(events.c.risk_level, events.c.analysis_status, count)
+            .where(condition)
+            .group_by(events.c.risk_level, events.c.analysis_status)
+        )
+    ).all()
+    by_camera = (
+        await conn.execute(
+            select(events.c.camera_id, count)
+            .where(condition)
+            .group_by(events.c.camera_id)
+            .order_by(events.c.camera_id)
+        )
+    ).all()
+    hour = func.date_trunc("hour", func.timezone("UTC", events.c.window_start)).label("hour")
+    by_hour = {
+        r.hour.replace(tzinfo=UTC): int(r.n)
+        for r in (await conn.execute(select(hour, count).where(condition).group_by(hour))).all()
+    }
+    levels = dict.fromkeys(RISK_LEVELS, 0)
+    statuses = dict.fromkeys(ANALYSIS_STATUSES, 0)
+    total = 0
+    for r in by_level_status:
+        total += int(r.n)
+        if r.risk_level in levels:
+            levels[r.risk_level] += int(r.n)
+        statuses[r.analysis_status] = statuses.get(r.analysis_status, 0) + int(r.n)
+    return {
+        "since": iso(start),
+        "until": iso(end),
+        "camera_id": camera_id,
+        "total": total,
+        "by_level": levels,
+        "by_analysis_status": statuses,
+        "by_camera": {r.camera_id: int(r.n) for r in by_camera},
+        "by_hour": [{"hour": iso(h), "count": by_hour.get(h, 0)} for h in hour_slots(start, end)],
+        "levels": [
+            {"level": level.value, "min_score": low, "max_score": high}
+            for level, low, high in thresholds.ranges()
+        ],
+    }

@@ -1,0 +1,143 @@
+"""GET /api/events (filtered, keyset-paged), /api/events/stats, /api/events/{event_id}."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hsi.api.cursor import decode_cursor
+from hsi.api.endpoint import (
+    CAMERA_ID,
+    CURSOR,
+    LIMIT,
+    PAGE_SCHEMA_NOTE,
+    SINCE,
+    UNTIL,
+    Endpoint,
+    Param,
+    path_param,
+)
+from hsi.api.params import (
+    Query,
+    parse_camera_id,
+    parse_choices,
+    parse_int,
+    parse_labels,
+    parse_limit,
+    parse_time_range,
+    parse_uuid,
+)
+from hsi.api.queries import events as q
+from hsi.api.responses import JSON, BadParameter, NotFound
+from hsi.api.state import resources
+
+
+def event_filters(query: Query) -> q.EventFilters:
+    """The filters of /api/events from its query string (400 naming the bad parameter)."""
+    window = parse_time_range(query.get("since"), query.get("until"))
+    return q.EventFilters(
+        camera_id=parse_camera_id("camera_id", query.get("camera_id")),
+        risk_levels=parse_choices("risk_level", query.get_list("risk_level"), q.RISK_LEVELS),
+        min_score=parse_int("min_score", query.get("min_score"), 0, 100),
+        object_types=parse_labels("object_type", query.get_list("object_type")),
+        since=window.since,
+        until=window.until,
+        analysis_statuses=parse_choices(
+            "analysis_status", query.get_list("analysis_status"), q.ANALYSIS_STATUSES
+        ),
+    )
+
+
+async def events_list(request: Request, query: Query) -> Response:
+    """Events, newest first, filtered and keyset-paged."""
+    filters = event_filters(query)
+    limit = parse_limit(query.get("limit"))
+    token = query.get("cursor")
+    after = None if token is None else decode_cursor(token, q.CURSOR_KIND, 1)
+    if after is not None and parse_uuid(after.key[0]) is None:
+        raise BadParameter("cursor", "is not a cursor of this API; pass next_cursor unchanged")
+    async with resources(request).engine.connect() as conn:
+        page = await q.list_events(conn, filters, limit, after)
+    return JSON(page.body())
+
+
+async def event_detail(request: Request, _: Query) -> Response:
+    """One event with its files and detections."""
+    raw = request.path_params["event_id"]
+    event_id = parse_uuid(raw)
+    found = None
+    if event_id is not None:
+        async with resources(request).engine.connect() as conn:
+            found = await q.get_event(conn, event_id)
+    if found is None:
+        raise NotFound(f"no event {raw!r}")
+    return JSON(found)
+
+
+async def events_stats(request: Request, query: Query) -> Response:
+    """Event counts by level, analysis status, camera and hour."""
+    window = parse_time_range(query.get("since"), query.get("until"))
+    camera_id = parse_camera_id("camera_id", query.get("camera_id"))
+    start, end = q.stats_range(window.since, window.until, datetime.now(UTC))
+    if end <= start:
+        raise BadParameter("since", "must be earlier than until (default: now)")
+    if end - start > q.MAX_STATS_RANGE:
+        raise BadParameter("since", f"the range may span at most {q.MAX_STATS_RANGE.days} days")
+    res = resources(request)
+    async with res.engine.connect() as conn:
+        body = await q.event_stats(conn, start, end, camera_id, res.config.severity)
+    return JSON(body)
+
+
+_LEVELS = Param(
+    "risk_level",
+    "Only these risk levels (repeat or comma-separate: `high,critical`).",
+    {"type": "array", "items": {"type": "string", "enum": list(q.RISK_LEVELS)}},
+    repeatable=True,
+)
+_STATUS = Param(
+    "analysis_status",
+    "Only these analysis states (repeatable).",
+    {"type": "array", "items": {"type": "string", "enum": list(q.ANALYSIS_STATUSES)}},
+    repeatable=True,
+)
+_MIN_SCORE = Param(
+    "min_score", "Risk score at least this.", {"type": "integer", "minimum": 0, "maximum": 100}
+)
+_OBJECT_TYPE = Param(
+    "object_type",
+    "Events that saw any of these object types (repeatable), e.g. `person`.",
+    {"type": "array", "items": {"type": "string"}},
+    repeatable=True,
+)
+_WINDOW_NOTE = " Times filter on the event's window start."
+
+ENDPOINTS = (
+    Endpoint(
+        "/api/events",
+        events_list,
+        "Events, newest first (window_start DESC, id DESC), filtered, keyset-paged." + _WINDOW_NOTE,
+        "events",
+        params=(CAMERA_ID, _LEVELS, _MIN_SCORE, _OBJECT_TYPE, SINCE, UNTIL, _STATUS, LIMIT, CURSOR),
+        responses={200: PAGE_SCHEMA_NOTE, 400: "A bad parameter (named in `parameter`)."},
+    ),
+    Endpoint(
+        "/api/events/stats",
+        events_stats,
+        "Event counts by risk level, analysis status, camera and UTC hour over since/until "
+        "(default: the last 24 hours; at most 92 days).",
+        "events",
+        params=(CAMERA_ID, SINCE, UNTIL),
+        responses={200: "Counts.", 400: "A bad parameter."},
+    ),
+    Endpoint(
+        "/api/events/{event_id}",
+        event_detail,
+        "One event with its files (media links) and detections (thumbnail links).",
+        "events",
+        params=(path_param("event_id", "The event (batch) id, a UUID."),),
+        responses={200: "The event.", 404: "No such event."},
+    ),
+)

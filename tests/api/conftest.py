@@ -1,0 +1,90 @@
+"""Fixtures for the query API: a migrated schema, a camera root, and clients over the app.
+
+`serve()` runs the app's lifespan itself and hands its state to every request the way a server
+does, so httpx's ASGITransport (which runs no lifespan) sees the same app as uvicorn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
+
+from hsi.api.app import APIConfig, RateLimits, create_app
+from hsi.db import migrate
+from hsi.redis import RedisConfig
+from streams.names import StreamNames
+
+MakeConfig = Callable[..., APIConfig]
+
+
+@pytest.fixture
+async def engine(db_engine: AsyncEngine) -> AsyncEngine:
+    """The test's schema with every migration applied."""
+    await migrate(db_engine)
+    return db_engine
+
+
+@pytest.fixture
+def camera_root(tmp_path: Path) -> Path:
+    root = tmp_path / "cameras"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def names(key_prefix: str) -> StreamNames:
+    return StreamNames(key_prefix)
+
+
+@pytest.fixture
+def make_config(
+    database_url: str, db_schema: str, redis_url: str, key_prefix: str, tmp_path: Path
+) -> MakeConfig:
+    """An APIConfig on this test's schema, key prefix and folders; rate limits off."""
+
+    def make(**overrides: Any) -> APIConfig:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "redis": RedisConfig(url=redis_url),
+            "database_schema": db_schema,
+            "stream_prefix": key_prefix,
+            "camera_root": tmp_path / "cameras",
+            "data_dir": tmp_path / "data",
+            "rate_limits": RateLimits(enabled=False),
+        }
+        values.update(overrides)
+        return APIConfig(**values)
+
+    return make
+
+
+def with_lifespan_state(app: Starlette, state: dict[str, Any]) -> Any:
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, "state": dict(state)}, receive, send)
+
+    return asgi
+
+
+@asynccontextmanager
+async def serve(config: APIConfig) -> AsyncIterator[httpx.AsyncClient]:
+    """A client over the app with its lifespan running."""
+    app = create_app(config)
+    async with app.router.lifespan_context(app) as state:
+        transport = httpx.ASGITransport(with_lifespan_state(app, dict(state or {})))
+        async with httpx.AsyncClient(transport=transport, base_url="http://hsi.test") as client:
+            yield client
+
+
+@pytest.fixture
+async def client(engine: AsyncEngine, make_config: MakeConfig) -> AsyncIterator[httpx.AsyncClient]:
+    """A client over the app with the default test configuration."""
+    async with serve(make_config()) as http:
+        yield http
