@@ -3,6 +3,10 @@
 `hsi worker --stage detect` runs one stage; `hsi up` runs them all (plus the watcher and the API).
 Every process discovers cameras from the `camera-ids` set that the watcher fills, and subscribes
 only to the cameras its `CameraSelection` owns, so workers scale per camera and per stage.
+
+With `REDIS_CLUSTER` the same pipeline runs on Redis Cluster: the client is a `RedisCluster`
+and the broker FastStream's `RedisClusterBroker` (same subscriber API; HSI never uses FastStream's
+`pipeline=` publishing, which the cluster broker lacks).
 """
 
 from __future__ import annotations
@@ -14,11 +18,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from faststream.redis import RedisBroker
-from redis.asyncio import Redis
+from faststream.redis import RedisBroker, RedisClusterBroker
 
 from hsi import wiring
-from hsi.redis import RedisConfig, create_redis
+from hsi.redis import RedisClient, RedisConfig, create_redis
 from streams.analyzers import build_analyzer
 from streams.detectors import build_detector
 from streams.names import STAGE_INPUT, Group, StreamNames
@@ -72,7 +75,7 @@ class Pipeline:
         self.consumer = wiring.consumer_name()
         self._detector = detector
         self._analyzer = analyzer
-        self._redis: Redis | None = None
+        self._redis: RedisClient | None = None
         self._broker: RedisBroker | None = None
         self.runners: dict[Group, StageRunner] = {}
         self.reclaimers: dict[Group, Reclaimer] = {}
@@ -81,7 +84,7 @@ class Pipeline:
         self._stop = asyncio.Event()
 
     @property
-    def redis(self) -> Redis:
+    def redis(self) -> RedisClient:
         if self._redis is None:
             raise RuntimeError("the pipeline is not started")
         return self._redis
@@ -90,9 +93,11 @@ class Pipeline:
 
     async def start(self) -> None:
         settings = self._settings
-        self._redis = create_redis(RedisConfig.from_settings(settings, self._redis_url))
+        config = RedisConfig.from_settings(settings, self._redis_url)
+        self._redis = create_redis(config)
         # FastStream's own per-message logging is off: HSI logs stage events itself.
-        self._broker = RedisBroker(
+        broker_class = RedisClusterBroker if config.cluster else RedisBroker
+        self._broker = broker_class(
             self._redis_url,
             logger=logging.getLogger("hsi.faststream"),
             log_level=logging.DEBUG,

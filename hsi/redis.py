@@ -1,26 +1,37 @@
-"""Redis client factory and health check.
+"""Redis client factory and health check, for a single server or a Redis Cluster.
 
 Connection retries use redis-py's own `Retry` with exponential backoff and jitter, so every
 command (not only the first connect) rides out a short outage. HSI needs Redis ≥ 6.2 for
 `XAUTOCLAIM`; `check_server()` refuses older servers with a clear message.
+
+With `RedisConfig.cluster` the factory returns a `RedisCluster` client with the same timeouts,
+pool size (per node) and retry policy. HSI's write side is cluster-safe by construction: every
+per-camera key carries the camera's hash tag, each command names one key (or keys of one slot),
+and every MULTI (WATCH included) keeps to the keys of one camera, hence one slot
+(`streams.stages.outcome.transaction`). The Lua script of the watcher is in one slot too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from redis.asyncio import Redis
+from redis import __version__ as redis_version
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
     from hsi.config import Settings
 
 MIN_REDIS_VERSION = (6, 2, 0)
+
+# What `create_redis` returns: one server, or a cluster spoken to through the same command API.
+RedisClient: TypeAlias = Redis | RedisCluster
 
 
 class RedisUnavailableError(RuntimeError):
@@ -30,7 +41,8 @@ class RedisUnavailableError(RuntimeError):
 @dataclass(frozen=True)
 class RedisConfig:
     url: str
-    max_connections: int = 64
+    cluster: bool = False  # speak the Redis Cluster protocol; `url` names any one node
+    max_connections: int = 64  # per server (per node on a cluster)
     socket_timeout: float = 10.0
     connect_timeout: float = 5.0
     health_check_interval: int = 30
@@ -42,6 +54,7 @@ class RedisConfig:
     def from_settings(cls, settings: Settings, url: str) -> RedisConfig:
         return cls(
             url=url,
+            cluster=settings.redis_cluster,
             max_connections=settings.redis_max_connections,
             socket_timeout=settings.redis_socket_timeout_seconds,
             connect_timeout=settings.redis_connect_timeout_seconds,
@@ -52,22 +65,53 @@ class RedisConfig:
         )
 
 
-def create_redis(config: RedisConfig, *, decode_responses: bool = False) -> Redis:
-    """A pooled asyncio client; the caller owns it and closes it with `aclose()`."""
+_RETRY_ON = [RedisConnectionError, RedisTimeoutError, ConnectionError, OSError]
+
+
+def create_redis(config: RedisConfig, *, decode_responses: bool = False) -> RedisClient:
+    """A pooled asyncio client (a `RedisCluster` when `config.cluster`); the caller owns it and
+    closes it with `aclose()`."""
     retry = Retry(
         ExponentialWithJitterBackoff(cap=config.backoff_cap, base=config.backoff_base),
         config.retry_attempts,
     )
-    return Redis.from_url(
-        config.url,
-        max_connections=config.max_connections,
-        socket_timeout=config.socket_timeout,
-        socket_connect_timeout=config.connect_timeout,
-        health_check_interval=config.health_check_interval,
-        retry=retry,
-        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionError, OSError],
-        decode_responses=decode_responses,
-    )
+    if not config.cluster:
+        return Redis.from_url(
+            config.url,
+            max_connections=config.max_connections,
+            socket_timeout=config.socket_timeout,
+            socket_connect_timeout=config.connect_timeout,
+            health_check_interval=config.health_check_interval,
+            retry=retry,
+            retry_on_error=_RETRY_ON,
+            decode_responses=decode_responses,
+        )
+    try:
+        # The cluster client retries a failed command itself (refreshing the slot map on the
+        # way), with this policy; `max_connections` bounds each node's pool.
+        cluster = RedisCluster.from_url(
+            config.url,
+            max_connections=config.max_connections,
+            socket_timeout=config.socket_timeout,
+            socket_connect_timeout=config.connect_timeout,
+            health_check_interval=config.health_check_interval,
+            retry=retry,
+            retry_on_error=_RETRY_ON,
+            decode_responses=decode_responses,
+        )
+    except RedisClusterException as exc:
+        raise RedisUnavailableError(
+            f"cannot use REDIS_URL as a Redis Cluster node: {exc}. A cluster has only database 0 "
+            "and no unix sockets: give redis://host:port of any node, or unset REDIS_CLUSTER."
+        ) from exc
+    try:
+        cluster.pipeline(transaction=True)  # no I/O: older redis-py refuses it right here
+    except RedisClusterException as exc:
+        raise RedisUnavailableError(
+            f"this redis-py ({redis_version}) cannot run MULTI on Redis Cluster ({exc}), and HSI "
+            "writes each camera's outputs in one MULTI: upgrade it with `pip install -U redis`."
+        ) from exc
+    return cluster
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -88,28 +132,70 @@ def ensure_supported(redis_version: str) -> None:
 
 @dataclass(frozen=True)
 class RedisHealth:
-    version: str
+    version: str  # on a cluster: the oldest node's
     server: str  # "redis" or "valkey"
     mode: str  # "standalone" or "cluster"
-    append_only: bool  # False: a restart of the server may lose recent entries
+    append_only: bool  # False: a restart of the server (or of any node) may lose recent entries
 
 
-async def check_server(client: Redis) -> RedisHealth:
-    """Ping the server and return its version; refuse servers without XAUTOCLAIM."""
+@dataclass(frozen=True)
+class _NodeInfo:
+    server: str
+    version: str
+    redis_version: str  # the Redis protocol version the server claims (Valkey: "7.2.4")
+    mode: str
+
+
+def _node_info(info: Mapping[str, Any]) -> _NodeInfo:
+    server = "valkey" if "valkey_version" in info else "redis"
+    version = str(info.get("valkey_version") if server == "valkey" else info.get("redis_version"))
+    return _NodeInfo(
+        server=server,
+        version=version,
+        redis_version=str(info.get("redis_version", version)),
+        mode=str(info.get("redis_mode") or info.get("server_mode") or "standalone"),
+    )
+
+
+def per_node(info: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The INFO sections of each node: a cluster client answers `{"host:port": {...}, ...}`,
+    a single server answers its own fields."""
+    if info and "redis_version" not in info and all(isinstance(v, Mapping) for v in info.values()):
+        return list(info.values())
+    return [info]
+
+
+async def _info(client: RedisClient, section: str) -> list[Mapping[str, Any]]:
+    if isinstance(client, RedisCluster):
+        reply: Any = await client.info(section, target_nodes=RedisCluster.ALL_NODES)
+    else:
+        reply = await client.info(section)
+    return per_node(reply)
+
+
+async def check_server(client: RedisClient) -> RedisHealth:
+    """Ping the server (every node of a cluster) and return its version; refuse servers without
+    XAUTOCLAIM. On a cluster the oldest node decides the version reported and checked."""
     try:
-        info = await client.info("server")
-        persistence = await client.info("persistence")
+        servers = await _info(client, "server")
+        persistence = await _info(client, "persistence")
     except RedisError as exc:
         raise RedisUnavailableError(
             f"cannot reach Redis: {exc}. Is the server running and REDIS_URL right? "
-            "(unset REDIS_URL to use the embedded server)"
+            "(unset REDIS_URL to use the embedded server; set REDIS_CLUSTER for a cluster)"
         ) from exc
-    server = "valkey" if "valkey_version" in info else "redis"
-    version = str(info.get("valkey_version") if server == "valkey" else info.get("redis_version"))
-    ensure_supported(str(info.get("redis_version", version)))
+    nodes = [_node_info(info) for info in servers]
+    if not nodes:
+        raise RedisUnavailableError(
+            "Redis answered INFO with no node: is REDIS_URL a cluster node that knows its peers?"
+        )
+    oldest = min(nodes, key=lambda n: parse_version(n.redis_version))
+    ensure_supported(oldest.redis_version)
+    lowest = min(nodes, key=lambda n: parse_version(n.version))
+    cluster = isinstance(client, RedisCluster) or any(n.mode == "cluster" for n in nodes)
     return RedisHealth(
-        version=version,
-        server=server,
-        mode=str(info.get("redis_mode", "standalone")),
-        append_only=int(persistence.get("aof_enabled", 0)) == 1,
+        version=lowest.version,
+        server=lowest.server,
+        mode="cluster" if cluster else oldest.mode,
+        append_only=all(int(p.get("aof_enabled", 0)) == 1 for p in persistence),
     )

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
-
 from hsi import wiring
+from hsi.redis import RedisClient
 from streams.watch.config import WatchConfig, WatchError
 from streams.watch.watcher import Watcher
 
@@ -46,7 +45,7 @@ def _zone_name(zone: object) -> str:
     return "UTC"
 
 
-def build_watcher(settings: Settings, redis: Redis) -> Watcher:
+def build_watcher(settings: Settings, redis: RedisClient) -> Watcher:
     return Watcher(
         redis, wiring.stream_names(settings), settings.camera_root, watch_config(settings)
     )

@@ -32,6 +32,7 @@ from streams.envelope import (
 )
 from streams.names import StreamNames
 from streams.schemas import Entry, EntryDead, EntryError, load_entry
+from streams.transactions import transaction
 
 logger = logging.getLogger("hsi.dlq")
 
@@ -282,7 +283,7 @@ async def retry_dead(redis: Redis, names: StreamNames, camera: str, dead_id: str
     Returns the new entry's id on the source stream.
     """
     dead_key = names.dead(camera)
-    async with redis.pipeline(transaction=True) as pipe:
+    async with transaction(redis) as pipe:
         for _ in range(_WATCH_ATTEMPTS):
             try:
                 await pipe.watch(dead_key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 
 from streams.names import PROJECTED, STAGE_INPUT, Group, StreamKind, StreamNames
@@ -35,7 +35,7 @@ def group_inputs(group: Group) -> tuple[StreamKind, ...]:
     return (STAGE_INPUT[group],)
 
 
-async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
+async def ensure_group(redis: Redis | RedisCluster, stream: str, group: str) -> bool:
     """Create `group` on `stream` from its first entry (creating the stream too).
 
     Returns True when the group was created, False when it already existed.
@@ -50,7 +50,10 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
 
 
 async def ensure_groups(
-    redis: Redis, names: StreamNames, cameras: Iterable[str], groups: Iterable[Group]
+    redis: Redis | RedisCluster,
+    names: StreamNames,
+    cameras: Iterable[str],
+    groups: Iterable[Group],
 ) -> int:
     """Create every group on each of its camera streams (one pipeline); returns how many were new.
 

@@ -9,7 +9,7 @@ the cursor back to 0-0) and then:
 - for the claimed entries, one `XPENDING` range call gives the delivery counts. An entry already
   delivered `max_deliveries` times is not run again: an `entry.dead` goes to the camera's dead
   stream and the source entry is XACKed in the same MULTI (both keys carry the camera's hash tag,
-  so they share a slot);
+  so they share a slot, on Redis Cluster too);
 - the others go through the stage's own batch handler, which writes outputs and XACKs what
   succeeded. When the handler raises for a whole batch, the entries are run one at a time, so one
   poison entry cannot hold its neighbours back.
@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -43,6 +43,7 @@ from streams.envelope import DATA_FIELD
 from streams.groups import ensure_group, is_missing_group_error
 from streams.names import StreamNames
 from streams.resilience import backoff_delay
+from streams.transactions import transaction
 
 logger = logging.getLogger("hsi.reclaim")
 
@@ -200,7 +201,7 @@ class Reclaimer:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         names: StreamNames,
         *,
         group: str,
@@ -391,7 +392,7 @@ class Reclaimer:
         camera = self._cameras[stream]
         dead_stream = self._names.dead(camera)
         now = self._clock()
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with transaction(self._redis) as pipe:
             for burial in burials:
                 entry = dead_entry(
                     camera=camera,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from pathlib import PurePosixPath
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from streams.analyzers import Analyzer, AnalyzerError, AnalyzerUnavailableError
 from streams.analyzers.base import BatchSummary, DetectionLine
@@ -58,7 +58,7 @@ class AnalyzeStage:
     def __init__(
         self,
         *,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         names: StreamNames,
         analyzer: Analyzer,
         timezone: str | tzinfo = "UTC",

@@ -5,7 +5,9 @@ Redis (`{cam}:open-batch`, JSON) and changed only inside a WATCH/MULTI together 
 closed batches and the XACK of the detections: a crash leaves either the old state with the
 detections pending, or the new state with them acknowledged. Two batch workers on one camera
 cannot both close a batch: the loser of the WATCH race retries on the new state. Batch ids are
-derived from the camera and the first entry id, so a batch is closed exactly once.
+derived from the camera and the first entry id, so a batch is closed exactly once. The state key,
+the detections and the batches streams carry the camera's hash tag, so the WATCH/MULTI stays in
+one slot and runs unchanged on Redis Cluster (redis-py's cluster transactions support WATCH).
 
 Items are timed by the detection's `observed_at` (HSI's own clock at upload time), not the
 camera's capture time, so a camera with a wrong clock still batches correctly.
@@ -20,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import WatchError
 
 from streams.batching import BatchConfig, Closed, DetectionItem, OpenBatch, decide, tick
@@ -34,6 +36,7 @@ from streams.schemas import (
     DetectionFailed,
     EntryError,
 )
+from streams.transactions import transaction
 
 logger = logging.getLogger("hsi.batch")
 
@@ -94,7 +97,7 @@ class BatchStage:
     def __init__(
         self,
         *,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         names: StreamNames,
         config: BatchConfig,
         clock: Callable[[], float] = _epoch,
@@ -145,7 +148,7 @@ class BatchStage:
         done: list[str],
     ) -> None:
         key = self._names.open_batch(camera)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with transaction(self._redis) as pipe:
             while True:
                 try:
                     await pipe.watch(key)
@@ -182,7 +185,7 @@ class BatchStage:
     async def tick_camera(self, camera: str) -> bool:
         """Close the camera's open batch when its idle or window deadline has passed."""
         key = self._names.open_batch(camera)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with transaction(self._redis) as pipe:
             while True:
                 try:
                     await pipe.watch(key)

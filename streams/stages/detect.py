@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from streams.detectors import (
     Detector,
@@ -50,7 +50,7 @@ class DetectStage:
     def __init__(
         self,
         *,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         names: StreamNames,
         detector: Detector,
         camera_root: Path,

@@ -4,7 +4,9 @@ One subscriber per (stage, camera) reads the camera's input stream in its consum
 `XREADGROUP … COUNT n` (FastStream's batch mode) and hands each batch to the stage's handler.
 The ack policy is manual: the handler writes its outputs and XACKs in one MULTI
 (`streams.stages.outcome`). An entry the handler could not process stays pending for the
-reclaimer. Subscribers are added to the running broker when a new camera appears.
+reclaimer. Subscribers are added to the running broker when a new camera appears. The broker may
+be a `RedisBroker` or a `RedisClusterBroker`: each subscriber reads one stream, so its
+XREADGROUP goes to the node that owns the camera's slot.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from faststream.middlewares import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from streams.groups import ensure_group
 from streams.names import Group, StreamKind, StreamNames
@@ -72,7 +74,7 @@ class StageRunner:
         self,
         *,
         broker: RedisBroker,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         names: StreamNames,
         group: Group,
         kind: StreamKind,

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from streams.envelope import entry_fields
 from streams.names import StreamNames
@@ -56,7 +56,7 @@ def _text(value: Any) -> str:
 class Ledger:
     """Publishes `file.observed` entries once per camera and content hash."""
 
-    def __init__(self, client: Redis, names: StreamNames, dedupe_ttl: int) -> None:
+    def __init__(self, client: Redis | RedisCluster, names: StreamNames, dedupe_ttl: int) -> None:
         self._client = client
         self._names = names
         self._ttl = dedupe_ttl

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -69,7 +69,7 @@ class Watcher:
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         names: StreamNames,
         camera_root: str | os.PathLike[str],
         config: WatchConfig,
