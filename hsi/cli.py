@@ -250,7 +250,7 @@ def up(host: str | None, port: int | None, no_watch: bool) -> None:
         raise click.ClickException(str(exc)) from None
 
 
-STAGE_CHOICES = ("detect", "batch", "analyze", "all")
+STAGE_CHOICES = ("detect", "batch", "analyze", "project", "all")
 
 
 @main.command("worker")
@@ -266,8 +266,8 @@ STAGE_CHOICES = ("detect", "batch", "analyze", "all")
 @click.option("--cameras", default=None, help="Only these camera ids, comma-separated.")
 @click.option("--shard", default=None, help="Only shard i/n of the cameras (e.g. 0/2).")
 def worker(stages: tuple[str, ...], cameras: str | None, shard: str | None) -> None:
-    """Run write-side stages for some or all cameras (scale out per stage and camera)."""
-    from hsi.pipeline import WRITE_STAGES, PipelineOptions
+    """Run stages for some or all cameras (scale out per stage and camera)."""
+    from hsi.pipeline import ALL_STAGES, PipelineOptions
     from hsi.runner import run_worker
     from streams.names import Group
     from streams.stages.runtime import CameraSelection
@@ -276,7 +276,7 @@ def worker(stages: tuple[str, ...], cameras: str | None, shard: str | None) -> N
         selection = CameraSelection.parse(cameras, shard)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    groups = WRITE_STAGES if "all" in stages else tuple(Group(s) for s in dict.fromkeys(stages))
+    groups = ALL_STAGES if "all" in stages else tuple(Group(s) for s in dict.fromkeys(stages))
     try:
         run_worker(_settings(), PipelineOptions(stages=groups, selection=selection))
     except _startup_errors() as exc:
@@ -325,6 +325,126 @@ def ingest(paths: tuple[str, ...]) -> None:
         if kind not in ("observed", "duplicate"):
             click.echo(f"{kind:<10} {outcome.path}  {outcome.reason or ''}".rstrip())
     click.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no files")
+
+
+# --- read side ----------------------------------------------------------------------------------
+
+
+def _read_side_call(fn: Callable[..., Coroutine[Any, Any, T]], **kwargs: Any) -> T:
+    """Run `fn(engine, redis, names, **kwargs)` against the configured (or embedded) servers."""
+    from hsi import wiring
+    from hsi.db import DatabaseError, create_engine
+    from hsi.redis import RedisConfig, create_redis
+    from hsi.services import ensure_services
+
+    settings = _settings()
+    try:
+        urls = ensure_services(settings)
+    except _embedded_error() as exc:
+        raise click.ClickException(str(exc)) from None
+    assert urls.database_url is not None
+
+    async def call() -> T:
+        engine = create_engine(urls.database_url or "")
+        client = create_redis(RedisConfig.from_settings(settings, urls.redis_url))
+        try:
+            return await fn(engine, client, wiring.stream_names(settings), **kwargs)
+        finally:
+            await client.aclose()
+            await engine.dispose()
+
+    try:
+        return _run(call())
+    except DatabaseError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+class _ProgressLine:
+    """`done/total, rate, ETA` on one terminal line (stderr)."""
+
+    def __init__(self, label: str) -> None:
+        import time
+
+        self._label = label
+        self._clock = time.monotonic
+        self._start = self._clock()
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        from hsi.read_side import eta_seconds
+
+        now = self._clock()
+        if now - self._last < 0.2 and done < total:
+            return
+        self._last = now
+        elapsed = now - self._start
+        eta = eta_seconds(done, total, elapsed)
+        width = 30
+        filled = int(width * done / total) if total else width
+        bar = "#" * filled + "-" * (width - filled)
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta_text = f"ETA {eta:.0f}s" if eta is not None else "ETA -"
+        click.echo(
+            f"\r{self._label} [{bar}] {done}/{total} {rate:.0f}/s {eta_text}   ",
+            nl=False,
+            err=True,
+        )
+        if done >= total:
+            click.echo("", err=True)
+
+
+@main.command("replay")
+@click.option(
+    "--projection",
+    default="main",
+    show_default=True,
+    type=click.Choice(["main"]),
+    help="Which projection to rebuild.",
+)
+@click.option("--verify", is_flag=True, help="Rebuild aside and compare; change nothing.")
+def replay(projection: str, verify: bool) -> None:
+    """Rebuild the projections from the streams and swap them in while the API serves."""
+    from hsi import read_side
+
+    if verify:
+        report = _read_side_call(read_side.verify, progress=_ProgressLine("verify"))
+        for line in read_side.verify_lines(report):
+            click.echo(line)
+        if not report.equal:
+            sys.exit(1)
+        return
+    done = _read_side_call(read_side.replay, progress=_ProgressLine("replay"))
+    click.echo(
+        f"rebuilt {projection} from {done.entries} entries of {done.streams} streams "
+        f"({len(done.cameras)} cameras; {done.applied} applied, {done.failed} unreadable)"
+    )
+
+
+@main.group()
+def retention() -> None:
+    """Delete what is older than RETENTION_DAYS."""
+
+
+@retention.command("run")
+def retention_run() -> None:
+    """One retention pass: projection rows, acknowledged stream entries, optionally media."""
+    from hsi import read_side
+
+    settings = _settings()
+    report = _read_side_call(
+        read_side.retention,
+        retention_days=settings.retention_days,
+        delete_media=settings.retention_delete_media,
+        camera_root=settings.camera_root,
+    )
+    click.echo(f"cutoff {report.cutoff.isoformat()}")
+    click.echo(f"stream entries trimmed: {report.trimmed}")
+    for table, count in sorted(report.rows.items()):
+        click.echo(f"rows deleted from {table}: {count}")
+    if settings.retention_delete_media:
+        click.echo(f"media files deleted: {report.media_deleted}")
+    for path in report.media_refused:
+        click.echo(f"refused to delete {path} (outside the camera root)")
 
 
 # --- dead letters -------------------------------------------------------------------------------
@@ -413,6 +533,7 @@ def dlq_retry(camera: str, dead_id: str) -> None:
     from streams.dlq import retry_dead
 
     new_id = _dlq_call(retry_dead, camera, dead_id)
+    _forget_dead_letter(camera, dead_id)
     click.echo(f"re-published as {new_id}")
 
 
@@ -424,7 +545,18 @@ def dlq_drop(camera: str, dead_id: str) -> None:
     from streams.dlq import drop_dead
 
     _dlq_call(drop_dead, camera, dead_id)
+    _forget_dead_letter(camera, dead_id)
     click.echo("dropped")
+
+
+def _forget_dead_letter(camera: str, dead_id: str) -> None:
+    """Remove the projected row of a dead letter that left its stream."""
+    from hsi import read_side
+
+    async def forget(engine: Any, _redis: Any, names: Any) -> bool:
+        return await read_side.dead_letter_removed(engine, names, camera, dead_id)
+
+    _read_side_call(forget)
 
 
 if __name__ == "__main__":  # pragma: no cover

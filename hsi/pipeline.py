@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Protocol
 from faststream.redis import RedisBroker, RedisClusterBroker
 
 from hsi import wiring
+from hsi.db import PoolConfig, create_engine
 from hsi.redis import RedisClient, RedisConfig, create_redis
+from projections.projector import Projector, ProjectStage
 from streams.analyzers import build_analyzer
 from streams.detectors import build_detector
-from streams.names import STAGE_INPUT, Group, StreamNames
+from streams.names import PROJECTED, SHARED, STAGE_INPUT, Group, StreamKind, StreamNames
 from streams.reclaim import HandlerResult, Reclaimer, StreamEntry
 from streams.stages.analyze import AnalyzeStage
 from streams.stages.batch import BatchStage
@@ -32,6 +34,8 @@ from streams.stages.detect import DetectStage
 from streams.stages.runtime import CameraSelection, StageRunner
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from hsi.config import Settings
     from streams.analyzers import Analyzer
     from streams.detectors import Detector
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("hsi.pipeline")
 
 WRITE_STAGES: tuple[Group, ...] = (Group.DETECT, Group.BATCH, Group.ANALYZE)
+ALL_STAGES: tuple[Group, ...] = (*WRITE_STAGES, Group.PROJECT)
 
 
 class _Stage(Protocol):
@@ -67,9 +72,14 @@ class Pipeline:
         *,
         detector: Detector | None = None,
         analyzer: Analyzer | None = None,
+        database_url: str | None = None,
     ) -> None:
+        if Group.PROJECT in options.stages and database_url is None:
+            raise ValueError("the project stage needs a database URL")
         self._settings = settings
         self._redis_url = redis_url
+        self._database_url = database_url
+        self._engine: AsyncEngine | None = None
         self.options = options
         self.names: StreamNames = wiring.stream_names(settings)
         self.consumer = wiring.consumer_name()
@@ -77,7 +87,7 @@ class Pipeline:
         self._analyzer = analyzer
         self._redis: RedisClient | None = None
         self._broker: RedisBroker | None = None
-        self.runners: dict[Group, StageRunner] = {}
+        self.runners: dict[tuple[Group, StreamKind], StageRunner] = {}
         self.reclaimers: dict[Group, Reclaimer] = {}
         self.batch_stage: BatchStage | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -118,16 +128,17 @@ class Pipeline:
                     handler=stage.handle,
                 )
                 self.reclaimers[group] = reclaimer
-            self.runners[group] = StageRunner(
-                broker=self._broker,
-                redis=self._redis,
-                names=self.names,
-                group=group,
-                kind=STAGE_INPUT[group],
-                handler=_recording(stage.handle, reclaimer),
-                consumer=f"{self.consumer}-{group.value}",
-                config=wiring.consume_config(settings),
-            )
+            for kind in stage_inputs(group):
+                self.runners[group, kind] = StageRunner(
+                    broker=self._broker,
+                    redis=self._redis,
+                    names=self.names,
+                    group=group,
+                    kind=kind,
+                    handler=_recording(stage.handle, reclaimer),
+                    consumer=f"{self.consumer}-{group.value}",
+                    config=wiring.consume_config(settings),
+                )
         await self.discover()
         self._tasks.append(asyncio.create_task(self._discovery_loop(), name="hsi-discovery"))
         for group, reclaimer in self.reclaimers.items():
@@ -160,6 +171,8 @@ class Pipeline:
         for closable in (self._detector, self._analyzer):
             if closable is not None:
                 await closable.aclose()
+        if self._engine is not None:
+            await self._engine.dispose()
         if self._redis is not None:
             await self._redis.aclose()
         log.info("pipeline.stopped", extra={"consumer": self.consumer})
@@ -195,7 +208,11 @@ class Pipeline:
                 analyzer=self._analyzer,
                 timezone=wiring.local_zone(settings),
             )
-        raise ValueError(f"{group.value} is not a write-side stage")
+        if group is Group.PROJECT:
+            assert self._database_url is not None
+            self._engine = create_engine(self._database_url, PoolConfig.from_settings(settings))
+            return ProjectStage(redis, self.names, Projector(self._engine, self.names))
+        raise ValueError(f"{group.value} is not a stage HSI runs")
 
     # --- cameras --------------------------------------------------------------------------------
 
@@ -210,14 +227,17 @@ class Pipeline:
         return await self.add_cameras(cameras)
 
     async def add_cameras(self, cameras: Iterable[str]) -> list[str]:
+        cameras = list(cameras)
         added: set[str] = set()
-        for group, runner in self.runners.items():
-            new = await runner.add_cameras(cameras)
-            added.update(new)
+        for (group, kind), runner in self.runners.items():
+            # The shared cameras stream has one "camera" of its own: the SHARED tag.
+            wanted = [SHARED] if kind is StreamKind.CAMERAS else cameras
+            new = await runner.add_cameras(wanted)
+            added.update(c for c in new if c != SHARED)
             reclaimer = self.reclaimers.get(group)
             if reclaimer is not None:
                 for camera in new:
-                    reclaimer.add_stream(self.names.stream(camera, STAGE_INPUT[group]))
+                    reclaimer.add_stream(self.names.stream(camera, kind))
         return sorted(added)
 
     async def _discovery_loop(self) -> None:
@@ -231,7 +251,7 @@ class Pipeline:
 
     async def _batch_timer(self) -> None:
         assert self.batch_stage is not None
-        runner = self.runners[Group.BATCH]
+        runner = self.runners[Group.BATCH, STAGE_INPUT[Group.BATCH]]
         while not self._stop.is_set():
             await asyncio.sleep(self.options.batch_tick_seconds)
             for camera in sorted(runner.cameras):
@@ -245,7 +265,7 @@ class Pipeline:
     async def backlog(self) -> int:
         """Entries not yet acknowledged by this process's stages, over the owned cameras."""
         total = 0
-        for group, runner in self.runners.items():
+        for (group, _kind), runner in self.runners.items():
             for stream in runner.streams():
                 for info in await self.redis.xinfo_groups(stream):
                     name = (
@@ -264,6 +284,13 @@ class Pipeline:
                     if await self.backlog() == 0:
                         return
                 await asyncio.sleep(0.05)
+
+
+def stage_inputs(group: Group) -> tuple[StreamKind, ...]:
+    """The streams a group consumes: one per write-side stage, all of them for the projector."""
+    if group is Group.PROJECT:
+        return (*PROJECTED, StreamKind.CAMERAS)
+    return (STAGE_INPUT[group],)
 
 
 def _recording(

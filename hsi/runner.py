@@ -22,12 +22,13 @@ from hsi.db import DatabaseError, create_engine, migrate
 from hsi.embedded import EmbeddedServerError
 from hsi.ftp import FTPConfig, FTPError, FtpReceiver
 from hsi.logging import LoggingConfig, log_event, setup_logging
-from hsi.pipeline import Pipeline, PipelineOptions
+from hsi.pipeline import ALL_STAGES, Pipeline, PipelineOptions
 from hsi.redis import RedisConfig, RedisUnavailableError, check_server, create_redis
 from hsi.services import ServiceURLs, ensure_services
 from hsi.telemetry import TelemetryConfig, setup_telemetry
 from hsi.tls import TLSConfig, TLSError, uvicorn_ssl_options
 from hsi.watching import build_watcher
+from streams.names import Group
 
 if TYPE_CHECKING:
     from hsi.config import Settings
@@ -104,12 +105,28 @@ async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None
     ssl_options = uvicorn_ssl_options(tls)
     host = options.host or settings.api_host
     port = settings.api_port if options.port is None else options.port
-    app = create_app(APIConfig(database_url=urls.database_url, redis=redis_config))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_config=None, **ssl_options)
+    app = create_app(
+        APIConfig.from_settings(settings, database_url=urls.database_url, redis=redis_config)
     )
-    pipeline = Pipeline(settings, urls.redis_url, PipelineOptions())
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            # an open live feed must not hold shutdown until its idle timeout
+            timeout_graceful_shutdown=5,
+            **ssl_options,
+        )
+    )
+    pipeline = Pipeline(
+        settings,
+        urls.redis_url,
+        PipelineOptions(stages=ALL_STAGES),
+        database_url=urls.database_url,
+    )
     await pipeline.start()
+    retention = asyncio.create_task(_retention_loop(settings, urls, pipeline), name="retention")
     watcher = build_watcher(settings, pipeline.redis) if options.watch else None
     if watcher is not None:
         await watcher.start()
@@ -121,6 +138,9 @@ async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None
     try:
         await server.serve()  # returns on SIGINT/SIGTERM
     finally:
+        retention.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retention
         if receiver is not None:
             await asyncio.to_thread(receiver.stop)
         if watcher is not None:
@@ -128,15 +148,45 @@ async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None
         await pipeline.stop()
 
 
+async def _retention_loop(settings: Settings, urls: ServiceURLs, pipeline: Pipeline) -> None:
+    """`hsi retention run` every RETENTION_INTERVAL_SECONDS, inside `hsi up`."""
+    from hsi.read_side import retention
+
+    assert urls.database_url is not None
+    while True:
+        await asyncio.sleep(settings.retention_interval_seconds)
+        engine = create_engine(urls.database_url)
+        try:
+            report = await retention(
+                engine,
+                pipeline.redis,
+                pipeline.names,
+                retention_days=settings.retention_days,
+                delete_media=settings.retention_delete_media,
+                camera_root=settings.camera_root,
+            )
+            log_event(
+                log,
+                "retention.done",
+                entries_trimmed=report.trimmed,
+                rows_deleted=sum(report.rows.values()),
+                media_deleted=report.media_deleted,
+            )
+        except Exception:
+            log.exception("retention.failed")
+        finally:
+            await engine.dispose()
+
+
 def run_worker(settings: Settings, options: PipelineOptions) -> None:
     """Some stages for some cameras, until SIGINT/SIGTERM."""
-    urls = _boot(settings, postgres=False)
+    urls = _boot(settings, postgres=Group.PROJECT in options.stages)
     asyncio.run(_worker(settings, urls, options))
 
 
 async def _worker(settings: Settings, urls: ServiceURLs, options: PipelineOptions) -> None:
     await _prepare(urls.database_url, RedisConfig.from_settings(settings, urls.redis_url))
-    pipeline = Pipeline(settings, urls.redis_url, options)
+    pipeline = Pipeline(settings, urls.redis_url, options, database_url=urls.database_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

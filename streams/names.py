@@ -14,6 +14,11 @@ from enum import StrEnum
 
 _CAMERA_ID = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")
 
+# The hash tag of the keys shared by all cameras. Camera ids never start with "_", so it cannot
+# collide with a camera's keys; giving the shared keys one tag lets the cameras stream and its
+# dead letters share a slot (one MULTI) like any camera's keys.
+SHARED = "_shared"
+
 
 class Group(StrEnum):
     """Consumer groups, one per stage."""
@@ -34,6 +39,7 @@ class StreamKind(StrEnum):
     ANALYSES = "analyses"
     DEAD = "dead"
     ALERTS = "alerts"
+    CAMERAS = "cameras"  # only under the SHARED tag: `camera.registered` entries
 
 
 # Which stream each write-side stage consumes.
@@ -87,8 +93,8 @@ class StreamNames:
     # --- shared keys ---------------------------------------------------------------------------
     @property
     def cameras(self) -> str:
-        """The stream of `camera.registered` entries."""
-        return f"{self.prefix}:cameras"
+        """The stream of `camera.registered` entries (shared by all cameras)."""
+        return f"{self.prefix}:{{{SHARED}}}:{StreamKind.CAMERAS.value}"
 
     @property
     def camera_set(self) -> str:
@@ -97,7 +103,7 @@ class StreamNames:
 
     # --- per-camera keys -----------------------------------------------------------------------
     def _camera(self, camera: str) -> str:
-        if not is_camera_id(camera):
+        if camera != SHARED and not is_camera_id(camera):
             raise CameraIdError(f"{camera!r} is not a normalized camera id")
         return f"{self.prefix}:{{{camera}}}"
 
@@ -135,7 +141,8 @@ class StreamNames:
         return f"{self._camera(camera)}:closed-batches"
 
     def parse(self, key: str) -> tuple[str, StreamKind]:
-        """`hsi:{front_door}:files` → ("front_door", StreamKind.FILES)."""
+        """`hsi:{front_door}:files` → ("front_door", StreamKind.FILES); the shared cameras
+        stream parses as (SHARED, StreamKind.CAMERAS), and its dead letters go to `dead(SHARED)`."""
         match = re.fullmatch(re.escape(self.prefix) + r":\{([a-z0-9_]+)\}:([a-z]+)", key)
         if match is None:
             raise ValueError(f"{key!r} is not a camera stream of prefix {self.prefix!r}")

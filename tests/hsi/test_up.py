@@ -146,3 +146,61 @@ async def test_with_rtdetr_and_llm_services(
     assert analyses[0].risk_level == "critical"
     assert analyses[0].analyzer == "llm"
     assert analyses[0].summary == "Intruder at the door"
+
+
+async def test_dropped_image_is_an_event_in_the_api_and_live_feed(
+    hsi_up: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """An image dropped into a camera folder shows in /api/events and on /api/live;
+    afterwards `hsi replay --verify` finds the projection equal to a rebuild."""
+    import httpx
+
+    root, env = hsi_up
+    base = f"http://127.0.0.1:{env['API_PORT']}"
+    proc = _start(env, tmp_path)
+    live_lines: list[str] = []
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            async with asyncio.timeout(60):
+                while True:
+                    assert proc.poll() is None, "hsi up exited early"
+                    try:
+                        if (await client.get("/ready")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await asyncio.sleep(0.2)
+            async with client.stream("GET", "/api/live") as live:
+                folder = root / "Back Yard"
+                folder.mkdir()
+                shutil.copy(PHOTOS / "person-cameraman.jpg", folder / "MDAlarm_20261128-230000.jpg")
+                async with asyncio.timeout(60):
+                    async for line in live.aiter_lines():
+                        live_lines.append(line)
+                        if line.startswith("event: analysis"):
+                            break
+            async with asyncio.timeout(30):
+                while True:
+                    events = (
+                        await client.get("/api/events", params={"camera_id": "back_yard"})
+                    ).json()
+                    if events["items"] and events["items"][0]["analysis_status"] == "completed":
+                        break
+                    await asyncio.sleep(0.2)
+    finally:
+        output = _stop(proc)
+    event = events["items"][0]
+    assert event["camera_id"] == "back_yard", output
+    assert "person" in event["object_types"]
+    assert any(line.startswith("event: batch") for line in live_lines)
+    verified = subprocess.run(
+        [sys.executable, "-m", "hsi.cli", "replay", "--verify"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "projection equals a rebuild" in verified.stdout
