@@ -7,10 +7,12 @@ gets its own Redis key prefix and its own PostgreSQL schema, so tests never see 
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from hsi.config import normalize_database_url
 from hsi.db import create_engine
 from hsi.embedded import EmbeddedPostgres, EmbeddedRedis
 from hsi.redis import RedisConfig, create_redis
+from tests.fakes.cluster import RedisClusterServer, local_cluster
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 
@@ -69,6 +72,32 @@ def database_url(services_dir: Path) -> Iterator[str]:
     server = EmbeddedPostgres(services_dir)
     yield server.start()
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServer]:
+    """A three-node Redis Cluster on loopback for the session (started on first use)."""
+    with local_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def cluster_url(redis_cluster: RedisClusterServer) -> str:
+    """The URL of the cluster's startup node."""
+    return redis_cluster.url
+
+
+@pytest.fixture(autouse=True)
+def _collect_cluster_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """redis-py runs each command queued on a cluster transaction pipeline with `asyncio.run`
+    in a helper thread and leaves those connections to the garbage collector, which warns
+    (ResourceWarning) whenever it gets to them: in cluster tests, collect right away so the
+    warnings are raised here, where they are expected, and not in an unrelated later test."""
+    yield
+    if "redis_cluster" in request.fixturenames:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.crc import key_slot
@@ -10,22 +10,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsi.redis import RedisClient, RedisConfig, create_redis
 from streams.names import StreamNames
-from tests.api.cluster import SLOTS, local_cluster
 from tests.api.conftest import MakeConfig, serve
 from tests.api.server import is_event, next_where, running, sse
 from tests.api.test_live import FAST, add, analysis, batch
+from tests.fakes.cluster import SLOT_RANGES, RedisClusterServer
 
 CAMERAS = ("front_door", "back_yard")
 
 
-@pytest.fixture(scope="module")
-def cluster_url() -> Iterator[str]:
-    with local_cluster() as url:
-        yield url
-
-
 @pytest.fixture
-async def cluster(cluster_url: str) -> AsyncIterator[RedisClient]:
+async def cluster(
+    redis_cluster: RedisClusterServer, cluster_url: str
+) -> AsyncIterator[RedisClient]:
     client = create_redis(RedisConfig(url=cluster_url, cluster=True))
     yield client
     await client.aclose()
@@ -33,7 +29,7 @@ async def cluster(cluster_url: str) -> AsyncIterator[RedisClient]:
 
 def _node(key: str) -> int:
     slot = key_slot(key.encode())
-    return next(i for i, (first, last) in enumerate(SLOTS) if first <= slot <= last)
+    return next(i for i, (first, last) in enumerate(SLOT_RANGES) if first <= slot <= last)
 
 
 def test_the_cameras_live_on_different_nodes(names: StreamNames) -> None:

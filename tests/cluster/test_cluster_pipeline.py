@@ -19,8 +19,8 @@ from streams.envelope import read_fields
 from streams.groups import ensure_group, ensure_groups
 from streams.names import Group, StreamNames
 from streams.schemas import AnalysisCompleted, DetectionCompleted, Entry, EntryDead
-from tests.cluster.conftest import RedisClusterServer
 from tests.conftest import PHOTOS
+from tests.fakes.cluster import RedisClusterServer
 
 pytestmark = pytest.mark.slow
 
