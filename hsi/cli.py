@@ -327,6 +327,30 @@ def ingest(paths: tuple[str, ...]) -> None:
     click.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no files")
 
 
+@main.command("docs")
+@click.option(
+    "--out",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("docs") / "api",
+    show_default=True,
+    help="Folder to write openapi.json and asyncapi.json into.",
+)
+def docs(folder: Path) -> None:
+    """Write the OpenAPI (query API) and AsyncAPI (streams) documents as JSON files."""
+    from hsi.docs_export import write_docs
+
+    settings = _settings()
+    written = write_docs(
+        folder,
+        prefix=settings.stream_prefix,
+        keys_enabled=settings.api_key_enabled,
+        rate_limited=settings.rate_limit_enabled,
+    )
+    for path in written:
+        click.echo(f"wrote {path.as_posix()}")
+
+
 # --- read side ----------------------------------------------------------------------------------
 
 

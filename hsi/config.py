@@ -298,6 +298,13 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = "hsi"
     otel_traces_sampler_ratio: float = Field(1.0, ge=0, le=1)
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the own /metrics of `hsi worker` and `hsi watch` (on API_HOST); "
+        "0: off. `hsi up` serves /metrics on the API port.",
+    )
 
     # --- validators --------------------------------------------------------------------------
     @field_validator(

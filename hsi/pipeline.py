@@ -7,6 +7,13 @@ only to the cameras its `CameraSelection` owns, so workers scale per camera and 
 With `REDIS_CLUSTER` the same pipeline runs on Redis Cluster: the client is a `RedisCluster`
 and the broker FastStream's `RedisClusterBroker` (same subscriber API; HSI never uses FastStream's
 `pipeline=` publishing, which the cluster broker lacks).
+
+Telemetry: the stages, reclaimers and batch timer record on `hsi.telemetry`'s providers (spans
+per entry, `hsi_*` metrics; see `streams.tracing`). FastStream's own telemetry and Prometheus
+middlewares are not used: they would make one span per XREADGROUP batch in a trace of its own and
+count the same messages again under other names. `StreamGauges` polls XINFO GROUPS, XLEN and
+XPENDING of the streams this process consumes every few seconds into a `StreamSnapshot`, which
+the `hsi_stream_*` and `hsi_projector_lag` gauges read at scrape time (no Redis I/O in a scrape).
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ from typing import TYPE_CHECKING, Protocol
 from faststream.redis import RedisBroker, RedisClusterBroker
 
 from hsi import wiring
+from hsi.api.queries.streams import stream_health
 from hsi.db import PoolConfig, create_engine
 from hsi.redis import RedisClient, RedisConfig, create_redis
+from hsi.telemetry import StreamReading, StreamSnapshot, register_stream_gauges, stage_telemetry
 from projections.projector import Projector, ProjectStage
 from streams.analyzers import build_analyzer
 from streams.detectors import build_detector
@@ -32,6 +41,7 @@ from streams.stages.analyze import AnalyzeStage
 from streams.stages.batch import BatchStage
 from streams.stages.detect import DetectStage
 from streams.stages.runtime import CameraSelection, StageRunner
+from streams.tracing import StageTelemetry
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -59,6 +69,7 @@ class PipelineOptions:
     reclaim: bool = True
     discovery_interval_seconds: float = 2.0
     batch_tick_seconds: float = 1.0
+    stream_gauges_interval_seconds: float = 5.0
 
 
 class Pipeline:
@@ -92,6 +103,9 @@ class Pipeline:
         self.batch_stage: BatchStage | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self._telemetry: StageTelemetry = stage_telemetry()
+        self.gauges: StreamGauges | None = None
+        self._unregister_gauges: Callable[[], None] = lambda: None
 
     @property
     def redis(self) -> RedisClient:
@@ -105,6 +119,7 @@ class Pipeline:
         settings = self._settings
         config = RedisConfig.from_settings(settings, self._redis_url)
         self._redis = create_redis(config)
+        self._telemetry = stage_telemetry()
         # FastStream's own per-message logging is off: HSI logs stage events itself.
         broker_class = RedisClusterBroker if config.cluster else RedisBroker
         self._broker = broker_class(
@@ -126,6 +141,7 @@ class Pipeline:
                     config=wiring.reclaim_config(settings),
                     consumer=f"{self.consumer}-reclaim-{group.value}",
                     handler=stage.handle,
+                    telemetry=self._telemetry,
                 )
                 self.reclaimers[group] = reclaimer
             for kind in stage_inputs(group):
@@ -141,6 +157,14 @@ class Pipeline:
                 )
         await self.discover()
         self._tasks.append(asyncio.create_task(self._discovery_loop(), name="hsi-discovery"))
+        self.gauges = StreamGauges(self._redis, self.names, self.owned_streams)
+        self._unregister_gauges = register_stream_gauges(self.gauges.snapshot)
+        self._tasks.append(
+            asyncio.create_task(
+                self.gauges.run(self._stop, self.options.stream_gauges_interval_seconds),
+                name="hsi-stream-gauges",
+            )
+        )
         for group, reclaimer in self.reclaimers.items():
             self._tasks.append(
                 asyncio.create_task(reclaimer.run(self._stop), name=f"hsi-reclaim-{group}")
@@ -166,6 +190,7 @@ class Pipeline:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._unregister_gauges()
         if self._broker is not None:
             await self._broker.stop()
         for closable in (self._detector, self._analyzer):
@@ -189,10 +214,14 @@ class Pipeline:
                 detector=self._detector,
                 camera_root=settings.camera_root,
                 concurrency=settings.detector_max_concurrency,
+                telemetry=self._telemetry,
             )
         if group is Group.BATCH:
             self.batch_stage = BatchStage(
-                redis=redis, names=self.names, config=wiring.batch_config(settings)
+                redis=redis,
+                names=self.names,
+                config=wiring.batch_config(settings),
+                telemetry=self._telemetry,
             )
             return self.batch_stage
         if group is Group.ANALYZE:
@@ -207,11 +236,14 @@ class Pipeline:
                 names=self.names,
                 analyzer=self._analyzer,
                 timezone=wiring.local_zone(settings),
+                telemetry=self._telemetry,
             )
         if group is Group.PROJECT:
             assert self._database_url is not None
             self._engine = create_engine(self._database_url, PoolConfig.from_settings(settings))
-            return ProjectStage(redis, self.names, Projector(self._engine, self.names))
+            return ProjectStage(
+                redis, self.names, Projector(self._engine, self.names), telemetry=self._telemetry
+            )
         raise ValueError(f"{group.value} is not a stage HSI runs")
 
     # --- cameras --------------------------------------------------------------------------------
@@ -260,6 +292,18 @@ class Pipeline:
                 except Exception:
                     log.exception("batch.tick_failed", extra={"camera": camera})
 
+    def owned_streams(self) -> list[tuple[str, StreamKind, str]]:
+        """(camera, stream kind, group) of every stream this process consumes; plus, per camera,
+        its dead stream (group ""), whose length is the camera's dead letters."""
+        owned: list[tuple[str, StreamKind, str]] = []
+        cameras: set[str] = set()
+        for (group, kind), runner in self.runners.items():
+            for camera in sorted(runner.cameras):
+                owned.append((camera, kind, group.value))
+                cameras.add(camera)
+        owned.extend((camera, StreamKind.DEAD, "") for camera in sorted(cameras))
+        return owned
+
     # --- draining (tests, `hsi ingest`) ------------------------------------------------------
 
     async def backlog(self) -> int:
@@ -306,3 +350,74 @@ def _recording(
         return result
 
     return handle_and_record
+
+
+class StreamGauges:
+    """Polls the health of a set of streams into a `StreamSnapshot` (for the stream gauges).
+
+    `streams()` names (camera, kind, group) triples: a reading per stream and group with the
+    stream's length, the group's lag, pending count and the idle time of its oldest pending
+    entry; group "" reports the stream's length as dead letters (for dead streams).
+    """
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        names: StreamNames,
+        streams: Callable[[], Iterable[tuple[str, StreamKind, str]]],
+    ) -> None:
+        self._redis = redis
+        self._names = names
+        self._streams = streams
+        self.snapshot = StreamSnapshot()
+
+    async def refresh(self) -> tuple[StreamReading, ...]:
+        wanted = list(dict.fromkeys(self._streams()))
+        by_kind: dict[StreamKind, list[str]] = {}
+        for camera, kind, _ in wanted:
+            cameras = by_kind.setdefault(kind, [])
+            if camera not in cameras:
+                cameras.append(camera)
+        health = {}
+        for kind, cameras in by_kind.items():
+            for stream in await stream_health(self._redis, self._names, cameras, (kind,)):
+                health[stream.camera_id, kind] = stream
+        readings = []
+        for camera, kind, group in wanted:
+            found = health.get((camera, kind))
+            if found is None:
+                continue
+            if not group:
+                readings.append(
+                    StreamReading(
+                        found.key, camera=camera, length=found.length, dead_letters=found.length
+                    )
+                )
+                continue
+            info = found.group(group)
+            if info is None:
+                continue  # the group is not there yet: nothing to say about it
+            idle_ms = info.oldest_pending_idle_ms if info.pending else 0
+            readings.append(
+                StreamReading(
+                    found.key,
+                    group=group,
+                    camera=camera,
+                    length=found.length,
+                    lag=info.lag,
+                    pending=info.pending,
+                    oldest_pending_age_seconds=None if idle_ms is None else idle_ms / 1000,
+                )
+            )
+        self.snapshot.update(readings)
+        return tuple(readings)
+
+    async def run(self, stop: asyncio.Event, interval_seconds: float) -> None:
+        """Refresh every `interval_seconds` until `stop` is set; errors are logged and retried."""
+        while not stop.is_set():
+            try:
+                await self.refresh()
+            except Exception:
+                log.warning("pipeline.stream_gauges_failed", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_seconds)

@@ -3,6 +3,11 @@
 Both start (or reuse) the embedded servers where no URL is configured, apply migrations, set up
 logging and telemetry, then run their parts in one asyncio loop until SIGINT/SIGTERM, and stop
 gracefully: the batches in hand are finished before the process exits.
+
+Metrics: `hsi up` serves `/metrics` on its API. `hsi worker` and `hsi watch` have no API, so with
+`METRICS_PORT` set (0, the default, is off) each serves its own `/metrics` on
+`API_HOST:METRICS_PORT` (prometheus_client's exposition server, on a thread of its own): a scrape
+always gets the whole view of one process, never a random worker's part.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
+from prometheus_client import REGISTRY, start_http_server
 
 from hsi.api.app import APIConfig, create_app
 from hsi.db import DatabaseError, create_engine, migrate
@@ -25,14 +31,22 @@ from hsi.logging import LoggingConfig, log_event, setup_logging
 from hsi.pipeline import ALL_STAGES, Pipeline, PipelineOptions
 from hsi.redis import RedisConfig, RedisUnavailableError, check_server, create_redis
 from hsi.services import ServiceURLs, ensure_services
-from hsi.telemetry import TelemetryConfig, setup_telemetry
+from hsi.telemetry import TelemetryConfig, current_telemetry, setup_telemetry
 from hsi.tls import TLSConfig, TLSError, uvicorn_ssl_options
 from hsi.watching import build_watcher
+from hsi.web import WebConfig
 from streams.names import Group
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from hsi.config import Settings
     from streams.watch.outcomes import Outcome
+
+
+class MetricsServerError(Exception):
+    """The process's own `/metrics` server cannot start."""
+
 
 STARTUP_ERRORS: tuple[type[Exception], ...] = (
     FTPError,
@@ -40,6 +54,7 @@ STARTUP_ERRORS: tuple[type[Exception], ...] = (
     EmbeddedServerError,
     RedisUnavailableError,
     TLSError,
+    MetricsServerError,
 )
 
 log = logging.getLogger("hsi.up")
@@ -106,9 +121,10 @@ async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None
     host = options.host or settings.api_host
     port = settings.api_port if options.port is None else options.port
     app = create_app(
-        APIConfig.from_settings(settings, database_url=urls.database_url, redis=redis_config)
+        APIConfig.from_settings(settings, database_url=urls.database_url, redis=redis_config),
+        WebConfig.from_settings(settings),
     )
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             app,
             host=host,
@@ -135,9 +151,15 @@ async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None
         await asyncio.to_thread(receiver.start)
     scheme = "https" if ssl_options else "http"
     log_event(log, "api.listening", url=f"{scheme}://{host}:{port}")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.request_exit)
     try:
-        await server.serve()  # returns on SIGINT/SIGTERM
+        await server.serve()  # returns once a signal asked it to exit
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
         retention.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await retention
@@ -178,6 +200,54 @@ async def _retention_loop(settings: Settings, urls: ServiceURLs, pipeline: Pipel
             await engine.dispose()
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server without its own signal handling: uvicorn re-raises a caught SIGTERM when
+    `serve()` returns, which would kill the process before the pipeline is stopped. `hsi up`
+    installs its handlers on the loop and stops everything itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def request_exit(self) -> None:
+        self.should_exit = True
+
+
+def metrics_port(settings: Settings) -> int:
+    """METRICS_PORT: the `/metrics` port of `hsi worker` and `hsi watch`; 0 is off."""
+    return settings.metrics_port
+
+
+def serve_metrics(host: str, port: int) -> Callable[[], None]:
+    """Serve this process's Prometheus exposition on `host:port` (a daemon thread); returns the
+    function that stops it. Raises `MetricsServerError` when the port cannot be bound."""
+    current = current_telemetry()
+    registry = current.registry if current is not None else REGISTRY
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise MetricsServerError(
+            f"cannot serve /metrics on {host}:{port}: {exc}. Another process may hold the "
+            "port. Fix: set METRICS_PORT to a free port (one per process on a host), or 0 to "
+            "turn the metrics server off"
+        ) from exc
+    log_event(log, "metrics.listening", url=f"http://{host}:{server.server_port}/metrics")
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop
+
+
+def _metrics_server(settings: Settings) -> Callable[[], None]:
+    port = metrics_port(settings)
+    if port <= 0:
+        return lambda: None
+    return serve_metrics(settings.api_host, port)
+
+
 def run_worker(settings: Settings, options: PipelineOptions) -> None:
     """Some stages for some cameras, until SIGINT/SIGTERM."""
     urls = _boot(settings, postgres=Group.PROJECT in options.stages)
@@ -191,14 +261,18 @@ async def _worker(settings: Settings, urls: ServiceURLs, options: PipelineOption
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await pipeline.start()
+    stop_metrics = _metrics_server(settings)
     try:
-        await stop.wait()
+        await pipeline.start()
+        try:
+            await stop.wait()
+        finally:
+            await pipeline.stop()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
-        await pipeline.stop()
+        await asyncio.to_thread(stop_metrics)
 
 
 def run_watch(settings: Settings) -> None:
@@ -216,7 +290,11 @@ async def _watch(settings: Settings, urls: ServiceURLs) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await watcher.run(stop)
+        stop_metrics = _metrics_server(settings)
+        try:
+            await watcher.run(stop)
+        finally:
+            await asyncio.to_thread(stop_metrics)
     finally:
         await client.aclose()
 

@@ -16,6 +16,10 @@ instrumentation and `opentelemetry.trace.get_current_span()` see the same traces
 (`opentelemetry.test.globals_test`). Those guards are private: if a future OpenTelemetry renames
 them, only the API globals stay on the first providers; HSI's own telemetry keeps working.
 
+The instruments (`Instruments`) and the span helpers the stages use are defined in
+`streams.tracing` on the OpenTelemetry API, since `streams` never imports `hsi`; this module makes
+the SDK providers they record on, and hands them to the pipeline as a `StageTelemetry`.
+
 Metrics are pulled: the `PrometheusMetricReader` registers a collector in prometheus_client's
 registry (the global `REGISTRY`, which also carries the process metrics) and `render_metrics()`
 renders it, so no separate HTTP server runs. Shutting the providers down unregisters it, so a
@@ -32,13 +36,24 @@ from typing import TYPE_CHECKING
 from opentelemetry import metrics, trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from streams.names import Group
+from streams.tracing import (
+    AI_BUCKETS,
+    BATCH_SIZE_BUCKETS,
+    END_TO_END_BUCKETS,
+    INSTRUMENTATION_NAME,
+    STAGE_BUCKETS,
+    Instruments,
+    StageTelemetry,
+)
 
 if TYPE_CHECKING:
     from hsi.config import Settings
@@ -61,24 +76,9 @@ __all__ = [
     "render_metrics",
     "reset_telemetry",
     "setup_telemetry",
+    "stage_telemetry",
     "traces_endpoint",
 ]
-
-INSTRUMENTATION_NAME = "hsi"
-
-# Histogram buckets (seconds). A stage takes milliseconds to a few seconds (detection on CPU);
-# an AI request up to minutes (an LLM on a small GPU); end to end includes the batch window
-# (90 s by default) and the analysis after it.
-STAGE_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-)  # fmt: skip
-AI_BUCKETS: tuple[float, ...] = (
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
-)  # fmt: skip
-END_TO_END_BUCKETS: tuple[float, ...] = (
-    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0,
-)  # fmt: skip
-BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 3, 5, 10, 20, 50, 100, 200)
 
 
 @dataclass(frozen=True)
@@ -110,89 +110,6 @@ def traces_endpoint(endpoint: str) -> str:
     if endpoint.rstrip("/").endswith("/v1/traces"):
         return endpoint.rstrip("/")
     return endpoint.rstrip("/") + "/v1/traces"
-
-
-# --- instruments --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Instruments:
-    """Every HSI instrument, created once per setup. Attributes each expects:
-
-    - `stage_duration` `hsi_stage_duration_seconds`: stage, camera, outcome
-    - `entries_processed` `hsi_entries_processed_total`: stage, camera, outcome
-    - `detections_processed` `hsi_detections_processed_total`: camera, label
-    - `events_created` `hsi_events_created_total`: camera, risk_level
-    - `pipeline_errors` `hsi_pipeline_errors_total`: stage, error_type
-    - `ai_request_duration` `hsi_ai_request_duration_seconds`: backend, outcome
-    - `ai_request_errors` `hsi_ai_request_errors_total`: backend, error_type
-    - `end_to_end_latency` `hsi_end_to_end_latency_seconds`: camera
-    - `dedupe_hits` `hsi_dedupe_hits_total`: camera
-    - `batch_size` `hsi_batch_size` (detections per closed batch): camera, reason
-    """
-
-    stage_duration: Histogram
-    entries_processed: Counter
-    detections_processed: Counter
-    events_created: Counter
-    pipeline_errors: Counter
-    ai_request_duration: Histogram
-    ai_request_errors: Counter
-    end_to_end_latency: Histogram
-    dedupe_hits: Counter
-    batch_size: Histogram
-
-    @classmethod
-    def create(cls, meter: Meter) -> Instruments:
-        return cls(
-            stage_duration=meter.create_histogram(
-                "hsi_stage_duration_seconds",
-                unit="s",
-                description="Time one pipeline stage spent on one stream entry.",
-                explicit_bucket_boundaries_advisory=STAGE_BUCKETS,
-            ),
-            entries_processed=meter.create_counter(
-                "hsi_entries_processed_total",
-                description="Stream entries a stage finished, by outcome.",
-            ),
-            detections_processed=meter.create_counter(
-                "hsi_detections_processed_total",
-                description="Objects detected, by camera and label.",
-            ),
-            events_created=meter.create_counter(
-                "hsi_events_created_total",
-                description="Security events created, by camera and risk level.",
-            ),
-            pipeline_errors=meter.create_counter(
-                "hsi_pipeline_errors_total",
-                description="Errors in pipeline stages, by stage and error type.",
-            ),
-            ai_request_duration=meter.create_histogram(
-                "hsi_ai_request_duration_seconds",
-                unit="s",
-                description="Duration of requests to the detector and analyzer services.",
-                explicit_bucket_boundaries_advisory=AI_BUCKETS,
-            ),
-            ai_request_errors=meter.create_counter(
-                "hsi_ai_request_errors_total",
-                description="Failed requests to the detector and analyzer services.",
-            ),
-            end_to_end_latency=meter.create_histogram(
-                "hsi_end_to_end_latency_seconds",
-                unit="s",
-                description="From a file appearing to its event being stored.",
-                explicit_bucket_boundaries_advisory=END_TO_END_BUCKETS,
-            ),
-            dedupe_hits=meter.create_counter(
-                "hsi_dedupe_hits_total",
-                description="Files skipped because their content was seen before.",
-            ),
-            batch_size=meter.create_histogram(
-                "hsi_batch_size",
-                description="Detections in a batch when it closes.",
-                explicit_bucket_boundaries_advisory=BATCH_SIZE_BUCKETS,
-            ),
-        )
 
 
 # --- stream gauges ------------------------------------------------------------------------------
@@ -312,12 +229,31 @@ class Telemetry:
 
         return observe
 
+    def _observe_projector_lag(self, _options: CallbackOptions) -> Iterable[Observation]:
+        behind = [
+            (reading.lag or 0) + (reading.pending or 0)
+            for reading in self._readings()
+            if reading.group == Group.PROJECT.value
+            and (reading.lag is not None or reading.pending is not None)
+        ]
+        return [Observation(sum(behind))] if behind else []
+
     def _create_stream_gauges(self) -> None:
         meter = self.get_meter()
         for name, attribute, unit, description in _STREAM_GAUGES:
             meter.create_observable_gauge(
                 name, callbacks=[self._observer(attribute)], unit=unit, description=description
             )
+        meter.create_observable_gauge(
+            "hsi_projector_lag",
+            callbacks=[self._observe_projector_lag],
+            description="Entries group `project` has not yet read or acknowledged (lag + "
+            "pending) over the streams this process reports.",
+        )
+
+    def stage_telemetry(self) -> StageTelemetry:
+        """What the stages, reclaimers and watcher record on (see `streams.tracing`)."""
+        return StageTelemetry(self.get_tracer(), self.instruments)
 
     def force_flush(self, timeout_millis: int = 10_000) -> bool:
         """Export the finished spans now; True when everything was exported in time."""
@@ -443,6 +379,11 @@ def instruments() -> Instruments:
     if _NOOP_INSTRUMENTS is None:
         _NOOP_INSTRUMENTS = Instruments.create(metrics.NoOpMeter(INSTRUMENTATION_NAME))
     return _NOOP_INSTRUMENTS
+
+
+def stage_telemetry() -> StageTelemetry:
+    """The current tracer and instruments for the write side; no-op ones before setup."""
+    return StageTelemetry(get_tracer(), instruments())
 
 
 def register_stream_gauges(callback: StreamCallback) -> Callable[[], None]:

@@ -16,7 +16,11 @@ range), the entries are applied one by one and only the refused ones fail. Deadl
 serialization failures are retried.
 
 `ProjectStage` is the batch handler of group `project`: it projects, commits, and only then XACKs
-the applied and the already-applied entries.
+the applied and the already-applied entries. It also makes the `project` span of each entry (in
+the entry's trace: a file's, or an event's for batches and analyses) and records the stage
+metrics and, for each analysis applied, the end-to-end latency from the earliest `observed_at` of
+the event's files (the entry's `observed_at` header) to now. A replay uses `Projector` directly:
+no spans, no latency samples.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 from sqlalchemy import text
@@ -36,10 +42,11 @@ from projections.errors import ProjectionError, UnexpectedEntryError
 from projections.logs import log_event
 from projections.rows import CAMERAS_SOURCE, RowOp, rows_for
 from projections.upserts import Signature, Statement, checkpoint_sql, plan, rows_json, upsert_sql
-from streams.envelope import read_fields
-from streams.names import PROJECTED, Group, StreamNames
+from streams.envelope import DATA_FIELD, HEADER_TYPE, decode, read_fields
+from streams.names import PROJECTED, SHARED, Group, StreamNames
 from streams.reclaim import HandlerResult, StreamEntry
-from streams.schemas import EntryError
+from streams.schemas import AnalysisCompleted, AnalysisFailed, EntryError
+from streams.tracing import OK, SKIPPED, StageSpans, StageTelemetry, observed_at, resolve
 
 logger = logging.getLogger("hsi.project")
 
@@ -276,19 +283,39 @@ class ProjectStage:
     group = Group.PROJECT
 
     def __init__(
-        self, redis: Redis | RedisCluster, names: StreamNames, projector: Projector
+        self,
+        redis: Redis | RedisCluster,
+        names: StreamNames,
+        projector: Projector,
+        *,
+        telemetry: StageTelemetry | None = None,
     ) -> None:
         self._redis = redis
         self._names = names
         self._projector = projector
+        self._telemetry = telemetry
 
     async def handle(self, stream: str, entries: list[StreamEntry]) -> ProjectionResult:
         """Apply the entries (one transaction) and acknowledge every entry that is now in the
         projection, applied now or before; failed entries stay pending for the reclaimer."""
-        result = await self._projector.apply(stream, entries)
-        done = [entry_id for entry_id, _ in entries if entry_id not in result.failed]
-        if done:
-            await self._redis.xack(stream, self.group.value, *done)
+        telemetry = resolve(self._telemetry)
+        _, camera = self._projector.source(stream)
+        headers = {entry_id: _headers(fields) for entry_id, fields in entries}
+        with StageSpans(telemetry, self.group.value, stream, camera or SHARED) as spans:
+            for entry_id, _ in entries:
+                spans.start(entry_id, headers[entry_id])
+            result = await self._projector.apply(stream, entries)
+            done = [entry_id for entry_id, _ in entries if entry_id not in result.failed]
+            if done:
+                await self._redis.xack(stream, self.group.value, *done)
+            for entry_id in result.applied:
+                spans.outcome(entry_id, OK, "applied")
+            for entry_id in result.skipped:
+                spans.outcome(entry_id, SKIPPED, "already_applied")
+            spans.failed(result.failed)
+        now = datetime.now(UTC)
+        for entry_id in result.applied:
+            self._end_to_end(telemetry, camera, headers[entry_id], now)
         if result.applied or result.failed:
             log_event(
                 logger,
@@ -300,3 +327,31 @@ class ProjectStage:
                 failed=len(result.failed),
             )
         return result
+
+    @staticmethod
+    def _end_to_end(
+        telemetry: StageTelemetry, camera: str | None, headers: dict[str, Any], now: datetime
+    ) -> None:
+        """An event is stored once its analysis is: record observed → projected."""
+        if camera is None or headers.get(HEADER_TYPE) not in _ANALYSIS_TYPES:
+            return
+        first = observed_at(headers)
+        if first is not None:
+            seconds = max(0.0, (now - first).total_seconds())
+            telemetry.instruments.end_to_end_latency.record(seconds, {"camera": camera})
+
+
+_ANALYSIS_TYPES = frozenset(
+    model.model_fields["type"].default for model in (AnalysisCompleted, AnalysisFailed)
+)
+
+
+def _headers(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """An entry's headers without parsing its body; empty when unreadable."""
+    data = fields.get(DATA_FIELD)
+    if data is None:
+        return {}
+    try:
+        return decode(data)[1]
+    except Exception:  # foreign bytes: the projector reports the entry failed
+        return {}

@@ -17,6 +17,9 @@ the cursor back to 0-0) and then:
 XAUTOCLAIM itself counts a delivery, so right after a claim XPENDING reports one more delivery than
 the number of times the entry was actually handed to a consumer (`deliveries_made`).
 
+A buried entry counts as outcome `dead` of its group in `hsi_entries_processed_total`, and gets a
+`dead` span in the entry's own trace when it carries a `traceparent` (see `streams.tracing`).
+
 Dead letters carry the last error known for the entry: the reclaimer keeps a bounded map of the
 errors its handler runs reported (a stage can add its own with `record_failures`), falling back to
 "exceeded max deliveries".
@@ -33,16 +36,28 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry.trace import Status, StatusCode
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.dlq import MAX_ERROR_CHARS, dead_entry, dead_fields
-from streams.envelope import DATA_FIELD
+from streams.envelope import DATA_FIELD, decode
 from streams.groups import ensure_group, is_missing_group_error
 from streams.names import StreamNames
 from streams.resilience import backoff_delay
+from streams.tracing import (
+    ATTR_CAMERA,
+    ATTR_ENTRY_ID,
+    ATTR_GROUP,
+    ATTR_OUTCOME,
+    ATTR_STREAM,
+    DEAD,
+    StageTelemetry,
+    parent_context,
+    resolve,
+)
 from streams.transactions import transaction
 
 logger = logging.getLogger("hsi.reclaim")
@@ -210,8 +225,10 @@ class Reclaimer:
         consumer: str,
         handler: BatchHandler,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        telemetry: StageTelemetry | None = None,
     ) -> None:
         self._redis = redis
+        self._telemetry = telemetry
         self._names = names
         self._group = str(group)
         self._config = config
@@ -408,6 +425,7 @@ class Reclaimer:
                 pipe.xadd(dead_stream, {k: v for k, v in dead_fields(entry, burial.data).items()})
                 pipe.xack(stream, self._group, burial.entry_id)
             results = await pipe.execute()
+        self._record_dead(camera, stream, burials)
         for burial, dead_id in zip(burials, results[::2], strict=True):
             self._log(
                 logging.WARNING,
@@ -420,6 +438,29 @@ class Reclaimer:
                 last_error=burial.last_error,
                 deleted=burial.data is None,
             )
+
+    def _record_dead(self, camera: str, stream: str, burials: list[_Burial]) -> None:
+        telemetry = resolve(self._telemetry)
+        labels = {"stage": self._group, "camera": camera, "outcome": DEAD}
+        telemetry.instruments.entries_processed.add(len(burials), labels)
+        for burial in burials:
+            context = parent_context(_headers(burial.data))
+            if context is None:
+                continue  # no trace to end: never start a new one for a dead letter
+            span = telemetry.tracer.start_span(
+                DEAD,
+                context=context,
+                attributes={
+                    ATTR_CAMERA: camera,
+                    ATTR_STREAM: stream,
+                    ATTR_ENTRY_ID: burial.entry_id,
+                    ATTR_GROUP: self._group,
+                    ATTR_OUTCOME: DEAD,
+                    "hsi.deliveries": burial.deliveries,
+                },
+            )
+            span.set_status(Status(StatusCode.ERROR, burial.last_error[:300]))
+            span.end()
 
     async def _rerun(self, stream: str, entries: list[StreamEntry]) -> None:
         try:
@@ -461,6 +502,15 @@ class Reclaimer:
                 self._errors.pop(stream, entry_id)
             else:
                 self._entry_failed(stream, entry_id, error)
+
+
+def _headers(data: bytes | None) -> dict[str, Any]:
+    if data is None:
+        return {}
+    try:
+        return decode(data)[1]
+    except Exception:  # an unreadable envelope just means no trace to carry on
+        return {}
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

@@ -1,9 +1,9 @@
 """The Starlette application of the read-only query API.
 
 `create_app(config)` wires the endpoint table of `hsi.api.routes` into routes, the middleware
-(CORS when origins are configured, then the API-key and rate-limit `Guard`) and the JSON error
-handlers. The lifespan makes the resources (engine, Redis pool, live connection slots) and
-closes them; requests reach them through `hsi.api.state.resources()`.
+(`Tracing`, CORS when origins are configured, then the API-key and rate-limit `Guard`) and the
+JSON error handlers. The lifespan makes the resources (engine, Redis pool, live connection slots)
+and closes them; requests reach them through `hsi.api.state.resources()`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
@@ -20,16 +22,19 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hsi.api.config import APIConfig, LiveConfig, RateLimits
 from hsi.api.endpoint import Endpoint
 from hsi.api.openapi import build_openapi
 from hsi.api.responses import APIError, api_error_handler, error_response, http_error_handler
-from hsi.api.routes import cameras, detections, events, live, media, streams, system
+from hsi.api.routes import cameras, detections, events, live, media, pipeline, streams, system
 from hsi.api.security import ConnectionSlots, Guard
 from hsi.api.state import Resources
 from hsi.db import create_engine
 from hsi.redis import create_redis
+from hsi.telemetry import get_tracer
+from hsi.web import WebConfig, web_routes
 from streams.names import StreamNames
 
 __all__ = ["ENDPOINTS", "APIConfig", "LiveConfig", "RateLimits", "create_app"]
@@ -41,8 +46,59 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *detections.ENDPOINTS,
     *media.ENDPOINTS,
     *streams.ENDPOINTS,
+    *pipeline.ENDPOINTS,
     *live.ENDPOINTS,
 )
+
+# Probes and scrapes come every few seconds and would bury the requests worth a trace.
+UNTRACED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class Tracing:
+    """One server span per HTTP request (`GET /api/events/{event_id}`), continuing the caller's
+    W3C `traceparent`, with method, route, path and status. Pure ASGI, so a streamed response
+    (the live feed) is traced until it ends."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNTRACED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        carrier = {
+            key.decode("latin-1"): value.decode("latin-1")
+            for key, value in scope.get("headers", ())
+            if key in (b"traceparent", b"tracestate")
+        }
+        method = scope["method"]
+        with get_tracer().start_as_current_span(
+            method,
+            context=_PROPAGATOR.extract(carrier),
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": method,
+                "url.path": scope["path"],
+                "url.scheme": scope.get("scheme", "http"),
+            },
+        ) as span:
+
+            async def send_traced(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    status = int(message["status"])
+                    span.set_attribute("http.response.status_code", status)
+                    if status >= 500:
+                        span.set_status(Status(StatusCode.ERROR))
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_traced)
+            finally:
+                route = getattr(scope.get("route"), "path", None)
+                if isinstance(route, str):
+                    span.set_attribute("http.route", route)
+                    span.update_name(f"{method} {route}")
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> Response:
@@ -63,7 +119,7 @@ async def _redis_unavailable(_: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(config: APIConfig) -> Starlette:
+def create_app(config: APIConfig, web: WebConfig | None = None) -> Starlette:
     openapi = build_openapi(
         ENDPOINTS, keys_enabled=config.api_key_enabled, rate_limited=config.rate_limits.enabled
     )
@@ -90,7 +146,7 @@ def create_app(config: APIConfig) -> Starlette:
             await redis.aclose()
             await engine.dispose()
 
-    middleware = []
+    middleware = [Middleware(Tracing)]
     if config.cors_origins:
         middleware.append(
             Middleware(
@@ -111,7 +167,7 @@ def create_app(config: APIConfig) -> Starlette:
         )
     )
     app = Starlette(
-        routes=[endpoint.route() for endpoint in ENDPOINTS],
+        routes=[*(endpoint.route() for endpoint in ENDPOINTS), *web_routes(config, web)],
         middleware=middleware,
         exception_handlers={
             APIError: api_error_handler,

@@ -86,8 +86,9 @@ def build_openapi(
             "title": "HSI query API",
             "version": __version__,
             "description": "Read-only access to cameras, events, detections, media, stream "
-            "health and a live feed. Every route answers GET (and HEAD) only; other methods "
-            "are 405.",
+            "health, pipeline latency and a live feed. Every route answers GET (and HEAD) only; "
+            "other methods are 405. The streams behind the API are described by the AsyncAPI "
+            "document at `/asyncapi.json`.",
         },
         "paths": paths,
         "components": {

@@ -34,7 +34,7 @@ API_KEY_HEADER = "x-api-key"
 API_KEY_QUERY = "api_key"
 
 _THUMBNAIL = re.compile(r"^/api/detections/[^/]+/thumbnail$")
-_OPEN_PATHS = frozenset({"/health", "/ready", "/openapi.json"})
+_OPEN_PATHS = frozenset({"/health", "/ready", "/openapi.json", "/asyncapi.json"})
 
 
 # --- API keys -----------------------------------------------------------------------------------
@@ -72,6 +72,9 @@ def route_policy(path: str) -> Policy:
         return Policy(needs_key=False, bucket=None)
     if path.startswith("/api/media/") or _THUMBNAIL.match(path):
         return Policy(needs_key=True, bucket=Bucket.MEDIA)
+    if path.startswith(("/ui/media/", "/ui/thumbnails/")):
+        # the dashboard's pictures: the web routes check the key (or its cookie) themselves
+        return Policy(needs_key=False, bucket=Bucket.MEDIA)
     if path == "/api/live":
         return Policy(needs_key=True, bucket=Bucket.GENERAL, key_in_query=True)
     if path == "/metrics" or path == "/api" or path.startswith("/api/"):

@@ -11,17 +11,25 @@ one slot and runs unchanged on Redis Cluster (redis-py's cluster transactions su
 
 Items are timed by the detection's `observed_at` (HSI's own clock at upload time), not the
 camera's capture time, so a camera with a wrong clock still batches correctly.
+
+Tracing: the open-batch state also keeps each member's `traceparent` and `observed_at`. A closed
+batch starts a trace of its own: the `batch` span (from the batch's first item to its close)
+links to the trace of each of its files, and its `traceparent` goes into the `batch.closed`
+headers, with the earliest `observed_at` of its files (for the end-to-end latency); see
+`streams.tracing`. The detections themselves get no per-entry span here, only metrics.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from opentelemetry.trace import Link, Span
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import WatchError
 
@@ -36,6 +44,21 @@ from streams.schemas import (
     DetectionFailed,
     EntryError,
 )
+from streams.tracing import (
+    ATTR_CAMERA,
+    ATTR_ENTRY_ID,
+    ATTR_STREAM,
+    FAILED,
+    HEADER_OBSERVED_AT,
+    OK,
+    StageSpans,
+    StageTelemetry,
+    end_span,
+    link_to,
+    resolve,
+    root_span,
+    traceparent_of,
+)
 from streams.transactions import transaction
 
 logger = logging.getLogger("hsi.batch")
@@ -49,10 +72,19 @@ def _moment(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+@dataclass(frozen=True)
+class _Member:
+    """A detection with objects, as it joins the open batch."""
+
+    detection: BatchDetection
+    traceparent: str | None
+    observed_at: float  # epoch seconds
+
+
 class _State:
     """The open batch and the detections it holds, as stored in Redis."""
 
-    def __init__(self, batch: OpenBatch | None, members: dict[str, BatchDetection]) -> None:
+    def __init__(self, batch: OpenBatch | None, members: dict[str, _Member]) -> None:
         self.batch = batch
         self.members = members
 
@@ -71,22 +103,41 @@ class _State:
             detection_count=batch_data["detection_count"],
             label_confidence=tuple((k, v) for k, v in batch_data["label_confidence"]),
         )
-        members = {m["entry_id"]: BatchDetection.model_validate(m) for m in data["members"]}
+        # `traces` and `observed` came with tracing: a state stored before has neither.
+        traces: dict[str, str] = data.get("traces") or {}
+        observed: dict[str, float] = data.get("observed") or {}
+        members = {}
+        for raw_member in data["members"]:
+            detection = BatchDetection.model_validate(raw_member)
+            entry_id = detection.entry_id
+            members[entry_id] = _Member(
+                detection, traces.get(entry_id), observed.get(entry_id, batch.started_at)
+            )
         return cls(batch, members)
 
     def dump(self) -> bytes | None:
         if self.batch is None:
             return None
+        kept = [self.members[i] for i in self.batch.entry_ids if i in self.members]
         return orjson.dumps(
             {
                 "batch": asdict(self.batch),
-                "members": [
-                    self.members[i].model_dump(mode="json")
-                    for i in self.batch.entry_ids
-                    if i in self.members
-                ],
+                "members": [m.detection.model_dump(mode="json") for m in kept],
+                "traces": {
+                    m.detection.entry_id: m.traceparent for m in kept if m.traceparent is not None
+                },
+                "observed": {m.detection.entry_id: m.observed_at for m in kept},
             }
         )
+
+
+@dataclass
+class _Closing:
+    """A batch being closed: its entry, and its span until the MULTI has run."""
+
+    close: Closed
+    members: list[_Member]
+    span: Span
 
 
 class BatchStage:
@@ -101,50 +152,63 @@ class BatchStage:
         names: StreamNames,
         config: BatchConfig,
         clock: Callable[[], float] = _epoch,
+        telemetry: StageTelemetry | None = None,
     ) -> None:
         self._redis = redis
         self._names = names
         self._config = config
         self._clock = clock
+        self._telemetry = telemetry
 
     async def handle(self, stream: str, entries: list[StreamEntry]) -> HandlerResult:
         camera, _ = self._names.parse(stream)
         failed: dict[str, str] = {}
-        items: list[tuple[DetectionItem, BatchDetection | None, str | None]] = []
+        items: list[tuple[DetectionItem, _Member | None]] = []
         done: list[str] = []
-        for entry_id, fields in entries:
-            try:
-                entry, headers = read_fields(fields)
-            except EntryError as exc:
-                failed[entry_id] = f"unreadable entry: {exc}"
-                continue
-            done.append(entry_id)
-            at = (
-                entry.observed_at.timestamp()
-                if isinstance(entry, DetectionCompleted | DetectionFailed)
-                else self._clock()
-            )
-            if isinstance(entry, DetectionCompleted) and entry.objects:
-                member = BatchDetection(
-                    entry_id=entry_id,
-                    file_entry_id=entry.file_entry_id,
-                    path=entry.path,
-                    captured_at=entry.captured_at,
-                    objects=entry.objects,
+        telemetry = resolve(self._telemetry)
+        with StageSpans(telemetry, self.group.value, stream, camera, spans=False) as spans:
+            for entry_id, fields in entries:
+                spans.start(entry_id, None)
+                try:
+                    entry, headers = read_fields(fields)
+                except EntryError as exc:
+                    spans.outcome(entry_id, FAILED)
+                    failed[entry_id] = f"unreadable entry: {exc}"
+                    continue
+                done.append(entry_id)
+                at = (
+                    entry.observed_at.timestamp()
+                    if isinstance(entry, DetectionCompleted | DetectionFailed)
+                    else self._clock()
                 )
-                hits = tuple((o.label, o.confidence) for o in entry.objects)
-                trace = headers.get(HEADER_TRACEPARENT)
-                items.append((DetectionItem(entry_id, camera, at, hits), member, trace))
-            else:
-                items.append((DetectionItem(entry_id, camera, at, ()), None, None))
-        await self._apply(camera, stream, items, done)
+                if isinstance(entry, DetectionCompleted) and entry.objects:
+                    member = BatchDetection(
+                        entry_id=entry_id,
+                        file_entry_id=entry.file_entry_id,
+                        path=entry.path,
+                        captured_at=entry.captured_at,
+                        objects=entry.objects,
+                    )
+                    hits = tuple((o.label, o.confidence) for o in entry.objects)
+                    trace = headers.get(HEADER_TRACEPARENT)
+                    items.append(
+                        (
+                            DetectionItem(entry_id, camera, at, hits),
+                            _Member(member, None if trace is None else str(trace), at),
+                        )
+                    )
+                else:
+                    items.append((DetectionItem(entry_id, camera, at, ()), None))
+            spans.failed(failed)
+            await self._apply(telemetry, camera, stream, items, done)
         return HandlerResult(failed=failed)
 
     async def _apply(
         self,
+        telemetry: StageTelemetry,
         camera: str,
         stream: str,
-        items: Sequence[tuple[DetectionItem, BatchDetection | None, str | None]],
+        items: Sequence[tuple[DetectionItem, _Member | None]],
         done: list[str],
     ) -> None:
         key = self._names.open_batch(camera)
@@ -153,31 +217,33 @@ class BatchStage:
                 try:
                     await pipe.watch(key)
                     state = _State.load(await pipe.get(key))
-                    closed: list[tuple[Closed, list[BatchDetection], str | None]] = []
-                    trace: str | None = None
+                    closed: list[tuple[Closed, list[_Member]]] = []
                     now = self._clock()
-                    for item, member, item_trace in items:
+                    for item, member in items:
                         decision = decide(state.batch, item, now, self._config)
                         if member is not None:
                             state.members[item.entry_id] = member
-                            trace = trace or item_trace
                         for close in decision.closed:
                             members = [
                                 state.members.pop(i)
                                 for i in close.batch.entry_ids
                                 if i in state.members
                             ]
-                            closed.append((close, members, trace))
+                            closed.append((close, members))
                         state.batch = decision.open_batch
+                    # Spans of an attempt lost to a WATCH race are never ended, so never exported.
+                    closing = [
+                        self._start_span(telemetry, camera, stream, close, members)
+                        for close, members in closed
+                    ]
                     pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-                    for close, members, close_trace in closed:
-                        self._emit(pipe, camera, close, members, close_trace)
+                    for batch in closing:
+                        self._emit(pipe, camera, batch)
                     self._store(pipe, key, state)
                     if done:
                         pipe.xack(stream, self.group.value, *done)
-                    await pipe.execute()
-                    for close, _, _ in closed:
-                        self._log_closed(camera, close)
+                    results = await pipe.execute()
+                    self._closed(telemetry, camera, closing, results)
                     return
                 except WatchError:
                     continue
@@ -185,6 +251,7 @@ class BatchStage:
     async def tick_camera(self, camera: str) -> bool:
         """Close the camera's open batch when its idle or window deadline has passed."""
         key = self._names.open_batch(camera)
+        telemetry = resolve(self._telemetry)
         async with transaction(self._redis) as pipe:
             while True:
                 try:
@@ -197,11 +264,14 @@ class BatchStage:
                     members = [
                         state.members[i] for i in close.batch.entry_ids if i in state.members
                     ]
+                    batch = self._start_span(
+                        telemetry, camera, self._names.detections(camera), close, members
+                    )
                     pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-                    self._emit(pipe, camera, close, members, None)
+                    self._emit(pipe, camera, batch)
                     pipe.delete(key)
-                    await pipe.execute()
-                    self._log_closed(camera, close)
+                    results = await pipe.execute()
+                    self._closed(telemetry, camera, [batch], results)
                     return True
                 except WatchError:
                     continue
@@ -213,39 +283,94 @@ class BatchStage:
         else:
             pipe.set(key, raw)
 
-    def _emit(
+    def _start_span(
         self,
-        pipe: Any,
+        telemetry: StageTelemetry,
         camera: str,
+        stream: str,
         close: Closed,
-        members: list[BatchDetection],
-        trace: str | None,
-    ) -> None:
-        batch = close.batch
+        members: list[_Member],
+    ) -> _Closing:
+        """The `batch` span: a new trace (the event's), linked to each file's trace."""
+        links = [link for link in (link_to(m.traceparent) for m in members) if link is not None]
+        span = root_span(
+            telemetry,
+            self.group.value,
+            links=_unique(links),
+            start_time=min(close.batch.started_at, time.time()),
+            attributes={
+                ATTR_CAMERA: camera,
+                ATTR_STREAM: stream,
+                "hsi.batch_id": close.batch.batch_id,
+                "hsi.close_reason": close.reason.value,
+                "hsi.detection_count": close.batch.detection_count,
+                "hsi.file_count": len(members),
+            },
+        )
+        return _Closing(close, members, span)
+
+    def _emit(self, pipe: Any, camera: str, closing: _Closing) -> None:
+        batch = closing.close.batch
+        members = closing.members
         entry = BatchClosed(
             camera_id=camera,
             batch_id=batch.batch_id,
-            detections=tuple(members),
+            detections=tuple(m.detection for m in members),
             window_start=_moment(batch.started_at),
             window_end=_moment(batch.last_at),
-            close_reason=close.reason.value,
+            close_reason=closing.close.reason.value,
             detection_count=batch.detection_count,
             object_types=tuple(sorted(batch.labels)),
             max_confidence=round(batch.max_confidence, 4),
-            fast_path=close.reason.value == "fast_path",
-            closed_at=_moment(close.closed_at),
+            fast_path=closing.close.reason.value == "fast_path",
+            closed_at=_moment(closing.close.closed_at),
         )
-        headers = {HEADER_TRACEPARENT: trace} if trace else None
+        headers: dict[str, str] = {}
+        traceparent = traceparent_of(closing.span)
+        if traceparent is None:  # tracing is off: carry a member's trace on, as before
+            traceparent = next((m.traceparent for m in members if m.traceparent), None)
+        if traceparent:
+            headers[HEADER_TRACEPARENT] = traceparent
+        if members:
+            headers[HEADER_OBSERVED_AT] = _moment(min(m.observed_at for m in members)).isoformat()
         pipe.xadd(self._names.batches(camera), entry_fields(entry, headers))
 
-    @staticmethod
-    def _log_closed(camera: str, close: Closed) -> None:
-        logger.info(
-            "batch.closed",
-            extra={
-                "camera": camera,
-                "batch_id": close.batch.batch_id,
-                "reason": close.reason.value,
-                "detections": close.batch.detection_count,
-            },
-        )
+    def _closed(
+        self,
+        telemetry: StageTelemetry,
+        camera: str,
+        closing: list[_Closing],
+        results: list[Any],
+    ) -> None:
+        """After the MULTI: end the batch spans (named by their new entry ids), count, log."""
+        for batch, entry_id in zip(closing, results, strict=False):
+            close = batch.close
+            if isinstance(entry_id, bytes | str):
+                batch.span.set_attribute(
+                    ATTR_ENTRY_ID, entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                )
+            end_span(batch.span, OK)
+            telemetry.instruments.batch_size.record(
+                close.batch.detection_count, {"camera": camera, "reason": close.reason.value}
+            )
+            logger.info(
+                "batch.closed",
+                extra={
+                    "camera": camera,
+                    "batch_id": close.batch.batch_id,
+                    "reason": close.reason.value,
+                    "detections": close.batch.detection_count,
+                },
+            )
+
+
+def _unique(links: list[Link]) -> list[Link]:
+    """One link per linked span (a file's detection may be offered to a batch twice)."""
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for link in links:
+        key = (link.context.trace_id, link.context.span_id)
+        if key not in seen:
+            seen.add(key)
+            out.append(link)
+    return out

@@ -21,7 +21,7 @@ from streams.detectors import (
     DetectorUnavailableError,
     UndecodableMediaError,
 )
-from streams.envelope import HEADER_TRACEPARENT, read_fields
+from streams.envelope import read_fields
 from streams.names import Group, StreamNames
 from streams.paths import PathOutsideRootError, confine
 from streams.reclaim import HandlerResult, StreamEntry
@@ -34,6 +34,16 @@ from streams.schemas import (
     FileObserved,
 )
 from streams.stages.outcome import Outcome, commit
+from streams.tracing import (
+    FAILED,
+    OK,
+    REJECTED,
+    SKIPPED,
+    StageSpans,
+    StageTelemetry,
+    ai_request,
+    resolve,
+)
 
 logger = logging.getLogger("hsi.detect")
 
@@ -56,6 +66,7 @@ class DetectStage:
         camera_root: Path,
         concurrency: int = 2,
         clock: Callable[[], datetime] = _now,
+        telemetry: StageTelemetry | None = None,
     ) -> None:
         self._redis = redis
         self._names = names
@@ -63,51 +74,89 @@ class DetectStage:
         self._root = camera_root
         self._limit = asyncio.Semaphore(concurrency)
         self._clock = clock
+        self._telemetry = telemetry
 
     async def handle(self, stream: str, entries: list[StreamEntry]) -> HandlerResult:
         camera, _ = self._names.parse(stream)
         target = self._names.detections(camera)
-        results = await asyncio.gather(
-            *(self._one(entry_id, fields) for entry_id, fields in entries)
-        )
-        outcome = Outcome()
-        for (entry_id, _fields), result in zip(entries, results, strict=True):
-            if isinstance(result, str):
-                outcome.failed[entry_id] = result
-                continue
-            if result is not None:
-                entry, headers = result
-                outcome.emit(target, entry, headers)
-            outcome.done.append(entry_id)
-        await commit(self._redis, stream, self.group.value, outcome)
+        telemetry = resolve(self._telemetry)
+        with StageSpans(telemetry, self.group.value, stream, camera) as spans:
+            results = await asyncio.gather(
+                *(self._traced(spans, entry_id, fields) for entry_id, fields in entries)
+            )
+            outcome = Outcome()
+            labels: list[str] = []
+            for (entry_id, _fields), result in zip(entries, results, strict=True):
+                if isinstance(result, str):
+                    outcome.failed[entry_id] = result
+                    continue
+                if result is not None:
+                    entry = result
+                    outcome.emit(target, entry, spans.headers(entry_id))
+                    if isinstance(entry, DetectionCompleted):
+                        labels.extend(o.label for o in entry.objects)
+                outcome.done.append(entry_id)
+            spans.failed(outcome.failed)
+            await commit(self._redis, stream, self.group.value, outcome)
+        for label in labels:
+            telemetry.instruments.detections_processed.add(1, {"camera": camera, "label": label})
         return HandlerResult(failed=outcome.failed)
 
-    async def _one(
-        self, entry_id: str, fields: dict[bytes, bytes]
-    ) -> tuple[DetectionCompleted | DetectionFailed, dict[str, str]] | str | None:
-        """The output entry and headers; an error text to leave it pending; None to just ack."""
+    async def _traced(
+        self, spans: StageSpans, entry_id: str, fields: dict[bytes, bytes]
+    ) -> DetectionCompleted | DetectionFailed | str | None:
+        """The output entry; an error text to leave it pending; None to just ack. Runs in the
+        entry's `detect` span, whose outcome it names."""
         try:
             entry, headers = read_fields(fields)
         except EntryError as exc:
+            spans.start(entry_id, None)
+            spans.outcome(entry_id, FAILED, "unreadable")
             return f"unreadable entry: {exc}"
+        spans.start(entry_id, headers)
         if not isinstance(entry, FileObserved):
             logger.warning(
                 "detect.unexpected_entry", extra={"entry_id": entry_id, "type": entry.type}
             )
+            spans.outcome(entry_id, SKIPPED, "unexpected_entry")
             return None
-        out_headers = {}
-        if HEADER_TRACEPARENT in headers:
-            out_headers[HEADER_TRACEPARENT] = str(headers[HEADER_TRACEPARENT])
+        with spans.use(entry_id):
+            result = await self._one(spans.telemetry, entry_id, entry)
+        if isinstance(result, str):
+            spans.outcome(entry_id, FAILED, "detector_unavailable")
+        elif isinstance(result, DetectionFailed):
+            spans.outcome(entry_id, REJECTED, "undecodable")
+        else:
+            spans.outcome(entry_id, OK, "completed")
+        return result
+
+    async def _one(
+        self, telemetry: StageTelemetry, entry_id: str, entry: FileObserved
+    ) -> DetectionCompleted | DetectionFailed | str:
+        """The output entry, or an error text to leave the input pending."""
         try:
             path = confine(self._root, entry.path)
-            async with self._limit:
+            async with (
+                self._limit,
+                ai_request(
+                    telemetry,
+                    "ai.detect",
+                    self._detector.name,
+                    bad_input=(UndecodableMediaError, FileNotFoundError),
+                    attributes={"hsi.media_kind": entry.media_kind},
+                ) as span,
+            ):
                 result = await self._detector.detect(path, entry.media_kind)
+                span.set_attribute("hsi.ai.model", result.detector)
+                span.set_attribute("hsi.ai.inference_ms", round(result.inference_ms, 2))
+                span.set_attribute("hsi.ai.frames", result.frames)
+                span.set_attribute("hsi.ai.objects", len(result.objects))
         except (UndecodableMediaError, PathOutsideRootError, FileNotFoundError) as exc:
             logger.warning(
                 "detect.undecodable",
                 extra={"camera": entry.camera_id, "entry_id": entry_id, "error": str(exc)},
             )
-            return self._failed(entry_id, entry, str(exc)), out_headers
+            return self._failed(entry_id, entry, str(exc))
         except (DetectorUnavailableError, DetectorError) as exc:
             return f"{type(exc).__name__}: {exc}"
         objects = tuple(
@@ -139,7 +188,7 @@ class DetectStage:
             frames=result.frames,
             completed_at=self._clock(),
         )
-        return completed, out_headers
+        return completed
 
     def _failed(self, entry_id: str, entry: FileObserved, error: str) -> DetectionFailed:
         return DetectionFailed(

@@ -1,8 +1,13 @@
 """Turning a ready file into its `file.observed` entry and publishing it once.
 
 Registers the file's camera first (once), builds the entry (capture time from the name, EXIF or
-mtime), adds the caller's headers (`traceparent`), publishes it through the `Ledger` and calls
-the `on_observed` hook for a new entry.
+mtime), adds the caller's headers, publishes it through the `Ledger` and calls the `on_observed`
+hook for a new entry.
+
+Each file published starts its trace: a root span `watch` whose W3C `traceparent` goes into the
+entry's headers (unless the caller's headers name one), so every stage after it continues the
+file's trace (see `streams.tracing`). A duplicate ends its trace there (outcome `skipped`) and
+counts in `hsi_dedupe_hits_total`.
 """
 
 from __future__ import annotations
@@ -10,10 +15,27 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
+from streams.envelope import HEADER_TRACEPARENT
+from streams.names import StreamNames
 from streams.schemas import CameraRegistered, FileObserved
+from streams.tracing import (
+    ATTR_CAMERA,
+    ATTR_ENTRY_ID,
+    ATTR_RESULT,
+    ATTR_STREAM,
+    FAILED,
+    OK,
+    SKIPPED,
+    StageTelemetry,
+    end_span,
+    resolve,
+    root_span,
+    traceparent_of,
+)
 from streams.watch.candidates import Candidate
 from streams.watch.capture import capture_time
 from streams.watch.ledger import Ledger
@@ -39,8 +61,12 @@ class Publisher:
         *,
         headers_factory: HeadersFactory | None = None,
         on_observed: ObservedHook | None = None,
+        telemetry: StageTelemetry | None = None,
+        names: StreamNames | None = None,
     ) -> None:
         self._ledger = ledger
+        self._telemetry = telemetry
+        self._names = names
         self._timezone = timezone
         self._headers_factory = headers_factory
         self._on_observed = on_observed
@@ -71,8 +97,38 @@ class Publisher:
             observed_at=datetime.now(UTC),
         )
         await self._register(candidate)
-        headers = dict(self._headers_factory(entry)) if self._headers_factory else None
-        published = await self._ledger.publish_once(entry, headers)
+        headers = dict(self._headers_factory(entry)) if self._headers_factory else {}
+        telemetry = resolve(self._telemetry)
+        started = time.perf_counter()
+        span = root_span(
+            telemetry,
+            "watch",
+            attributes={
+                ATTR_CAMERA: candidate.camera_id,
+                ATTR_STREAM: self._names.files(candidate.camera_id) if self._names else "",
+                "hsi.path": candidate.relative,
+                "hsi.media_kind": candidate.media_kind,
+                "hsi.size": probe.size,
+            },
+        )
+        traceparent = traceparent_of(span)
+        if traceparent is not None and HEADER_TRACEPARENT not in headers:
+            headers[HEADER_TRACEPARENT] = traceparent
+        try:
+            published = await self._ledger.publish_once(entry, headers or None)
+        except BaseException as exc:
+            self._record(telemetry, candidate.camera_id, started, FAILED)
+            end_span(span, FAILED, error=exc)
+            raise
+        # A duplicate wrote nothing: the id is the first upload's.
+        span.set_attribute(
+            ATTR_ENTRY_ID if published.new else "hsi.duplicate_of", published.entry_id
+        )
+        span.set_attribute(ATTR_RESULT, "observed" if published.new else "duplicate")
+        self._record(telemetry, candidate.camera_id, started, OK if published.new else SKIPPED)
+        if not published.new:
+            telemetry.instruments.dedupe_hits.add(1, {"camera": candidate.camera_id})
+        end_span(span, OK if published.new else SKIPPED)
         fields = {
             "camera": candidate.camera_id,
             "path": candidate.relative,
@@ -105,6 +161,12 @@ class Publisher:
             sha256=probe.sha256,
             entry_id=published.entry_id,
         )
+
+    @staticmethod
+    def _record(telemetry: StageTelemetry, camera: str, started: float, outcome: str) -> None:
+        labels = {"stage": "watch", "camera": camera, "outcome": outcome}
+        telemetry.instruments.stage_duration.record(time.perf_counter() - started, labels)
+        telemetry.instruments.entries_processed.add(1, labels)
 
     async def _register(self, candidate: Candidate) -> None:
         entry = CameraRegistered(

@@ -7,7 +7,9 @@ Every path — from a file-system event, the start-up scan or `ingest` — takes
    names, probing it (full decode + SHA-256, in a thread) once its size has settled, until it is
    ready, corrupt or gone;
 3. when ready: register its camera if new, then publish it once per camera and content hash
-   (`Ledger.publish_once`, one atomic Lua script: see `streams.watch.ledger`).
+   (`Ledger.publish_once`, one atomic Lua script: see `streams.watch.ledger`), in a root span
+   `watch` that starts the file's trace (`streams.watch.publisher`). `telemetry` names the tracer
+   and instruments; without it the OpenTelemetry API's global providers are used.
 
 Events arrive on watchdog's thread and are handed to the loop (`streams.watch.events`); a
 second event for a path already followed only postpones its next look (the debounce). Errors are
@@ -36,6 +38,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from streams.names import StreamNames
+from streams.tracing import StageTelemetry
 from streams.watch.candidates import Ignored, admitted_by_scan, classify, is_hidden
 from streams.watch.config import WatchConfig, WatchError
 from streams.watch.events import INOTIFY_EVENTS, POLLING_EVENTS, Handoff, PathEvent
@@ -76,6 +79,7 @@ class Watcher:
         *,
         headers_factory: HeadersFactory | None = None,
         on_observed: ObservedHook | None = None,
+        telemetry: StageTelemetry | None = None,
     ) -> None:
         self._root = _absolute(camera_root)
         self._config = config
@@ -84,6 +88,8 @@ class Watcher:
             config.timezone,
             headers_factory=headers_factory,
             on_observed=on_observed,
+            telemetry=telemetry,
+            names=names,
         )
         self._settled: OrderedDict[Path, tuple[int, int]] = OrderedDict()
         self._follower = Follower(config, self._publisher, self._settled)

@@ -1,0 +1,228 @@
+"""The event pages: Live (`/`), Events (`/events`, `/events/{id}`), Cameras (`/cameras`), and
+the card fragment the live page fetches (`/ui/fragments/events/{id}`).
+
+Every page is complete server-rendered HTML; the live page's script only adds new cards.
+Data comes from `hsi.api.queries` (the same functions as the JSON API) plus `hsi.web.data`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from hsi.api.cursor import decode_cursor
+from hsi.api.params import parse_uuid
+from hsi.api.queries import events as q
+from hsi.api.queries.cameras import list_cameras
+from hsi.api.responses import BadParameter
+from hsi.api.state import resources
+from hsi.web import data
+from hsi.web import format as fmt
+from hsi.web.data import Cover
+from hsi.web.forms import parse_event_form, parse_local_time
+from hsi.web.render import SECURITY_HEADERS
+from hsi.web.site import Site
+
+
+def cover_alt(event: dict[str, Any], cover: Cover | None, zone: tzinfo) -> str:
+    """The alt text of an event's picture: what, where, when, and whether boxes are drawn."""
+    when = fmt.format_time(event.get("window_start"), zone)
+    where = event["camera_id"]
+    if cover is None:
+        return ""
+    if cover.detection_id is None:
+        return f"Picture from {where} at {when}, nothing detected in it"
+    seen = ", ".join(event.get("object_types") or ()) or (cover.label or "object")
+    return f"Picture from {where} at {when} with boxes around: {seen}"
+
+
+def cover_from_detail(detail: dict[str, Any]) -> Cover | None:
+    """The cover of an event from its detail (`q.get_event`): as `data.event_covers` picks it."""
+    found = sorted(detail["detections"], key=lambda d: (-d["confidence"], d["id"]))
+    if found:
+        best = found[0]
+        return Cover(
+            detail["camera_id"],
+            best["id"],
+            best["path"],
+            "image",
+            best["label"],
+            best["confidence"],
+        )
+    for file in detail["files"]:
+        if file.get("path"):
+            return Cover(
+                detail["camera_id"], None, file["path"], file.get("media_kind"), None, None
+            )
+    return None
+
+
+def file_views(detail: dict[str, Any]) -> list[dict[str, Any]]:
+    """The batch's files in order, each with its detections and the detection whose thumbnail
+    shows the file with every box drawn (its most confident one)."""
+    per_entry: dict[str, list[dict[str, Any]]] = {}
+    for item in detail["detections"]:
+        per_entry.setdefault(item["detection_entry_id"], []).append(item)
+    views = []
+    for file in detail["files"]:
+        found = per_entry.get(file["detection_entry_id"], [])
+        best = max(found, key=lambda d: d["confidence"], default=None)
+        views.append({**file, "detections": found, "thumbnail_of": best and best["id"]})
+    return views
+
+
+def _card(site: Site, event: dict[str, Any], cover: Cover | None) -> dict[str, Any]:
+    return {"e": event, "cover": cover, "alt": cover_alt(event, cover, site.web.timezone)}
+
+
+def page_routes(site: Site) -> list[BaseRoute]:
+    render = site.render
+    web = site.web
+
+    async def live(request: Request) -> Response:
+        """The newest events; the script adds new ones as the live feed announces them."""
+        async with resources(request).engine.connect() as conn:
+            page = await q.list_events(conn, q.EventFilters(), web.live_count, None)
+            covers = await data.event_covers(conn, [e["id"] for e in page.items])
+        cards = [_card(site, e, covers.get(e["id"])) for e in page.items]
+        return render.page(
+            request,
+            "live.html",
+            {"title": "Live", "current": "/", "cards": cards, "live_count": web.live_count},
+        )
+
+    async def fragment(request: Request) -> Response:
+        """One event card (an `<li>`), for the live page's script; 404 until it is projected."""
+        event_id = parse_uuid(request.path_params["event_id"])
+        detail = None
+        if event_id is not None:
+            async with resources(request).engine.connect() as conn:
+                detail = await q.get_event(conn, event_id)
+        if detail is None or detail["window_start"] is None:
+            return HTMLResponse("", status_code=404, headers=SECURITY_HEADERS)
+        context = _card(site, detail, cover_from_detail(detail))
+        return HTMLResponse(render.html("_card.html", context), headers=SECURITY_HEADERS)
+
+    async def events(request: Request) -> Response:
+        """Filtered events, newest first, a page at a time in both directions."""
+        form, filters = parse_event_form(request.query_params.multi_items(), web.timezone)
+        size = web.page_size
+        after = before = None
+        try:
+            if form.cursor:
+                after = decode_cursor(form.cursor, q.CURSOR_KIND, 1)
+            elif form.before:
+                before = decode_cursor(form.before, q.CURSOR_KIND, 1)
+        except BadParameter:
+            form.errors["page"] = "That page link is out of date; showing the newest events."
+        for cursor in (after, before):
+            if cursor is not None and parse_uuid(cursor.key[0]) is None:
+                form.errors["page"] = "That page link is out of date; showing the newest events."
+                after = before = None
+        async with resources(request).engine.connect() as conn:
+            if before is not None:
+                newer = await data.events_before(conn, filters, size, before)
+                items, has_newer, has_older = newer.items, newer.has_newer, True
+            else:
+                page = await q.list_events(conn, filters, size, after)
+                items, has_newer, has_older = page.items, after is not None, page.has_more
+            covers = await data.event_covers(conn, [e["id"] for e in items])
+            cameras = await data.camera_ids(conn)
+            types = await data.object_types(conn)
+        newer_url = older_url = None
+        if items and has_newer:
+            newer_url = "/events?" + form.query(before=data.cursor_of(items[0]))
+        if items and has_older:
+            older_url = "/events?" + form.query(cursor=data.cursor_of(items[-1]))
+        first_url = "/events?" + form.query() if (after or (before and has_newer)) else None
+        return render.page(
+            request,
+            "events.html",
+            {
+                "title": "Events",
+                "current": "/events",
+                "form": form,
+                "cameras": cameras,
+                "object_types": types,
+                "risk_levels": q.RISK_LEVELS,
+                "cards": [_card(site, e, covers.get(e["id"])) for e in items],
+                "newer_url": newer_url,
+                "older_url": older_url,
+                "first_url": first_url,
+                "since_value": _input_time(form.since, web.timezone),
+                "until_value": _input_time(form.until, web.timezone),
+            },
+            status_code=400 if form.errors else 200,
+        )
+
+    async def event(request: Request) -> Response:
+        """One event: every picture with its boxes, the detections and the analysis."""
+        raw = request.path_params["event_id"]
+        event_id = parse_uuid(raw)
+        detail = None
+        if event_id is not None:
+            async with resources(request).engine.connect() as conn:
+                detail = await q.get_event(conn, event_id)
+        if detail is None:
+            return render.page(
+                request,
+                "not_found.html",
+                {"title": "No such event", "current": "/events", "what": f"event {raw}"},
+                status_code=404,
+            )
+        return render.page(
+            request,
+            "event.html",
+            {
+                "title": f"Event at {detail['camera_id']}",
+                "current": "/events",
+                "e": detail,
+                "files": file_views(detail),
+            },
+        )
+
+    async def cameras(request: Request) -> Response:
+        """Every camera with its latest picture, last activity, and today's files and events."""
+        now = datetime.now(UTC)
+        since = fmt.day_start(now, web.timezone)
+        async with resources(request).engine.connect() as conn:
+            found = await list_cameras(conn)
+            today = await data.today_counts(conn, since)
+        return render.page(
+            request,
+            "cameras.html",
+            {
+                "title": "Cameras",
+                "current": "/cameras",
+                "cameras": found,
+                "today": today,
+                "empty_today": data.Today(),
+                "since": since,
+            },
+        )
+
+    page, resource = site.gate.page, site.gate.resource
+    return [
+        Route("/", page(live), methods=["GET"], name="web_live"),
+        Route("/events", page(events), methods=["GET"], name="web_events"),
+        Route("/events/{event_id}", page(event), methods=["GET"], name="web_event"),
+        Route("/cameras", page(cameras), methods=["GET"], name="web_cameras"),
+        Route(
+            "/ui/fragments/events/{event_id}",
+            resource(fragment),
+            methods=["GET"],
+            name="web_event_fragment",
+        ),
+    ]
+
+
+def _input_time(text: str, zone: tzinfo) -> str:
+    """What a datetime-local input can show for the typed value (empty when it cannot)."""
+    try:
+        return fmt.datetime_local_value(parse_local_time(text, zone), zone) if text else ""
+    except ValueError:
+        return ""

@@ -1,0 +1,486 @@
+"""Traces and metrics of the write side, on the OpenTelemetry API only (never the SDK).
+
+One trace per camera file. The watcher starts a root span `watch` per published file and puts its
+W3C `traceparent` into the entry's headers. Every stage, per input entry, starts a span (`detect`,
+`analyze`, `project`) whose parent is the input's `traceparent`, and writes its own span context
+into the output's `traceparent`, so a file's trace reads watch → detect → project. AI requests are
+child spans (`ai.detect`, `ai.analyze`).
+
+One trace per security event. A batch gathers the detections of many files, so it starts a trace
+of its own: the `batch` span (a root, from the batch's first item to its close) has a span link to
+the trace of each file in it (the member detections' `traceparent`, kept in the open-batch state),
+and the batch's `analyze` and `project` spans continue the batch's trace. So the event is one
+trace with links to each file's trace.
+
+Replays (`hsi replay`) make no spans: they use the `Projector` directly, never `ProjectStage`,
+where the project spans are made; a replay does not create new file traces.
+
+The SDK providers are HSI's (`hsi.telemetry`, which installs them as the API globals). Components
+take a `StageTelemetry` in their constructor; without one they use the API's global providers
+(`StageTelemetry.current()`), which are no-ops before telemetry is set up.
+
+Metric labels are bounded: stage, camera, outcome, backend, error type, label, risk level,
+close reason. Entry ids and paths are span attributes only, never labels.
+
+Outcomes (label `outcome` and span attribute `hsi.outcome`), one vocabulary for all stages:
+`ok` (output written, input acknowledged), `rejected` (a failure fact written: an undecodable
+file, an analysis that failed; acknowledged, not retried), `failed` (left pending; the reclaimer
+retries it), `skipped` (acknowledged without output: a duplicate upload, an entry already
+projected, an entry of an unexpected type) and `dead` (buried in the dead stream by the reclaimer).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.metrics import Counter, Histogram, Meter
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from streams.envelope import HEADER_TRACEPARENT
+
+__all__ = [
+    "AI_BUCKETS",
+    "BATCH_SIZE_BUCKETS",
+    "DEAD",
+    "END_TO_END_BUCKETS",
+    "FAILED",
+    "HEADER_OBSERVED_AT",
+    "INSTRUMENTATION_NAME",
+    "OK",
+    "REJECTED",
+    "SKIPPED",
+    "STAGE_BUCKETS",
+    "Instruments",
+    "StageSpans",
+    "StageTelemetry",
+    "ai_request",
+    "end_span",
+    "error_type",
+    "link_to",
+    "observed_at",
+    "parent_context",
+    "resolve",
+    "root_span",
+    "traceparent_of",
+]
+
+INSTRUMENTATION_NAME = "hsi"
+
+# The earliest `observed_at` of the files behind an entry (ISO 8601), carried from the batch to
+# its analysis so that the projector can measure the end-to-end latency of the event.
+HEADER_OBSERVED_AT = "observed_at"
+
+# Span attributes.
+ATTR_CAMERA = "hsi.camera"
+ATTR_STREAM = "hsi.stream"
+ATTR_ENTRY_ID = "hsi.entry_id"
+ATTR_OUTCOME = "hsi.outcome"
+ATTR_RESULT = "hsi.result"  # the stage's finer word for the outcome: completed, undecodable, …
+ATTR_GROUP = "messaging.consumer.group.name"
+ATTR_SYSTEM = "messaging.system"
+
+OK = "ok"
+REJECTED = "rejected"
+FAILED = "failed"
+SKIPPED = "skipped"
+DEAD = "dead"
+
+# Histogram buckets (seconds). A stage takes milliseconds to a few seconds (detection on CPU);
+# an AI request up to minutes (an LLM on a small GPU); end to end includes the batch window
+# (90 s by default) and the analysis after it.
+STAGE_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+AI_BUCKETS: tuple[float, ...] = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+END_TO_END_BUCKETS: tuple[float, ...] = (
+    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0,
+)  # fmt: skip
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 3, 5, 10, 20, 50, 100, 200)
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+# --- instruments --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instruments:
+    """Every HSI instrument. Attributes each expects:
+
+    - `stage_duration` `hsi_stage_duration_seconds`: stage, camera, outcome
+    - `entries_processed` `hsi_entries_processed_total`: stage, camera, outcome
+    - `detections_processed` `hsi_detections_processed_total`: camera, label
+    - `events_created` `hsi_events_created_total`: camera, risk_level
+    - `pipeline_errors` `hsi_pipeline_errors_total`: stage, error_type
+    - `ai_request_duration` `hsi_ai_request_duration_seconds`: backend, outcome
+    - `ai_request_errors` `hsi_ai_request_errors_total`: backend, error_type
+    - `end_to_end_latency` `hsi_end_to_end_latency_seconds`: camera
+    - `dedupe_hits` `hsi_dedupe_hits_total`: camera
+    - `batch_size` `hsi_batch_size` (detections per closed batch): camera, reason
+
+    `create()` on a meter that already has them returns the same instruments (the SDK keeps one
+    instrument per name and meter), so there is never a duplicated series.
+    """
+
+    stage_duration: Histogram
+    entries_processed: Counter
+    detections_processed: Counter
+    events_created: Counter
+    pipeline_errors: Counter
+    ai_request_duration: Histogram
+    ai_request_errors: Counter
+    end_to_end_latency: Histogram
+    dedupe_hits: Counter
+    batch_size: Histogram
+
+    @classmethod
+    def create(cls, meter: Meter) -> Instruments:
+        return cls(
+            stage_duration=meter.create_histogram(
+                "hsi_stage_duration_seconds",
+                unit="s",
+                description="Time one pipeline stage spent on one stream entry.",
+                explicit_bucket_boundaries_advisory=STAGE_BUCKETS,
+            ),
+            entries_processed=meter.create_counter(
+                "hsi_entries_processed_total",
+                description="Stream entries a stage finished, by outcome.",
+            ),
+            detections_processed=meter.create_counter(
+                "hsi_detections_processed_total",
+                description="Objects detected, by camera and label.",
+            ),
+            events_created=meter.create_counter(
+                "hsi_events_created_total",
+                description="Security events created, by camera and risk level.",
+            ),
+            pipeline_errors=meter.create_counter(
+                "hsi_pipeline_errors_total",
+                description="Errors in pipeline stages, by stage and error type.",
+            ),
+            ai_request_duration=meter.create_histogram(
+                "hsi_ai_request_duration_seconds",
+                unit="s",
+                description="Duration of requests to the detector and analyzer services.",
+                explicit_bucket_boundaries_advisory=AI_BUCKETS,
+            ),
+            ai_request_errors=meter.create_counter(
+                "hsi_ai_request_errors_total",
+                description="Failed requests to the detector and analyzer services.",
+            ),
+            end_to_end_latency=meter.create_histogram(
+                "hsi_end_to_end_latency_seconds",
+                unit="s",
+                description="From a file appearing to its event being stored.",
+                explicit_bucket_boundaries_advisory=END_TO_END_BUCKETS,
+            ),
+            dedupe_hits=meter.create_counter(
+                "hsi_dedupe_hits_total",
+                description="Files skipped because their content was seen before.",
+            ),
+            batch_size=meter.create_histogram(
+                "hsi_batch_size",
+                description="Detections in a batch when it closes.",
+                explicit_bucket_boundaries_advisory=BATCH_SIZE_BUCKETS,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class StageTelemetry:
+    """The tracer and instruments a component records on."""
+
+    tracer: Tracer
+    instruments: Instruments
+
+    @classmethod
+    def current(cls) -> StageTelemetry:
+        """On the API's global providers as they are now (no-ops before setup)."""
+        tracer_provider = trace.get_tracer_provider()
+        meter_provider = metrics.get_meter_provider()
+        with _CACHE_LOCK:
+            cached = _CACHE.get("current")
+            if cached is not None and cached[0] is tracer_provider and cached[1] is meter_provider:
+                return cached[2]
+            made = cls(
+                tracer_provider.get_tracer(INSTRUMENTATION_NAME),
+                Instruments.create(meter_provider.get_meter(INSTRUMENTATION_NAME)),
+            )
+            _CACHE["current"] = (tracer_provider, meter_provider, made)
+            return made
+
+
+# The telemetry made for the API's current global providers, remade when they change.
+_CACHE: dict[str, tuple[object, object, StageTelemetry]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def resolve(telemetry: StageTelemetry | None) -> StageTelemetry:
+    """The given telemetry, or the one of the API's global providers."""
+    return telemetry if telemetry is not None else StageTelemetry.current()
+
+
+# --- trace context in headers -------------------------------------------------------------------
+
+
+def parent_context(headers: Mapping[str, Any] | None) -> Context | None:
+    """The remote span context in an entry's `traceparent`, or None when it has none (or a
+    malformed one)."""
+    if not headers:
+        return None
+    value = headers.get(HEADER_TRACEPARENT)
+    if not value:
+        return None
+    context = _PROPAGATOR.extract({HEADER_TRACEPARENT: str(value)})
+    if not trace.get_current_span(context).get_span_context().is_valid:
+        return None
+    return context
+
+
+def link_to(traceparent: str | None) -> Link | None:
+    """A span link to the span a `traceparent` names (None when it names none)."""
+    context = parent_context({HEADER_TRACEPARENT: traceparent} if traceparent else None)
+    if context is None:
+        return None
+    return Link(trace.get_current_span(context).get_span_context())
+
+
+def traceparent_of(span: Span) -> str | None:
+    """The W3C `traceparent` of a span; None for a span without a valid context (no-op tracer)."""
+    if not span.get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get(HEADER_TRACEPARENT)
+
+
+def observed_at(headers: Mapping[str, Any] | None) -> datetime | None:
+    """The `observed_at` header as an aware datetime; None when absent or unreadable."""
+    value = (headers or {}).get(HEADER_OBSERVED_AT)
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def error_type(error: BaseException | str) -> str:
+    """A bounded label for an error: its class name (from `Name: message` for an error text)."""
+    if isinstance(error, BaseException):
+        return type(error).__name__
+    name, sep, _ = error.partition(":")
+    name = name.strip()
+    if sep and name.isidentifier():
+        return name
+    return "error"
+
+
+# --- per-entry stage spans and metrics ----------------------------------------------------------
+
+
+@dataclass
+class _Open:
+    span: Span | None
+    started: float
+    incoming: str | None
+    outcome: str = OK
+    result: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class StageSpans:
+    """The spans and metrics of one batch of entries of one stage and stream.
+
+    `start()` each entry (its span continues the entry's trace), run the work inside `use()`,
+    name the outcome with `outcome()`, and leave the `with` block after the outputs are committed:
+    then every span ends and the metrics are recorded. Entries in `failed()` (left pending), and
+    all of them when the block raises, end as `failed`. With `spans=False` only metrics are kept.
+    """
+
+    telemetry: StageTelemetry
+    stage: str
+    stream: str
+    camera: str
+    spans: bool = True
+    _open: dict[str, _Open] = field(default_factory=dict, init=False)
+    _failed: dict[str, str] = field(default_factory=dict, init=False)
+
+    def __enter__(self) -> StageSpans:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.finish(exc)
+
+    def start(self, entry_id: str, headers: Mapping[str, Any] | None) -> None:
+        incoming = (headers or {}).get(HEADER_TRACEPARENT)
+        span: Span | None = None
+        if self.spans:
+            span = self.telemetry.tracer.start_span(
+                self.stage,
+                context=parent_context(headers) or Context(),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    ATTR_CAMERA: self.camera,
+                    ATTR_STREAM: self.stream,
+                    ATTR_ENTRY_ID: entry_id,
+                    ATTR_GROUP: self.stage,
+                    ATTR_SYSTEM: "redis",
+                },
+            )
+        self._open[entry_id] = _Open(
+            span, time.perf_counter(), None if incoming is None else str(incoming)
+        )
+
+    @contextmanager
+    def use(self, entry_id: str) -> Iterator[None]:
+        """Make the entry's span the current one (so AI calls and logs join its trace)."""
+        opened = self._open.get(entry_id)
+        if opened is None or opened.span is None:
+            yield
+            return
+        with trace.use_span(opened.span, end_on_exit=False, record_exception=False):
+            yield
+
+    def headers(self, entry_id: str) -> dict[str, str]:
+        """The output's `traceparent`: this stage's span, else the input's (tracing is off)."""
+        opened = self._open.get(entry_id)
+        if opened is None:
+            return {}
+        value = traceparent_of(opened.span) if opened.span is not None else None
+        value = value or opened.incoming
+        return {HEADER_TRACEPARENT: value} if value else {}
+
+    def outcome(self, entry_id: str, outcome: str, result: str | None = None) -> None:
+        opened = self._open.get(entry_id)
+        if opened is not None:
+            opened.outcome = outcome
+            opened.result = result
+
+    def failed(self, failures: Mapping[str, str]) -> None:
+        """Entries left pending, with their error texts."""
+        self._failed.update(failures)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        now = time.perf_counter()
+        instruments = self.telemetry.instruments
+        for entry_id, opened in self._open.items():
+            outcome, message = opened.outcome, None
+            if error is not None:
+                outcome, message = FAILED, f"{type(error).__name__}: {error}"
+            elif entry_id in self._failed:
+                outcome, message = FAILED, self._failed[entry_id]
+            labels = {"stage": self.stage, "camera": self.camera, "outcome": outcome}
+            instruments.stage_duration.record(now - opened.started, labels)
+            instruments.entries_processed.add(1, labels)
+            if message is not None:
+                instruments.pipeline_errors.add(
+                    1, {"stage": self.stage, "error_type": error_type(error or message)}
+                )
+            span = opened.span
+            if span is None:
+                continue
+            span.set_attribute(ATTR_OUTCOME, outcome)
+            if opened.result:
+                span.set_attribute(ATTR_RESULT, opened.result)
+            if message is not None:
+                if error is not None:
+                    span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, message[:300]))
+            span.end()
+        self._open.clear()
+
+
+# --- AI requests --------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def ai_request(
+    telemetry: StageTelemetry,
+    name: str,
+    backend: str,
+    *,
+    bad_input: tuple[type[BaseException], ...] = (),
+    attributes: Mapping[str, str | int | float | bool] | None = None,
+) -> AsyncIterator[Span]:
+    """A child span (`ai.detect`, `ai.analyze`) of the current span around one AI request, and
+    its duration and errors by backend. Errors in `bad_input` are the input's fault (an
+    undecodable file): recorded with outcome `bad_input`, not as errors of the backend."""
+    instruments = telemetry.instruments
+    started = time.perf_counter()
+    with telemetry.tracer.start_as_current_span(
+        name,
+        kind=SpanKind.CLIENT,
+        attributes={"hsi.ai.backend": backend, **(attributes or {})},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            elapsed = time.perf_counter() - started
+            if isinstance(exc, bad_input):
+                outcome = "bad_input"
+            else:
+                outcome = "error"
+                instruments.ai_request_errors.add(
+                    1, {"backend": backend, "error_type": error_type(exc)}
+                )
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:300]))
+            span.set_attribute("hsi.ai.outcome", outcome)
+            instruments.ai_request_duration.record(
+                elapsed, {"backend": backend, "outcome": outcome}
+            )
+            raise
+        elapsed = time.perf_counter() - started
+        span.set_attribute("hsi.ai.outcome", OK)
+        instruments.ai_request_duration.record(elapsed, {"backend": backend, "outcome": OK})
+
+
+def root_span(
+    telemetry: StageTelemetry,
+    name: str,
+    *,
+    links: list[Link] | None = None,
+    start_time: float | None = None,
+    kind: SpanKind = SpanKind.PRODUCER,
+    attributes: Mapping[str, str | int | float | bool] | None = None,
+) -> Span:
+    """A span that starts a trace (a file's `watch`, an event's `batch`), never a child of
+    whatever span happens to be current. `start_time` is epoch seconds."""
+    return telemetry.tracer.start_span(
+        name,
+        context=Context(),
+        kind=kind,
+        links=links or (),
+        start_time=None if start_time is None else int(start_time * 1e9),
+        attributes=dict(attributes or {}),
+    )
+
+
+def end_span(span: Span, outcome: str, *, error: BaseException | None = None) -> None:
+    span.set_attribute(ATTR_OUTCOME, outcome)
+    if error is not None:
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:300]))
+    span.end()
