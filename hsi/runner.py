@@ -150,7 +150,13 @@ async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None
     if receiver is not None:
         await asyncio.to_thread(receiver.start)
     scheme = "https" if ssl_options else "http"
-    log_event(log, "api.listening", url=f"{scheme}://{host}:{port}")
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    log_event(
+        log,
+        "api.listening",
+        url=f"{scheme}://{host}:{port}",
+        dashboard=f"{scheme}://{shown_host}:{port}/",
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.request_exit)
