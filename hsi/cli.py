@@ -250,6 +250,49 @@ def up(host: str | None, port: int | None, no_watch: bool) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@main.command("api")
+@click.option("--host", default=None, help="Bind address (default API_HOST).")
+@click.option("--port", default=None, type=int, help="Port (default API_PORT).")
+def api(host: str | None, port: int | None) -> None:
+    """Serve only the read-only query API and dashboard (the stages run as `hsi worker`)."""
+    from hsi.runner import UpOptions, run_api
+
+    settings = _settings()
+    try:
+        run_api(settings, UpOptions(host=host, port=port, watch=False))
+    except _startup_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command("demo")
+@click.option(
+    "--no-wait", is_flag=True, help="Play the scene, print the summary and exit (tests, CI)."
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(0.25, 20.0),
+    default=1.0,
+    show_default=True,
+    help="Play the scene (and the batch timeouts) this many times faster.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="API port (default: API_PORT when set, else 8000, else any free port).",
+)
+def demo(no_wait: bool, speed: float, port: int | None) -> None:
+    """Play a scene from three cameras through the whole system, then keep the API running."""
+    from hsi.demo import DemoError, DemoOptions, run_demo
+
+    errors: tuple[type[Exception], ...] = (DemoError, *_startup_errors())
+    try:
+        report = run_demo(_settings(), DemoOptions(speed=speed, wait=not no_wait, port=port))
+    except errors as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(report.exit_code)
+
+
 STAGE_CHOICES = ("detect", "batch", "analyze", "project", "all")
 
 

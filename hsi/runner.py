@@ -116,25 +116,7 @@ async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None
         migrations_applied=len(applied),
         camera_root=str(settings.camera_root),
     )
-    tls = TLSConfig.from_settings(settings)
-    ssl_options = uvicorn_ssl_options(tls)
-    host = options.host or settings.api_host
-    port = settings.api_port if options.port is None else options.port
-    app = create_app(
-        APIConfig.from_settings(settings, database_url=urls.database_url, redis=redis_config),
-        WebConfig.from_settings(settings),
-    )
-    server = _Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_config=None,
-            # an open live feed must not hold shutdown until its idle timeout
-            timeout_graceful_shutdown=5,
-            **ssl_options,
-        )
-    )
+    server, url, dashboard = _api_server(settings, urls.database_url, redis_config, options)
     pipeline = Pipeline(
         settings,
         urls.redis_url,
@@ -149,23 +131,12 @@ async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None
     receiver = FtpReceiver(FTPConfig.from_settings(settings)) if settings.ftp_enabled else None
     if receiver is not None:
         await asyncio.to_thread(receiver.start)
-    scheme = "https" if ssl_options else "http"
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    log_event(
-        log,
-        "api.listening",
-        url=f"{scheme}://{host}:{port}",
-        dashboard=f"{scheme}://{shown_host}:{port}/",
-    )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, server.request_exit)
+    log_event(log, "api.listening", url=url, dashboard=dashboard)
+    loop = _exit_on_signals(server)
     try:
         await server.serve()  # returns once a signal asked it to exit
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
+        _restore_signals(loop)
         retention.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await retention
@@ -174,6 +145,66 @@ async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None
         if watcher is not None:
             await watcher.stop()
         await pipeline.stop()
+
+
+def _api_server(
+    settings: Settings, database_url: str, redis_config: RedisConfig, options: UpOptions
+) -> tuple[_Server, str, str]:
+    """The API's uvicorn server (TLS from settings), its URL and the dashboard's URL."""
+    ssl_options = uvicorn_ssl_options(TLSConfig.from_settings(settings))
+    host = options.host or settings.api_host
+    port = settings.api_port if options.port is None else options.port
+    app = create_app(
+        APIConfig.from_settings(settings, database_url=database_url, redis=redis_config),
+        WebConfig.from_settings(settings),
+    )
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            # an open live feed must not hold shutdown until its idle timeout
+            timeout_graceful_shutdown=5,
+            **ssl_options,
+        )
+    )
+    scheme = "https" if ssl_options else "http"
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return server, f"{scheme}://{host}:{port}", f"{scheme}://{shown}:{port}/"
+
+
+def _exit_on_signals(server: _Server) -> asyncio.AbstractEventLoop:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.request_exit)
+    return loop
+
+
+def _restore_signals(loop: asyncio.AbstractEventLoop) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sig)
+
+
+def run_api(settings: Settings, options: UpOptions | None = None) -> None:
+    """Only the query API and dashboard, until SIGINT/SIGTERM (stages run as `hsi worker`)."""
+    options = options or UpOptions(watch=False)
+    urls = _boot(settings)
+    asyncio.run(_api(settings, urls, options))
+
+
+async def _api(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None:
+    assert urls.database_url is not None
+    redis_config = RedisConfig.from_settings(settings, urls.redis_url)
+    await _prepare(urls.database_url, redis_config)
+    server, url, dashboard = _api_server(settings, urls.database_url, redis_config, options)
+    log_event(log, "api.listening", url=url, dashboard=dashboard)
+    loop = _exit_on_signals(server)
+    try:
+        await server.serve()
+    finally:
+        _restore_signals(loop)
 
 
 async def _retention_loop(settings: Settings, urls: ServiceURLs, pipeline: Pipeline) -> None:
