@@ -204,3 +204,58 @@ async def test_dropped_image_is_an_event_in_the_api_and_live_feed(
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "projection equals a rebuild" in verified.stdout
+
+
+async def test_a_real_ftp_upload_becomes_an_event(
+    hsi_up: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """A camera uploading by FTP to `hsi up`'s built-in receiver produces an event in the API."""
+    import ftplib
+
+    import httpx
+
+    root, env = hsi_up
+    ftp_port = free_port()
+    env = {
+        **env,
+        "FTP_ENABLED": "true",
+        "FTP_HOST": "127.0.0.1",
+        "FTP_PORT": str(ftp_port),
+        "FTP_PASSIVE_PORTS": "",
+        "FTP_ACCOUNTS": "frontdoor:s3cret-camera-pw:Front Door",
+    }
+    base = f"http://127.0.0.1:{env['API_PORT']}"
+    proc = _start(env, tmp_path)
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            async with asyncio.timeout(60):
+                while True:
+                    assert proc.poll() is None, "hsi up exited early"
+                    try:
+                        if (await client.get("/ready")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await asyncio.sleep(0.2)
+
+            def upload() -> None:
+                with ftplib.FTP() as ftp:  # noqa: S321 - cameras speak plain FTP
+                    ftp.connect("127.0.0.1", ftp_port, timeout=10)
+                    ftp.login("frontdoor", "s3cret-camera-pw")
+                    with (PHOTOS / "person-astronaut.jpg").open("rb") as photo:
+                        ftp.storbinary("STOR MDAlarm_20261128-221500.jpg", photo)
+
+            await asyncio.to_thread(upload)
+            async with asyncio.timeout(60):
+                while True:
+                    events = (
+                        await client.get("/api/events", params={"camera_id": "front_door"})
+                    ).json()
+                    if events["items"] and events["items"][0]["analysis_status"] == "completed":
+                        break
+                    await asyncio.sleep(0.2)
+    finally:
+        output = _stop(proc)
+    assert (root / "Front Door" / "MDAlarm_20261128-221500.jpg").is_file()
+    assert "person" in events["items"][0]["object_types"], output
+    assert "s3cret-camera-pw" not in output
