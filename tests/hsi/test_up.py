@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from redis.asyncio import Redis
@@ -91,6 +92,19 @@ async def _analyses(
             await asyncio.sleep(0.1)
 
 
+async def _until_ready(client: httpx.AsyncClient, proc: subprocess.Popen[str]) -> None:
+    """Wait until `hsi up` answers /ready with 200."""
+    async with asyncio.timeout(60):
+        while True:
+            assert proc.poll() is None, "hsi up exited early"
+            try:
+                if (await client.get("/ready")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+
+
 async def test_dropped_images_become_analyses(
     hsi_up: tuple[Path, dict[str, str]], redis_client: Redis, key_prefix: str, tmp_path: Path
 ) -> None:
@@ -153,23 +167,13 @@ async def test_dropped_image_is_an_event_in_the_api_and_live_feed(
 ) -> None:
     """An image dropped into a camera folder shows in /api/events and on /api/live;
     afterwards `hsi replay --verify` finds the projection equal to a rebuild."""
-    import httpx
-
     root, env = hsi_up
     base = f"http://127.0.0.1:{env['API_PORT']}"
     proc = _start(env, tmp_path)
     live_lines: list[str] = []
     try:
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            async with asyncio.timeout(60):
-                while True:
-                    assert proc.poll() is None, "hsi up exited early"
-                    try:
-                        if (await client.get("/ready")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.2)
+            await _until_ready(client, proc)
             async with client.stream("GET", "/api/live") as live:
                 folder = root / "Back Yard"
                 folder.mkdir()
@@ -212,8 +216,6 @@ async def test_a_real_ftp_upload_becomes_an_event(
     """A camera uploading by FTP to `hsi up`'s built-in receiver produces an event in the API."""
     import ftplib
 
-    import httpx
-
     root, env = hsi_up
     ftp_port = free_port()
     env = {
@@ -228,15 +230,7 @@ async def test_a_real_ftp_upload_becomes_an_event(
     proc = _start(env, tmp_path)
     try:
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            async with asyncio.timeout(60):
-                while True:
-                    assert proc.poll() is None, "hsi up exited early"
-                    try:
-                        if (await client.get("/ready")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.2)
+            await _until_ready(client, proc)
 
             def upload() -> None:
                 with ftplib.FTP() as ftp:  # noqa: S321 - cameras speak plain FTP
