@@ -13,14 +13,16 @@ import shutil
 import tempfile
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hsi.api.config import APIConfig, RateLimits
 from hsi.config import normalize_database_url
 from hsi.db import create_engine
 from hsi.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -28,6 +30,8 @@ from hsi.redis import RedisConfig, create_redis
 from tests.fakes.cluster import RedisClusterServer, local_cluster
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
+
+MakeConfig = Callable[..., APIConfig]
 
 
 def _server_folder() -> Iterator[Path]:
@@ -72,6 +76,28 @@ def database_url(services_dir: Path) -> Iterator[str]:
     server = EmbeddedPostgres(services_dir)
     yield server.start()
     server.stop()
+
+
+@pytest.fixture
+def make_config(
+    database_url: str, db_schema: str, redis_url: str, key_prefix: str, tmp_path: Path
+) -> MakeConfig:
+    """An APIConfig on this test's schema, key prefix and folders; rate limits off."""
+
+    def make(**overrides: Any) -> APIConfig:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "redis": RedisConfig(url=redis_url),
+            "database_schema": db_schema,
+            "stream_prefix": key_prefix,
+            "camera_root": tmp_path / "cameras",
+            "data_dir": tmp_path / "data",
+            "rate_limits": RateLimits(enabled=False),
+        }
+        values.update(overrides)
+        return APIConfig(**values)
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ does, so httpx's ASGITransport (which runs no lifespan) sees the same app as uvi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,12 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from hsi.api.app import APIConfig, RateLimits, create_app
+from hsi.api.app import APIConfig, create_app
 from hsi.db import migrate
-from hsi.redis import RedisConfig
 from streams.names import StreamNames
-
-MakeConfig = Callable[..., APIConfig]
+from tests.conftest import MakeConfig
 
 
 @pytest.fixture
@@ -42,28 +40,6 @@ def camera_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def names(key_prefix: str) -> StreamNames:
     return StreamNames(key_prefix)
-
-
-@pytest.fixture
-def make_config(
-    database_url: str, db_schema: str, redis_url: str, key_prefix: str, tmp_path: Path
-) -> MakeConfig:
-    """An APIConfig on this test's schema, key prefix and folders; rate limits off."""
-
-    def make(**overrides: Any) -> APIConfig:
-        values: dict[str, Any] = {
-            "database_url": database_url,
-            "redis": RedisConfig(url=redis_url),
-            "database_schema": db_schema,
-            "stream_prefix": key_prefix,
-            "camera_root": tmp_path / "cameras",
-            "data_dir": tmp_path / "data",
-            "rate_limits": RateLimits(enabled=False),
-        }
-        values.update(overrides)
-        return APIConfig(**values)
-
-    return make
 
 
 def with_lifespan_state(app: Starlette, state: dict[str, Any]) -> Any:

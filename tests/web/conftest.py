@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -14,15 +13,13 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
-from hsi.api.app import APIConfig, RateLimits, create_app
+from hsi.api.app import APIConfig, create_app
 from hsi.db import migrate
-from hsi.redis import RedisConfig
 from hsi.web import WebConfig
 from streams.names import StreamNames
 from tests.api.conftest import with_lifespan_state
+from tests.conftest import MakeConfig
 from tests.web.home import Home, build_home
-
-MakeConfig = Callable[..., APIConfig]
 
 
 def web_app(config: APIConfig, web: WebConfig | None = None) -> Starlette:
@@ -42,28 +39,6 @@ def camera_root(tmp_path: Path) -> Path:
     root = tmp_path / "cameras"
     root.mkdir()
     return root
-
-
-@pytest.fixture
-def make_config(
-    database_url: str, db_schema: str, redis_url: str, key_prefix: str, tmp_path: Path
-) -> MakeConfig:
-    """An APIConfig on this test's schema, key prefix and folders; rate limits off."""
-
-    def make(**overrides: Any) -> APIConfig:
-        values: dict[str, Any] = {
-            "database_url": database_url,
-            "redis": RedisConfig(url=redis_url),
-            "database_schema": db_schema,
-            "stream_prefix": key_prefix,
-            "camera_root": tmp_path / "cameras",
-            "data_dir": tmp_path / "data",
-            "rate_limits": RateLimits(enabled=False),
-        }
-        values.update(overrides)
-        return APIConfig(**values)
-
-    return make
 
 
 @asynccontextmanager
