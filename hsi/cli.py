@@ -231,8 +231,9 @@ def doctor() -> None:
 def _startup_errors() -> tuple[type[Exception], ...]:
     from hsi.runner import STARTUP_ERRORS
     from hsi.watching import WatchError
+    from streams.alerts import AlertError
 
-    return (*STARTUP_ERRORS, WatchError)
+    return (*STARTUP_ERRORS, WatchError, AlertError)
 
 
 @main.command("up")
@@ -293,7 +294,7 @@ def demo(no_wait: bool, speed: float, port: int | None) -> None:
     sys.exit(report.exit_code)
 
 
-STAGE_CHOICES = ("detect", "batch", "analyze", "project", "all")
+STAGE_CHOICES = ("detect", "batch", "analyze", "project", "notify", "all")
 
 
 @main.command("worker")
@@ -512,6 +513,45 @@ def retention_run() -> None:
         click.echo(f"media files deleted: {report.media_deleted}")
     for path in report.media_refused:
         click.echo(f"refused to delete {path} (outside the camera root)")
+
+
+# --- alerts -------------------------------------------------------------------------------------
+
+
+@main.group()
+def alerts() -> None:
+    """Alert rules and channels."""
+
+
+@alerts.command("check")
+def alerts_check() -> None:
+    """Check ALERT_RULES_PATH and the channel settings; print the rules in force."""
+    from hsi import wiring
+    from streams.alerts import AlertError, load_rules
+    from streams.alerts.rules import check_channels
+
+    settings = _settings()
+    try:
+        notify = wiring.notify_config(settings)
+        rules = load_rules(notify.rules_path)
+        check_channels(rules, notify.channel_names)
+    except AlertError as exc:
+        raise click.ClickException(str(exc)) from None
+    state = "on" if settings.notification_enabled else "off (NOTIFICATION_ENABLED=false)"
+    click.echo(f"notifications: {state}")
+    click.echo(f"channels: {', '.join(notify.channel_names)}")
+    click.echo(f"rules: {rules.source}, zone {rules.timezone or notify.timezone}")
+    for rule in rules.rules:
+        parts = [
+            f"level >= {rule.min_level}" if rule.min_level else "",
+            f"score >= {rule.min_score}" if rule.min_score is not None else "",
+            f"cameras {', '.join(sorted(rule.cameras))}" if rule.cameras else "every camera",
+            f"objects {', '.join(sorted(rule.object_types))}" if rule.object_types else "",
+            f"schedule {', '.join(map(str, rule.schedule.windows))}" if rule.schedule else "",
+            f"cooldown {rule.cooldown_seconds:g} s" if rule.cooldown_seconds else "",
+            "→ " + ", ".join(rule.channels_of(notify.channel_names)),
+        ]
+        click.echo(f"- {rule.name}: " + "; ".join(p for p in parts if p))
 
 
 # --- dead letters -------------------------------------------------------------------------------

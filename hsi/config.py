@@ -278,7 +278,30 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     default_email_recipients: CsvList = Field(default_factory=list)
     mqtt_url: str | None = None
-    alert_rules_path: Path | None = None
+    alert_rules_path: Path | None = Field(
+        None, description="TOML file of alert rules; unset: high and critical, every channel."
+    )
+    alert_send_attempts: int = Field(
+        3, ge=1, le=10, description="Quick tries of one alert delivery on transient errors."
+    )
+    alert_retry_backoff_seconds: float = Field(
+        0.5, gt=0, description="First pause between those tries (doubling, capped at 5 s)."
+    )
+    alert_claim_lease_seconds: float = Field(
+        180.0,
+        gt=0,
+        description="A delivery claimed longer ago than this and never recorded counts as "
+        "maybe sent and is not sent again.",
+    )
+    alert_state_ttl_days: int = Field(
+        7, ge=1, le=365, description="How long an event's alerts are remembered (exactly once)."
+    )
+    mqtt_topic_prefix: str = Field(
+        "hsi", description="MQTT topics <prefix>/<camera>/event and …/last_event."
+    )
+    mqtt_discovery_prefix: str = Field(
+        "homeassistant", description="Home Assistant's MQTT discovery prefix."
+    )
 
     # --- video -------------------------------------------------------------------------------
     video_frame_interval_seconds: float = Field(2.0, gt=0)

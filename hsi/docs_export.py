@@ -28,6 +28,8 @@ from hsi import __version__
 from streams.envelope import HEADER_RETRY_OF, HEADER_TRACEPARENT, HEADER_TYPE
 from streams.names import Group, StreamKind, StreamNames
 from streams.schemas import (
+    AlertFailed,
+    AlertSent,
     AnalysisCompleted,
     AnalysisFailed,
     BatchClosed,
@@ -87,7 +89,7 @@ STREAMS: tuple[StreamDoc, ...] = (
         StreamKind.ANALYSES,
         AnalysisCompleted | AnalysisFailed,
         "analyze",
-        (Group.PROJECT,),
+        (Group.NOTIFY, Group.PROJECT),
         "The risk assessment of one batch, or why there is none.",
     ),
     StreamDoc(
@@ -96,6 +98,13 @@ STREAMS: tuple[StreamDoc, ...] = (
         "reclaim",
         (Group.PROJECT,),
         "Entries of the camera's streams that failed `max_deliveries` times (`entry.dead`).",
+    ),
+    StreamDoc(
+        StreamKind.ALERTS,
+        AlertSent | AlertFailed,
+        "notify",
+        (Group.PROJECT,),
+        "The outcome of each alert delivery of the camera's events, per channel.",
     ),
 )
 

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from faststream.redis import RedisBroker, RedisClusterBroker
@@ -33,6 +33,9 @@ from hsi.db import PoolConfig, create_engine
 from hsi.redis import RedisClient, RedisConfig, create_redis
 from hsi.telemetry import StreamReading, StreamSnapshot, register_stream_gauges, stage_telemetry
 from projections.projector import Projector, ProjectStage
+from streams.alerts import NotifyConfig, RuleSet, load_rules
+from streams.alerts.channels import build_channels
+from streams.alerts.rules import check_channels
 from streams.analyzers import build_analyzer
 from streams.detectors import build_detector
 from streams.names import PROJECTED, SHARED, STAGE_INPUT, Group, StreamKind, StreamNames
@@ -40,6 +43,7 @@ from streams.reclaim import HandlerResult, Reclaimer, StreamEntry
 from streams.stages.analyze import AnalyzeStage
 from streams.stages.batch import BatchStage
 from streams.stages.detect import DetectStage
+from streams.stages.notify import NotifyStage
 from streams.stages.runtime import CameraSelection, StageRunner
 from streams.tracing import StageTelemetry
 
@@ -53,7 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("hsi.pipeline")
 
 WRITE_STAGES: tuple[Group, ...] = (Group.DETECT, Group.BATCH, Group.ANALYZE)
-ALL_STAGES: tuple[Group, ...] = (*WRITE_STAGES, Group.PROJECT)
+# Every stage; a pipeline leaves notify out unless NOTIFICATION_ENABLED (`active_stages`).
+ALL_STAGES: tuple[Group, ...] = (*WRITE_STAGES, Group.PROJECT, Group.NOTIFY)
 
 
 class _Stage(Protocol):
@@ -87,6 +92,7 @@ class Pipeline:
     ) -> None:
         if Group.PROJECT in options.stages and database_url is None:
             raise ValueError("the project stage needs a database URL")
+        options = replace(options, stages=active_stages(settings, options.stages))
         self._settings = settings
         self._redis_url = redis_url
         self._database_url = database_url
@@ -101,6 +107,14 @@ class Pipeline:
         self.runners: dict[tuple[Group, StreamKind], StageRunner] = {}
         self.reclaimers: dict[Group, Reclaimer] = {}
         self.batch_stage: BatchStage | None = None
+        self.notify_stage: NotifyStage | None = None
+        # Checked before anything starts: a bad rules file or channel setup stops HSI at once.
+        self._notify: tuple[NotifyConfig, RuleSet] | None = None
+        if Group.NOTIFY in options.stages:
+            notify = wiring.notify_config(settings)
+            rules = load_rules(notify.rules_path)
+            check_channels(rules, notify.channel_names)
+            self._notify = (notify, rules)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._telemetry: StageTelemetry = stage_telemetry()
@@ -193,7 +207,7 @@ class Pipeline:
         self._unregister_gauges()
         if self._broker is not None:
             await self._broker.stop()
-        for closable in (self._detector, self._analyzer):
+        for closable in (self._detector, self._analyzer, self.notify_stage):
             if closable is not None:
                 await closable.aclose()
         if self._engine is not None:
@@ -244,6 +258,19 @@ class Pipeline:
             return ProjectStage(
                 redis, self.names, Projector(self._engine, self.names), telemetry=self._telemetry
             )
+        if group is Group.NOTIFY:
+            assert self._notify is not None
+            notify, rules = self._notify
+            self.notify_stage = NotifyStage(
+                redis=redis,
+                names=self.names,
+                rules=rules,
+                channels=build_channels(notify),
+                config=notify,
+                consumer=f"{self.consumer}-{group.value}",
+                telemetry=self._telemetry,
+            )
+            return self.notify_stage
         raise ValueError(f"{group.value} is not a stage HSI runs")
 
     # --- cameras --------------------------------------------------------------------------------
@@ -328,6 +355,14 @@ class Pipeline:
                     if await self.backlog() == 0:
                         return
                 await asyncio.sleep(0.05)
+
+
+def active_stages(settings: Settings, stages: tuple[Group, ...]) -> tuple[Group, ...]:
+    """The stages a pipeline runs: `stages`, without notify unless NOTIFICATION_ENABLED."""
+    if settings.notification_enabled or Group.NOTIFY not in stages:
+        return stages
+    log.info("pipeline.notify_off", extra={"reason": "NOTIFICATION_ENABLED is false"})
+    return tuple(group for group in stages if group is not Group.NOTIFY)
 
 
 def stage_inputs(group: Group) -> tuple[StreamKind, ...]:

@@ -35,6 +35,7 @@ from hsi.telemetry import TelemetryConfig, current_telemetry, setup_telemetry
 from hsi.tls import TLSConfig, TLSError, uvicorn_ssl_options
 from hsi.watching import build_watcher
 from hsi.web import WebConfig
+from streams.alerts import AlertError
 from streams.names import Group
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class MetricsServerError(Exception):
 
 
 STARTUP_ERRORS: tuple[type[Exception], ...] = (
+    AlertError,
     FTPError,
     DatabaseError,
     EmbeddedServerError,

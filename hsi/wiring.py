@@ -8,6 +8,14 @@ import uuid
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
 
+from streams.alerts import (
+    AlertConfigError,
+    EmailConfig,
+    MqttConfig,
+    NotifyConfig,
+    WebhookConfig,
+)
+from streams.alerts.config import parse_mqtt_url
 from streams.analyzers.llm import LLMConfig
 from streams.batching import BatchConfig
 from streams.detectors import DetectorConfig
@@ -103,3 +111,81 @@ def reclaim_config(settings: Settings) -> ReclaimConfig:
 
 def consume_config(settings: Settings) -> ConsumeConfig:
     return ConsumeConfig(read_count=settings.stream_read_count, block_ms=settings.stream_block_ms)
+
+
+def public_base_url(settings: Settings) -> str:
+    """How users reach the API (links in alerts): PUBLIC_BASE_URL, else from API_HOST/API_PORT
+    (a wildcard bind address becomes this machine's host name)."""
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    host = settings.api_host
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "http" if settings.tls_mode.value == "disabled" else "https"
+    return f"{scheme}://{host}:{settings.api_port}"
+
+
+def notify_config(settings: Settings) -> NotifyConfig:
+    """The notify stage's config: a channel for each one whose settings are there.
+
+    E-mail needs SMTP_HOST, SMTP_FROM_ADDRESS and DEFAULT_EMAIL_RECIPIENTS together; SMTP_USE_TLS
+    (SMTPS) wins over SMTP_USE_STARTTLS. A bad MQTT_URL or a partial e-mail setup raises
+    `AlertConfigError` naming the variables.
+    """
+    webhook = None
+    if settings.default_webhook_url:
+        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        webhook = WebhookConfig(
+            url=settings.default_webhook_url,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            secret=secret or None,
+        )
+    email = None
+    smtp = {
+        "SMTP_HOST": settings.smtp_host,
+        "SMTP_FROM_ADDRESS": settings.smtp_from_address,
+        "DEFAULT_EMAIL_RECIPIENTS": ",".join(settings.default_email_recipients),
+    }
+    if any(smtp.values()):
+        missing = [name for name, value in smtp.items() if not value]
+        if missing:
+            raise AlertConfigError(
+                f"e-mail alerts need SMTP_HOST, SMTP_FROM_ADDRESS and DEFAULT_EMAIL_RECIPIENTS; "
+                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
+            )
+        email = EmailConfig(
+            host=smtp["SMTP_HOST"] or "",
+            port=settings.smtp_port,
+            from_address=smtp["SMTP_FROM_ADDRESS"] or "",
+            recipients=tuple(settings.default_email_recipients),
+            user=settings.smtp_user,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            use_tls=settings.smtp_use_tls,
+            use_starttls=settings.smtp_use_starttls and not settings.smtp_use_tls,
+        )
+    mqtt = None
+    if settings.mqtt_url:
+        try:
+            parse_mqtt_url(settings.mqtt_url)
+        except ValueError as exc:
+            raise AlertConfigError(str(exc)) from None
+        mqtt = MqttConfig(
+            url=settings.mqtt_url,
+            topic_prefix=settings.mqtt_topic_prefix,
+            discovery_prefix=settings.mqtt_discovery_prefix,
+        )
+    return NotifyConfig(
+        rules_path=settings.alert_rules_path,
+        timezone=local_zone(settings),
+        public_base_url=public_base_url(settings),
+        camera_root=settings.camera_root,
+        webhook=webhook,
+        email=email,
+        mqtt=mqtt,
+        send_attempts=settings.alert_send_attempts,
+        backoff_base_seconds=settings.alert_retry_backoff_seconds,
+        claim_lease_seconds=settings.alert_claim_lease_seconds,
+        state_ttl_seconds=settings.alert_state_ttl_days * 86_400,
+    )

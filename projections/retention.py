@@ -11,7 +11,8 @@ The projection forgets exactly what can no longer be rebuilt, so that a rebuild 
 still equals the live projection:
 
 - a row goes when it is older than the cutoff (media files and detections by `captured_at`,
-  events by `window_end` — `closed_at`/`analyzed_at` when missing —, dead letters by `dead_at`)
+  events by `window_end` — `closed_at`/`analyzed_at` when missing —, dead letters by `dead_at`,
+  alerts by `recorded_at`)
   AND every entry it was made of has been trimmed (its entry id is below its stream's MINID); a
   row whose entry is still on the stream (pending for a slow group) stays until a later run;
 - event_detections go with their event;
@@ -228,6 +229,11 @@ DELETE FROM dead_letters WHERE camera_id = :camera AND dead_at < :cutoff
 AND (split_part(dead_entry_id, '-', 1)::numeric, split_part(dead_entry_id, '-', 2)::numeric)
     < (CAST(:dead_ms AS numeric), CAST(:dead_seq AS numeric))
 """
+_DELETE_ALERTS = """
+DELETE FROM alerts WHERE camera_id = :camera AND recorded_at < :cutoff
+AND (split_part(entry_id, '-', 1)::numeric, split_part(entry_id, '-', 2)::numeric)
+    < (CAST(:alerts_ms AS numeric), CAST(:alerts_seq AS numeric))
+"""
 _UNCOUNT = (
     "UPDATE cameras SET file_count = GREATEST(file_count - :files, 0), "
     "event_count = GREATEST(event_count - :events, 0) WHERE id = :camera"
@@ -273,6 +279,8 @@ async def _forget(
         tally.add("event_detections", linked.rowcount)
     dead = await conn.execute(text(_DELETE_DEAD), params)
     tally.add("dead_letters", dead.rowcount)
+    alerts = await conn.execute(text(_DELETE_ALERTS), params)
+    tally.add("alerts", alerts.rowcount)
     files, batches = uncounted.get(StreamKind.FILES, 0), uncounted.get(StreamKind.BATCHES, 0)
     if files or batches:
         await conn.execute(text(_UNCOUNT), {"camera": camera, "files": files, "events": batches})

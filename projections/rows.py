@@ -40,6 +40,8 @@ from streams.envelope import decode
 from streams.names import StreamKind
 from streams.schemas import (
     ENTRY_TYPES,
+    AlertFailed,
+    AlertSent,
     AnalysisCompleted,
     AnalysisFailed,
     BatchClosed,
@@ -65,6 +67,7 @@ EXPECTED: Final[Mapping[str, frozenset[str]]] = {
     StreamKind.BATCHES: frozenset({"batch.closed"}),
     StreamKind.ANALYSES: frozenset({"analysis.completed", "analysis.failed"}),
     StreamKind.DEAD: frozenset({"entry.dead"}),
+    StreamKind.ALERTS: frozenset({"alert.sent", "alert.failed"}),
 }
 
 
@@ -139,6 +142,11 @@ def event_id(camera: str, batch_id: str) -> uuid.UUID:
         return uuid.uuid5(NAMESPACE, f"{camera}/batch/{batch_id}")
 
 
+def alert_id(camera: str, alert_entry_id: str) -> uuid.UUID:
+    """`alerts.id`: one per `alert.sent` / `alert.failed` entry."""
+    return uuid.uuid5(NAMESPACE, f"{camera}/alerts/{alert_entry_id}")
+
+
 def original_type(original: str | None) -> str | None:
     """The entry type inside a dead letter's base64 `__data__`, when it names a known type."""
     if original is None:
@@ -195,6 +203,8 @@ def rows_for(kind: str, camera: str, entry_id: str, entry: Entry) -> list[RowOp]
             return [_analysis(camera, entry_id, entry)]
         case EntryDead():
             return [_entry_dead(camera, entry_id, entry)]
+        case AlertSent() | AlertFailed():
+            return [_alert(camera, entry_id, entry)]
     raise UnexpectedEntryError(f"no projection for entry type {entry.type}")  # pragma: no cover
 
 
@@ -450,5 +460,29 @@ def _entry_dead(camera: str, entry_id: str, entry: EntryDead) -> RowOp:
             "last_error": entry.last_error,
             "original_type": original_type(entry.original),
             "dead_at": entry.dead_at,
+        },
+    )
+
+
+def _alert(camera: str, entry_id: str, entry: AlertSent | AlertFailed) -> RowOp:
+    """One row per delivery outcome; `recorded_at` is when it was known, sent or failed."""
+    sent = isinstance(entry, AlertSent)
+    return RowOp(
+        "alerts",
+        {
+            "id": alert_id(camera, entry_id),
+            "camera_id": camera,
+            "entry_id": entry_id,
+            "event_id": event_id(camera, entry.event_id),
+            "analysis_entry_id": entry.analysis_entry_id,
+            "rule": entry.rule,
+            "channel": entry.channel,
+            "status": "sent" if sent else "failed",
+            "reason": None if isinstance(entry, AlertSent) else entry.reason,
+            "attempt": entry.attempt,
+            "error": None if isinstance(entry, AlertSent) else entry.error,
+            "idempotency_key": entry.idempotency_key,
+            "delivered_at": entry.delivered_at if isinstance(entry, AlertSent) else None,
+            "recorded_at": entry.delivered_at if isinstance(entry, AlertSent) else entry.failed_at,
         },
     )

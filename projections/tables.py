@@ -1,7 +1,8 @@
 """The projection tables as the projector writes them: columns with their SQL types, conflict keys.
 
-This mirrors `migrations/0002_projections.sql`; `tests/projections/test_tables.py` checks that the
-two agree, so a migration that changes a projection table fails the suite until this follows.
+This mirrors `migrations/0002_projections.sql` and `0003_alerts.sql`;
+`tests/projections/test_tables.py` checks that they agree, so a migration that changes a
+projection table fails the suite until this follows.
 """
 
 from __future__ import annotations
@@ -141,6 +142,25 @@ DEAD_LETTERS: Final = _spec(
     dead_at="timestamptz",
 )
 
+ALERTS: Final = _spec(
+    "alerts",
+    ("id",),
+    id="uuid",
+    camera_id="text",
+    entry_id="text",
+    event_id="uuid",
+    analysis_entry_id="text",
+    rule="text",
+    channel="text",
+    status="text",
+    reason="text",
+    attempt="integer",
+    error="text",
+    idempotency_key="text",
+    delivered_at="timestamptz",
+    recorded_at="timestamptz",
+)
+
 CHECKPOINTS: Final = _spec(
     "projection_checkpoints",
     ("projection", "stream", "entry_id"),
@@ -159,6 +179,7 @@ TABLES: Final[tuple[TableSpec, ...]] = (
     EVENTS,
     EVENT_DETECTIONS,
     DEAD_LETTERS,
+    ALERTS,
     CAMERAS,
 )
 

@@ -57,6 +57,7 @@ PROJECTED: tuple[StreamKind, ...] = (
     StreamKind.BATCHES,
     StreamKind.ANALYSES,
     StreamKind.DEAD,
+    StreamKind.ALERTS,
 )
 
 
@@ -139,6 +140,18 @@ class StreamNames:
     def closed_batches(self, camera: str) -> str:
         """Ids of batches already closed (the exactly-once guard)."""
         return f"{self._camera(camera)}:closed-batches"
+
+    def alert_plan(self, camera: str, event_id: str) -> str:
+        """The notify stage's decision for one event: which channel alerts under which rule."""
+        return f"{self._camera(camera)}:alert-plan:{event_id}"
+
+    def alert_delivery(self, camera: str, event_id: str, channel: str) -> str:
+        """The delivery state of one event on one channel (the exactly-once guard)."""
+        return f"{self._camera(camera)}:alert-sent:{event_id}:{channel}"
+
+    def alert_cooldown(self, camera: str, rule: str) -> str:
+        """The last alert of a rule on a camera (its cooldown starts there)."""
+        return f"{self._camera(camera)}:alert-cooldown:{rule}"
 
     def parse(self, key: str) -> tuple[str, StreamKind]:
         """`hsi:{front_door}:files` → ("front_door", StreamKind.FILES); the shared cameras

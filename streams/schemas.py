@@ -167,6 +167,41 @@ class EntryDead(_Entry):
     dead_at: datetime
 
 
+AlertChannel = Literal["webhook", "email", "mqtt"]
+
+
+class AlertSent(_Entry):
+    """A channel confirmed the alert of one event (written once per event and channel)."""
+
+    type: Literal["alert.sent"] = "alert.sent"
+    camera_id: str
+    event_id: str  # the batch id, which is the event's id in the API
+    analysis_entry_id: str
+    rule: str
+    channel: AlertChannel
+    attempt: int = Field(ge=1)  # the delivery attempt of this event on this channel
+    idempotency_key: str  # `{camera}:{event}:{channel}`, also sent to the channel
+    delivered_at: datetime
+
+
+class AlertFailed(_Entry):
+    """One delivery attempt failed (`delivery_error`: retried until the analysis entry is a dead
+    letter), or its outcome is unknown (`outcome_unknown`: a process stopped between sending and
+    recording; never sent again, so that nothing is delivered twice)."""
+
+    type: Literal["alert.failed"] = "alert.failed"
+    camera_id: str
+    event_id: str
+    analysis_entry_id: str
+    rule: str
+    channel: AlertChannel
+    attempt: int = Field(ge=1)
+    idempotency_key: str
+    reason: Literal["delivery_error", "outcome_unknown"] = "delivery_error"
+    error: str
+    failed_at: datetime
+
+
 Entry = Annotated[
     CameraRegistered
     | FileObserved
@@ -175,7 +210,9 @@ Entry = Annotated[
     | BatchClosed
     | AnalysisCompleted
     | AnalysisFailed
-    | EntryDead,
+    | EntryDead
+    | AlertSent
+    | AlertFailed,
     Field(discriminator="type"),
 ]
 
@@ -190,6 +227,8 @@ ENTRY_TYPES: dict[str, type[_Entry]] = {
         AnalysisCompleted,
         AnalysisFailed,
         EntryDead,
+        AlertSent,
+        AlertFailed,
     )
 }
 

@@ -50,6 +50,7 @@ from streams.envelope import HEADER_TRACEPARENT
 
 __all__ = [
     "AI_BUCKETS",
+    "ALERT_BUCKETS",
     "BATCH_SIZE_BUCKETS",
     "DEAD",
     "END_TO_END_BUCKETS",
@@ -108,6 +109,9 @@ END_TO_END_BUCKETS: tuple[float, ...] = (
     0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0,
 )  # fmt: skip
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 3, 5, 10, 20, 50, 100, 200)
+ALERT_BUCKETS: tuple[float, ...] = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
+)  # fmt: skip
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -129,6 +133,10 @@ class Instruments:
     - `end_to_end_latency` `hsi_end_to_end_latency_seconds`: camera
     - `dedupe_hits` `hsi_dedupe_hits_total`: camera
     - `batch_size` `hsi_batch_size` (detections per closed batch): camera, reason
+    - `alerts_sent` `hsi_alerts_sent_total`: channel
+    - `alerts_failed` `hsi_alerts_failed_total`: channel, reason
+    - `alert_delivery_latency` `hsi_alert_delivery_seconds` (from the analysis to the channel's
+      confirmation): channel
 
     `create()` on a meter that already has them returns the same instruments (the SDK keeps one
     instrument per name and meter), so there is never a duplicated series.
@@ -144,6 +152,9 @@ class Instruments:
     end_to_end_latency: Histogram
     dedupe_hits: Counter
     batch_size: Histogram
+    alerts_sent: Counter
+    alerts_failed: Counter
+    alert_delivery_latency: Histogram
 
     @classmethod
     def create(cls, meter: Meter) -> Instruments:
@@ -194,6 +205,20 @@ class Instruments:
                 "hsi_batch_size",
                 description="Detections in a batch when it closes.",
                 explicit_bucket_boundaries_advisory=BATCH_SIZE_BUCKETS,
+            ),
+            alerts_sent=meter.create_counter(
+                "hsi_alerts_sent_total",
+                description="Alerts delivered, by channel (once per event and channel).",
+            ),
+            alerts_failed=meter.create_counter(
+                "hsi_alerts_failed_total",
+                description="Alert delivery attempts that failed or whose outcome is unknown.",
+            ),
+            alert_delivery_latency=meter.create_histogram(
+                "hsi_alert_delivery_seconds",
+                unit="s",
+                description="From an analysis being written to its alert being delivered.",
+                explicit_bucket_boundaries_advisory=ALERT_BUCKETS,
             ),
         )
 

@@ -28,7 +28,17 @@ from hsi.api.config import APIConfig, LiveConfig, RateLimits
 from hsi.api.endpoint import Endpoint
 from hsi.api.openapi import build_openapi
 from hsi.api.responses import APIError, api_error_handler, error_response, http_error_handler
-from hsi.api.routes import cameras, detections, events, live, media, pipeline, streams, system
+from hsi.api.routes import (
+    alerts,
+    cameras,
+    detections,
+    events,
+    live,
+    media,
+    pipeline,
+    streams,
+    system,
+)
 from hsi.api.security import ConnectionSlots, Guard
 from hsi.api.state import Resources
 from hsi.db import create_engine
@@ -43,6 +53,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *system.ENDPOINTS,
     *cameras.ENDPOINTS,
     *events.ENDPOINTS,
+    *alerts.ENDPOINTS,
     *detections.ENDPOINTS,
     *media.ENDPOINTS,
     *streams.ENDPOINTS,

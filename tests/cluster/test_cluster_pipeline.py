@@ -17,7 +17,7 @@ from hsi.redis import RedisClient, RedisConfig, check_server, create_redis, pars
 from hsi.watching import build_watcher
 from streams.envelope import read_fields
 from streams.groups import ensure_group, ensure_groups
-from streams.names import Group, StreamNames
+from streams.names import PROJECTED, Group, StreamNames
 from streams.schemas import AnalysisCompleted, DetectionCompleted, Entry, EntryDead
 from tests.conftest import PHOTOS
 from tests.fakes.cluster import RedisClusterServer
@@ -109,7 +109,8 @@ async def test_groups_are_created_on_every_node(
     cameras = sorted(FOLDERS.values())
     groups = [Group.DETECT, Group.PROJECT]
     created = await ensure_groups(cluster_client, names, cameras, groups)
-    assert created == len(cameras) * (1 + 5)  # detect: files; project: every projected stream
+    # detect: files; project: every projected stream
+    assert created == len(cameras) * (1 + len(PROJECTED))
     assert await ensure_groups(cluster_client, names, cameras, groups) == 0
 
 

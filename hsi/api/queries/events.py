@@ -1,4 +1,5 @@
-"""Events: the keyset-paged listing, one event with its files and detections, and statistics.
+"""Events: the keyset-paged listing, one event with its files, detections and alert state (the
+latest delivery outcome per channel), and statistics.
 
 Events are listed newest first by (window_start DESC, id DESC), the order of
 `events_window_idx`. An event whose batch has not been projected yet (only its analysis arrived,
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hsi.api import links
 from hsi.api.cursor import Cursor
+from hsi.api.queries.alerts import event_alerts
 from hsi.api.queries.detections import detection_item
 from hsi.api.queries.paging import Page, make_page
 from hsi.api.responses import iso
@@ -206,6 +208,7 @@ async def get_event(conn: AsyncConnection, event_id: uuid.UUID) -> dict[str, Any
             "analysis_error": row.analysis_error,
             "files": files,
             "detections": items,
+            "alerts": await event_alerts(conn, event_id),
         }
     )
     return body

@@ -1,0 +1,141 @@
+"""Alerts as projected from the cameras' alerts streams: the keyset-paged listing, newest first
+by (recorded_at DESC, id DESC), and the alert state of one event (latest outcome per channel).
+
+The `alerts` table is created by `migrations/0003_alerts.sql`; it is described here, next to
+its only queries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, ColumnElement, DateTime, Integer, Row, Table, Text, select, tuple_
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hsi.api import links
+from hsi.api.cursor import Cursor
+from hsi.api.queries.paging import Page, make_page
+from hsi.api.responses import iso
+from hsi.api.tables import metadata
+
+CURSOR_KIND = "alerts"
+CHANNELS: tuple[str, ...] = ("webhook", "email", "mqtt")
+STATUSES: tuple[str, ...] = ("sent", "failed")
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("camera_id", Text),
+    Column("entry_id", Text),
+    Column("event_id", UUID(as_uuid=True)),
+    Column("analysis_entry_id", Text),
+    Column("rule", Text),
+    Column("channel", Text),
+    Column("status", Text),
+    Column("reason", Text),
+    Column("attempt", Integer),
+    Column("error", Text),
+    Column("idempotency_key", Text),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("recorded_at", DateTime(timezone=True)),
+)
+
+
+@dataclass(frozen=True)
+class AlertFilters:
+    camera_id: str | None = None
+    channels: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    event_id: uuid.UUID | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        out: list[ColumnElement[bool]] = []
+        if self.camera_id is not None:
+            out.append(alerts.c.camera_id == self.camera_id)
+        if self.channels:
+            out.append(alerts.c.channel.in_(self.channels))
+        if self.statuses:
+            out.append(alerts.c.status.in_(self.statuses))
+        if self.event_id is not None:
+            out.append(alerts.c.event_id == self.event_id)
+        if self.since is not None:
+            out.append(alerts.c.recorded_at >= self.since)
+        if self.until is not None:
+            out.append(alerts.c.recorded_at < self.until)
+        return out
+
+
+def alert_item(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "camera_id": row.camera_id,
+        "event_id": str(row.event_id),
+        "rule": row.rule,
+        "channel": row.channel,
+        "status": row.status,
+        "reason": row.reason,
+        "attempt": row.attempt,
+        "error": row.error,
+        "idempotency_key": row.idempotency_key,
+        "delivered_at": iso(row.delivered_at),
+        "recorded_at": iso(row.recorded_at),
+        "entry_id": row.entry_id,
+        "links": {
+            "event": links.event_url(row.event_id),
+            "camera": links.camera_url(row.camera_id),
+        },
+    }
+
+
+def _cursor_of(row: Row[Any]) -> Cursor:
+    return Cursor(CURSOR_KIND, row.recorded_at, (str(row.id),))
+
+
+async def list_alerts(
+    conn: AsyncConnection, filters: AlertFilters, limit: int, after: Cursor | None
+) -> Page:
+    conditions = filters.conditions()
+    if after is not None:
+        conditions.append(
+            tuple_(alerts.c.recorded_at, alerts.c.id) < tuple_(after.at, uuid.UUID(after.key[0]))
+        )
+    query = (
+        select(alerts)
+        .where(*conditions)
+        .order_by(alerts.c.recorded_at.desc(), alerts.c.id.desc())
+        .limit(limit + 1)
+    )
+    rows = (await conn.execute(query)).all()
+    return make_page(rows, limit, alert_item, _cursor_of)
+
+
+async def event_alerts(conn: AsyncConnection, event_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The latest outcome of the event's alert on each channel (channel order)."""
+    query = (
+        select(alerts)
+        .where(alerts.c.event_id == event_id)
+        .order_by(alerts.c.channel, alerts.c.recorded_at.desc(), alerts.c.id.desc())
+    )
+    latest: dict[str, Row[Any]] = {}
+    for row in (await conn.execute(query)).all():
+        latest.setdefault(row.channel, row)
+    return [
+        {
+            "channel": row.channel,
+            "status": row.status,
+            "reason": row.reason,
+            "rule": row.rule,
+            "attempt": row.attempt,
+            "error": row.error,
+            "delivered_at": iso(row.delivered_at),
+            "recorded_at": iso(row.recorded_at),
+        }
+        for row in latest.values()
+    ]

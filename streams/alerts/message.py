@@ -1,0 +1,122 @@
+"""What an alert says: one event, built from its analysis and batch, the same on every channel.
+
+The links point at the query API under `public_base_url`: the event (`/api/events/{id}`, the
+batch id) and the thumbnail of the event's first detected object
+(`/api/detections/{id}/thumbnail`). Detection ids are derived by the read side
+(`projections.rows.detection_id`, uuid5 of camera, detection entry id and object index in the
+projections' namespace); `detection_id` here derives the same id without importing the read
+side, and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from streams.schemas import AnalysisCompleted, BatchClosed, Box
+
+PAYLOAD_TYPE: Final = "hsi.alert"
+PAYLOAD_VERSION: Final = 1
+
+_PROJECTIONS_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "urn:hsi:projections")
+
+
+def detection_id(camera: str, detection_entry_id: str, index: int) -> uuid.UUID:
+    """The API's id of object `index` of a `detection.completed` entry."""
+    return uuid.uuid5(_PROJECTIONS_NAMESPACE, f"{camera}/{detection_entry_id}/{index}")
+
+
+def idempotency_key(camera: str, event_id: str, channel: str) -> str:
+    """The key of one event's alert on one channel, given to the channel as well (webhook
+    header `Idempotency-Key`, MQTT payload, e-mail `Message-ID`), so receivers can drop a
+    repeat of an ambiguous attempt (a timeout after the receiver had the alert)."""
+    return f"{camera}:{event_id}:{channel}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The picture of the event's first detection with objects, and the boxes found in it."""
+
+    path: str  # relative to the camera root
+    boxes: tuple[Box, ...]
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One event as every channel tells it."""
+
+    event_id: str
+    camera_id: str
+    rule: str
+    risk_level: str
+    risk_score: int
+    summary: str
+    reasoning: str
+    object_types: tuple[str, ...]
+    time: datetime  # when the event happened (its window start, else its analysis)
+    analyzed_at: datetime
+    event_url: str
+    thumbnail_url: str | None
+    snapshot: Snapshot | None
+
+    def payload(self, key: str) -> dict[str, Any]:
+        """The JSON body of the webhook and the MQTT event message."""
+        return {
+            "type": PAYLOAD_TYPE,
+            "version": PAYLOAD_VERSION,
+            "idempotency_key": key,
+            "event_id": self.event_id,
+            "camera_id": self.camera_id,
+            "rule": self.rule,
+            "risk_level": self.risk_level,
+            "risk_score": self.risk_score,
+            "summary": self.summary,
+            "object_types": list(self.object_types),
+            "time": _iso(self.time),
+            "analyzed_at": _iso(self.analyzed_at),
+            "links": {"event": self.event_url, "thumbnail": self.thumbnail_url},
+        }
+
+    @property
+    def subject(self) -> str:
+        return f"[HSI] {self.risk_level.upper()} risk ({self.risk_score}) at {self.camera_id}"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def build_alert(
+    analysis: AnalysisCompleted,
+    batch: BatchClosed | None,
+    rule: str,
+    base_url: str,
+    when: datetime,
+) -> Alert:
+    """The alert of an analysis (and its batch, when still on its stream) under `rule`."""
+    base = base_url.rstrip("/")
+    camera = analysis.camera_id
+    snapshot = None
+    thumbnail = None
+    if batch is not None:
+        first = next((d for d in batch.detections if d.objects), None)
+        if first is not None:
+            snapshot = Snapshot(first.path, tuple(o.bbox for o in first.objects))
+            thumbnail = f"{base}/api/detections/{detection_id(camera, first.entry_id, 0)}/thumbnail"
+    return Alert(
+        event_id=analysis.batch_id,
+        camera_id=camera,
+        rule=rule,
+        risk_level=analysis.risk_level,
+        risk_score=analysis.risk_score,
+        summary=analysis.summary,
+        reasoning=analysis.reasoning,
+        object_types=() if batch is None else tuple(batch.object_types),
+        time=when,
+        analyzed_at=analysis.analyzed_at,
+        event_url=f"{base}/api/events/{analysis.batch_id}",
+        thumbnail_url=thumbnail,
+        snapshot=snapshot,
+    )
