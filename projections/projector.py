@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -89,11 +89,17 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(milliseconds), int(sequence or 0)
 
 
+# The statements as SQLAlchemy clauses, made once: `text()` parses its bind parameters each time.
 @functools.lru_cache(maxsize=256)
-def _upsert_text(table: str, signature: Signature, schema: str | None) -> str:
+def _upsert_text(table: str, signature: Signature, schema: str | None) -> TextClause:
     columns = tuple(c for c, _ in signature)
     merges = tuple(m for _, m in signature)
-    return upsert_sql(Statement(table, columns, merges, ()), schema)
+    return text(upsert_sql(Statement(table, columns, merges, ()), schema))
+
+
+@functools.lru_cache(maxsize=64)
+def _checkpoint_text(schema: str | None) -> TextClause:
+    return text(checkpoint_sql(schema))
 
 
 class Projector:
@@ -170,7 +176,7 @@ class Projector:
         if not ids:
             return (), ()
         tracked = await conn.execute(
-            text(checkpoint_sql(self.schema)),
+            _checkpoint_text(self.schema),
             {
                 "projection": self.projection,
                 "stream": stream,
@@ -180,7 +186,7 @@ class Projector:
         new = {str(row[0]) for row in tracked}
         for statement in plan(op for entry_id, ops in entries if entry_id in new for op in ops):
             await conn.execute(
-                text(_upsert_text(statement.table, statement.signature, self.schema)),
+                _upsert_text(statement.table, statement.signature, self.schema),
                 {"rows": rows_json(statement)},
             )
         applied = tuple(entry_id for entry_id in ids if entry_id in new)

@@ -13,7 +13,9 @@ All of it is pure; `projections.projector` executes it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+import operator
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,23 +41,41 @@ class Statement:
         return tuple(zip(self.columns, self.merges, strict=True))
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What `plan` needs of one op shape: its signature, and getters for its key and values."""
+
+    signature: Signature
+    key: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+    values: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+
+
+def _getter(columns: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """`values → tuple(values[c] for c in columns)`, as one C call."""
+    if len(columns) == 1:
+        (column,) = columns
+        return lambda values: (values[column],)
+    return operator.itemgetter(*columns)
+
+
 @functools.lru_cache(maxsize=1024)
-def _signature_of(
+def _shape_of(
     table: str, columns: tuple[str, ...], merges: tuple[tuple[str, Merge], ...]
-) -> Signature:
+) -> _Shape:
     spec = BY_NAME[table]
     key = set(spec.key)
     given, merge = set(columns), dict(merges)
-    return tuple(
+    signature = tuple(
         (column, Merge.SET if column in key else merge.get(column, Merge.SET))
         for column in spec.columns
         if column in given
     )
+    return _Shape(signature, _getter(spec.key), _getter(tuple(c for c, _ in signature)))
 
 
-def _signature(op: RowOp) -> Signature:
+def _shape(op: RowOp) -> _Shape:
     """The op's columns in table order, each with its merge (cached: ops come in few shapes)."""
-    return _signature_of(op.table, tuple(op.values), tuple(op.merge.items()))
+    return _shape_of(op.table, tuple(op.values), tuple(op.merge.items()))
 
 
 def _least(a: Any, b: Any) -> Any:
@@ -97,12 +117,15 @@ class _Segment:
         known = self.touched.get((op.table, key))
         return known is not None and known != signature
 
-    def add(self, op: RowOp, key: tuple[Any, ...], signature: Signature) -> None:
-        rows = self.groups.setdefault((op.table, signature), {})
-        values = [op.values[column] for column, _ in signature]
+    def add(self, op: RowOp, key: tuple[Any, ...], shape: _Shape) -> None:
+        signature = shape.signature
+        rows = self.groups.get((op.table, signature))
+        if rows is None:
+            rows = self.groups[(op.table, signature)] = {}
+        values = shape.values(op.values)
         current = rows.get(key)
         if current is None:
-            rows[key] = values
+            rows[key] = list(values)
         else:
             rows[key] = [
                 combine(old, new, merge)
@@ -120,7 +143,7 @@ class _Segment:
                 table=table,
                 columns=tuple(column for column, _ in signature),
                 merges=tuple(merge for _, merge in signature),
-                rows=tuple(tuple(rows[key]) for key in sorted(rows, key=_sort_key)),
+                rows=tuple(tuple(rows[key]) for key in _sorted_keys(rows)),
             )
             for _, ((table, signature), rows) in ordered
         ]
@@ -130,14 +153,30 @@ def _sort_key(key: tuple[Any, ...]) -> tuple[str, ...]:
     return tuple(str(part) for part in key)
 
 
+def _fast_sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    # A UUID's text is its 128-bit number in hex at fixed width, so its number sorts the same;
+    # anything else sorts by its text, as in `_sort_key`.
+    return tuple(part.int if type(part) is uuid.UUID else str(part) for part in key)
+
+
+def _sorted_keys(rows: Mapping[tuple[Any, ...], Any]) -> list[tuple[Any, ...]]:
+    """The keys in `_sort_key` order (fast for UUID keys; a column mixing UUIDs with other
+    values cannot compare fast, and is sorted by text)."""
+    try:
+        return sorted(rows, key=_fast_sort_key)
+    except TypeError:
+        return sorted(rows, key=_sort_key)
+
+
 def plan(ops: Iterable[RowOp]) -> list[Statement]:
     """Statements that leave the tables as applying `ops` one by one, in order, would."""
     segments = [_Segment()]
     for op in ops:
-        signature, key = _signature(op), op.key
-        if segments[-1].conflicts(op, key, signature):
+        shape = _shape(op)
+        key = shape.key(op.values)
+        if segments[-1].conflicts(op, key, shape.signature):
             segments.append(_Segment())
-        segments[-1].add(op, key, signature)
+        segments[-1].add(op, key, shape)
     return [statement for segment in segments for statement in segment.statements()]
 
 

@@ -7,6 +7,7 @@ publishes are read here with FastStream's own parser. Headers carry the entry ty
 
 from __future__ import annotations
 
+import struct
 import uuid
 from collections.abc import Mapping
 from struct import pack
@@ -45,9 +46,44 @@ def encode(body: bytes, headers: Mapping[str, str]) -> bytes:
     )
 
 
+_MAGIC = BinaryMessageFormatV1.IDENTITY_HEADER
+_V1 = pack(">H", FastStreamMessageVersion.v1.value)
+_PREAMBLE = len(_MAGIC) + len(_V1)
+_OFFSETS = struct.Struct(">II")
+_LENGTH = struct.Struct(">H")
+
+
 def decode(data: bytes) -> tuple[bytes, dict[str, Any]]:
-    """Body and headers of an envelope, with FastStream's own parser."""
+    """Body and headers of an envelope, as FastStream's own parser reads them.
+
+    A well-formed v1 envelope (every one HSI and FastStream write) is read here with `struct`,
+    which is several times faster than FastStream's byte reader and gives the same result; any
+    other bytes go to FastStream's parser (`BinaryMessageFormatV1.parse`), so foreign and legacy
+    formats read exactly as FastStream reads them.
+    """
+    if data[:_PREAMBLE] == _MAGIC + _V1:
+        try:
+            return _decode_v1(data)
+        except (struct.error, UnicodeDecodeError):
+            pass  # malformed: FastStream's parser decides what it is
     return BinaryMessageFormatV1.parse(data)
+
+
+def _decode_v1(data: bytes) -> tuple[bytes, dict[str, Any]]:
+    headers_start, data_start = _OFFSETS.unpack_from(data, _PREAMBLE)
+    (count,) = _LENGTH.unpack_from(data, headers_start)
+    offset = headers_start + 2
+    headers: dict[str, Any] = {}
+    for _ in range(count):
+        (size,) = _LENGTH.unpack_from(data, offset)
+        offset += 2
+        key = data[offset : offset + size].decode()
+        offset += size
+        (size,) = _LENGTH.unpack_from(data, offset)
+        offset += 2
+        headers[key] = data[offset : offset + size].decode()
+        offset += size
+    return data[data_start:], headers
 
 
 def entry_headers(entry: Entry, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -1,0 +1,330 @@
+"""B3 replay: rebuild every projection from the streams, in stream entries per second.
+
+The streams hold `benchmarks.streamdata`'s realistic entries (files, detections with two
+objects each, batches of 25 files, analyses, camera registrations), written once and read by
+every round.
+
+HSI: `projections.replay.rebuild` (what `hsi replay` runs) into a freshly migrated, empty live
+schema: shadow tables, XRANGE pages through the projector, deferred indexes, catch-up, swap.
+
+Floor: the same shadow tables (`projections.shadow`, so the DDL is identical), then per camera
+XRANGE pages of 10 000 entries, the bodies read with `struct` + orjson, the final rows merged in
+memory (a file's row with its detection's columns, an event with its analysis) and written by
+psycopg COPY — tracking rows included — then the same deferred indexes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import psycopg
+from redis.asyncio import Redis
+
+from benchmarks.environment import Servers, fresh_prefix, fresh_schema
+from benchmarks.options import Options
+from benchmarks.report import Figure, Target
+from benchmarks.streamdata import Layout, write
+from hsi.db import create_engine
+from projections.projector import DEFAULT_PROJECTION
+from projections.replay import rebuild
+from projections.rows import detection_id, event_id, media_file_id
+from projections.shadow import create_indexes, create_shadow, drop_schemas, scratch_schema
+from streams.envelope import DATA_FIELD
+from streams.names import StreamNames
+
+NAME = "replay"
+_DATA_START = struct.Struct(">I")
+
+
+def layout_for(options: Options) -> Layout:
+    entries = options.pick(full=1_000_000, quick=100_000, smoke=2_000)
+    return Layout.for_entries(entries, options.pick(full=8, quick=8, smoke=2))
+
+
+async def measure_hsi(servers: Servers, redis: Redis, names: StreamNames) -> tuple[float, int]:
+    """(entries/s, entries read) of `hsi replay` for one round."""
+    async with fresh_schema(servers) as live:
+        engine = create_engine(servers.database_url, schema=live)
+        try:
+            started = time.perf_counter()
+            report = await rebuild(engine, redis, names)
+            seconds = time.perf_counter() - started
+        finally:
+            await engine.dispose()
+    return report.entries / seconds, report.entries
+
+
+async def _pages(redis: Redis, stream: str, size: int) -> AsyncIterator[list[tuple[str, Any]]]:
+    start = "-"
+    while True:
+        rows: Any = await redis.xrange(stream, start, "+", count=size)
+        if not rows:
+            return
+        page = [(entry_id.decode(), fields) for entry_id, fields in rows]
+        yield page
+        if len(rows) < size:
+            return
+        start = f"({page[-1][0]}"
+
+
+def _body(fields: dict[bytes, bytes]) -> Any:
+    data = fields[DATA_FIELD]
+    (start,) = _DATA_START.unpack_from(data, 14)
+    return orjson.loads(data[start:])
+
+
+_MEDIA_COLUMNS = (
+    "id, camera_id, entry_id, path, sha256, size, mime, media_kind, captured_at, capture_source, "
+    "observed_at, detection_status, detector, image_width, image_height, object_count, detected_at"
+)
+_DETECTION_COLUMNS = (
+    "id, camera_id, detection_entry_id, object_index, file_id, file_entry_id, path, label, "
+    "confidence, bbox_x, bbox_y, bbox_width, bbox_height, image_width, image_height, detector, "
+    "captured_at"
+)
+_EVENT_COLUMNS = (
+    "id, camera_id, batch_entry_id, window_start, window_end, close_reason, detection_count, "
+    "object_types, max_confidence, fast_path, closed_at, analysis_status, analysis_entry_id, "
+    "risk_score, risk_level, summary, reasoning, analyzer, model, prompt_hash, "
+    "analysis_latency_ms, analyzed_at"
+)
+
+
+async def _copy(cur: psycopg.AsyncCursor[Any], sql: str, rows: list[tuple[Any, ...]]) -> None:
+    async with cur.copy(sql) as copy:
+        for row in rows:
+            await copy.write_row(row)
+
+
+async def _floor_camera(
+    redis: Redis, cur: psycopg.AsyncCursor[Any], names: StreamNames, camera: str, page: int
+) -> tuple[int, tuple[Any, ...]]:
+    """Read one camera's streams and COPY its rows; (entries read, the camera's row)."""
+    read = 0
+    checkpoints: list[tuple[Any, ...]] = []
+    media: dict[str, list[Any]] = {}
+    detections: list[tuple[Any, ...]] = []
+    first = last = last_event = None
+    stream = names.files(camera)
+    async for entries in _pages(redis, stream, page):
+        for entry_id, fields in entries:
+            body = _body(fields)
+            checkpoints.append((DEFAULT_PROJECTION, stream, entry_id))
+            media[entry_id] = [
+                media_file_id(camera, entry_id),
+                camera,
+                entry_id,
+                body["path"],
+                body["sha256"],
+                body["size"],
+                body["mime"],
+                body["media_kind"],
+                body["captured_at"],
+                body["capture_source"],
+                body["observed_at"],
+                "pending",
+                None,
+                None,
+                None,
+                None,
+                None,
+            ]
+            first = first or body["observed_at"]
+            last = body["observed_at"]
+        read += len(entries)
+    stream = names.detections(camera)
+    async for entries in _pages(redis, stream, page):
+        for entry_id, fields in entries:
+            body = _body(fields)
+            checkpoints.append((DEFAULT_PROJECTION, stream, entry_id))
+            row = media[body["file_entry_id"]]
+            row[11:17] = [
+                "completed",
+                body["detector"],
+                body["image_width"],
+                body["image_height"],
+                len(body["objects"]),
+                body["completed_at"],
+            ]
+            for index, obj in enumerate(body["objects"]):
+                box = obj["bbox"]
+                detections.append(
+                    (
+                        detection_id(camera, entry_id, index),
+                        camera,
+                        entry_id,
+                        index,
+                        row[0],
+                        body["file_entry_id"],
+                        body["path"],
+                        obj["label"],
+                        obj["confidence"],
+                        box["x"],
+                        box["y"],
+                        box["width"],
+                        box["height"],
+                        body["image_width"],
+                        body["image_height"],
+                        body["detector"],
+                        body["captured_at"],
+                    )
+                )
+        read += len(entries)
+    files = len(media)
+    await _copy(
+        cur, f"COPY media_files ({_MEDIA_COLUMNS}) FROM STDIN", [tuple(r) for r in media.values()]
+    )
+    await _copy(cur, f"COPY detections ({_DETECTION_COLUMNS}) FROM STDIN", detections)
+    media.clear()
+    detections.clear()
+    events: dict[str, list[Any]] = {}
+    members: list[tuple[Any, ...]] = []
+    stream = names.batches(camera)
+    async for entries in _pages(redis, stream, page):
+        for entry_id, fields in entries:
+            body = _body(fields)
+            checkpoints.append((DEFAULT_PROJECTION, stream, entry_id))
+            event = event_id(camera, body["batch_id"])
+            events[body["batch_id"]] = [
+                event,
+                camera,
+                entry_id,
+                body["window_start"],
+                body["window_end"],
+                body["close_reason"],
+                body["detection_count"],
+                body["object_types"],
+                body["max_confidence"],
+                body["fast_path"],
+                body["closed_at"],
+                "pending",
+                *([None] * 10),
+            ]
+            members.extend(
+                (event, m["entry_id"], m["file_entry_id"], camera, position)
+                for position, m in enumerate(body["detections"])
+            )
+            last_event = body["window_start"]
+        read += len(entries)
+    stream = names.analyses(camera)
+    async for entries in _pages(redis, stream, page):
+        for entry_id, fields in entries:
+            body = _body(fields)
+            checkpoints.append((DEFAULT_PROJECTION, stream, entry_id))
+            events[body["batch_id"]][11:22] = [
+                "completed",
+                entry_id,
+                body["risk_score"],
+                body["risk_level"],
+                body["summary"],
+                body["reasoning"],
+                body["analyzer"],
+                body["model"],
+                body["prompt_hash"],
+                body["latency_ms"],
+                body["analyzed_at"],
+            ]
+        read += len(entries)
+    await _copy(
+        cur, f"COPY events ({_EVENT_COLUMNS}) FROM STDIN", [tuple(e) for e in events.values()]
+    )
+    await _copy(
+        cur,
+        "COPY event_detections (event_id, detection_entry_id, file_entry_id, camera_id, position) "
+        "FROM STDIN",
+        members,
+    )
+    await _copy(
+        cur, "COPY projection_checkpoints (projection, stream, entry_id) FROM STDIN", checkpoints
+    )
+    camera_row = (camera, camera, camera, first, last, files, len(events), last_event)
+    return read, camera_row
+
+
+async def measure_floor(
+    servers: Servers, redis: Redis, names: StreamNames, layout: Layout, page: int = 10_000
+) -> float:
+    """Entries/s of the raw floor for one round."""
+    async with fresh_schema(servers) as live:
+        engine = create_engine(servers.database_url, schema=live)
+        shadow = scratch_schema(live, "floor")
+        try:
+            started = time.perf_counter()
+            tables = await create_shadow(engine, live, shadow)
+            read = 0
+            async with await psycopg.AsyncConnection.connect(servers.conninfo(shadow)) as conn:
+                async with conn.cursor() as cur:
+                    cameras: list[tuple[Any, ...]] = []
+                    stream = names.cameras
+                    checkpoints = []
+                    async for entries in _pages(redis, stream, page):
+                        checkpoints += [(DEFAULT_PROJECTION, stream, i) for i, _ in entries]
+                        read += len(entries)
+                    for camera in layout.cameras:
+                        camera_read, row = await _floor_camera(redis, cur, names, camera, page)
+                        read += camera_read
+                        cameras.append(row)
+                    await _copy(
+                        cur,
+                        "COPY projection_checkpoints (projection, stream, entry_id) FROM STDIN",
+                        checkpoints,
+                    )
+                    await _copy(
+                        cur,
+                        "COPY cameras (id, name, folder, first_seen, last_seen, file_count, "
+                        "event_count, last_event_at) FROM STDIN",
+                        cameras,
+                    )
+                await conn.commit()
+            await create_indexes(engine, tables)
+            seconds = time.perf_counter() - started
+        finally:
+            await drop_schemas(engine, [shadow])
+            await engine.dispose()
+    return read / seconds
+
+
+def run(servers: Servers, options: Options) -> list[Figure]:
+    layout = layout_for(options)
+    figure = Figure(
+        "B3",
+        f"replay, {layout.entries} stream entries ({len(layout.cameras)} cameras)",
+        "entries/s",
+        higher_is_better=True,
+        floor=[],
+        target=Target(min_ratio=0.5),
+        note=(
+            "projections.replay.rebuild into an empty schema (shadow tables, deferred indexes, "
+            "swap); floor: XRANGE pages + struct/orjson + COPY of the same rows, same DDL"
+        ),
+    )
+    assert figure.floor is not None
+    # A million entries take HSI minutes: one round in the full run, two in the quick one.
+    rounds = options.pick(full=1, quick=min(options.rounds, 2), smoke=1)
+
+    async def body() -> None:
+        redis = Redis.from_url(servers.redis_url)
+        try:
+            async with fresh_prefix(redis) as prefix:
+                names = StreamNames(prefix)
+                await write(redis, names, layout)
+                for index in range(rounds):
+                    if index % 2 == 0:
+                        hsi, _ = await measure_hsi(servers, redis, names)
+                        floor = await measure_floor(servers, redis, names, layout)
+                    else:
+                        floor = await measure_floor(servers, redis, names, layout)
+                        hsi, _ = await measure_hsi(servers, redis, names)
+                    figure.hsi.append(hsi)
+                    assert figure.floor is not None
+                    figure.floor.append(floor)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(body())
+    return [figure]

@@ -1,0 +1,77 @@
+"""A tiny run of every benchmark, so that none of them rots: they run and produce numbers.
+
+No timing is asserted: numbers depend on the machine. The benchmarks use the session's servers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks import __main__ as runner
+from benchmarks import latency, memory, query, replay, throughput
+from benchmarks.environment import DATABASE_ENV, REDIS_ENV, Servers
+from benchmarks.options import Options, Size
+from benchmarks.report import Figure
+
+SMOKE = Options(size=Size.SMOKE, rounds=1)
+
+
+@pytest.fixture
+def servers(redis_url: str, database_url: str) -> Servers:
+    return Servers(redis_url, database_url, embedded=())
+
+
+def _numbers(figures: list[Figure]) -> None:
+    assert figures
+    for figure in figures:
+        assert figure.hsi, figure.name
+        assert all(math.isfinite(value) and value >= 0 for value in figure.hsi), figure
+        if figure.floor is not None:
+            assert figure.floor, figure.name
+            assert all(math.isfinite(value) and value >= 0 for value in figure.floor), figure
+
+
+def test_throughput_runs(servers: Servers) -> None:
+    """B1 moves files through HSI's pipeline and through the raw floor."""
+    _numbers(throughput.run(servers, SMOKE))
+
+
+@pytest.mark.slow
+def test_latency_runs(servers: Servers) -> None:
+    """B2 sees every file's event through the API and through the floor."""
+    figures = latency.run(servers, SMOKE)
+    _numbers(figures)
+    assert "events never seen: HSI 0, floor 0" in figures[0].note
+
+
+def test_replay_runs(servers: Servers) -> None:
+    """B3 rebuilds the projections with HSI and with the floor."""
+    _numbers(replay.run(servers, SMOKE))
+
+
+def test_query_runs(servers: Servers) -> None:
+    """B4 queries events through the API and through psycopg."""
+    _numbers(query.run(servers, SMOKE))
+
+
+@pytest.mark.slow
+def test_memory_runs(servers: Servers) -> None:
+    """B5 runs `hsi up` through its files and reads its memory."""
+    _numbers(memory.run(servers, SMOKE))
+
+
+def test_runner_prints_the_table(
+    redis_url: str,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`python -m benchmarks replay` prints the command and one table row per figure."""
+    monkeypatch.setenv(REDIS_ENV, redis_url)
+    monkeypatch.setenv(DATABASE_ENV, database_url)
+    assert runner.main(["replay", "--smoke", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("$ python -m benchmarks replay --smoke --rounds 1")
+    assert "| B3 | replay," in out
