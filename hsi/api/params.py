@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from hsi.api.cursor import Cursor, decode_cursor
 from hsi.api.responses import BadParameter
 from streams.names import is_camera_id
 
@@ -142,3 +143,13 @@ def parse_uuid(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
+
+
+def parse_uuid_page(query: Query, cursor_kind: str) -> tuple[int, Cursor | None]:
+    """`limit` and `cursor` of a listing keyed by (time, uuid): 400 naming the bad one."""
+    limit = parse_limit(query.get("limit"))
+    token = query.get("cursor")
+    after = None if token is None else decode_cursor(token, cursor_kind, 1)
+    if after is not None and parse_uuid(after.key[0]) is None:
+        raise BadParameter("cursor", "is not a cursor of this API; pass next_cursor unchanged")
+    return limit, after

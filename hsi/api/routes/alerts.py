@@ -5,7 +5,6 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hsi.api.cursor import decode_cursor
 from hsi.api.endpoint import (
     CAMERA_ID,
     CURSOR,
@@ -20,9 +19,9 @@ from hsi.api.params import (
     Query,
     parse_camera_id,
     parse_choices,
-    parse_limit,
     parse_time_range,
     parse_uuid,
+    parse_uuid_page,
 )
 from hsi.api.queries import alerts as q
 from hsi.api.responses import JSON, BadParameter
@@ -49,11 +48,7 @@ def alert_filters(query: Query) -> q.AlertFilters:
 async def alerts_list(request: Request, query: Query) -> Response:
     """Alert deliveries, newest first, filtered and keyset-paged."""
     filters = alert_filters(query)
-    limit = parse_limit(query.get("limit"))
-    token = query.get("cursor")
-    after = None if token is None else decode_cursor(token, q.CURSOR_KIND, 1)
-    if after is not None and parse_uuid(after.key[0]) is None:
-        raise BadParameter("cursor", "is not a cursor of this API; pass next_cursor unchanged")
+    limit, after = parse_uuid_page(query, q.CURSOR_KIND)
     async with resources(request).engine.connect() as conn:
         page = await q.list_alerts(conn, filters, limit, after)
     return JSON(page.body())

@@ -5,7 +5,6 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hsi.api.cursor import decode_cursor
 from hsi.api.endpoint import (
     CAMERA_ID,
     CURSOR,
@@ -21,12 +20,11 @@ from hsi.api.params import (
     parse_camera_id,
     parse_float,
     parse_labels,
-    parse_limit,
     parse_time_range,
-    parse_uuid,
+    parse_uuid_page,
 )
 from hsi.api.queries import detections as q
-from hsi.api.responses import JSON, BadParameter
+from hsi.api.responses import JSON
 from hsi.api.state import resources
 
 
@@ -44,11 +42,7 @@ def detection_filters(query: Query) -> q.DetectionFilters:
 async def detections_list(request: Request, query: Query) -> Response:
     """Detected objects, newest first, filtered and keyset-paged."""
     filters = detection_filters(query)
-    limit = parse_limit(query.get("limit"))
-    token = query.get("cursor")
-    after = None if token is None else decode_cursor(token, q.CURSOR_KIND, 1)
-    if after is not None and parse_uuid(after.key[0]) is None:
-        raise BadParameter("cursor", "is not a cursor of this API; pass next_cursor unchanged")
+    limit, after = parse_uuid_page(query, q.CURSOR_KIND)
     async with resources(request).engine.connect() as conn:
         page = await q.list_detections(conn, filters, limit, after)
     return JSON(page.body())

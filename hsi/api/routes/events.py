@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hsi.api.cursor import decode_cursor
 from hsi.api.endpoint import (
     CAMERA_ID,
     CURSOR,
@@ -25,9 +24,9 @@ from hsi.api.params import (
     parse_choices,
     parse_int,
     parse_labels,
-    parse_limit,
     parse_time_range,
     parse_uuid,
+    parse_uuid_page,
 )
 from hsi.api.queries import events as q
 from hsi.api.responses import JSON, BadParameter, NotFound
@@ -53,11 +52,7 @@ def event_filters(query: Query) -> q.EventFilters:
 async def events_list(request: Request, query: Query) -> Response:
     """Events, newest first, filtered and keyset-paged."""
     filters = event_filters(query)
-    limit = parse_limit(query.get("limit"))
-    token = query.get("cursor")
-    after = None if token is None else decode_cursor(token, q.CURSOR_KIND, 1)
-    if after is not None and parse_uuid(after.key[0]) is None:
-        raise BadParameter("cursor", "is not a cursor of this API; pass next_cursor unchanged")
+    limit, after = parse_uuid_page(query, q.CURSOR_KIND)
     async with resources(request).engine.connect() as conn:
         page = await q.list_events(conn, filters, limit, after)
     return JSON(page.body())
