@@ -41,9 +41,17 @@ class _OneLine(logging.Formatter):
     """Log records on one line each, an exception as its type and message (a benchmark's output
     stays readable when FastStream logs a failed read while the pipeline stops)."""
 
+    _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+        "message",
+        "asctime",
+    }
+
     def format(self, record: logging.LogRecord) -> str:
         text = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname} {record.name}: "
         text += record.getMessage()
+        extra = {k: v for k, v in vars(record).items() if k not in self._STANDARD}
+        if extra:
+            text += " " + " ".join(f"{key}={value!r}" for key, value in extra.items())
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             text += f" ({type(error).__name__}: {error})"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -33,6 +34,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from streams.names import StreamKind, StreamNames
+
+logger = logging.getLogger("benchmarks.floor")
 
 FIELD = b"d"
 PROJECTION = "floor"
@@ -179,6 +182,7 @@ class RawPipeline:
         self._count = count
         self._block_ms = block_ms
         self._consumer = f"floor-{uuid.uuid4().hex[:6]}"
+        self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._connections: list[psycopg.AsyncConnection[Any]] = []
 
@@ -200,11 +204,17 @@ class RawPipeline:
             ]
 
     async def stop(self) -> None:
+        """Let every loop finish its read (at most `block_ms`), then close the connections."""
+        self._stopping.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=self._block_ms / 1000 + 10)
+            for task in pending:  # stuck in I/O: give up on it
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                logger.warning("floor.loop_failed", exc_info=task.exception())
         self._tasks.clear()
         for conn in self._connections:
             await conn.close()
@@ -219,7 +229,7 @@ class RawPipeline:
             "analyze": self._names.batches,
         }[group](camera)
         state: dict[str, Any] = {"members": [], "objects": 0}
-        while True:
+        while not self._stopping.is_set():
             read: Any = await self._redis.xreadgroup(
                 group, self._consumer, {source: ">"}, count=self._count, block=self._block_ms
             )
@@ -316,7 +326,7 @@ class RawPipeline:
 
     async def _project_loop(self, camera: str, conn: psycopg.AsyncConnection[Any]) -> None:
         streams: dict[Any, Any] = {self._names.stream(camera, kind): ">" for kind in _PROJECTED}
-        while True:
+        while not self._stopping.is_set():
             read: Any = await self._redis.xreadgroup(
                 "project", self._consumer, streams, count=self._count, block=self._block_ms
             )

@@ -53,7 +53,7 @@ def cameras(count: int) -> list[str]:
 
 def sizes(options: Options) -> tuple[int, int]:
     """(files, cameras) of one round."""
-    return options.pick(full=(16_000, 8), quick=(4_000, 4), smoke=(200, 2))
+    return options.pick(full=(20_000, 8), quick=(4_000, 4), smoke=(200, 2))
 
 
 def file_entry(camera: str, index: int) -> FileObserved:
