@@ -117,7 +117,7 @@ class AnalyzeStage:
                 else:
                     spans.outcome(entry_id, OK, "completed")
                     levels.append(result.risk_level)
-                outcome.emit(target, result, out_headers)
+                outcome.emit(target, result, out_headers, source=entry_id)
                 outcome.done.append(entry_id)
             spans.failed(outcome.failed)
             await commit(self._redis, stream, self.group.value, outcome)

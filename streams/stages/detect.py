@@ -92,7 +92,7 @@ class DetectStage:
                     continue
                 if result is not None:
                     entry = result
-                    outcome.emit(target, entry, spans.headers(entry_id))
+                    outcome.emit(target, entry, spans.headers(entry_id), source=entry_id)
                     if isinstance(entry, DetectionCompleted):
                         labels.extend(o.label for o in entry.objects)
                 outcome.done.append(entry_id)
