@@ -62,6 +62,7 @@ from streams.tracing import (
 from streams.transactions import transaction
 
 logger = logging.getLogger("hsi.batch")
+_PENDING_PAGE = 1000
 
 
 def _epoch() -> float:
@@ -217,9 +218,15 @@ class BatchStage:
                 try:
                     await pipe.watch(key)
                     state = _State.load(await pipe.get(key))
+                    # Another batch consumer may have taken some of these entries already (a
+                    # reclaim while this one was slow): it changed the state key when it acked
+                    # them, so the WATCH makes this check and the MULTI below one atomic step.
+                    pending = await _pending_among(pipe, stream, self.group.value, done)
                     closed: list[tuple[Closed, list[_Member]]] = []
                     now = self._clock()
                     for item, member in items:
+                        if item.entry_id not in pending:
+                            continue
                         decision = decide(state.batch, item, now, self._config)
                         if member is not None:
                             state.members[item.entry_id] = member
@@ -240,10 +247,19 @@ class BatchStage:
                     for batch in closing:
                         self._emit(pipe, camera, batch)
                     self._store(pipe, key, state)
-                    if done:
-                        pipe.xack(stream, self.group.value, *done)
+                    if pending:
+                        pipe.xack(stream, self.group.value, *pending)
                     results = await pipe.execute()
                     self._closed(telemetry, camera, closing, results)
+                    if len(pending) < len(done):
+                        logger.info(
+                            "commit.duplicate_skipped",
+                            extra={
+                                "stream": stream,
+                                "group": self.group.value,
+                                "entries": len(done) - len(pending),
+                            },
+                        )
                     return
                 except WatchError:
                     continue
@@ -374,3 +390,26 @@ def _unique(links: list[Link]) -> list[Link]:
             seen.add(key)
             out.append(link)
     return out
+
+
+async def _pending_among(pipe: Any, stream: str, group: str, ids: Sequence[str]) -> list[str]:
+    """Those of `ids` (in order) still pending in `group`: XPENDING pages over their id range."""
+    if not ids:
+        return []
+    start, last = min(ids, key=_id_key), max(ids, key=_id_key)
+    found: set[str] = set()
+    while True:
+        rows = await pipe.xpending_range(stream, group, start, last, count=_PENDING_PAGE)
+        found.update(_text(row["message_id"]) for row in rows)
+        if len(rows) < _PENDING_PAGE:
+            return [entry_id for entry_id in ids if entry_id in found]
+        start = "(" + _text(rows[-1]["message_id"])
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    millis, _, sequence = entry_id.partition("-")
+    return int(millis), int(sequence or 0)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -250,15 +250,21 @@ async def test_two_processes_split_the_work_without_duplicates(
         PipelineOptions(stages=(Group.DETECT,)),
     )
     await pipe.start()
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "hsi.cli", "worker", "--stage", "detect"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "hsi.cli", "worker", "--stage", "detect"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
+        # The process subscribes before any file arrives (it starts slowly on a busy machine;
+        # files published earlier would all go to the in-process worker).
+        async with asyncio.timeout(60):
+            while "pipeline.started" not in log.read_text(errors="replace"):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
         photos = ["person-astronaut.jpg", "cat-chelsea.jpg", "empty-coffee.jpg", "empty-rocket.jpg"]
         ids = [
             await _publish_file(redis_client, names, root, "Front Door", photos[i % 4], f"{i}.jpg")
@@ -269,7 +275,8 @@ async def test_two_processes_split_the_work_without_duplicates(
     finally:
         await pipe.stop()
         worker.send_signal(2)
-        output, _ = worker.communicate(timeout=30)
+        worker.wait(timeout=30)
+        output = log.read_text(errors="replace")
     processed = [e.file_entry_id for _, e in detections]  # type: ignore[union-attr]
     assert sorted(processed) == sorted(ids), output
     assert len(set(processed)) == len(processed)
