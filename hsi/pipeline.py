@@ -30,7 +30,7 @@ from faststream.redis import RedisBroker, RedisClusterBroker
 from hsi import wiring
 from hsi.api.queries.streams import stream_health
 from hsi.db import PoolConfig, create_engine
-from hsi.redis import RedisClient, RedisConfig, create_redis
+from hsi.redis import DataLossMonitor, RedisClient, RedisConfig, create_redis
 from hsi.telemetry import StreamReading, StreamSnapshot, register_stream_gauges, stage_telemetry
 from projections.projector import Projector, ProjectStage
 from streams.alerts import NotifyConfig, RuleSet, load_rules
@@ -119,6 +119,7 @@ class Pipeline:
         self._stop = asyncio.Event()
         self._telemetry: StageTelemetry = stage_telemetry()
         self.gauges: StreamGauges | None = None
+        self.data_loss: DataLossMonitor | None = None
         self._unregister_gauges: Callable[[], None] = lambda: None
 
     @property
@@ -169,6 +170,8 @@ class Pipeline:
                     consumer=f"{self.consumer}-{group.value}",
                     config=wiring.consume_config(settings),
                 )
+        self.data_loss = DataLossMonitor(self._redis, self.names.epoch)
+        await self.data_loss.check()
         await self.discover()
         self._tasks.append(asyncio.create_task(self._discovery_loop(), name="hsi-discovery"))
         self.gauges = StreamGauges(self._redis, self.names, self.owned_streams)
@@ -303,6 +306,8 @@ class Pipeline:
         while not self._stop.is_set():
             await asyncio.sleep(self.options.discovery_interval_seconds)
             try:
+                if self.data_loss is not None:
+                    await self.data_loss.check()
                 for camera in await self.discover():
                     log.info("pipeline.camera_added", extra={"camera": camera})
             except Exception:

@@ -13,6 +13,8 @@ and every MULTI (WATCH included) keeps to the keys of one camera, hence one slot
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -32,6 +34,7 @@ MIN_REDIS_VERSION = (6, 2, 0)
 
 # What `create_redis` returns: one server, or a cluster spoken to through the same command API.
 RedisClient: TypeAlias = Redis | RedisCluster
+log = logging.getLogger("hsi.redis")
 
 
 class RedisUnavailableError(RuntimeError):
@@ -199,3 +202,41 @@ async def check_server(client: RedisClient) -> RedisHealth:
         mode="cluster" if cluster else oldest.mode,
         append_only=all(int(p.get("aof_enabled", 0)) == 1 for p in persistence),
     )
+
+
+class DataLossMonitor:
+    """Notices that Redis lost its data: restarted without persistence, flushed, or replaced.
+
+    The first check writes a random token to `key` unless one is there (SET NX) and remembers
+    the token it finds. A later check that finds another token, or none, means every key was
+    lost: streams, groups, pending entries and open batches. That is logged as an ERROR
+    (`redis.data_lost`) by every process that notices, once per loss, and the new token is
+    adopted. Entries published but not yet projected are gone; the projection in PostgreSQL
+    keeps what was projected before. With append-only persistence a restart keeps the token.
+    """
+
+    def __init__(self, redis: RedisClient, key: str) -> None:
+        self._redis = redis
+        self._key = key
+        self._token: bytes | None = None
+        self.losses = 0
+
+    async def check(self) -> bool:
+        """True when the data set changed since the last check."""
+        await self._redis.set(self._key, os.urandom(12).hex(), nx=True)
+        found: Any = await self._redis.get(self._key)
+        current = found.encode() if isinstance(found, str) else found
+        known, self._token = self._token, current
+        if known is None or current == known:
+            return False
+        self.losses += 1
+        log.error(
+            "redis.data_lost",
+            extra={
+                "detail": "Redis lost its data (restarted without persistence, flushed or "
+                "replaced): entries not yet projected are gone; enable append-only persistence "
+                "(appendonly yes) to survive restarts",
+                "key": self._key,
+            },
+        )
+        return True

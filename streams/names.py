@@ -102,6 +102,11 @@ class StreamNames:
         """A set of every known camera id, for workers discovering new cameras."""
         return f"{self.prefix}:camera-ids"
 
+    @property
+    def epoch(self) -> str:
+        """A token written once per Redis data set; a new token means the data was lost."""
+        return f"{self.prefix}:epoch"
+
     # --- per-camera keys -----------------------------------------------------------------------
     def _camera(self, camera: str) -> str:
         if camera != SHARED and not is_camera_id(camera):

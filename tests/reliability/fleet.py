@@ -224,6 +224,9 @@ class Progress:
 async def progress(engine: AsyncEngine) -> Progress:
     """How far the projection is: files, detected files, files in events, analysed events."""
     async with engine.connect() as conn:
+        migrated = await conn.scalar(text("SELECT to_regclass('event_detections') IS NOT NULL"))
+        if not migrated:  # the workers have not migrated the database yet
+            return Progress(0, 0, 0, 0, 0)
         row = (
             await conn.execute(
                 text(
