@@ -89,7 +89,7 @@ def file_count(options: Options) -> int:
     """Files per round: a multiple of 200, so that every camera's batches close full."""
     if options.memory_files is not None:
         return options.memory_files
-    return options.pick(full=20_000, quick=3_000, smoke=200)
+    return options.pick(full=12_000, quick=3_000, smoke=200)
 
 
 def tiny_jpeg() -> bytes:

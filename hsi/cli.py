@@ -395,6 +395,28 @@ def docs(folder: Path) -> None:
         click.echo(f"wrote {path.as_posix()}")
 
 
+@main.command(
+    "bench",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Run the benchmarks of a source checkout (`python -m benchmarks`; --help for options)."""
+    import importlib
+
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        runner = importlib.import_module("benchmarks.__main__")
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(
+            "the benchmarks are not installed with HSI: run `hsi bench` from the root of a "
+            "source checkout (the folder holding benchmarks/)"
+        ) from exc
+    sys.exit(runner.main(list(args)))
+
+
 # --- read side ----------------------------------------------------------------------------------
 
 

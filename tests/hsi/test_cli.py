@@ -225,3 +225,22 @@ def test_ingest_backfills_and_reports_duplicates(
             await client.aclose()
 
     assert asyncio.run(stream_length()) == 2
+
+
+def test_bench_runs_the_checkouts_benchmarks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    result = CliRunner().invoke(main, ["bench", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--quick" in result.output
+
+
+def test_bench_outside_a_checkout_says_where_to_run_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [p for p in sys.path if not Path(p, "benchmarks").is_dir()])
+    monkeypatch.delitem(sys.modules, "benchmarks", raising=False)
+    monkeypatch.delitem(sys.modules, "benchmarks.__main__", raising=False)
+    result = CliRunner().invoke(main, ["bench", "--quick"])
+    assert result.exit_code == 1
+    assert "source checkout" in result.output
