@@ -2,7 +2,8 @@
 
 Extensions are compared case-insensitively (`IMG.JPG` is an image). `sniff_kind()` reads magic
 bytes so that a file whose extension lies (a text file named `.jpg`) can be refused before it is
-decoded.
+decoded; `sniff_container()` names the one FFmpeg demuxer a video may be opened with, so that
+FFmpeg never guesses among its hundreds of formats (playlists among them) for an upload.
 """
 
 from __future__ import annotations
@@ -81,12 +82,20 @@ def sniff_kind(head: bytes) -> MediaKind | None:
     """
     if head.startswith(_JPEG) or head.startswith(_PNG):
         return MediaKind.IMAGE
+    if sniff_container(head) is not None:
+        return MediaKind.VIDEO
+    return None
+
+
+def sniff_container(head: bytes) -> str | None:
+    """The FFmpeg demuxer for a video's first bytes (`mov` for MP4/MOV, `matroska`, `avi`), else
+    None. Pass at least `SNIFF_BYTES` bytes."""
     if head.startswith(_EBML):
-        return MediaKind.VIDEO
+        return "matroska"
     if len(head) >= 8 and head[4:8] in _ISO_BOXES:
-        return MediaKind.VIDEO
+        return "mov"
     if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"):
-        return MediaKind.VIDEO
+        return "avi"
     return None
 
 

@@ -29,7 +29,11 @@ from streams.detectors.base import (
     merge_frames,
 )
 from streams.detectors.frames import sample_frames
-from streams.detectors.images import DEFAULT_MAX_IMAGE_PIXELS, decode_image
+from streams.detectors.images import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    decode_image,
+)
 
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "nanodet_m_416.onnx"
 INPUT_NAME = "input_1:0"
@@ -49,6 +53,7 @@ class EmbeddedDetector:
         frame_interval_seconds: float = 2.0,
         max_frames: int = 10,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         model_path: Path = MODEL_PATH,
     ) -> None:
         if threads < 1:
@@ -64,6 +69,7 @@ class EmbeddedDetector:
         self.frame_interval_seconds = frame_interval_seconds
         self.max_frames = max_frames
         self.max_image_pixels = max_image_pixels
+        self.max_image_bytes = max_image_bytes
         self.model_path = model_path
         self._session: Any = None
         self._session_lock = threading.Lock()
@@ -91,7 +97,7 @@ class EmbeddedDetector:
                 self._session = None
 
     def _detect_image(self, path: Path) -> DetectionResult:
-        picture = decode_image(path, self.max_image_pixels)
+        picture = decode_image(path, self.max_image_pixels, self.max_image_bytes)
         return self._detect_picture(picture)
 
     def _detect_video(self, path: Path) -> DetectionResult:

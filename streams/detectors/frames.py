@@ -14,6 +14,7 @@ from PIL import Image
 
 from streams.detectors.base import UndecodableMediaError
 from streams.detectors.images import DEFAULT_MAX_IMAGE_PIXELS, check_pixels
+from streams.media import SNIFF_BYTES, sniff_container
 
 _EPSILON = 1e-6  # seconds; absorbs rounding of frame timestamps
 
@@ -36,14 +37,18 @@ def sample_frames(
     interval from it, up to `max_frames` frames. Decoding stops early once enough frames are
     kept. A stream that breaks after some frames were kept yields those frames (a partially
     uploaded clip still shows something); one that yields none raises `UndecodableMediaError`.
-    Rotation metadata is not applied.
+    Only MP4/MOV, Matroska and AVI files are opened, each with its own demuxer (by its first
+    bytes). Rotation metadata is not applied.
     """
     if interval_seconds <= 0:
         raise ValueError(f"interval_seconds must be > 0, got {interval_seconds}")
     if max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
     try:
-        container = av.open(str(path), mode="r")
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+        # The demuxer the first bytes name, so that FFmpeg never guesses the format of an upload.
+        container = av.open(str(path), mode="r", format=_demuxer(path, head))
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise _undecodable(path, exc) from exc
     frames: list[Image.Image] = []
@@ -92,6 +97,17 @@ def _frame_time(time: float | None, index: int, rate: Fraction | None) -> float:
         return float(time)
     fps = float(rate) if rate else 0.0
     return index / fps if fps > 0 else float(index)
+
+
+def _demuxer(path: Path, head: bytes) -> str:
+    demuxer = sniff_container(head)
+    if demuxer is None:
+        raise UndecodableMediaError(
+            f"{path.name}: is not an MP4/MOV, Matroska or AVI video (its first bytes are "
+            f"{head[:8]!r}); the upload is probably not a video. Fix: check the camera's upload "
+            "settings; the file is skipped."
+        )
+    return demuxer
 
 
 def _undecodable(path: Path, exc: BaseException) -> UndecodableMediaError:

@@ -2,9 +2,10 @@
 
 Decisions: `capture` (when a file was captured), `candidates` (which camera, which kind, or
 why ignored), `readiness` (is the upload complete), `containers` (does a video hold all the bytes
-it declares). Adapters: `probe` (decode + hash, in a thread), `ledger` (Redis writes, dedupe),
-`publisher` (entry building, camera registration, hooks), `tracking` (following one file),
-`events` (watchdog thread → loop), `watcher` (observer, scan, ingest, lifecycle, counts).
+it declares). Adapters: `probe` (confined open, decode + hash, in a thread), `ledger` (Redis
+writes, dedupe), `publisher` (entry building, camera registration, hooks), `tracking` (following
+one file), `events` (watchdog thread → loop), `watcher` (observer, scan, ingest, lifecycle,
+counts).
 """
 
 from streams.watch.candidates import Candidate, Ignored, IgnoreReason, classify

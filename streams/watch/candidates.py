@@ -2,7 +2,9 @@
 
 `classify` decides from the path alone, except for one look at the file system: the resolved
 (symlink-free) path must stay inside the camera root, so a symlink planted in a camera folder
-cannot expose files elsewhere on the machine.
+cannot expose files elsewhere on the machine. The probe checks that again on the file it opens
+(`streams.watch.probe.open_confined`), since a path can be swapped for a symlink later, and
+refuses hard links, whose other names may lie anywhere on the same file system.
 """
 
 from __future__ import annotations
@@ -36,8 +38,16 @@ class IgnoreReason(StrEnum):
     NOT_MEDIA = "not_media"  # not an image or video extension
     BAD_CAMERA_NAME = "bad_camera_name"  # the folder name yields no camera id
     SYMLINK_OUTSIDE_ROOT = "symlink_outside_root"  # resolves to a file outside the root
+    HARD_LINK = "hard_link"  # the file has other names, which may lie outside the root
+    BAD_ENCODING = "bad_encoding"  # a name on the way is not UTF-8: no entry can carry it
     TOO_OLD = "too_old"  # the start-up scan's age limit
     NOT_A_FILE = "not_a_file"  # a folder, socket, device…
+
+
+# Reasons that point at a misconfigured or hostile camera folder: logged as warnings.
+REFUSALS: frozenset[IgnoreReason] = frozenset(
+    {IgnoreReason.SYMLINK_OUTSIDE_ROOT, IgnoreReason.HARD_LINK, IgnoreReason.BAD_ENCODING}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +92,8 @@ def classify(path: Path, camera_root: Path) -> Candidate | Ignored:
 
     The camera is the first folder under the root (`<root>/Front Door/snap/x.jpg` →
     `front_door`); files directly in the root belong to no camera. Hidden and temporary names
-    anywhere on the way are ignored, and so are non-media extensions and symlinks whose target
-    lies outside the root.
+    anywhere on the way are ignored, and so are non-media extensions, names that are not UTF-8
+    (an old FTP client's Latin-1 `café.jpg`) and symlinks whose target lies outside the root.
     """
     root = Path(os.path.abspath(camera_root))
     absolute = Path(os.path.abspath(path))
@@ -97,17 +107,19 @@ def classify(path: Path, camera_root: Path) -> Candidate | Ignored:
         return Ignored(path, IgnoreReason.HIDDEN)
     if any(is_temporary(part) for part in parts):
         return Ignored(path, IgnoreReason.TEMPORARY)
+    if not _inside(absolute, root):  # before the name checks: a linked folder says so
+        return Ignored(path, IgnoreReason.SYMLINK_OUTSIDE_ROOT)
     if len(parts) < 2:
         return Ignored(path, IgnoreReason.NO_CAMERA_FOLDER)
     kind = media_kind_of(parts[-1])
     if kind is None:
         return Ignored(path, IgnoreReason.NOT_MEDIA)
+    if not all(_is_utf8(part) for part in parts):
+        return Ignored(path, IgnoreReason.BAD_ENCODING)
     try:
         camera = camera_id(parts[0])
     except CameraIdError:
         return Ignored(path, IgnoreReason.BAD_CAMERA_NAME)
-    if not _inside(absolute, root):
-        return Ignored(path, IgnoreReason.SYMLINK_OUTSIDE_ROOT)
     return Candidate(
         path=absolute,
         relative=PurePath(*parts).as_posix(),
@@ -116,6 +128,15 @@ def classify(path: Path, camera_root: Path) -> Candidate | Ignored:
         media_kind=kind,
         mime=mime_type(parts[-1]) or "application/octet-stream",
     )
+
+
+def _is_utf8(part: str) -> bool:
+    """Whether a name decoded from the file system was valid UTF-8 (else it holds surrogates)."""
+    try:
+        part.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _inside(path: Path, root: Path) -> bool:

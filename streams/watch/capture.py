@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo
 
 from PIL import ExifTags, Image
 
+from streams.detectors.images import IMAGE_FORMATS
+
 CaptureSource = Literal["filename", "exif", "mtime"]
 
 # Years outside this range in a name are serial numbers or counters, not capture times.
@@ -95,7 +97,7 @@ def parse_exif_time(value: str, offset: str | None, tz: str) -> datetime | None:
 def exif_capture_time(path: Path, tz: str) -> datetime | None:
     """EXIF DateTimeOriginal of the image at `path`, or None (no EXIF, not an image, unreadable)."""
     try:
-        with Image.open(path) as opened:
+        with Image.open(path, formats=IMAGE_FORMATS) as opened:
             exif = opened.getexif().get_ifd(ExifTags.IFD.Exif)
     except Exception:  # any unreadable header just means "no EXIF time"
         return None

@@ -5,9 +5,11 @@ from __future__ import annotations
 import zoneinfo
 from dataclasses import dataclass
 
-from streams.detectors.images import DEFAULT_MAX_IMAGE_PIXELS
+from streams.detectors.images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 
 SECONDS_PER_DAY = 86_400.0
+# An hour of 4K H.265 at 8 Mbit/s is 3.6 GB; a camera clip is far smaller.
+DEFAULT_MAX_VIDEO_BYTES = 4 * 1024**3
 
 
 class WatchError(Exception):
@@ -28,6 +30,9 @@ class WatchConfig:
       decoded; `incomplete_timeout_seconds`: a file that stops growing and still cannot be
       decoded (or stays below the minimum size) for this long is corrupt.
     - `min_image_bytes` / `min_video_bytes`: smaller files are waited for, then corrupt.
+    - `max_image_bytes` / `max_video_bytes`: larger files are refused once they stop growing,
+      without being read (an image is read whole into memory to be decoded; a video is hashed
+      in chunks, but hashing gigabytes of junk would hold a worker for minutes).
     - `dedupe_ttl_seconds`: how long a content hash is remembered per camera.
     - `scan_max_age_seconds`: the start-up scan skips files last modified longer ago than this
       (None: `dedupe_ttl_seconds`, so that a restart never re-publishes files whose dedupe
@@ -45,6 +50,8 @@ class WatchConfig:
     incomplete_timeout_seconds: float = 60.0
     min_image_bytes: int = 256
     min_video_bytes: int = 1024
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
     dedupe_ttl_seconds: float = 30 * SECONDS_PER_DAY
     scan_max_age_seconds: float | None = None
     timezone: str = "UTC"
@@ -59,6 +66,8 @@ class WatchConfig:
             "stable_seconds": self.stable_seconds,
             "dedupe_ttl_seconds": self.dedupe_ttl_seconds,
             "max_image_pixels": self.max_image_pixels,
+            "max_image_bytes": self.max_image_bytes,
+            "max_video_bytes": self.max_video_bytes,
             "workers": self.workers,
             "scan_concurrency": self.scan_concurrency,
         }
@@ -73,6 +82,15 @@ class WatchConfig:
         for name, value in non_negative.items():
             if value < 0:
                 raise WatchConfigError(f"watch {name} must be >= 0, got {value}; fix the setting")
+        for kind, smallest, largest in (
+            ("image", self.min_image_bytes, self.max_image_bytes),
+            ("video", self.min_video_bytes, self.max_video_bytes),
+        ):
+            if largest < smallest:
+                raise WatchConfigError(
+                    f"watch max_{kind}_bytes ({largest}) is below min_{kind}_bytes ({smallest}): "
+                    f"every {kind} would be refused. Fix: raise the maximum or lower the minimum"
+                )
         if self.incomplete_timeout_seconds < self.stable_seconds:
             raise WatchConfigError(
                 f"watch incomplete_timeout_seconds ({self.incomplete_timeout_seconds}) is shorter "

@@ -10,8 +10,8 @@ from pathlib import Path
 class OutcomeKind(StrEnum):
     OBSERVED = "observed"  # published as `file.observed`
     DUPLICATE = "duplicate"  # the camera saw this content before; nothing published
-    IGNORED = "ignored"  # not a camera's media file (`reason` says why)
-    CORRUPT = "corrupt"  # stopped growing but never decoded, or stayed too small
+    IGNORED = "ignored"  # not a camera's media file, or refused for safety (`reason` says why)
+    CORRUPT = "corrupt"  # stopped growing but never decoded, too small or too large
     VANISHED = "vanished"  # deleted or moved away before it was complete
     UNCHANGED = "unchanged"  # an event for a file already settled with the same size and mtime
     FAILED = "failed"  # an unexpected error; logged as `watch.path_failed`

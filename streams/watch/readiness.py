@@ -6,18 +6,19 @@ mtime, and — after a probe — whether its content decodes). `readiness` turns
 - `Wait(reason, recheck_at)`: look again at `recheck_at`. Reason `probe` asks the caller to
   decode and hash the file now and record the result.
 - `Ready()`: publish it.
-- `GiveUp(reason, corrupt)`: stop following it; `corrupt` ones are reported once.
+- `GiveUp(reason, corrupt)`: stop following it; `corrupt` ones (refused) are reported once.
 
 Rules (a *run* is the trailing observations with the last size and mtime; it started at the
 first of them, and `stable_for` = now − that time):
 
 1. A vanished file (size None) is given up, not corrupt.
 2. While `stable_for < stable_seconds` the upload may still be growing: wait.
-3. Below the minimum size for its kind: wait; once `stable_for >= incomplete_timeout_seconds`
+3. Above the maximum size for its kind: corrupt (`too_large`), never read.
+4. Below the minimum size for its kind: wait; once `stable_for >= incomplete_timeout_seconds`
    it is corrupt (`too_small`).
-4. Not probed during this run: probe now.
-5. The run's last probe decoded the file: ready.
-6. Else it is a half-written upload: wait for it to grow; once `stable_for >=
+5. Not probed during this run: probe now.
+6. The run's last probe decoded the file: ready.
+7. Else it is a half-written upload: wait for it to grow; once `stable_for >=
    incomplete_timeout_seconds` it never will — corrupt (`undecodable`).
 
 Times are seconds on one monotonic clock, given as arguments; nothing here reads a clock.
@@ -33,7 +34,7 @@ from streams.detectors.base import MediaKind
 from streams.watch.config import WatchConfig
 
 WaitReason = Literal["settling", "too_small", "probe", "incomplete"]
-GiveUpReason = Literal["vanished", "too_small", "undecodable"]
+GiveUpReason = Literal["vanished", "too_large", "too_small", "undecodable"]
 
 # Never re-check more often than this, however small `stable_seconds` is.
 MIN_RECHECK_SECONDS = 0.02
@@ -84,6 +85,10 @@ def min_bytes(kind: MediaKind, config: WatchConfig) -> int:
     return config.min_image_bytes if kind == "image" else config.min_video_bytes
 
 
+def max_bytes(kind: MediaKind, config: WatchConfig) -> int:
+    return config.max_image_bytes if kind == "image" else config.max_video_bytes
+
+
 def readiness(
     history: Sequence[Observation], now: float, config: WatchConfig, kind: MediaKind
 ) -> Decision:
@@ -102,6 +107,8 @@ def readiness(
         min(now + config.stable_seconds, since + config.incomplete_timeout_seconds),
         now + MIN_RECHECK_SECONDS,
     )
+    if last.size > max_bytes(kind, config):
+        return GiveUp("too_large", corrupt=True)
     if last.size < min_bytes(kind, config):
         return GiveUp("too_small", corrupt=True) if timed_out else Wait("too_small", next_look)
     probes = [o.decodable for o in history if o.at >= since and o.decodable is not None]

@@ -2,8 +2,9 @@
 
 The `Follower` looks at a file (stat, in a thread) when its `Track` is due, asks `readiness` what
 to do, probes it (decode + hash, in a thread, at most `workers` at once) when asked, and hands a
-ready file to the `Publisher`. Redis errors while publishing retry the file with capped
-exponential backoff, so an outage delays files but loses none.
+ready file to the `Publisher`. A file the probe refuses to read (not the camera root's own, see
+`probe.open_confined`) ends ignored at once. Redis errors while publishing retry the file with
+capped exponential backoff, so an outage delays files but loses none.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from streams.resilience import backoff_delay
 from streams.watch.candidates import Candidate, IgnoreReason
 from streams.watch.config import WatchConfig
 from streams.watch.outcomes import Outcome, OutcomeKind
-from streams.watch.probe import Probe, probe_file
+from streams.watch.probe import FileRefusedError, Probe, open_confined, probe_open
 from streams.watch.publisher import Publisher
 from streams.watch.readiness import GiveUp, Observation, Ready, Wait, readiness, record
 
@@ -56,11 +57,14 @@ class Follower:
         config: WatchConfig,
         publisher: Publisher,
         settled: Mapping[Path, tuple[int, int]],
+        root: Path,
         rand: Callable[[], float] = random.random,
     ) -> None:
         """`settled`: size and mtime of files already settled, by path: an event for a file that
-        still has them ends at once (`unchanged`) instead of reporting it again."""
+        still has them ends at once (`unchanged`) instead of reporting it again. `root`: the
+        camera root, which every file read must belong to."""
         self._config = config
+        self._root = root
         self._publisher = publisher
         self._settled = settled
         self._rand = rand  # backoff jitter
@@ -103,10 +107,8 @@ class Follower:
         candidate = track.candidate
         loop = asyncio.get_running_loop()
         observation = await self._look(track)
-        if observation is None:
-            return Outcome(
-                candidate.path, OutcomeKind.IGNORED, reason=IgnoreReason.NOT_A_FILE.value
-            )
+        if observation is None:  # a FIFO, socket, device or folder under a media name
+            return self._refuse(track, IgnoreReason.NOT_A_FILE, "is not a regular file")
         if track.from_event and not track.history and observation.size is not None:
             signature = (observation.size, observation.mtime_ns)
             if self._settled.get(candidate.path) == signature:
@@ -115,7 +117,9 @@ class Follower:
         kind = candidate.media_kind
         decision = readiness(track.history, loop.time(), self._config, kind)
         if isinstance(decision, Wait) and decision.reason == "probe":
-            await self._probe(track, observation)
+            refused = await self._probe(track, observation)
+            if refused is not None:
+                return self._refuse(track, refused.reason, str(refused))
             decision = readiness(track.history, loop.time(), self._config, kind)
         if isinstance(decision, Wait):
             floor = loop.time() + (self._config.stable_seconds if decision.reason == "probe" else 0)
@@ -138,22 +142,25 @@ class Follower:
         track.mtime = found.st_mtime
         return Observation(asyncio.get_running_loop().time(), found.st_size, found.st_mtime_ns)
 
-    async def _probe(self, track: Track, before: Observation) -> None:
-        """Decode and hash the file; record the result if the file did not change meanwhile."""
+    async def _probe(self, track: Track, before: Observation) -> FileRefusedError | None:
+        """Decode and hash the file; record the result if the file did not change meanwhile.
+
+        Returns the refusal when the file opened is not the camera root's own (nothing read).
+        """
         candidate = track.candidate
         probe: Probe | None
         error = ""
         async with self._probe_slots:
             try:
-                probe = await asyncio.to_thread(
-                    probe_file, candidate.path, candidate.media_kind, self._config.max_image_pixels
-                )
+                probe = await asyncio.to_thread(self._probe_file, candidate)
+            except FileRefusedError as exc:
+                return exc
             except OSError as exc:  # vanished (the next look tells) or unreadable (corrupt)
                 probe = None
                 error = f"{type(exc).__name__}: {exc}"
         after = await self._look(track)
         if after is None:
-            return
+            return None
         size = after.size
         if size is not None and (size, after.mtime_ns) == (before.size, before.mtime_ns):
             if probe is None:
@@ -163,6 +170,33 @@ class Follower:
                 after = replace(after, decodable=probe.decodable)
                 track.probe = probe
         track.history = record(track.history, after)
+        return None
+
+    def _probe_file(self, candidate: Candidate) -> Probe:
+        """Blocking: open the file confined to the camera root and probe it."""
+        with open_confined(candidate.path, self._root) as handle:
+            return probe_open(
+                handle,
+                candidate.path,
+                candidate.media_kind,
+                self._config.max_image_pixels,
+                self._config.max_image_bytes,
+            )
+
+    def _refuse(self, track: Track, reason: IgnoreReason, error: str) -> Outcome:
+        candidate = track.candidate
+        logger.warning(
+            "file.ignored",
+            extra={
+                "camera": candidate.camera_id,
+                "path": candidate.relative,
+                "reason": reason.value,
+                "error": error,
+            },
+        )
+        return Outcome(
+            candidate.path, OutcomeKind.IGNORED, reason=reason.value, camera_id=candidate.camera_id
+        )
 
     def _give_up(self, track: Track, decision: GiveUp) -> Outcome:
         candidate = track.candidate

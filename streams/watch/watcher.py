@@ -5,7 +5,8 @@ Every path — from a file-system event, the start-up scan or `ingest` — takes
 1. `classify` it (camera, media kind, or why it is ignored);
 2. follow it: look at it (stat) after a short debounce and then at the times `readiness`
    names, probing it (full decode + SHA-256, in a thread) once its size has settled, until it is
-   ready, corrupt or gone;
+   ready, corrupt (also: too small, too large) or gone; the probe reads only a file that is the
+   camera root's own (`streams.watch.probe.open_confined`: no symlink out, no hard link);
 3. when ready: register its camera if new, then publish it once per camera and content hash
    (`Ledger.publish_once`, one atomic Lua script: see `streams.watch.ledger`), in a root span
    `watch` that starts the file's trace (`streams.watch.publisher`). `telemetry` names the tracer
@@ -39,7 +40,7 @@ from watchdog.observers.polling import PollingObserver
 
 from streams.names import StreamNames
 from streams.tracing import StageTelemetry
-from streams.watch.candidates import Ignored, admitted_by_scan, classify, is_hidden
+from streams.watch.candidates import REFUSALS, Ignored, admitted_by_scan, classify, is_hidden
 from streams.watch.config import WatchConfig, WatchError
 from streams.watch.events import INOTIFY_EVENTS, POLLING_EVENTS, Handoff, PathEvent
 from streams.watch.ledger import Ledger
@@ -52,6 +53,11 @@ logger = logging.getLogger("hsi.watch")
 _V = TypeVar("_V")
 
 _MEMO_SIZE = 10_000  # paths remembered as settled or ignored, so repeated events stay quiet
+
+# Outcomes remembered with the file's size and mtime: an event for the unchanged file is quiet.
+_SETTLED = frozenset(
+    {OutcomeKind.OBSERVED, OutcomeKind.DUPLICATE, OutcomeKind.CORRUPT, OutcomeKind.IGNORED}
+)
 
 _COUNTED: dict[OutcomeKind, str] = {
     OutcomeKind.OBSERVED: "observed",
@@ -92,7 +98,7 @@ class Watcher:
             names=names,
         )
         self._settled: OrderedDict[Path, tuple[int, int]] = OrderedDict()
-        self._follower = Follower(config, self._publisher, self._settled)
+        self._follower = Follower(config, self._publisher, self._settled, self._root)
         self._counts: Counter[str] = Counter()
         self._pending: dict[Path, Track] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -303,9 +309,10 @@ class Watcher:
         if verdict.path not in self._ignored:
             self._counts["ignored"] += 1
             _remember(self._ignored, verdict.path, None)
-            logger.debug(
+            logger.log(
+                logging.WARNING if verdict.reason in REFUSALS else logging.DEBUG,
                 "file.ignored",
-                extra={"path": str(verdict.path), "reason": verdict.reason.value},
+                extra={"path": _printable(verdict.path), "reason": verdict.reason.value},
             )
         return Outcome(verdict.path, OutcomeKind.IGNORED, reason=verdict.reason.value)
 
@@ -338,7 +345,7 @@ class Watcher:
         counter = _COUNTED.get(outcome.kind)
         if counter is not None and not (outcome.kind is OutcomeKind.VANISHED and track.moved):
             self._counts[counter] += 1
-        if outcome.kind in (OutcomeKind.OBSERVED, OutcomeKind.DUPLICATE, OutcomeKind.CORRUPT):
+        if outcome.kind in _SETTLED:
             last = track.history[-1] if track.history else None
             if last is not None and last.size is not None:
                 _remember(self._settled, candidate.path, (last.size, last.mtime_ns))
@@ -359,6 +366,11 @@ def _remember(memo: OrderedDict[Path, _V], key: Path, value: _V) -> None:
         memo.popitem(last=False)
 
 
+def _printable(path: Path) -> str:
+    """`path` for a log line: bytes that are not UTF-8 shown as `\\xe9` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _absolute(path: str | os.PathLike[str]) -> Path:
     """`path` made absolute without resolving symlinks (classification needs the link)."""
     return Path(os.path.abspath(path))
@@ -367,12 +379,15 @@ def _absolute(path: str | os.PathLike[str]) -> Path:
 def _walk(folder: Path) -> list[tuple[Path, float]]:
     """Every file under `folder` with its mtime, hidden folders skipped, sorted by path.
 
-    Folders that vanish or cannot be read during the walk are skipped.
+    Symlinked folders are not entered but listed like files, so that classification reports
+    those that lead out of the camera root. Folders that vanish or cannot be read during the
+    walk are skipped.
     """
     found: list[tuple[Path, float]] = []
     for directory, folders, files in os.walk(folder):
         folders[:] = sorted(name for name in folders if not is_hidden(name))
-        for name in sorted(files):
+        linked = [name for name in folders if os.path.islink(os.path.join(directory, name))]
+        for name in sorted([*files, *linked]):
             path = Path(directory) / name
             try:
                 found.append((path, path.stat().st_mtime))

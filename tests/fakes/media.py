@@ -1,7 +1,8 @@
-"""Media files made on the fly for tests: short videos from photos, decompression-bomb PNGs."""
+"""Media files made on the fly for tests: short videos from photos, decompression bombs."""
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from collections.abc import Sequence
@@ -50,8 +51,13 @@ def write_video(
     return path
 
 
-def png_bomb(path: Path, width: int, height: int) -> Path:
-    """A tiny PNG file that declares `width`×`height` pixels (its data is a few bytes)."""
+def png_bomb(
+    path: Path, width: int, height: int, *, padding: int = 0, filled: bool = False
+) -> Path:
+    """A tiny PNG file that declares `width`×`height` pixels (its data is a few bytes), made
+    `padding` bytes larger by a text chunk (to pass minimum-size checks). `filled`: its data
+    really inflates to every (black) pixel, so that decoding it takes width×height×3 bytes of
+    memory (the file stays ~1/250 of that)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = zlib.crc32(kind + data) & 0xFFFFFFFF
@@ -61,9 +67,34 @@ def png_bomb(path: Path, width: int, height: int) -> Path:
     path.write_bytes(
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + (chunk(b"tEXt", b"Comment\x00" + b"x" * padding) if padding else b"")
+        + chunk(b"IDAT", _black_rows(width, height) if filled else zlib.compress(b"\x00" * 64))
         + chunk(b"IEND", b"")
     )
+    return path
+
+
+def _black_rows(width: int, height: int) -> bytes:
+    """The zlib stream of `height` PNG rows (filter byte + RGB) of zeros, compressed row by row."""
+    row = b"\x00" * (1 + 3 * width)
+    compressor = zlib.compressobj(1)
+    return b"".join([compressor.compress(row) for _ in range(height)] + [compressor.flush()])
+
+
+def jpeg_bomb(path: Path, width: int, height: int, *, padding: int = 0) -> Path:
+    """A tiny JPEG file whose frame header (SOF0) declares `width`×`height` pixels (≤ 65535),
+    made `padding` bytes larger by a comment (to pass minimum-size checks)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="JPEG", comment=b"x" * padding)
+    data = bytearray(buffer.getvalue())
+    offset = 2  # after SOI; each segment: FF, marker, 2-byte length including itself
+    while data[offset] == 0xFF and data[offset + 1] != 0xC0:
+        (length,) = struct.unpack_from(">H", data, offset + 2)
+        offset += 2 + length
+    if data[offset + 1] != 0xC0:
+        raise ValueError("no baseline frame header found")
+    struct.pack_into(">HH", data, offset + 5, height, width)  # after length and precision
+    path.write_bytes(bytes(data))
     return path
 
 
