@@ -151,6 +151,12 @@ class Settings(BaseSettings):
     )
     min_image_size_bytes: int = Field(1024, ge=0)
     min_video_size_bytes: int = Field(10_240, ge=0)
+    max_image_size_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Larger images are refused, never read."
+    )
+    max_video_size_bytes: int = Field(
+        4 * 1024**3, ge=10_240, description="Larger videos are refused, never read."
+    )
 
     # --- FTP receiver ------------------------------------------------------------------------
     ftp_enabled: bool = Field(

@@ -24,6 +24,8 @@ def watch_config(settings: Settings) -> WatchConfig:
         incomplete_timeout_seconds=settings.watch_incomplete_timeout_seconds,
         min_image_bytes=settings.min_image_size_bytes,
         min_video_bytes=settings.min_video_size_bytes,
+        max_image_bytes=settings.max_image_size_bytes,
+        max_video_bytes=settings.max_video_size_bytes,
         dedupe_ttl_seconds=settings.dedupe_ttl,
         timezone=zone if isinstance(zone, str) else _zone_name(zone),
     )

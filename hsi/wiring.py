@@ -61,6 +61,7 @@ def detector_config(settings: Settings) -> DetectorConfig:
         class_thresholds=dict(settings.detection_class_thresholds),
         video_frame_interval_seconds=settings.video_frame_interval_seconds,
         video_max_frames=settings.video_max_frames,
+        max_image_bytes=settings.max_image_size_bytes,
     )
 
 

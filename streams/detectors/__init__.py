@@ -23,6 +23,7 @@ from streams.detectors.base import (
     merge_frames,
 )
 from streams.detectors.embedded import EmbeddedDetector
+from streams.detectors.images import DEFAULT_MAX_IMAGE_BYTES
 from streams.detectors.rtdetr import RtDetrDetector
 
 __all__ = [
@@ -65,6 +66,7 @@ class DetectorConfig:
     class_thresholds: Mapping[str, float] = field(default_factory=dict)
     video_frame_interval_seconds: float = 2.0
     video_max_frames: int = 10
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -127,4 +129,5 @@ def build_detector(config: DetectorConfig) -> Detector:
         class_thresholds=config.class_thresholds,
         frame_interval_seconds=config.video_frame_interval_seconds,
         max_frames=config.video_max_frames,
+        max_image_bytes=config.max_image_bytes,
     )
