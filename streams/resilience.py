@@ -1,7 +1,10 @@
-"""Resilience pieces shared by the clients of the AI services: backoff, circuit breaker, retry.
+"""Resilience pieces shared by the clients of the AI services: backoff, circuit breaker, retry,
+bounded answers.
 
 Everything that decides takes the time (or the random draw) as an argument, so the decisions are
 pure and tested with tables; only `retry_call` sleeps, through an injectable `sleep`.
+`post_capped` reads an answer only up to a size limit, so a service that sends megabytes of
+garbage cannot make HSI buffer them.
 """
 
 from __future__ import annotations
@@ -10,9 +13,13 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import httpx
 
 T = TypeVar("T")
+
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 _MAX_EXPONENT = 1000  # 2.0**1000 is still a finite float; beyond it the cap applies anyway
 
@@ -137,3 +144,53 @@ async def retry_call(
                 raise
             await sleep(backoff_delay(attempt, base, cap, rand()))
             attempt += 1
+
+
+class ResponseTooLargeError(Exception):
+    """An answer longer than the client accepts; each client translates it into its own error."""
+
+    def __init__(self, url: str, status_code: int, max_bytes: int, declared: int | None) -> None:
+        size = f"declares {declared} bytes" if declared is not None else "goes on past the limit"
+        super().__init__(
+            f"{url} answered HTTP {status_code} with a body that {size}, more than the "
+            f"{max_bytes} bytes accepted; the rest was not read"
+        )
+        self.status_code = status_code
+        self.max_bytes = max_bytes
+        self.declared = declared
+
+
+async def post_capped(
+    client: httpx.AsyncClient, url: str, *, max_bytes: int, **kwargs: Any
+) -> httpx.Response:
+    """POST and read the whole answer, refusing one longer than `max_bytes`.
+
+    A `Content-Length` over the limit is refused before the body is read; otherwise the body is
+    read chunk by chunk and dropped as soon as it passes the limit (measured after any
+    content-encoding is undone), so at most `max_bytes` plus one chunk is held. Returns a read
+    response (status, content type and body); raises `ResponseTooLargeError`, or httpx's own
+    errors for connect, timeout and transport failures.
+    """
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+    async with client.stream("POST", url, **kwargs) as response:
+        declared = _declared_length(response)
+        if declared is not None and declared > max_bytes:
+            raise ResponseTooLargeError(url, response.status_code, max_bytes, declared)
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > max_bytes:
+                raise ResponseTooLargeError(url, response.status_code, max_bytes, None)
+    content_type = response.headers.get("content-type")
+    return httpx.Response(
+        response.status_code,
+        headers={"content-type": content_type} if content_type else None,
+        content=bytes(body),
+        request=response.request,
+    )
+
+
+def _declared_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length", "").strip()
+    return int(value) if value.isdigit() else None

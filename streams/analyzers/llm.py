@@ -19,7 +19,8 @@ Transport
     `AnalyzerUnavailableError` and one failure for the circuit breaker, which after
     `circuit_failure_threshold` consecutive failed calls refuses calls for `circuit_reset_seconds`
     (also `AnalyzerUnavailableError`). Other 4xx raise `AnalyzerRejectedError` and, like any
-    answer, count as the server being alive.
+    answer, count as the server being alive. An answer longer than `max_response_bytes` is not
+    read past the limit: `AnalyzerResponseError`.
 
 Reply
     `parse_llm_reply` (pure) finds the assessment in the model's text; see its docstring.
@@ -53,7 +54,13 @@ from streams.analyzers.base import (
     BatchSummary,
 )
 from streams.analyzers.rules import is_night
-from streams.resilience import CircuitBreaker, retry_call
+from streams.resilience import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    CircuitBreaker,
+    ResponseTooLargeError,
+    post_capped,
+    retry_call,
+)
 from streams.severity import (
     DEFAULT_THRESHOLDS,
     RiskLevel,
@@ -115,6 +122,7 @@ class LLMConfig:
     circuit_failure_threshold: int = 5
     circuit_reset_seconds: float = 30.0
     max_prompt_detections: int = 100
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -136,6 +144,8 @@ class LLMConfig:
             problems.append("circuit_failure_threshold must be >= 1, circuit_reset_seconds > 0")
         if self.max_prompt_detections < 1:
             problems.append("max_prompt_detections must be >= 1")
+        if self.max_response_bytes < 1:
+            problems.append(f"max_response_bytes must be >= 1, got {self.max_response_bytes}")
         if problems:
             raise AnalyzerConfigError("invalid LLM analyzer settings: " + "; ".join(problems))
 
@@ -352,7 +362,11 @@ def _message_text(data: object) -> tuple[str, str | None]:
     message = choice.get("message")
     content = message.get("content") if isinstance(message, dict) else None
     if isinstance(content, list):  # content parts
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        content = "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
     text = content if isinstance(content, str) else ""
     return text, finish if isinstance(finish, str) else None
 
@@ -416,7 +430,7 @@ class LLMAnalyzer:
         response = await self._complete(messages)
         try:
             data = response.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
             raise AnalyzerResponseError(
                 f"{self.config.completions_url} answered {response.status_code} with a body that "
                 f"is not JSON: {_excerpt(response.text)}"
@@ -486,7 +500,9 @@ class LLMAnalyzer:
         attempts = self.config.max_retries + 1
 
         async def attempt() -> httpx.Response:
-            response = await client.post(url, json=body)
+            response = await post_capped(
+                client, url, max_bytes=self.config.max_response_bytes, json=body
+            )
             if response.status_code >= 500 or response.status_code in RETRYABLE_STATUS:
                 raise _RetryableStatusError(response)
             return response
@@ -500,6 +516,12 @@ class LLMAnalyzer:
                 retry_on=_retryable,
                 sleep=self._sleep,
             )
+        except ResponseTooLargeError as exc:
+            self.breaker.record_success(self._clock())  # it answered, if uselessly
+            raise AnalyzerResponseError(
+                f"{exc}; a chat completion of max_tokens={self.config.max_tokens} is far smaller, "
+                "so LLM_URL probably points at something else: check it"
+            ) from exc
         except _RetryableStatusError as exc:
             self.breaker.record_failure(self._clock())
             raise AnalyzerUnavailableError(

@@ -11,8 +11,9 @@ Failure handling, per request:
   `DetectorUnavailableError`; each one counts as a failure for the circuit breaker;
 - 400, 413, 415 and 422 mean the picture is bad: `UndecodableMediaError`, no retry;
 - 429 means the service is saturated: `DetectorUnavailableError`, no retry, no breaker failure;
-- any other 4xx, or a body that does not follow the contract: `DetectorProtocolError`, no retry,
-  a breaker failure (the service is not behaving);
+- any other 4xx, a body that does not follow the contract, or one longer than
+  `max_response_bytes` (not read past the limit): `DetectorProtocolError`, no retry, a breaker
+  failure (the service is not behaving);
 - while the circuit is open, requests are refused at once with `DetectorUnavailableError`.
 Videos are sampled like the embedded backend (`streams.detectors.frames`) and each frame is sent
 as a JPEG, one after the other; the results are merged by `merge_frames`.
@@ -48,7 +49,13 @@ from streams.detectors.base import (
 )
 from streams.detectors.frames import sample_frames
 from streams.detectors.images import DEFAULT_MAX_IMAGE_PIXELS
-from streams.resilience import CircuitBreaker, retry_call
+from streams.resilience import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    CircuitBreaker,
+    ResponseTooLargeError,
+    post_capped,
+    retry_call,
+)
 
 BAD_MEDIA_STATUSES = frozenset({400, 413, 415, 422})
 JPEG_QUALITY = 90
@@ -80,6 +87,7 @@ class RtDetrDetector:
         frame_interval_seconds: float = 2.0,
         max_frames: int = 10,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
@@ -94,6 +102,8 @@ class RtDetrDetector:
                 "max_retries must be >= 0 and max_concurrency >= 1, got "
                 f"{max_retries} and {max_concurrency}"
             )
+        if max_response_bytes < 1:
+            raise DetectorConfigError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
         if frame_interval_seconds <= 0 or max_frames < 1:
             raise DetectorConfigError(
                 "frame_interval_seconds must be > 0 and max_frames >= 1, got "
@@ -108,6 +118,7 @@ class RtDetrDetector:
         self.frame_interval_seconds = frame_interval_seconds
         self.max_frames = max_frames
         self.max_image_pixels = max_image_pixels
+        self.max_response_bytes = max_response_bytes
         self.breaker = CircuitBreaker(circuit_failure_threshold, circuit_reset_seconds)
         self._clock = clock
         self._sleep = sleep
@@ -190,10 +201,19 @@ class RtDetrDetector:
         started = time.perf_counter()
         try:
             async with self._slots:
-                response = await self._client.post(
+                response = await post_capped(
+                    self._client,
                     f"{self.base_url}/detect",
+                    max_bytes=self.max_response_bytes,
                     files={"file": (filename, content, content_type)},
                 )
+        except ResponseTooLargeError as exc:
+            self.breaker.record_failure(self._clock())
+            raise DetectorProtocolError(
+                f"the RT-DETR service at {self.base_url} sent an answer that is too large ({exc}); "
+                "a detection answer is a few kilobytes, so RTDETR_URL probably points at "
+                "something else. Fix: correct RTDETR_URL."
+            ) from exc
         except httpx.TimeoutException as exc:
             self.breaker.record_failure(self._clock())
             raise _TransientError(
@@ -238,7 +258,8 @@ class RtDetrDetector:
             )
         try:
             result = parse_response(response.json(), elapsed_ms, self.name)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than the parser goes
             self.breaker.record_failure(self._clock())
             raise DetectorProtocolError(
                 f"the RT-DETR service at {self.base_url} sent an invalid answer ({exc}; body: "

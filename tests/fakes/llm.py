@@ -3,9 +3,9 @@
 It checks the request like llama.cpp's server and vLLM do (JSON body with `model` and a
 non-empty `messages` list; a `response_format` must be `json_schema` with a `schema` object;
 a configured API key must come as `Authorization: Bearer …`) and answers the assistant text a
-test scripted. A test steers it between requests with `answer_with`, `fail_times`,
-`answer_slowly`, `refuse_response_format`, `require_api_key` and `answer_garbage`, and reads what
-it saw through `requests`, `bodies`, `last_body` and `last_headers`.
+test scripted. A test steers it between requests with `answer_with`, `fail_times`, `flap`,
+`answer_slowly`, `refuse_response_format`, `require_api_key`, `answer_garbage` and `answer_huge`,
+and reads what it saw through `requests`, `bodies`, `last_body`, `last_headers` and `bytes_sent`.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.server import run_app_in_thread
+from tests.fakes.server import huge_body, run_app_in_thread
 
 VALID_REPLY = json.dumps(
     {
@@ -49,6 +49,9 @@ class _Behaviour:
     api_key: str | None = None
     garbage: bytes | None = None
     garbage_type: str = "text/html"
+    flap_status: int | None = None
+    huge_bytes: int = 0
+    huge_declared: bool = True
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class FakeLLM:
         self._lock = threading.Lock()
         self._behaviour = _Behaviour()
         self._seen: list[SeenRequest] = []
+        self._flaps = 0
+        self._bytes_sent = 0
         self.app = Starlette(
             routes=[Route("/v1/chat/completions", self._complete, methods=["POST"])]
         )
@@ -76,6 +81,7 @@ class FakeLLM:
         with self._lock:
             self._behaviour = _Behaviour()
             self._seen = []
+            self._flaps = self._bytes_sent = 0
 
     def answer_with(
         self,
@@ -92,12 +98,26 @@ class FakeLLM:
             self._behaviour.model = model
             self._behaviour.usage = usage
             self._behaviour.garbage = None
+            self._behaviour.flap_status = None
+            self._behaviour.huge_bytes = 0
 
     def fail_times(self, count: int, status: int = 500) -> None:
         """Answer `status` to the next `count` requests, then normally."""
         with self._lock:
             self._behaviour.failures_left = count
             self._behaviour.failure_status = status
+
+    def flap(self, status: int = 500) -> None:
+        """Alternate from the next request on: answer `status`, then normally, then `status`…"""
+        with self._lock:
+            self._behaviour.flap_status = status
+            self._flaps = 0
+
+    def answer_huge(self, size: int, *, declare_length: bool = True) -> None:
+        """Answer 200 with `size` bytes, streamed, with a Content-Length or chunked."""
+        with self._lock:
+            self._behaviour.huge_bytes = size
+            self._behaviour.huge_declared = declare_length
 
     def answer_slowly(self, seconds: float) -> None:
         """Wait `seconds` before answering each request."""
@@ -141,6 +161,16 @@ class FakeLLM:
         with self._lock:
             return dict(self._seen[-1].headers) if self._seen else {}
 
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes of huge answers handed to the server so far."""
+        with self._lock:
+            return self._bytes_sent
+
+    def _count_sent(self, size: int) -> None:
+        with self._lock:
+            self._bytes_sent += size
+
     # --- the service ----------------------------------------------------------------------------
     async def _complete(self, request: Request) -> Response:
         raw = await request.body()
@@ -155,6 +185,11 @@ class FakeLLM:
             behaviour = _Behaviour(**vars(self._behaviour))
             if self._behaviour.failures_left > 0:
                 self._behaviour.failures_left -= 1
+            if behaviour.flap_status is not None:
+                if self._flaps % 2 == 0:
+                    behaviour.failures_left = 1
+                    behaviour.failure_status = behaviour.flap_status
+                self._flaps += 1
         if behaviour.delay_seconds:
             await asyncio.sleep(behaviour.delay_seconds)
         return self._answer(body, headers, behaviour)
@@ -176,6 +211,16 @@ class FakeLLM:
             return _error(400, "invalid_request_error", "response_format is not supported")
         if behaviour.garbage is not None:
             return Response(behaviour.garbage, 200, media_type=behaviour.garbage_type)
+        if behaviour.huge_bytes:
+            headers = (
+                {"content-length": str(behaviour.huge_bytes)} if behaviour.huge_declared else {}
+            )
+            return StreamingResponse(
+                huge_body(behaviour.huge_bytes, self._count_sent),
+                200,
+                headers=headers,
+                media_type="application/json",
+            )
         reply: dict[str, Any] = {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -235,8 +280,9 @@ def _error(status: int, kind: str, message: str) -> JSONResponse:
 
 
 @contextmanager
-def serve_fake_llm() -> Iterator[tuple[FakeLLM, str]]:
-    """A running fake server and its base URL."""
-    fake = FakeLLM()
-    with run_app_in_thread(fake.app) as serving:
+def serve_fake_llm(port: int = 0, fake: FakeLLM | None = None) -> Iterator[tuple[FakeLLM, str]]:
+    """A running fake server and its base URL; on `port` when given (0: a free one), with the
+    state of `fake` when given (a server coming back)."""
+    fake = fake or FakeLLM()
+    with run_app_in_thread(fake.app, port=port) as serving:
         yield fake, serving.base_url

@@ -2,8 +2,8 @@
 
 It really decodes the uploaded picture (a file Pillow cannot read gets HTTP 400, like the real
 service) and answers the detections a test configured. A test steers it between requests with
-`answer_normally`, `fail_times`, `answer_slowly`, `answer_garbage` and `reject`, and reads what it
-saw through `requests`, `max_concurrent` and `uploads`.
+`answer_normally`, `fail_times`, `flap`, `answer_slowly`, `answer_garbage`, `answer_huge` and
+`reject`, and reads what it saw through `requests`, `max_concurrent`, `uploads` and `bytes_sent`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.server import run_app_in_thread
+from tests.fakes.server import huge_body, run_app_in_thread
 
 PERSON: dict[str, Any] = {
     "class": "person",
@@ -50,6 +50,9 @@ class _Behaviour:
     garbage: bytes | None = None
     garbage_type: str = "application/json"
     reject_status: int | None = None
+    flap_status: int | None = None
+    huge_bytes: int = 0
+    huge_declared: bool = True
 
 
 class FakeRtDetr:
@@ -63,6 +66,8 @@ class FakeRtDetr:
         self._in_flight = 0
         self._max_in_flight = 0
         self._uploads: list[Upload] = []
+        self._flaps = 0
+        self._bytes_sent = 0
         self.app = Starlette(routes=[Route("/detect", self._detect, methods=["POST"])])
 
     # --- steering -------------------------------------------------------------------------------
@@ -73,6 +78,7 @@ class FakeRtDetr:
             self._generation += 1
             self._requests = self._in_flight = self._max_in_flight = 0
             self._uploads = []
+            self._flaps = self._bytes_sent = 0
 
     def answer_normally(
         self, detections: list[dict[str, Any]] | None = None, *, bbox_as_list: bool = False
@@ -85,12 +91,26 @@ class FakeRtDetr:
             self._behaviour.failures_left = 0
             self._behaviour.garbage = None
             self._behaviour.reject_status = None
+            self._behaviour.flap_status = None
+            self._behaviour.huge_bytes = 0
 
     def fail_times(self, count: int, status: int = 500) -> None:
         """Answer `status` to the next `count` requests, then normally."""
         with self._lock:
             self._behaviour.failures_left = count
             self._behaviour.failure_status = status
+
+    def flap(self, status: int = 500) -> None:
+        """Alternate from the next request on: answer `status`, then normally, then `status`…"""
+        with self._lock:
+            self._behaviour.flap_status = status
+            self._flaps = 0
+
+    def answer_huge(self, size: int, *, declare_length: bool = True) -> None:
+        """Answer 200 with `size` bytes, streamed, with a Content-Length or chunked."""
+        with self._lock:
+            self._behaviour.huge_bytes = size
+            self._behaviour.huge_declared = declare_length
 
     def answer_slowly(self, seconds: float) -> None:
         """Wait `seconds` before answering each request."""
@@ -124,6 +144,16 @@ class FakeRtDetr:
         with self._lock:
             return list(self._uploads)
 
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes of huge answers handed to the server so far."""
+        with self._lock:
+            return self._bytes_sent
+
+    def _count_sent(self, size: int) -> None:
+        with self._lock:
+            self._bytes_sent += size
+
     # --- the service ----------------------------------------------------------------------------
     async def _detect(self, request: Request) -> Response:
         with self._lock:
@@ -134,6 +164,11 @@ class FakeRtDetr:
             behaviour = _Behaviour(**vars(self._behaviour))
             if self._behaviour.failures_left > 0:
                 self._behaviour.failures_left -= 1
+            if behaviour.flap_status is not None:
+                if self._flaps % 2 == 0:
+                    behaviour.failures_left = 1
+                    behaviour.failure_status = behaviour.flap_status
+                self._flaps += 1
         try:
             if behaviour.delay_seconds:
                 await asyncio.sleep(behaviour.delay_seconds)
@@ -156,6 +191,16 @@ class FakeRtDetr:
             self._uploads.append(Upload(filename, content_type, len(content)))
         if behaviour.garbage is not None:
             return Response(behaviour.garbage, 200, media_type=behaviour.garbage_type)
+        if behaviour.huge_bytes:
+            headers = (
+                {"content-length": str(behaviour.huge_bytes)} if behaviour.huge_declared else {}
+            )
+            return StreamingResponse(
+                huge_body(behaviour.huge_bytes, self._count_sent),
+                200,
+                headers=headers,
+                media_type="application/json",
+            )
         try:
             with Image.open(io.BytesIO(content)) as picture:
                 picture.load()
@@ -209,8 +254,11 @@ def parse_multipart_file(body: bytes, content_type: str) -> tuple[str, str, byte
 
 
 @contextmanager
-def serve_fake_rtdetr() -> Iterator[tuple[FakeRtDetr, str]]:
-    """A running fake service and its base URL."""
-    fake = FakeRtDetr()
-    with run_app_in_thread(fake.app) as serving:
+def serve_fake_rtdetr(
+    port: int = 0, fake: FakeRtDetr | None = None
+) -> Iterator[tuple[FakeRtDetr, str]]:
+    """A running fake service and its base URL; on `port` when given (0: a free one), with the
+    state of `fake` when given (a service coming back)."""
+    fake = fake or FakeRtDetr()
+    with run_app_in_thread(fake.app, port=port) as serving:
         yield fake, serving.base_url

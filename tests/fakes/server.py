@@ -1,11 +1,12 @@
-"""Run an ASGI app with uvicorn in a background thread on a free loopback port."""
+"""Run an ASGI app with uvicorn in a background thread on a loopback port; huge answers."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -29,11 +30,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def run_app_in_thread(app: ASGIApp, *, startup_timeout: float = 10.0) -> Iterator[ServingApp]:
-    """Serve `app` on 127.0.0.1 until the block exits (or `stop()` is called)."""
+def run_app_in_thread(
+    app: ASGIApp, *, startup_timeout: float = 10.0, port: int = 0
+) -> Iterator[ServingApp]:
+    """Serve `app` on 127.0.0.1 until the block exits (or `stop()` is called).
+
+    `port` 0 picks a free port; a given port lets a service come back where it was before.
+    """
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
+    listener.bind(("127.0.0.1", port))
     port = listener.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -70,3 +76,24 @@ def run_app_in_thread(app: ASGIApp, *, startup_timeout: float = 10.0) -> Iterato
         yield ServingApp(f"http://127.0.0.1:{port}", stop)
     finally:
         stop()
+
+
+HUGE_CHUNK = b'{"class": "person", "confidence": 0.5, "bbox": [1, 2, 3, 4]}, ' * 1024
+
+
+def huge_body(size: int, count: Callable[[int], None]) -> AsyncIterator[bytes]:
+    """`size` bytes of one JSON-looking chunk repeated (never held whole), each chunk counted
+    with `count` as it is handed to the server."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        left = size
+        while left > 0:
+            chunk = HUGE_CHUNK if left >= len(HUGE_CHUNK) else HUGE_CHUNK[:left]
+            left -= len(chunk)
+            count(len(chunk))
+            yield chunk
+            # A write to a closed connection does not suspend: yield so that the server sees
+            # the disconnect and stops the stream.
+            await asyncio.sleep(0)
+
+    return chunks()
