@@ -234,6 +234,9 @@ class Settings(BaseSettings):
     ai_retry_backoff_seconds: float = Field(0.5, ge=0)
     ai_circuit_failure_threshold: int = Field(5, ge=1)
     ai_circuit_reset_seconds: float = Field(30.0, gt=0)
+    ai_max_response_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Longer detector/LLM answers are refused unread."
+    )
 
     # --- streams -----------------------------------------------------------------------------
     stream_reclaim_idle_ms: int = Field(60_000, ge=100)

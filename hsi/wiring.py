@@ -62,6 +62,7 @@ def detector_config(settings: Settings) -> DetectorConfig:
         video_frame_interval_seconds=settings.video_frame_interval_seconds,
         video_max_frames=settings.video_max_frames,
         max_image_bytes=settings.max_image_size_bytes,
+        max_response_bytes=settings.ai_max_response_bytes,
     )
 
 
@@ -79,6 +80,7 @@ def llm_config(settings: Settings) -> LLMConfig:
         retry_backoff_seconds=settings.ai_retry_backoff_seconds,
         circuit_failure_threshold=settings.ai_circuit_failure_threshold,
         circuit_reset_seconds=settings.ai_circuit_reset_seconds,
+        max_response_bytes=settings.ai_max_response_bytes,
     )
 
 

@@ -25,6 +25,7 @@ from streams.detectors.base import (
 from streams.detectors.embedded import EmbeddedDetector
 from streams.detectors.images import DEFAULT_MAX_IMAGE_BYTES
 from streams.detectors.rtdetr import RtDetrDetector
+from streams.resilience import DEFAULT_MAX_RESPONSE_BYTES
 
 __all__ = [
     "BoundingBox",
@@ -67,6 +68,7 @@ class DetectorConfig:
     video_frame_interval_seconds: float = 2.0
     video_max_frames: int = 10
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -122,6 +124,7 @@ def build_detector(config: DetectorConfig) -> Detector:
             class_thresholds=config.class_thresholds,
             frame_interval_seconds=config.video_frame_interval_seconds,
             max_frames=config.video_max_frames,
+            max_response_bytes=config.max_response_bytes,
         )
     return EmbeddedDetector(
         threads=config.threads,
