@@ -14,7 +14,6 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -27,7 +26,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hsi.api.config import APIConfig, LiveConfig, RateLimits
 from hsi.api.endpoint import Endpoint
 from hsi.api.openapi import build_openapi
-from hsi.api.responses import APIError, api_error_handler, error_response, http_error_handler
+from hsi.api.responses import (
+    REDIS_ERRORS,
+    APIError,
+    api_error_handler,
+    http_error_handler,
+    unavailable,
+)
 from hsi.api.routes import (
     alerts,
     cameras,
@@ -113,21 +118,11 @@ class Tracing:
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> Response:
-    return error_response(
-        503,
-        f"PostgreSQL is unavailable ({type(exc).__name__}); retry shortly, and check the "
-        "database server and DATABASE_URL if it persists",
-        headers={"Retry-After": "5"},
-    )
+    return unavailable("PostgreSQL", "DATABASE_URL", exc)
 
 
 async def _redis_unavailable(_: Request, exc: Exception) -> Response:
-    return error_response(
-        503,
-        f"Redis is unavailable ({type(exc).__name__}); retry shortly, and check the Redis "
-        "server and REDIS_URL if it persists",
-        headers={"Retry-After": "5"},
-    )
+    return unavailable("Redis", "REDIS_URL", exc)
 
 
 def create_app(config: APIConfig, web: WebConfig | None = None) -> Starlette:
@@ -184,7 +179,7 @@ def create_app(config: APIConfig, web: WebConfig | None = None) -> Starlette:
             APIError: api_error_handler,
             HTTPException: http_error_handler,
             DBAPIError: _database_unavailable,
-            RedisError: _redis_unavailable,
+            **dict.fromkeys(REDIS_ERRORS, _redis_unavailable),
         },
         lifespan=lifespan,
     )

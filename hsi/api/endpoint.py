@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from hsi.api.params import Query
+from hsi.api.params import LABEL_PATTERN, Query
 
 Handler = Callable[[Request, Query], Awaitable[Response]]
 
@@ -35,8 +35,12 @@ class Endpoint:
     tag: str
     params: tuple[Param, ...] = ()
     responses: Mapping[int, str] = field(default_factory=dict)
-    content_type: str = "application/json"
+    content_types: tuple[str, ...] = ("application/json",)  # of its 2xx answers
     authenticated: bool = True
+    # Statuses of 400 and above whose body is the route's own answer, not `{"error": ...}`.
+    answers: frozenset[int] = frozenset()
+    # Reads PostgreSQL or Redis, so it answers 503 (with Retry-After) while they are unreachable.
+    uses_stores: bool = True
 
     @property
     def query_names(self) -> frozenset[str]:
@@ -56,13 +60,21 @@ class Endpoint:
 
 # --- parameters shared by several routes --------------------------------------------------------
 
+CAMERA_ID_PATTERN = r"^[a-z0-9][a-z0-9_]{0,63}$"  # what `streams.names.is_camera_id` accepts
+UUID: Mapping[str, Any] = {"type": "string", "format": "uuid"}
+LABELS: Mapping[str, Any] = {"type": "array", "items": {"type": "string", "pattern": LABEL_PATTERN}}
+
 LIMIT = Param(
     "limit",
     "Page size, 1–100 (default 50).",
     {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
 )
 CURSOR = Param("cursor", "The `next_cursor` of the previous page, unchanged.")
-CAMERA_ID = Param("camera_id", "Only this camera (a camera id such as `front_door`).")
+CAMERA_ID = Param(
+    "camera_id",
+    "Only this camera (a camera id such as `front_door`).",
+    {"type": "string", "pattern": CAMERA_ID_PATTERN},
+)
 SINCE = Param(
     "since",
     "From this time, inclusive (ISO 8601; without an offset: UTC).",
@@ -75,11 +87,8 @@ UNTIL = Param(
 )
 
 
-def path_param(name: str, description: str, pattern: str | None = None) -> Param:
-    schema: dict[str, Any] = {"type": "string"}
-    if pattern is not None:
-        schema["pattern"] = pattern
-    return Param(name, description, schema, location="path", required=True)
+def path_param(name: str, description: str, schema: Mapping[str, Any] | None = None) -> Param:
+    return Param(name, description, schema or {"type": "string"}, location="path", required=True)
 
 
 PAGE_SCHEMA_NOTE = (

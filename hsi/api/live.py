@@ -16,10 +16,12 @@ an entry of another stream written in that same millisecond may be sent twice (i
 duplicates recognisable). Without an id the feed starts at the streams' current ends (`$`).
 
 A comment line is sent every heartbeat; the connection is closed when no event was sent for the
-idle timeout (the browser reconnects with its last id). Entries go out in id (time) order across
-streams (`merge_in_order`). On one server a single blocking XREAD covers every stream; on a
-Redis Cluster one command may not span cameras (slots), so each round is one non-blocking XREAD
-per camera in a pipeline, with a pause of the block time when nothing came.
+idle timeout (the browser reconnects with its last id). Redis unreachable at the start is a 503;
+Redis lost later ends the stream with a comment saying so (the browser reconnects likewise).
+Entries go out in id (time) order across streams (`merge_in_order`). On one server a single
+blocking XREAD covers every stream; on a Redis Cluster one command may not span cameras (slots),
+so each round is one non-blocking XREAD per camera in a pipeline, with a pause of the block time
+when nothing came.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
@@ -40,7 +42,7 @@ from starlette.types import Message, Receive, Scope, Send
 from hsi.api import links
 from hsi.api.config import LiveConfig
 from hsi.api.queries.streams import camera_ids
-from hsi.api.responses import error_response
+from hsi.api.responses import REDIS_ERRORS, error_response, unavailable
 from hsi.api.security import ConnectionSlots, Refusal
 from hsi.logging import log_event
 from hsi.redis import RedisClient, RedisConfig, create_redis
@@ -195,7 +197,16 @@ class LiveFeed(Response):
         if refusal is not None:
             await self._refuse(refusal, scope, receive, send)
             return
+        redis = create_redis(self.redis_config)
         try:
+            try:
+                keys = live_keys(self.names, await camera_ids(redis, self.names))
+                positions = resume_positions(
+                    keys, self.names, await _tails(redis, list(keys)), self.resume
+                )
+            except REDIS_ERRORS as exc:  # before the 200: the client gets a plain 503
+                await unavailable("Redis", "REDIS_URL", exc)(scope, receive, send)
+                return
             await send(
                 {
                     "type": "http.response.start",
@@ -211,7 +222,7 @@ class LiveFeed(Response):
                 async with anyio.create_task_group() as group:
 
                     async def stream() -> None:
-                        await self._stream(send)
+                        await self._stream(redis, send, keys, positions)
                         group.cancel_scope.cancel()
 
                     group.start_soon(stream)
@@ -219,6 +230,10 @@ class LiveFeed(Response):
                     group.cancel_scope.cancel()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            # The task group cancels the stream on disconnect, and anyio cancels every await in
+            # a cancelled scope: shield the close, or the connection would be left open.
+            with anyio.CancelScope(shield=True):
+                await redis.aclose()
             self.slots.release(self.client)
 
     async def _refuse(self, refusal: Refusal, scope: Scope, receive: Receive, send: Send) -> None:
@@ -237,23 +252,29 @@ class LiveFeed(Response):
             )
         await response(scope, receive, send)
 
-    async def _stream(self, send: Send) -> None:
-        redis = create_redis(self.redis_config)
-        try:
-            await self._run(redis, send)
-        finally:
-            # The task group cancels this task on disconnect, and anyio cancels every await in
-            # a cancelled scope: shield the close, or the connection would be left open.
-            with anyio.CancelScope(shield=True):
-                await redis.aclose()
-
-    async def _run(self, redis: RedisClient, send: Send) -> None:
+    async def _stream(
+        self,
+        redis: RedisClient,
+        send: Send,
+        keys: dict[str, tuple[str, StreamKind]],
+        positions: dict[str, str],
+    ) -> None:
         async def write(chunk: bytes) -> None:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-        keys = live_keys(self.names, await camera_ids(redis, self.names))
-        tails = await _tails(redis, list(keys))
-        positions = resume_positions(keys, self.names, tails, self.resume)
+        try:
+            await self._run(redis, write, keys, positions)
+        except REDIS_ERRORS as exc:  # after the 200: end the stream, the browser reconnects
+            log_event(log, "api.live_redis_lost", level=logging.WARNING, error=type(exc).__name__)
+            await write(sse_comment("redis unavailable; reconnect with Last-Event-ID"))
+
+    async def _run(
+        self,
+        redis: RedisClient,
+        write: Callable[[bytes], Awaitable[None]],
+        keys: dict[str, tuple[str, StreamKind]],
+        positions: dict[str, str],
+    ) -> None:
         await write(f"retry: {RETRY_MS}\n".encode() + sse_comment("connected"))
         last_event = last_write = time.monotonic()
         while time.monotonic() - last_event < self.config.idle_timeout_seconds:

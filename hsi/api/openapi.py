@@ -41,14 +41,14 @@ def _parameter(param: Param) -> dict[str, Any]:
 
 
 def _response(endpoint: Endpoint, status: int, description: str) -> dict[str, Any]:
-    if status >= 400:
+    if status >= 400 and status not in endpoint.answers:
         return {
             "description": description,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         }
     if status in (204, 304):
         return {"description": description}
-    return {"description": description, "content": {endpoint.content_type: {}}}
+    return {"description": description, "content": {t: {} for t in endpoint.content_types}}
 
 
 def _operation(endpoint: Endpoint, keys_enabled: bool, rate_limited: bool) -> dict[str, Any]:
@@ -70,6 +70,10 @@ def _operation(endpoint: Endpoint, keys_enabled: bool, rate_limited: bool) -> di
         responses.setdefault("401", _response(endpoint, 401, "Missing or invalid API key."))
     if endpoint.authenticated and rate_limited:
         responses.setdefault("429", _response(endpoint, 429, "Rate limited; see Retry-After."))
+    if endpoint.uses_stores:
+        responses.setdefault(
+            "503", _response(endpoint, 503, "PostgreSQL or Redis is unreachable; see Retry-After.")
+        )
     return operation
 
 

@@ -17,7 +17,8 @@ from streams.names import is_camera_id
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
-_LABEL = re.compile(r"^[A-Za-z0-9 _.-]{1,64}$")
+LABEL_PATTERN = r"^[A-Za-z0-9 _.-]{1,64}$"  # an object type such as `person`
+_LABEL = re.compile(LABEL_PATTERN)
 
 
 class Query:
@@ -38,11 +39,15 @@ class Query:
         return values[0] if values else None
 
     def get_list(self, name: str) -> list[str]:
-        """Every value of `name`, repeated (`?a=x&a=y`) or comma separated (`?a=x,y`)."""
+        """Every value of `name`, repeated (`?a=x&a=y`) or comma separated (`?a=x,y`); an empty
+        one (`?a=`, `?a=x,`) is an error, not a silently dropped filter."""
         out: list[str] = []
         for key, value in self._items:
             if key == name:
-                out.extend(part.strip() for part in value.split(",") if part.strip())
+                parts = [part.strip() for part in value.split(",")]
+                if not all(parts):
+                    raise BadParameter(name, "an empty value; leave the parameter out instead")
+                out.extend(parts)
         return out
 
 

@@ -8,9 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisClusterException, RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+
+from hsi.redact import mask_secrets
 
 _HTTP_MESSAGES = {
     404: "no such route",
@@ -72,6 +75,22 @@ def error_response(
     return JSON(error_body(message, parameter), status_code=status, headers=headers)
 
 
+# What a Redis client raises when the server cannot be used; redis-py's cluster client raises
+# RedisClusterException ("cannot be connected"), which is not a RedisError.
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
+
+
+def unavailable(service: str, setting: str, exc: BaseException) -> Response:
+    """503 for a store that cannot be reached (the exception's type only: its text may hold a
+    host or worse)."""
+    return error_response(
+        503,
+        f"{service} is unavailable ({type(exc).__name__}); retry shortly, and check the "
+        f"{service} server and {setting} if it persists",
+        headers={"Retry-After": "5"},
+    )
+
+
 async def api_error_handler(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
     return error_response(exc.status, exc.message, parameter=exc.parameter, headers=exc.headers)
@@ -82,6 +101,12 @@ async def http_error_handler(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = _HTTP_MESSAGES.get(exc.status_code, str(exc.detail))
     return error_response(exc.status_code, message, headers=exc.headers)
+
+
+def stored_error(text: str | None) -> str | None:
+    """An error text a stage stored (from an exception, a server's answer), secrets masked: it
+    may quote a URL with its password or a request's Authorization header."""
+    return None if text is None else mask_secrets(text)
 
 
 def iso(value: datetime | None) -> str | None:

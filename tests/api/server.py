@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import uvicorn
+from starlette.applications import Starlette
 
 from hsi.api.app import create_app
 from hsi.api.config import APIConfig
@@ -24,18 +27,28 @@ def _free_port() -> int:
 
 
 @asynccontextmanager
-async def running(config: APIConfig) -> AsyncIterator[httpx.AsyncClient]:
-    """The app under uvicorn in a thread, and a client for it."""
+async def running(
+    config: APIConfig,
+    *,
+    app: Starlette | None = None,
+    tls: Mapping[str, Any] | None = None,
+    verify: ssl.SSLContext | bool = True,
+    log_level: str | None = "warning",
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app of `config` (or `app`) under uvicorn in a thread, and a client for it; `tls` are
+    uvicorn's SSL options (`hsi.tls.uvicorn_ssl_options`), `verify` the client's side of them;
+    `log_level` None leaves uvicorn's loggers to the root logger's level, as `hsi up` does."""
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config),
+            app or create_app(config),
             host="127.0.0.1",
             port=port,
             log_config=None,
-            log_level="warning",
+            log_level=log_level,
             ws="none",
             timeout_graceful_shutdown=2,
+            **(tls or {}),
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
@@ -44,7 +57,10 @@ async def running(config: APIConfig) -> AsyncIterator[httpx.AsyncClient]:
         async with asyncio.timeout(10):
             while not server.started:  # noqa: ASYNC110 - a plain flag set by uvicorn's thread
                 await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        scheme = "https" if tls else "http"
+        async with httpx.AsyncClient(
+            base_url=f"{scheme}://127.0.0.1:{port}", timeout=10, verify=verify
+        ) as client:
             yield client
     finally:
         server.should_exit = True

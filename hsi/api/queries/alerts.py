@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hsi.api import links
 from hsi.api.cursor import Cursor
 from hsi.api.queries.paging import Page, make_page
-from hsi.api.responses import iso
+from hsi.api.responses import iso, stored_error
 from hsi.api.tables import metadata
 
 CURSOR_KIND = "alerts"
@@ -82,7 +82,7 @@ def alert_item(row: Row[Any]) -> dict[str, Any]:
         "status": row.status,
         "reason": row.reason,
         "attempt": row.attempt,
-        "error": row.error,
+        "error": stored_error(row.error),
         "idempotency_key": row.idempotency_key,
         "delivered_at": iso(row.delivered_at),
         "recorded_at": iso(row.recorded_at),
@@ -133,7 +133,7 @@ async def event_alerts(conn: AsyncConnection, event_id: uuid.UUID) -> list[dict[
             "reason": row.reason,
             "rule": row.rule,
             "attempt": row.attempt,
-            "error": row.error,
+            "error": stored_error(row.error),
             "delivered_at": iso(row.delivered_at),
             "recorded_at": iso(row.recorded_at),
         }

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hsi.api import links
 from hsi.api.cursor import Cursor
 from hsi.api.queries.paging import Page, make_page
-from hsi.api.responses import iso
+from hsi.api.responses import iso, stored_error
 from hsi.api.tables import dead_letters
 
 CURSOR_KIND = "dead_letters"
@@ -26,7 +26,7 @@ def dead_letter_item(row: Row[Any]) -> dict[str, Any]:
         "entry_id": row.entry_id,
         "group": row.group_name,
         "deliveries": row.deliveries,
-        "last_error": row.last_error,
+        "last_error": stored_error(row.last_error),
         "original_type": row.original_type,
         "dead_at": iso(row.dead_at),
         "links": {"camera": links.camera_url(row.camera_id)},

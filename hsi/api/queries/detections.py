@@ -18,6 +18,13 @@ from hsi.api.responses import iso
 from hsi.api.tables import detections
 
 CURSOR_KIND = "detections"
+REAL_MIN = 2.0**-149  # the smallest positive `real` (float4, subnormal)
+
+
+def real_threshold(value: float) -> float:
+    """`value` as a bound that PostgreSQL can cast to `real`: a positive number below the
+    smallest positive `real` would underflow (an error), and means the same as that `real`."""
+    return REAL_MIN if 0.0 < value < REAL_MIN else value
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,8 @@ class DetectionFilters:
             out.append(detections.c.label.in_(self.labels))
         if self.min_confidence is not None:
             # The column is `real`: compare in `real` so that 0.9 means the stored 0.9.
-            out.append(detections.c.confidence >= cast(literal(self.min_confidence), REAL))
+            bound = real_threshold(self.min_confidence)
+            out.append(detections.c.confidence >= cast(literal(bound), REAL))
         if self.since is not None:
             out.append(detections.c.captured_at >= self.since)
         if self.until is not None:

@@ -21,7 +21,7 @@ from hsi.api.cursor import Cursor
 from hsi.api.queries.alerts import event_alerts
 from hsi.api.queries.detections import detection_item
 from hsi.api.queries.paging import Page, make_page
-from hsi.api.responses import iso
+from hsi.api.responses import iso, stored_error
 from hsi.api.tables import detections, event_detections, events, media_files
 from streams.severity import RiskLevel, SeverityThresholds
 
@@ -205,7 +205,7 @@ async def get_event(conn: AsyncConnection, event_id: uuid.UUID) -> dict[str, Any
             "reasoning": row.reasoning,
             "prompt_hash": row.prompt_hash,
             "analysis_latency_ms": _rounded(row.analysis_latency_ms, 3),
-            "analysis_error": row.analysis_error,
+            "analysis_error": stored_error(row.analysis_error),
             "files": files,
             "detections": items,
             "alerts": await event_alerts(conn, event_id),

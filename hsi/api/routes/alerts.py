@@ -12,6 +12,7 @@ from hsi.api.endpoint import (
     PAGE_SCHEMA_NOTE,
     SINCE,
     UNTIL,
+    UUID,
     Endpoint,
     Param,
 )
@@ -67,7 +68,7 @@ _STATUS = Param(
     {"type": "array", "items": {"type": "string", "enum": list(q.STATUSES)}},
     repeatable=True,
 )
-_EVENT_ID = Param("event_id", "Only the alerts of this event (a UUID).", {"type": "string"})
+_EVENT_ID = Param("event_id", "Only the alerts of this event (a UUID).", UUID)
 
 ENDPOINTS = (
     Endpoint(

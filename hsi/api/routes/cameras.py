@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hsi.api.endpoint import Endpoint, path_param
+from hsi.api.endpoint import CAMERA_ID_PATTERN, Endpoint, path_param
 from hsi.api.params import Query
 from hsi.api.queries.cameras import get_camera, list_cameras
 from hsi.api.responses import JSON, NotFound
@@ -44,7 +44,13 @@ ENDPOINTS = (
         camera_detail,
         "One camera with its counts and latest file/event links.",
         "cameras",
-        params=(path_param("camera_id", "The camera id, e.g. `front_door`."),),
+        params=(
+            path_param(
+                "camera_id",
+                "The camera id, e.g. `front_door`.",
+                {"type": "string", "pattern": CAMERA_ID_PATTERN},
+            ),
+        ),
         responses={200: "The camera.", 404: "No such camera."},
     ),
 )

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from hsi.api.endpoint import (
     CAMERA_ID,
     CURSOR,
+    LABELS,
     LIMIT,
     PAGE_SCHEMA_NOTE,
     SINCE,
@@ -59,7 +60,7 @@ ENDPOINTS = (
             Param(
                 "label",
                 "Only these labels (repeatable), e.g. `person`.",
-                {"type": "array", "items": {"type": "string"}},
+                LABELS,
                 repeatable=True,
             ),
             Param(

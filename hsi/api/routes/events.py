@@ -10,10 +10,12 @@ from starlette.responses import Response
 from hsi.api.endpoint import (
     CAMERA_ID,
     CURSOR,
+    LABELS,
     LIMIT,
     PAGE_SCHEMA_NOTE,
     SINCE,
     UNTIL,
+    UUID,
     Endpoint,
     Param,
     path_param,
@@ -104,7 +106,7 @@ _MIN_SCORE = Param(
 _OBJECT_TYPE = Param(
     "object_type",
     "Events that saw any of these object types (repeatable), e.g. `person`.",
-    {"type": "array", "items": {"type": "string"}},
+    LABELS,
     repeatable=True,
 )
 _WINDOW_NOTE = " Times filter on the event's window start."
@@ -132,7 +134,7 @@ ENDPOINTS = (
         event_detail,
         "One event with its files (media links) and detections (thumbnail links).",
         "events",
-        params=(path_param("event_id", "The event (batch) id, a UUID."),),
+        params=(path_param("event_id", "The event (batch) id, a UUID.", UUID),),
         responses={200: "The event.", 404: "No such event."},
     ),
 )

@@ -62,6 +62,6 @@ ENDPOINTS = (
             429: "Too many connections from this client.",
             503: "Too many connections.",
         },
-        content_type="text/event-stream",
+        content_types=("text/event-stream",),
     ),
 )

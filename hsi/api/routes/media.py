@@ -13,7 +13,7 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from hsi.api.endpoint import Endpoint, path_param
+from hsi.api.endpoint import CAMERA_ID_PATTERN, UUID, Endpoint, path_param
 from hsi.api.media import MediaRefused, caching_headers, not_modified, resolve_media
 from hsi.api.params import Query, parse_uuid
 from hsi.api.queries.cameras import camera_folder
@@ -22,12 +22,15 @@ from hsi.api.responses import NotFound
 from hsi.api.state import resources
 from hsi.api.thumbnails import ThumbnailSpec, render_thumbnail_file
 from hsi.logging import log_event
+from hsi.mime import MEDIA_EXTENSIONS, mime_type
 from streams.detectors.base import UndecodableMediaError
 from streams.names import is_camera_id
 
 log = logging.getLogger("hsi.api.media")
 
 NO_SUCH_MEDIA = "no such media file"
+# What a media file may be served as: the allow-listed types, by their extension.
+MEDIA_TYPES = tuple(sorted({t for ext in MEDIA_EXTENSIONS if (t := mime_type(f"x{ext}"))}))
 
 
 def _file_response(request: Request, path: Path, media_type: str) -> Response:
@@ -116,7 +119,9 @@ ENDPOINTS = (
         "ETag/Last-Modified/304 and Range requests are supported. Any refused path is 404.",
         "media",
         params=(
-            path_param("camera_id", "The camera id."),
+            path_param(
+                "camera_id", "The camera id.", {"type": "string", "pattern": CAMERA_ID_PATTERN}
+            ),
             path_param("path", "Path relative to the camera root, e.g. `Front Door/snap/x.jpg`."),
         ),
         responses={
@@ -125,7 +130,7 @@ ENDPOINTS = (
             304: "Not modified.",
             404: NO_SUCH_MEDIA,
         },
-        content_type="application/octet-stream",
+        content_types=MEDIA_TYPES,
     ),
     Endpoint(
         "/api/detections/{detection_id}/thumbnail",
@@ -133,8 +138,8 @@ ENDPOINTS = (
         "JPEG of the detection's image (a video's first frame) with every box of its detection "
         "result drawn, this one highlighted in red, scaled to the thumbnail width; cached.",
         "media",
-        params=(path_param("detection_id", "The detection id, a UUID."),),
+        params=(path_param("detection_id", "The detection id, a UUID.", UUID),),
         responses={200: "The JPEG.", 304: "Not modified.", 404: "No such detection or file."},
-        content_type="image/jpeg",
+        content_types=("image/jpeg",),
     ),
 )

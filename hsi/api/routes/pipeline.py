@@ -96,5 +96,6 @@ ENDPOINTS = (
         "system",
         responses={200: "AsyncAPI 3.0 document."},
         authenticated=False,
+        uses_stores=False,
     ),
 )

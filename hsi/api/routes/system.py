@@ -82,6 +82,7 @@ ENDPOINTS = (
         "system",
         responses={200: "ok"},
         authenticated=False,
+        uses_stores=False,
     ),
     Endpoint(
         "/ready",
@@ -91,6 +92,7 @@ ENDPOINTS = (
         "system",
         responses={200: "Ready, with the numbers.", 503: "Not ready, with the numbers."},
         authenticated=False,
+        answers=frozenset({503}),
     ),
     Endpoint(
         "/metrics",
@@ -98,7 +100,8 @@ ENDPOINTS = (
         "Prometheus metrics.",
         "system",
         responses={200: "Prometheus text exposition."},
-        content_type="text/plain",
+        content_types=("text/plain",),
+        uses_stores=False,
     ),
     Endpoint(
         "/openapi.json",
@@ -107,5 +110,6 @@ ENDPOINTS = (
         "system",
         responses={200: "OpenAPI 3.1 document."},
         authenticated=False,
+        uses_stores=False,
     ),
 )
