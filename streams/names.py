@@ -82,7 +82,7 @@ def camera_id(folder_name: str) -> str:
 
 
 def is_camera_id(value: str) -> bool:
-    return bool(_CAMERA_ID.match(value))
+    return bool(_CAMERA_ID.fullmatch(value))
 
 
 @dataclass(frozen=True)

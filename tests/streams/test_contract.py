@@ -10,7 +10,14 @@ import pytest
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 
 from streams.envelope import DATA_FIELD, decode, encode, entry_fields, read_fields
-from streams.names import CameraIdError, Group, StreamKind, StreamNames, camera_id
+from streams.names import (
+    CameraIdError,
+    Group,
+    StreamKind,
+    StreamNames,
+    camera_id,
+    is_camera_id,
+)
 from streams.schemas import (
     SUPPORTED_VERSIONS,
     CameraRegistered,
@@ -47,6 +54,12 @@ def test_camera_id_refuses_names_without_letters(folder: str) -> None:
     """A folder name with nothing usable is refused with a clear error."""
     with pytest.raises(CameraIdError, match="rename the folder"):
         camera_id(folder)
+
+
+@pytest.mark.parametrize("value", ["front_door\n", "front_door\r", "Front", "_front", ""])
+def test_is_camera_id_refuses_anything_but_the_exact_form(value: str) -> None:
+    assert not is_camera_id(value)
+    assert is_camera_id("front_door")
 
 
 def test_keys_share_the_camera_hash_tag() -> None:
