@@ -20,6 +20,13 @@ The instruments (`Instruments`) and the span helpers the stages use are defined 
 `streams.tracing` on the OpenTelemetry API, since `streams` never imports `hsi`; this module makes
 the SDK providers they record on, and hands them to the pipeline as a `StageTelemetry`.
 
+Spans nobody takes are not recorded. Without an exporter (no `OTEL_EXPORTER_OTLP_ENDPOINT` and
+no test exporter) the provider has no span processor, and a recorded span would only be built,
+filled and thrown away, per entry and stage. So until a processor is added, its tracers make
+non-recording spans: the sampler still decides, and each span still gets its trace id, its own
+span id and the sampled flag, exactly as a recorded one would, so logs show the trace id and the
+entries' `traceparent` headers carry the trace on (to a process that does export).
+
 Metrics are pulled: the `PrometheusMetricReader` registers a collector in prometheus_client's
 registry (the global `REGISTRY`, which also carries the process metrics) and `render_metrics()`
 renders it, so no separate HTTP server runs. Shutting the providers down unregisters it, so a
@@ -29,19 +36,23 @@ reset followed by a setup never meets "Duplicated timeseries".
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, Tracer, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
+from opentelemetry.util.types import Attributes
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from streams.names import Group
@@ -171,6 +182,138 @@ _STREAM_GAUGES: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
+# --- the tracer provider ------------------------------------------------------------------------
+
+
+class _TracerProvider(TracerProvider):
+    """The SDK provider with HSI's sampler (`ParentBased(TraceIdRatioBased(ratio))`: a child
+    follows its parent's decision, a root is sampled at `ratio`), whose tracers record spans only
+    once a span processor takes them."""
+
+    exporting = False
+
+    def __init__(self, ratio: float, resource: Resource) -> None:
+        super().__init__(sampler=ParentBased(TraceIdRatioBased(ratio)), resource=resource)
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        super().add_span_processor(span_processor)
+        self.exporting = True
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes = None,
+    ) -> trace.Tracer:
+        tracer = super().get_tracer(
+            instrumenting_module_name, instrumenting_library_version, schema_url, attributes
+        )
+        if self.exporting or not isinstance(tracer, Tracer):
+            return tracer
+        return _UnrecordedTracer(self, tracer)
+
+
+class _UnrecordedTracer(trace.Tracer):
+    """An SDK tracer's spans without recording them, while its provider has no span processor.
+
+    Trace id, span id, flags and trace state are made as the SDK's `Tracer.start_span` makes them
+    with the provider's sampler; a processor added later makes every new span a recorded one.
+    """
+
+    def __init__(self, provider: _TracerProvider, tracer: Tracer) -> None:
+        self._provider = provider
+        self._tracer = tracer
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> Span:
+        tracer = self._tracer
+        if self._provider.exporting:
+            return tracer.start_span(
+                name,
+                context,
+                kind,
+                attributes,
+                links,
+                start_time,
+                record_exception,
+                set_status_on_exception,
+            )
+        parent = trace.get_current_span(context).get_span_context()
+        ids = tracer.id_generator
+        if parent.is_valid:
+            # What `ParentBased` decides for a child: the parent's sampled flag and trace state
+            # (and the SDK carries the parent's random-trace-id flag on).
+            return NonRecordingSpan(
+                SpanContext(
+                    parent.trace_id,
+                    ids.generate_span_id(),
+                    is_remote=False,
+                    trace_flags=TraceFlags(
+                        parent.trace_flags & (TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+                    ),
+                    trace_state=parent.trace_state,
+                )
+            )
+        trace_id, random_trace_id = ids.generate_trace_id(), ids.is_trace_id_random()
+        sampling = tracer.sampler.should_sample(
+            context, trace_id, name, kind, attributes, links or ()
+        )
+        sampled = sampling.decision is Decision.RECORD_AND_SAMPLE  # `Decision.is_sampled()`
+        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
+        if random_trace_id:
+            flags |= TraceFlags.RANDOM_TRACE_ID
+        return NonRecordingSpan(
+            SpanContext(
+                trace_id,
+                ids.generate_span_id(),
+                is_remote=False,
+                trace_flags=TraceFlags(flags),
+                trace_state=sampling.trace_state,
+            )
+        )
+
+    @contextmanager
+    def start_as_current_span(  # type: ignore[override]  # the API's own decorator is private
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[Span]:
+        span = self.start_span(
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
+        )
+        with trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:
+            yield current
+
+
 # --- the telemetry object -----------------------------------------------------------------------
 
 
@@ -274,9 +417,7 @@ _LOCK = threading.Lock()
 
 def _build(config: TelemetryConfig, span_exporter: SpanExporter | None) -> Telemetry:
     resource = Resource.create({SERVICE_NAME: config.service_name})
-    tracer_provider = TracerProvider(
-        sampler=ParentBased(TraceIdRatioBased(config.sampler_ratio)), resource=resource
-    )
+    tracer_provider = _TracerProvider(config.sampler_ratio, resource)
     if config.otlp_endpoint:
         exporter = OTLPSpanExporter(endpoint=traces_endpoint(config.otlp_endpoint), timeout=10)
         tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -287,7 +428,11 @@ def _build(config: TelemetryConfig, span_exporter: SpanExporter | None) -> Telem
     meter_provider: metrics.MeterProvider
     if config.metrics_enabled:
         reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
-        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+        # No exemplars: the Prometheus exposition carries none, and under the default filter
+        # every measurement made inside a sampled span would be offered to a reservoir.
+        meter_provider = MeterProvider(
+            resource=resource, metric_readers=[reader], exemplar_filter=AlwaysOffExemplarFilter()
+        )
     else:
         meter_provider = metrics.NoOpMeterProvider()
     telemetry = Telemetry(

@@ -31,6 +31,7 @@ projected, an entry of an unexpected type) and `dead` (buried in the dead stream
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -43,7 +44,17 @@ from typing import Any
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import Counter, Histogram, Meter
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from streams.envelope import HEADER_TRACEPARENT
@@ -114,6 +125,8 @@ ALERT_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+# A version-00 `traceparent` with nothing around it; any other form goes to the propagator.
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
 # --- instruments --------------------------------------------------------------------------------
@@ -268,7 +281,18 @@ def parent_context(headers: Mapping[str, Any] | None) -> Context | None:
     value = headers.get(HEADER_TRACEPARENT)
     if not value:
         return None
-    context = _PROPAGATOR.extract({HEADER_TRACEPARENT: str(value)})
+    value = str(value)
+    plain = _TRACEPARENT.fullmatch(value)
+    if plain is not None:
+        # The form HSI writes, read as the propagator reads it (without its carrier handling).
+        trace_id, span_id = int(plain[1], 16), int(plain[2], 16)
+        if not trace_id or not span_id:
+            return None
+        remote = SpanContext(
+            trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(plain[3], 16))
+        )
+        return trace.set_span_in_context(NonRecordingSpan(remote), Context())
+    context = _PROPAGATOR.extract({HEADER_TRACEPARENT: value})
     if not trace.get_current_span(context).get_span_context().is_valid:
         return None
     return context
@@ -284,11 +308,11 @@ def link_to(traceparent: str | None) -> Link | None:
 
 def traceparent_of(span: Span) -> str | None:
     """The W3C `traceparent` of a span; None for a span without a valid context (no-op tracer)."""
-    if not span.get_span_context().is_valid:
+    context = span.get_span_context()
+    if not context.is_valid:
         return None
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
-    return carrier.get(HEADER_TRACEPARENT)
+    # What `TraceContextTextMapPropagator.inject` writes, without a context and a carrier.
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
 def observed_at(headers: Mapping[str, Any] | None) -> datetime | None:
@@ -408,19 +432,26 @@ class StageSpans:
     def finish(self, error: BaseException | None = None) -> None:
         now = time.perf_counter()
         instruments = self.telemetry.instruments
+        # Label sets made once per outcome and counters added once per label set: the same
+        # series and sums as one `add(1)` per entry.
+        labels: dict[str, dict[str, str]] = {}
+        processed: dict[str, int] = {}
+        errors: dict[str, int] = {}
         for entry_id, opened in self._open.items():
             outcome, message = opened.outcome, None
             if error is not None:
                 outcome, message = FAILED, f"{type(error).__name__}: {error}"
             elif entry_id in self._failed:
                 outcome, message = FAILED, self._failed[entry_id]
-            labels = {"stage": self.stage, "camera": self.camera, "outcome": outcome}
-            instruments.stage_duration.record(now - opened.started, labels)
-            instruments.entries_processed.add(1, labels)
+            outcome_labels = labels.get(outcome)
+            if outcome_labels is None:
+                outcome_labels = {"stage": self.stage, "camera": self.camera, "outcome": outcome}
+                labels[outcome] = outcome_labels
+            instruments.stage_duration.record(now - opened.started, outcome_labels)
+            processed[outcome] = processed.get(outcome, 0) + 1
             if message is not None:
-                instruments.pipeline_errors.add(
-                    1, {"stage": self.stage, "error_type": error_type(error or message)}
-                )
+                kind = error_type(error or message)
+                errors[kind] = errors.get(kind, 0) + 1
             span = opened.span
             if span is None:
                 continue
@@ -433,6 +464,10 @@ class StageSpans:
                 span.set_status(Status(StatusCode.ERROR, message[:300]))
             span.end()
         self._open.clear()
+        for outcome, count in processed.items():
+            instruments.entries_processed.add(count, labels[outcome])
+        for kind, count in errors.items():
+            instruments.pipeline_errors.add(count, {"stage": self.stage, "error_type": kind})
 
 
 # --- AI requests --------------------------------------------------------------------------------
@@ -452,13 +487,16 @@ async def ai_request(
     undecodable file): recorded with outcome `bad_input`, not as errors of the backend."""
     instruments = telemetry.instruments
     started = time.perf_counter()
-    with telemetry.tracer.start_as_current_span(
+    span = telemetry.tracer.start_span(
         name,
         kind=SpanKind.CLIENT,
         attributes={"hsi.ai.backend": backend, **(attributes or {})},
         record_exception=False,
         set_status_on_exception=False,
-    ) as span:
+    )
+    with trace.use_span(
+        span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+    ):
         try:
             yield span
         except BaseException as exc:

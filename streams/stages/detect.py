@@ -80,12 +80,13 @@ class DetectStage:
         camera, _ = self._names.parse(stream)
         target = self._names.detections(camera)
         telemetry = resolve(self._telemetry)
+        root = self._root.resolve()  # once per batch, not per file (`confine`)
         with StageSpans(telemetry, self.group.value, stream, camera) as spans:
             results = await asyncio.gather(
-                *(self._traced(spans, entry_id, fields) for entry_id, fields in entries)
+                *(self._traced(spans, root, entry_id, fields) for entry_id, fields in entries)
             )
             outcome = Outcome()
-            labels: list[str] = []
+            labels: dict[str, int] = {}
             for (entry_id, _fields), result in zip(entries, results, strict=True):
                 if isinstance(result, str):
                     outcome.failed[entry_id] = result
@@ -94,16 +95,19 @@ class DetectStage:
                     entry = result
                     outcome.emit(target, entry, spans.headers(entry_id), source=entry_id)
                     if isinstance(entry, DetectionCompleted):
-                        labels.extend(o.label for o in entry.objects)
+                        for found in entry.objects:
+                            labels[found.label] = labels.get(found.label, 0) + 1
                 outcome.done.append(entry_id)
             spans.failed(outcome.failed)
             await commit(self._redis, stream, self.group.value, outcome)
-        for label in labels:
-            telemetry.instruments.detections_processed.add(1, {"camera": camera, "label": label})
+        for label, count in labels.items():  # one add per label, not per object
+            telemetry.instruments.detections_processed.add(
+                count, {"camera": camera, "label": label}
+            )
         return HandlerResult(failed=outcome.failed)
 
     async def _traced(
-        self, spans: StageSpans, entry_id: str, fields: dict[bytes, bytes]
+        self, spans: StageSpans, root: Path, entry_id: str, fields: dict[bytes, bytes]
     ) -> DetectionCompleted | DetectionFailed | str | None:
         """The output entry; an error text to leave it pending; None to just ack. Runs in the
         entry's `detect` span, whose outcome it names."""
@@ -121,7 +125,7 @@ class DetectStage:
             spans.outcome(entry_id, SKIPPED, "unexpected_entry")
             return None
         with spans.use(entry_id):
-            result = await self._one(spans.telemetry, entry_id, entry)
+            result = await self._one(spans.telemetry, root, entry_id, entry)
         if isinstance(result, str):
             spans.outcome(entry_id, FAILED, "detector_unavailable")
         elif isinstance(result, DetectionFailed):
@@ -131,11 +135,12 @@ class DetectStage:
         return result
 
     async def _one(
-        self, telemetry: StageTelemetry, entry_id: str, entry: FileObserved
+        self, telemetry: StageTelemetry, root: Path, entry_id: str, entry: FileObserved
     ) -> DetectionCompleted | DetectionFailed | str:
-        """The output entry, or an error text to leave the input pending."""
+        """The output entry, or an error text to leave the input pending (`root`: the camera
+        root, resolved)."""
         try:
-            path = confine(self._root, entry.path)
+            path = confine(root, entry.path, root_resolved=True)
             async with (
                 self._limit,
                 ai_request(

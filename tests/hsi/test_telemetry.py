@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -95,6 +96,25 @@ def test_sampler_ratio_zero_records_no_spans() -> None:
     with get_tracer().start_as_current_span("dropped") as span:
         assert not span.get_span_context().trace_flags.sampled
     assert exporter.get_finished_spans() == ()
+
+
+def test_without_an_exporter_spans_carry_their_trace_unrecorded() -> None:
+    """No exporter: spans are not recorded, yet each has its ids and the sampled flag, and a
+    child continues its parent's trace (logs and traceparent headers keep working)."""
+    telemetry = setup_telemetry(TelemetryConfig())
+    with get_tracer().start_as_current_span("stage.detect") as parent:
+        assert not parent.is_recording()
+        context = parent.get_span_context()
+        assert context.is_valid
+        assert context.trace_flags.sampled
+        with get_tracer().start_as_current_span("detector.request") as child:
+            assert child.get_span_context().trace_id == context.trace_id
+            assert child.get_span_context().span_id != context.span_id
+    exporter = InMemorySpanExporter()
+    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with get_tracer().start_as_current_span("after.processor") as span:
+        assert span.is_recording()
+    assert [s.name for s in exporter.get_finished_spans()] == ["after.processor"]
 
 
 def test_before_setup_everything_is_a_no_op() -> None:
