@@ -38,6 +38,7 @@ from streams.alerts.channels import build_channels
 from streams.alerts.rules import check_channels
 from streams.analyzers import build_analyzer
 from streams.detectors import build_detector
+from streams.groups import GroupPositions
 from streams.names import PROJECTED, SHARED, STAGE_INPUT, Group, StreamKind, StreamNames
 from streams.reclaim import HandlerResult, Reclaimer, StreamEntry
 from streams.stages.analyze import AnalyzeStage
@@ -146,6 +147,9 @@ class Pipeline:
         await self._broker.start()
         for group in self.options.stages:
             stage = self._build_stage(group)
+            # One position tracker per group: whichever of the runner and the reclaimer meets
+            # a lost group first recreates it at the freshest position either has seen.
+            positions = GroupPositions(self._redis, group.value)
             reclaimer: Reclaimer | None = None
             if self.options.reclaim:
                 reclaimer = Reclaimer(
@@ -157,6 +161,7 @@ class Pipeline:
                     consumer=f"{self.consumer}-reclaim-{group.value}",
                     handler=stage.handle,
                     telemetry=self._telemetry,
+                    positions=positions,
                 )
                 self.reclaimers[group] = reclaimer
             for kind in stage_inputs(group):
@@ -169,6 +174,7 @@ class Pipeline:
                     handler=_recording(stage.handle, reclaimer),
                     consumer=f"{self.consumer}-{group.value}",
                     config=wiring.consume_config(settings),
+                    positions=positions,
                 )
         self.data_loss = DataLossMonitor(self._redis, self.names.epoch)
         await self.data_loss.check()

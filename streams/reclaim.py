@@ -20,6 +20,10 @@ the number of times the entry was actually handed to a consumer (`deliveries_mad
 A buried entry counts as outcome `dead` of its group in `hsi_entries_processed_total`, and gets a
 `dead` span in the entry's own trace when it carries a `traceparent` (see `streams.tracing`).
 
+A lost group (NOGROUP from XAUTOCLAIM or XPENDING: XGROUP DESTROY, the stream deleted, the server
+flushed) is recreated where the reclaimer last saw it (`streams.groups.GroupPositions`, read at
+every round), with a `reclaim.group_recreated` warning, and the loop goes on.
+
 Dead letters carry the last error known for the entry: the reclaimer keeps a bounded map of the
 errors its handler runs reported (a stage can add its own with `record_failures`), falling back to
 "exceeded max deliveries".
@@ -44,7 +48,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.dlq import MAX_ERROR_CHARS, dead_entry, dead_fields
 from streams.envelope import DATA_FIELD, decode
-from streams.groups import ensure_group, is_missing_group_error
+from streams.groups import GroupPositions, is_missing_group_error
 from streams.names import StreamNames
 from streams.resilience import backoff_delay
 from streams.tracing import (
@@ -226,6 +230,7 @@ class Reclaimer:
         handler: BatchHandler,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         telemetry: StageTelemetry | None = None,
+        positions: GroupPositions | None = None,
     ) -> None:
         self._redis = redis
         self._telemetry = telemetry
@@ -238,6 +243,8 @@ class Reclaimer:
         self._rand: Callable[[], float] = random.random
         self._cameras: dict[str, str] = {}
         self._errors = _LastErrors(config.max_remembered_errors)
+        # Where the group stands on each stream, to recreate it there when it is lost.
+        self.positions = positions or GroupPositions(redis, self._group)
         for stream in streams:
             self.add_stream(stream)
 
@@ -311,6 +318,7 @@ class Reclaimer:
         counts = _Counts()
         for stream in list(self._cameras):
             try:
+                await self.positions.refresh(stream)
                 await self._reclaim_stream(stream, counts)
             except ResponseError as exc:
                 if is_missing_group_error(exc):
@@ -322,13 +330,21 @@ class Reclaimer:
         return counts.frozen()
 
     async def _recreate_group(self, stream: str) -> None:
-        created = await ensure_group(self._redis, stream, self._group)
-        self._log(logging.WARNING, "reclaim.group_recreated", stream=stream, created=created)
+        recreated = await self.positions.recreate(stream)
+        self._log(
+            logging.WARNING,
+            "reclaim.group_recreated",
+            stream=stream,
+            start_id=recreated.start_id,
+            restored=recreated.restored,
+            group_created=recreated.created,
+        )
 
     # --- one stream -----------------------------------------------------------------------------
 
     async def _reclaim_stream(self, stream: str, counts: _Counts) -> None:
         cursor = _CURSOR_DONE
+        touched = False
         while True:
             reply: Any = await self._redis.xautoclaim(
                 stream,
@@ -349,7 +365,10 @@ class Reclaimer:
                 await self._bury_deleted(stream, deleted, counts)
             if claimed:
                 await self._handle_claimed(stream, claimed, counts)
+            touched = touched or bool(claimed or deleted)
             if cursor == _CURSOR_DONE:
+                if touched:  # what was re-run or buried moved the group on
+                    await self.positions.refresh(stream)
                 return
 
     async def _bury_deleted(self, stream: str, entry_ids: list[str], counts: _Counts) -> None:

@@ -19,11 +19,19 @@ runs, so each one adds a connection to the broker's pool (`_make_room`): redis-p
 100 connections by default, which the subscribers of about 12 cameras (8 each in `hsi up`) fill,
 after which every new read fails with "Too many connections" and FastStream retries it only
 every 5 s.
+
+A lost consumer group (XGROUP DESTROY, the stream deleted, the server flushed) makes FastStream
+stop the subscriber for good (NOGROUP: it logs that the application must be restarted). The runner
+watches its subscribers every `block_ms`: a stopped one gets its group recreated where it was last
+seen (`streams.groups.GroupPositions`, read after every batch), a `stage.group_recreated` warning,
+and is started again, so the stage goes on without a restart, losing no entry and running none
+it had acknowledged again (but for a batch in flight at the loss: see `streams.groups`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import zlib
 from collections.abc import Iterable, Mapping
@@ -37,9 +45,9 @@ from faststream.redis.annotations import RedisBatchStreamMessage
 from faststream.redis.message import RedisBatchStreamMessage as BatchMessage
 from redis.asyncio import Redis, RedisCluster
 
-from streams.groups import ensure_group
+from streams.groups import GroupPositions, ensure_group
 from streams.names import Group, StreamKind, StreamNames
-from streams.reclaim import BatchHandler, StreamEntry
+from streams.reclaim import BatchHandler, StreamEntry, error_text
 
 logger = logging.getLogger("hsi.stage")
 
@@ -144,6 +152,7 @@ class StageRunner:
         handler: BatchHandler,
         consumer: str,
         config: ConsumeConfig,
+        positions: GroupPositions | None = None,
     ) -> None:
         self._broker = broker
         self._redis = redis
@@ -156,21 +165,34 @@ class StageRunner:
         self._subscribers: dict[str, Any] = {}
         self._lock = asyncio.Lock()
         self._raw = RawBatch(redis, group.value)
+        # Where the group stands on each stream, to recreate it there when it is lost.
+        self.positions = positions or GroupPositions(redis, group.value)
+        self._watcher: asyncio.Task[None] | None = None
+        self._closed = False
 
     @property
     def cameras(self) -> frozenset[str]:
         return frozenset(self._subscribers)
 
+    @property
+    def stopped(self) -> frozenset[str]:
+        """Cameras whose subscriber is not running: its group was lost and is being recreated."""
+        return frozenset(c for c, s in self._subscribers.items() if not s.running)
+
     def streams(self) -> list[str]:
         return [self._names.stream(camera, self.kind) for camera in sorted(self._subscribers)]
 
     async def add_cameras(self, cameras: Iterable[str]) -> list[str]:
-        """Subscribe to the cameras not yet subscribed; return the new ones."""
-        added = []
+        """Subscribe to the cameras not yet subscribed; return the new ones (none once the runner
+        is stopped: a camera discovered while the process stops is left to the next start)."""
+        added: list[str] = []
         async with self._lock:
+            if self._closed:
+                return added
             for camera in sorted(set(cameras) - set(self._subscribers)):
                 stream = self._names.stream(camera, self.kind)
                 await ensure_group(self._redis, stream, self.group.value)
+                await self.positions.refresh(stream)
                 subscriber = self._broker.subscriber(
                     stream=StreamSub(
                         stream,
@@ -194,6 +216,10 @@ class StageRunner:
                     "stage.subscribed",
                     extra={"stage": self.group.value, "camera": camera, "stream": stream},
                 )
+            if self._subscribers and self._watcher is None:
+                self._watcher = asyncio.create_task(
+                    self._watch(), name=f"hsi-stage-watch-{self.group.value}-{self.kind.value}"
+                )
         return added
 
     async def _on_batch(self, entries: Any, message: RedisBatchStreamMessage) -> None:
@@ -207,6 +233,8 @@ class StageRunner:
                 extra={"stage": self.group.value, "stream": stream, "entries": len(entries)},
             )
             return
+        finally:
+            await self._remember(stream)
         for entry_id, error in result.failed.items():
             logger.warning(
                 "stage.entry_failed",
@@ -218,8 +246,64 @@ class StageRunner:
                 },
             )
 
+    async def _remember(self, stream: str) -> None:
+        """Read where the group now stands on `stream` (kept for recreating it)."""
+        try:
+            await self.positions.refresh(stream)
+        except Exception as exc:  # the next batch reads it again; only a recreation needs it
+            logger.warning(
+                "stage.position_unread",
+                extra={"stage": self.group.value, "stream": stream, "error": error_text(exc)},
+            )
+
+    async def _watch(self) -> None:
+        """Bring back the subscribers FastStream stopped (a lost group), every `block_ms`."""
+        interval = max(self._config.block_ms, 10) / 1000
+        while True:
+            await asyncio.sleep(interval)
+            for camera in sorted(self.stopped):
+                try:
+                    await self._recover(camera)
+                except Exception as exc:  # Redis away: tried again at the next look
+                    logger.warning(
+                        "stage.recover_failed",
+                        extra={
+                            "stage": self.group.value,
+                            "camera": camera,
+                            "error": error_text(exc),
+                        },
+                    )
+
+    async def _recover(self, camera: str) -> None:
+        """Recreate the group of a stopped subscriber where it was, then start it again."""
+        async with self._lock:
+            subscriber = self._subscribers.get(camera)
+            if subscriber is None or subscriber.running:
+                return
+            stream = self._names.stream(camera, self.kind)
+            recreated = await self.positions.recreate(stream)
+            logger.warning(
+                "stage.group_recreated",
+                extra={
+                    "stage": self.group.value,
+                    "camera": camera,
+                    "stream": stream,
+                    "start_id": recreated.start_id,
+                    "restored": recreated.restored,
+                    "group_created": recreated.created,
+                },
+            )
+            await subscriber.start()
+            await self._remember(stream)
+
     async def stop(self) -> None:
         """Stop every subscriber; a batch in hand is finished first."""
+        self._closed = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         async with self._lock:
             for subscriber in self._subscribers.values():
                 await subscriber.stop()

@@ -432,10 +432,12 @@ async def test_two_reclaimers_never_process_the_same_entry_twice(
     handler = Recorder(redis_client)
     reclaimers = [
         _reclaimer(
-            redis_client, names, handler, consumer=f"host-{n}-reclaim", batch_size=7, idle_ms=300
+            redis_client, names, handler, consumer=f"host-{n}-reclaim", batch_size=7, idle_ms=1500
         )
         for n in (1, 2)
     ]
+    # The idle time must exceed what a round takes on a busy machine: an entry one reclaimer
+    # claimed and has not handled yet for longer than that is fair game for the other.
 
     stats = await _reclaim_until(reclaimers, lambda _: len(set(handler.processed)) >= len(ids))
 
