@@ -70,13 +70,25 @@ class PoolConfig:
 
 
 def create_engine(
-    url: str, pool: PoolConfig | None = None, *, schema: str | None = None
+    url: str,
+    pool: PoolConfig | None = None,
+    *,
+    schema: str | None = None,
+    autocommit: bool = False,
 ) -> AsyncEngine:
-    """An async engine on psycopg 3. `schema` pins the search_path (tests use one schema each)."""
+    """An async engine on psycopg 3. `schema` pins the search_path (tests use one schema each).
+
+    `autocommit` is for readers that run only queries, at READ COMMITTED (the query API): each
+    statement sees a snapshot of its own, as it would inside a transaction at that level, without
+    the BEGIN and ROLLBACK round trips around every checkout (and without a rollback when a
+    connection returns to the pool, as none is ever left open)."""
     pool = pool or PoolConfig()
     connect_args: dict[str, object] = {"connect_timeout": 10}
     if schema is not None:
         connect_args["options"] = f"-c search_path={schema}"
+    options: dict[str, object] = (
+        {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if autocommit else {}
+    )
     return create_async_engine(
         url,
         pool_size=pool.size,
@@ -86,6 +98,7 @@ def create_engine(
         pool_pre_ping=True,
         echo=pool.echo,
         connect_args=connect_args,
+        **options,
     )
 
 

@@ -46,7 +46,7 @@ from hsi.api.routes import (
 )
 from hsi.api.security import ConnectionSlots, Guard
 from hsi.api.state import Resources
-from hsi.db import create_engine
+from hsi.db import PoolConfig, create_engine
 from hsi.redis import create_redis
 from hsi.telemetry import get_tracer
 from hsi.web import WebConfig, web_routes
@@ -69,6 +69,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 # Probes and scrapes come every few seconds and would bury the requests worth a trace.
 UNTRACED_PATHS = frozenset({"/health", "/ready", "/metrics"})
 _PROPAGATOR = TraceContextTextMapPropagator()
+# At most 30 PostgreSQL connections (the engine's default 10 + 20 overflow), every one kept once
+# opened: an overflow connection is closed when it is returned, so under more than 10
+# concurrent requests most of them would open a connection (a server process) of their own.
+API_POOL = PoolConfig(size=30, max_overflow=0)
 
 
 class Tracing:
@@ -132,7 +136,9 @@ def create_app(config: APIConfig, web: WebConfig | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
-        engine = create_engine(config.database_url, schema=config.database_schema)
+        engine = create_engine(
+            config.database_url, API_POOL, schema=config.database_schema, autocommit=True
+        )
         redis = create_redis(config.redis)
         try:
             yield {

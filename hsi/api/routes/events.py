@@ -56,7 +56,7 @@ async def events_list(request: Request, query: Query) -> Response:
     filters = event_filters(query)
     limit, after = parse_uuid_page(query, q.CURSOR_KIND)
     async with resources(request).engine.connect() as conn:
-        page = await q.list_events(conn, filters, limit, after)
+        page = await q.list_events(conn, filters, limit, after, q.event_values)
     return JSON(page.body())
 
 
