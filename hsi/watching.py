@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 
 __all__ = ["WatchError", "build_watcher", "watch_config"]
 
+# A file its writer closed (inotify) is looked at once: the close says the upload is done, and
+# one that does not decode completely still waits WATCH_STABLE_SECONDS like an open one.
+CLOSE_DEBOUNCE_SECONDS = 0.0
+
 
 def watch_config(settings: Settings) -> WatchConfig:
     zone = wiring.local_zone(settings)
@@ -28,6 +32,7 @@ def watch_config(settings: Settings) -> WatchConfig:
         max_video_bytes=settings.max_video_size_bytes,
         dedupe_ttl_seconds=settings.dedupe_ttl,
         timezone=zone if isinstance(zone, str) else _zone_name(zone),
+        close_debounce_seconds=CLOSE_DEBOUNCE_SECONDS,
     )
 
 

@@ -39,7 +39,9 @@ class WatchConfig:
       marker has expired; `Watcher.ingest` has no age limit).
     - `timezone`: the zone of the naive local times in camera file names and EXIF.
     - `max_image_pixels`: larger images are refused (decompression-bomb guard).
-    - `debounce_seconds`: quiet time after a file-system event before the file is looked at.
+    - `debounce_seconds`: quiet time after a file-system event before the file is looked at;
+      `close_debounce_seconds`: after an inotify close event instead (None: `debounce_seconds`).
+      A closed file that decodes completely is ready without waiting `stable_seconds`.
     - `workers`: files probed (decoded and hashed) at once; `scan_concurrency`: files in flight
       at once during the start-up scan and `ingest`.
     """
@@ -57,6 +59,7 @@ class WatchConfig:
     timezone: str = "UTC"
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     debounce_seconds: float = 0.05
+    close_debounce_seconds: float | None = None
     workers: int = 4
     scan_concurrency: int = 64
 
@@ -78,6 +81,7 @@ class WatchConfig:
             "min_image_bytes": self.min_image_bytes,
             "min_video_bytes": self.min_video_bytes,
             "debounce_seconds": self.debounce_seconds,
+            "close_debounce_seconds": self.close_debounce_seconds or 0.0,
         }
         for name, value in non_negative.items():
             if value < 0:
@@ -113,6 +117,13 @@ class WatchConfig:
     def dedupe_ttl(self) -> int:
         """The dedupe TTL in whole seconds for `SET ... EX` (at least 1)."""
         return max(1, round(self.dedupe_ttl_seconds))
+
+    @property
+    def close_debounce(self) -> float:
+        """Seconds: the quiet time after a close event."""
+        if self.close_debounce_seconds is None:
+            return self.debounce_seconds
+        return self.close_debounce_seconds
 
     @property
     def scan_max_age(self) -> float:

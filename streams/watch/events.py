@@ -27,7 +27,7 @@ from watchdog.events import (
 
 logger = logging.getLogger("hsi.watch")
 
-EventKind = Literal["changed", "moved"]
+EventKind = Literal["changed", "closed", "moved"]
 
 # inotify: a file appeared (created or moved in) or a writer closed it; moves within the tree.
 INOTIFY_EVENTS: list[type[FileSystemEvent]] = [
@@ -47,7 +47,7 @@ POLLING_EVENTS: list[type[FileSystemEvent]] = [
 
 @dataclass(frozen=True, slots=True)
 class PathEvent:
-    kind: EventKind
+    kind: EventKind  # closed: a writer closed the file (inotify's IN_CLOSE_WRITE)
     path: Path  # the file (for a move: its new path)
     source: Path | None = None  # a move's old path
     synthetic: bool = False  # made up by watchdog for a folder's content (folder moved/created)
@@ -62,7 +62,8 @@ def to_path_event(event: FileSystemEvent) -> PathEvent | None:
         return PathEvent(
             "moved", Path(os.fsdecode(event.dest_path)), source=path, synthetic=event.is_synthetic
         )
-    return PathEvent("changed", path, synthetic=event.is_synthetic)
+    kind: EventKind = "closed" if isinstance(event, FileClosedEvent) else "changed"
+    return PathEvent(kind, path, synthetic=event.is_synthetic)
 
 
 class Handoff(FileSystemEventHandler):

@@ -37,7 +37,7 @@ from streams.tracing import (
     traceparent_of,
 )
 from streams.watch.candidates import Candidate
-from streams.watch.capture import capture_time
+from streams.watch.capture import CaptureSource, capture_time
 from streams.watch.ledger import Ledger
 from streams.watch.outcomes import Outcome, OutcomeKind
 from streams.watch.probe import Probe
@@ -49,6 +49,9 @@ HeadersFactory = Callable[[FileObserved], Mapping[str, str]]
 
 ObservedHook = Callable[[FileObserved, str], Awaitable[None] | None]
 """Called with each published entry and its id (sync or async)."""
+
+Captured = tuple[datetime, CaptureSource]
+"""A file's capture time and where it came from (`streams.watch.capture.capture_time`)."""
 
 
 class Publisher:
@@ -72,19 +75,29 @@ class Publisher:
         self._on_observed = on_observed
         self.cameras_registered = 0
 
-    async def publish(self, candidate: Candidate, probe: Probe, mtime: float) -> Outcome:
+    async def publish(
+        self,
+        candidate: Candidate,
+        probe: Probe,
+        mtime: float,
+        *,
+        captured: Captured | None = None,
+    ) -> Outcome:
         """Publish the file whose decodable content `probe` describes: observed or duplicate.
 
-        Redis errors propagate (the caller retries the file).
+        `captured`: its capture time if already read (else read here, in a thread). Redis errors
+        propagate (the caller retries the file).
         """
-        captured_at, source = await asyncio.to_thread(
-            capture_time,
-            candidate.path,
-            candidate.path.name,
-            self._timezone,
-            mtime,
-            read_exif=candidate.media_kind == "image",
-        )
+        if captured is None:
+            captured = await asyncio.to_thread(
+                capture_time,
+                candidate.path,
+                candidate.path.name,
+                self._timezone,
+                mtime,
+                read_exif=candidate.media_kind == "image",
+            )
+        captured_at, source = captured
         entry = FileObserved(
             camera_id=candidate.camera_id,
             path=candidate.relative,

@@ -1,7 +1,8 @@
 """Whether an upload is complete: a pure decision over what was seen of the file so far.
 
 The watcher looks at a file repeatedly and records each look as an `Observation` (its size and
-mtime, and — after a probe — whether its content decodes). `readiness` turns that history into:
+mtime, whether its writer had closed it — an inotify close event since it last changed — and,
+after a probe, whether its content decodes). `readiness` turns that history into:
 
 - `Wait(reason, recheck_at)`: look again at `recheck_at`. Reason `probe` asks the caller to
   decode and hash the file now and record the result.
@@ -12,7 +13,10 @@ Rules (a *run* is the trailing observations with the last size and mtime; it sta
 first of them, and `stable_for` = now − that time):
 
 1. A vanished file (size None) is given up, not corrupt.
-2. While `stable_for < stable_seconds` the upload may still be growing: wait.
+2. While `stable_for < stable_seconds` the upload may still be growing: wait — unless its
+   writer closed it, which says the upload is done: a closed file within the size limits is
+   probed at once, and ready if it decodes completely. Any other closed file waits as an open
+   one does (an FTP upload may be closed and resumed later).
 3. Above the maximum size for its kind: corrupt (`too_large`), never read.
 4. Below the minimum size for its kind: wait; once `stable_for >= incomplete_timeout_seconds`
    it is corrupt (`too_small`).
@@ -48,6 +52,7 @@ class Observation:
     size: int | None  # None: the file is gone
     mtime_ns: int = 0
     decodable: bool | None = None  # a probe of exactly this size and mtime; None: not probed
+    closed: bool = False  # its writer had closed it, with this size and mtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,16 @@ def stable_since(history: Sequence[Observation]) -> float:
     return since
 
 
+def last_probe(history: Sequence[Observation], since: float) -> bool | None:
+    """Whether the last probe of the run that started at `since` decoded (None: not probed)."""
+    for observation in reversed(history):
+        if observation.at < since:
+            break
+        if observation.decodable is not None:
+            return observation.decodable
+    return None
+
+
 def min_bytes(kind: MediaKind, config: WatchConfig) -> int:
     return config.min_image_bytes if kind == "image" else config.min_video_bytes
 
@@ -100,8 +115,14 @@ def readiness(
         return GiveUp("vanished", corrupt=False)
     since = stable_since(history)
     stable_for = now - since
+    decodes = last_probe(history, since)
     if stable_for < config.stable_seconds:
-        return Wait("settling", max(since + config.stable_seconds, now + MIN_RECHECK_SECONDS))
+        settling = Wait("settling", max(since + config.stable_seconds, now + MIN_RECHECK_SECONDS))
+        if not last.closed or not min_bytes(kind, config) <= last.size <= max_bytes(kind, config):
+            return settling
+        if decodes is None:
+            return Wait("probe", now)
+        return Ready() if decodes else settling
     timed_out = stable_for >= config.incomplete_timeout_seconds
     next_look = max(
         min(now + config.stable_seconds, since + config.incomplete_timeout_seconds),
@@ -111,10 +132,9 @@ def readiness(
         return GiveUp("too_large", corrupt=True)
     if last.size < min_bytes(kind, config):
         return GiveUp("too_small", corrupt=True) if timed_out else Wait("too_small", next_look)
-    probes = [o.decodable for o in history if o.at >= since and o.decodable is not None]
-    if not probes:
+    if decodes is None:
         return Wait("probe", now)
-    if probes[-1]:
+    if decodes:
         return Ready()
     return GiveUp("undecodable", corrupt=True) if timed_out else Wait("incomplete", next_look)
 

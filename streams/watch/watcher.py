@@ -3,17 +3,19 @@
 Every path — from a file-system event, the start-up scan or `ingest` — takes one route:
 
 1. `classify` it (camera, media kind, or why it is ignored);
-2. follow it: look at it (stat) after a short debounce and then at the times `readiness`
-   names, probing it (full decode + SHA-256, in a thread) once its size has settled, until it is
-   ready, corrupt (also: too small, too large) or gone; the probe reads only a file that is the
-   camera root's own (`streams.watch.probe.open_confined`: no symlink out, no hard link);
+2. follow it: look at it (stat) after a short debounce (`close_debounce_seconds` after inotify
+   says its writer closed it) and then at the times `readiness` names, probing it (full decode +
+   SHA-256, in a thread) once its size has settled — or at once when its writer closed it —
+   until it is ready, corrupt (also: too small, too large) or gone; the probe reads only a file
+   that is the camera root's own (`streams.watch.probe.open_confined`: no symlink out, no hard
+   link);
 3. when ready: register its camera if new, then publish it once per camera and content hash
    (`Ledger.publish_once`, one atomic Lua script: see `streams.watch.ledger`), in a root span
    `watch` that starts the file's trace (`streams.watch.publisher`). `telemetry` names the tracer
    and instruments; without it the OpenTelemetry API's global providers are used.
 
 Events arrive on watchdog's thread and are handed to the loop (`streams.watch.events`); a
-second event for a path already followed only postpones its next look (the debounce). Errors are
+second event for a path already followed only moves its next look (the debounce). Errors are
 contained per path (`watch.path_failed`); Redis errors retry that file with backoff, so an
 outage delays uploads but loses none.
 
@@ -248,7 +250,7 @@ class Watcher:
                     moving.moved = True
                 elif not isinstance(classify(source, self._root), Ignored):
                     return  # a handled media file renamed, or its folder: already published
-            self._follow(event.path, from_event=True)
+            self._follow(event.path, from_event=True, closed=event.kind == "closed")
         except Exception as exc:
             logger.exception(
                 "watch.path_failed", extra={"path": str(event.path), "error": repr(exc)}
@@ -282,22 +284,25 @@ class Watcher:
             extra={"files": len(files), "followed": followed, "too_old": too_old},
         )
 
-    def _follow(self, path: Path, *, from_event: bool) -> Track | Outcome:
-        """Start following `path` (or postpone the next look if it is followed already)."""
+    def _follow(self, path: Path, *, from_event: bool, closed: bool = False) -> Track | Outcome:
+        """Start following `path` (or move the next look if it is followed already): a debounce
+        after an event, the close debounce after its writer closed it."""
         path = _absolute(path)
         loop = asyncio.get_running_loop()
+        debounce = self._config.close_debounce if closed else self._config.debounce_seconds
         track = self._pending.get(path)
         if track is not None:
             if from_event:
-                track.due = loop.time() + self._config.debounce_seconds
+                track.closed = closed
+                if not closed:  # created or moved in again: whatever was closed is gone
+                    track.closed_as = None
+                track.look_at(loop.time() + debounce)
             return track
         verdict = classify(path, self._root)
         if isinstance(verdict, Ignored):
             return self._ignore(verdict)
         track = Track(
-            candidate=verdict,
-            due=loop.time() + self._config.debounce_seconds,
-            from_event=from_event,
+            candidate=verdict, due=loop.time() + debounce, from_event=from_event, closed=closed
         )
         self._pending[path] = track
         task = loop.create_task(self._run(track))

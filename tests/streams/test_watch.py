@@ -448,3 +448,31 @@ async def test_start_refuses_a_missing_root(
     watcher = Watcher(redis_client, names, tmp_path / "nowhere", FAST)
     with pytest.raises(WatchError, match="not a folder"):
         await watcher.start()
+
+
+async def test_a_closed_half_upload_is_never_published_and_its_resumption_is(
+    redis_client: Redis, names: StreamNames, root: Path
+) -> None:
+    """A writer that closes half a photo and appends the rest later (an FTP resume): the close
+    does not make the half file ready, because it does not decode; the complete file is
+    published once, with the complete file's hash, as soon as its writer closes it."""
+    config = replace(
+        FAST, close_debounce_seconds=0.0, stable_seconds=5.0, incomplete_timeout_seconds=10.0
+    )
+    whole = CAT.read_bytes()
+    target = root / "Porch" / "resumed.jpg"
+    target.parent.mkdir()
+    async with Watcher(redis_client, names, root, config) as watcher:
+        await settled(watcher)
+        with target.open("wb") as upload:
+            upload.write(whole[: len(whole) // 2])
+        await asyncio.sleep(0.5)  # the close was seen; no stability wait would be over yet
+        assert await files(redis_client, names, "porch") == []
+        started = time.monotonic()
+        with target.open("ab") as upload:
+            upload.write(whole[len(whole) // 2 :])
+        await wait_for(lambda: watcher.pending == 0, "the resumed upload to be taken")
+        taken = time.monotonic() - started
+    (observed,) = await files(redis_client, names, "porch")
+    assert observed.sha256 == hashlib.sha256(whole).hexdigest()
+    assert taken < config.stable_seconds  # taken on its close, not after the stability wait
