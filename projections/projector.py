@@ -9,6 +9,10 @@ One transaction per batch of one stream:
 2. apply the row upserts of those entries (`projections.rows`), combined into one multi-row
    statement per table and column set (`projections.upserts`).
 
+The statements are rendered before the transaction from all the entries of the batch
+(`prepare`, pure), and used when step 1 finds every entry new (the usual case); otherwise they
+are rendered again from the new entries only.
+
 Entries that cannot be read or mapped (poison) are reported in `HandlerResult.failed`: not applied,
 not tracked, not acknowledged, so the reclaimer buries them in the dead stream while the rest of
 the batch is applied. When PostgreSQL refuses the batch for something in the data (a value out of
@@ -19,8 +23,8 @@ serialization failures are retried.
 the applied and the already-applied entries. It also makes the `project` span of each entry (in
 the entry's trace: a file's, or an event's for batches and analyses) and records the stage
 metrics and, for each analysis applied, the end-to-end latency from the earliest `observed_at` of
-the event's files (the entry's `observed_at` header) to now. A replay uses `Projector` directly:
-no spans, no latency samples.
+the event's files (the entry's `observed_at` header) to now; it decodes each envelope once, for
+the span and the projector. A replay uses `Projector` directly: no spans, no latency samples.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,7 +49,7 @@ from projections.upserts import Signature, Statement, checkpoint_sql, plan, rows
 from streams.envelope import DATA_FIELD, HEADER_TYPE, decode, read_fields
 from streams.names import PROJECTED, SHARED, Group, StreamNames
 from streams.reclaim import HandlerResult, StreamEntry
-from streams.schemas import AnalysisCompleted, AnalysisFailed, EntryError
+from streams.schemas import AnalysisCompleted, AnalysisFailed, EntryError, load_entry
 from streams.tracing import OK, SKIPPED, StageSpans, StageTelemetry, observed_at, resolve
 
 logger = logging.getLogger("hsi.project")
@@ -66,10 +70,36 @@ class ProjectionResult(HandlerResult):
     skipped: tuple[str, ...] = ()  # already tracked: a redelivery, or applied by another projector
 
 
+# An upsert statement ready to run: (table, signature, its `:rows` parameter).
+_Rendered = tuple[str, Signature, str]
+
+
 @dataclass
-class _Batch:
+class PreparedBatch:
+    """The entries of one stream mapped to their row upserts (`Projector.prepare`), and those
+    that could not be read or mapped, with the reason."""
+
     entries: list[tuple[str, list[RowOp]]] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    # The statements of all `entries`, rendered ahead: used when none was applied before.
+    statements: list[_Rendered] | None = None
+
+
+def _render(entries: Sequence[tuple[str, list[RowOp]]], new: set[str] | None) -> list[_Rendered]:
+    """The upsert statements of the entries (of those in `new` when given), with their rows."""
+    ops = (op for entry_id, ops in entries if new is None or entry_id in new for op in ops)
+    return [(s.table, s.signature, rows_json(s)) for s in plan(ops)]
+
+
+def _render_ahead(batch: PreparedBatch) -> None:
+    try:
+        batch.statements = _render(batch.entries, None)
+    except Exception:  # a value JSON cannot carry: the write renders again and raises there
+        batch.statements = None
+
+
+# An envelope already read by the caller: (body, headers).
+Envelope = tuple[bytes, dict[str, Any]]
 
 
 def _sqlstate(exc: DBAPIError) -> str:
@@ -145,16 +175,51 @@ class Projector:
             )
         return kind.value, camera
 
-    def _prepare(self, stream: str, entries: Sequence[StreamEntry]) -> _Batch:
-        kind, stream_camera = self.source(stream)
-        batch = _Batch()
+    def prepare(
+        self,
+        stream: str,
+        entries: Sequence[StreamEntry],
+        envelopes: Mapping[str, Envelope] | None = None,
+    ) -> PreparedBatch:
+        """Read and map the entries (pure: no I/O); `envelopes` gives the envelopes the caller
+        has already decoded, by entry id (the others are decoded here)."""
+        batch = PreparedBatch()
+        self._map(stream, entries, envelopes, batch, set())
+        _render_ahead(batch)
+        return batch
+
+    async def prepare_yielding(
+        self, stream: str, entries: Sequence[StreamEntry], slice_size: int = 200
+    ) -> PreparedBatch:
+        """`prepare`, yielding to the event loop after every `slice_size` entries, so that a
+        transaction in flight on the same loop goes on meanwhile."""
+        batch = PreparedBatch()
         seen: set[str] = set()
+        for start in range(0, len(entries), slice_size):
+            self._map(stream, entries[start : start + slice_size], None, batch, seen)
+            await asyncio.sleep(0)
+        _render_ahead(batch)
+        return batch
+
+    def _map(
+        self,
+        stream: str,
+        entries: Sequence[StreamEntry],
+        envelopes: Mapping[str, Envelope] | None,
+        batch: PreparedBatch,
+        seen: set[str],
+    ) -> None:
+        kind, stream_camera = self.source(stream)
         for entry_id, fields in entries:
             if entry_id in seen:
                 continue
             seen.add(entry_id)
             try:
-                entry, _ = read_fields(fields)
+                envelope = None if envelopes is None else envelopes.get(entry_id)
+                if envelope is None:
+                    entry, _ = read_fields(fields)
+                else:
+                    entry = load_entry(envelope[0])
                 camera = stream_camera or entry.camera_id
                 ops = rows_for(kind, camera, entry_id, entry)
             except (EntryError, UnexpectedEntryError) as exc:
@@ -164,14 +229,19 @@ class Projector:
                 batch.failed[entry_id] = f"unreadable entry: {type(exc).__name__}: {exc}"
                 continue
             batch.entries.append((entry_id, ops))
-        return batch
 
     # --- writing --------------------------------------------------------------------------------
 
     async def _write(
-        self, conn: AsyncConnection, stream: str, entries: list[tuple[str, list[RowOp]]]
+        self,
+        conn: AsyncConnection,
+        stream: str,
+        entries: list[tuple[str, list[RowOp]]],
+        rendered: list[_Rendered] | None = None,
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Track and apply in the caller's transaction; (applied, skipped) entry ids."""
+        """Track and apply in the caller's transaction; (applied, skipped) entry ids.
+
+        `rendered` holds the statements of all `entries`, used when every entry is new."""
         ids = [entry_id for entry_id, _ in entries]
         if not ids:
             return (), ()
@@ -184,24 +254,26 @@ class Projector:
             },
         )
         new = {str(row[0]) for row in tracked}
-        for statement in plan(op for entry_id, ops in entries if entry_id in new for op in ops):
-            await conn.execute(
-                _upsert_text(statement.table, statement.signature, self.schema),
-                {"rows": rows_json(statement)},
-            )
+        if rendered is None or len(new) != len(ids):
+            rendered = _render(entries, new)
+        for table, signature, rows in rendered:
+            await conn.execute(_upsert_text(table, signature, self.schema), {"rows": rows})
         applied = tuple(entry_id for entry_id in ids if entry_id in new)
         skipped = tuple(entry_id for entry_id in ids if entry_id not in new)
         return applied, skipped
 
     async def _transaction(
-        self, stream: str, entries: list[tuple[str, list[RowOp]]]
+        self,
+        stream: str,
+        entries: list[tuple[str, list[RowOp]]],
+        rendered: list[_Rendered] | None = None,
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         attempt = 0
         while True:
             attempt += 1
             try:
                 async with self._engine.begin() as conn:
-                    return await self._write(conn, stream, entries)
+                    return await self._write(conn, stream, entries, rendered)
             except DBAPIError as exc:
                 if _sqlstate(exc) not in _TRANSIENT_SQLSTATES or attempt >= self._attempts:
                     raise
@@ -219,8 +291,8 @@ class Projector:
         self, conn: AsyncConnection, stream: str, entries: Sequence[StreamEntry]
     ) -> ProjectionResult:
         """Project inside the caller's transaction (a replay's swap); database errors propagate."""
-        batch = self._prepare(stream, entries)
-        applied, skipped = await self._write(conn, stream, batch.entries)
+        batch = self.prepare(stream, entries)
+        applied, skipped = await self._write(conn, stream, batch.entries, batch.statements)
         return ProjectionResult(failed=batch.failed, applied=applied, skipped=skipped)
 
     async def apply(self, stream: str, entries: Sequence[StreamEntry]) -> ProjectionResult:
@@ -229,12 +301,15 @@ class Projector:
         Unreadable entries are reported failed and the others applied; a database outage raises
         `ProjectionError` and nothing is applied.
         """
-        batch = self._prepare(stream, entries)
+        return await self.apply_prepared(stream, self.prepare(stream, entries))
+
+    async def apply_prepared(self, stream: str, batch: PreparedBatch) -> ProjectionResult:
+        """`apply` of a batch `prepare` made from the entries of `stream`."""
         failed = dict(batch.failed)
         if not batch.entries:
             return ProjectionResult(failed=failed)
         try:
-            applied, skipped = await self._transaction(stream, batch.entries)
+            applied, skipped = await self._transaction(stream, batch.entries, batch.statements)
         except DBAPIError as exc:
             if not _entry_caused(exc):
                 raise ProjectionError(
@@ -306,11 +381,15 @@ class ProjectStage:
         projection, applied now or before; failed entries stay pending for the reclaimer."""
         telemetry = resolve(self._telemetry)
         _, camera = self._projector.source(stream)
-        headers = {entry_id: _headers(fields) for entry_id, fields in entries}
+        envelopes = {entry_id: _envelope(fields) for entry_id, fields in entries}
+        headers = {entry_id: {} if e is None else e[1] for entry_id, e in envelopes.items()}
         with StageSpans(telemetry, self.group.value, stream, camera or SHARED) as spans:
             for entry_id, _ in entries:
                 spans.start(entry_id, headers[entry_id])
-            result = await self._projector.apply(stream, entries)
+            batch = self._projector.prepare(
+                stream, entries, {i: e for i, e in envelopes.items() if e is not None}
+            )
+            result = await self._projector.apply_prepared(stream, batch)
             done = [entry_id for entry_id, _ in entries if entry_id not in result.failed]
             if done:
                 await self._redis.xack(stream, self.group.value, *done)
@@ -352,12 +431,13 @@ _ANALYSIS_TYPES = frozenset(
 )
 
 
-def _headers(fields: dict[bytes, bytes]) -> dict[str, Any]:
-    """An entry's headers without parsing its body; empty when unreadable."""
+def _envelope(fields: dict[bytes, bytes]) -> Envelope | None:
+    """An entry's body and headers, decoded once for the spans and the projector; None when
+    unreadable (the projector then reports why)."""
     data = fields.get(DATA_FIELD)
     if data is None:
-        return {}
+        return None
     try:
-        return decode(data)[1]
+        return decode(data)
     except Exception:  # foreign bytes: the projector reports the entry failed
-        return {}
+        return None

@@ -8,7 +8,8 @@ A rebuild fills a shadow schema and swaps it in; the API keeps serving the live 
    `camera-ids` set, of the live `cameras` table, of the cameras stream and any given;
 3. read every stream from its start up to its snapshot id with XRANGE pages and apply each page
    with a `Projector` writing to the shadow schema (same mapping, same tracking, projection
-   `main`), then build the secondary indexes;
+   `main`), one transaction per page, committed in stream order; the next page is read and
+   mapped while the previous one is written. Then build the secondary indexes;
 4. catch up: read what was appended since, stream by stream, until a round finds little;
 5. swap, in one transaction: lock the live tables (ACCESS EXCLUSIVE, checkpoints first, as the
    projectors take them), apply the tail — every entry appended after the last catch-up — to the
@@ -34,6 +35,8 @@ projection.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -218,20 +221,42 @@ class _Rebuild:
         self._run = run
 
     async def _read_stream(self, stream: str, until: str, conn: AsyncConnection | None) -> int:
-        """Apply the entries of `stream` after its position up to `until`; returns how many."""
+        """Apply the entries of `stream` after its position up to `until`; returns how many.
+
+        Outside a caller's transaction each page commits on its own, and the next page is read
+        and mapped while PostgreSQL writes the previous one (pages still commit in order)."""
         run = self._run
+        pages = _pages(self._redis, stream, run.positions.get(stream), until, run.config.page_size)
         read = 0
-        async for page in _pages(
-            self._redis, stream, run.positions.get(stream), until, run.config.page_size
-        ):
-            if conn is None:
-                result = await run.projector.apply(stream, page)
-            else:
-                result = await run.projector.apply_on(conn, stream, page)
-            run.positions[stream] = page[-1][0]
-            run.count(len(page), result)
-            read += len(page)
+        if conn is not None:
+            async for page in pages:
+                read += self._applied(
+                    stream, page, await run.projector.apply_on(conn, stream, page)
+                )
+            return read
+        writing: tuple[list[StreamEntry], asyncio.Task[ProjectionResult]] | None = None
+        try:
+            async for page in pages:
+                batch = await run.projector.prepare_yielding(stream, page)
+                if writing is not None:
+                    read += self._applied(stream, writing[0], await writing[1])
+                task = asyncio.create_task(run.projector.apply_prepared(stream, batch))
+                writing = (page, task)
+            if writing is not None:
+                read += self._applied(stream, writing[0], await writing[1])
+                writing = None
+        finally:
+            if writing is not None:  # failed meanwhile: roll the page back, do not leak it
+                writing[1].cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writing[1]
         return read
+
+    def _applied(self, stream: str, page: list[StreamEntry], result: ProjectionResult) -> int:
+        """Record a committed page: the stream's position and the counters; its entries."""
+        self._run.positions[stream] = page[-1][0]
+        self._run.count(len(page), result)
+        return len(page)
 
     async def _discover(self, conn: AsyncConnection, extra: Iterable[str]) -> None:
         schemas = (self._tables.live, self._tables.shadow)

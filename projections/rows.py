@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,20 @@ from streams.schemas import (
 
 # The namespace of every id the projection derives (uuid5).
 NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "urn:hsi:projections")
+
+_NAMESPACE_SHA1: Final = hashlib.sha1(NAMESPACE.bytes, usedforsecurity=False)
+_VERSION_MASK: Final = ~((0xC000 << 48) | (0xF000 << 64))
+_VERSION_5: Final = (0x8000 << 48) | (5 << 76)
+
+
+def _uuid5(name: str) -> uuid.UUID:
+    """`uuid.uuid5(NAMESPACE, name)`, about twice as fast (the namespace hashed once, the
+    variant and version bits set on the number)."""
+    digest = _NAMESPACE_SHA1.copy()
+    digest.update(name.encode())
+    number = int.from_bytes(digest.digest()[:16], "big")
+    return uuid.UUID(int=(number & _VERSION_MASK) | _VERSION_5)
+
 
 # The source kind of the shared `cameras` stream (the per-camera streams use `StreamKind`).
 CAMERAS_SOURCE: Final = "cameras"
@@ -126,12 +141,12 @@ class RowOp:
 
 def media_file_id(camera: str, file_entry_id: str) -> uuid.UUID:
     """`media_files.id`: one per `file.observed` entry."""
-    return uuid.uuid5(NAMESPACE, f"{camera}/{file_entry_id}")
+    return _uuid5(f"{camera}/{file_entry_id}")
 
 
 def detection_id(camera: str, detection_entry_id: str, index: int) -> uuid.UUID:
     """`detections.id`: one per object of a `detection.completed` entry."""
-    return uuid.uuid5(NAMESPACE, f"{camera}/{detection_entry_id}/{index}")
+    return _uuid5(f"{camera}/{detection_entry_id}/{index}")
 
 
 def event_id(camera: str, batch_id: str) -> uuid.UUID:
@@ -139,12 +154,12 @@ def event_id(camera: str, batch_id: str) -> uuid.UUID:
     try:
         return uuid.UUID(batch_id)
     except ValueError:
-        return uuid.uuid5(NAMESPACE, f"{camera}/batch/{batch_id}")
+        return _uuid5(f"{camera}/batch/{batch_id}")
 
 
 def alert_id(camera: str, alert_entry_id: str) -> uuid.UUID:
     """`alerts.id`: one per `alert.sent` / `alert.failed` entry."""
-    return uuid.uuid5(NAMESPACE, f"{camera}/alerts/{alert_entry_id}")
+    return _uuid5(f"{camera}/alerts/{alert_entry_id}")
 
 
 def original_type(original: str | None) -> str | None:
@@ -258,6 +273,7 @@ def _media_detection(
     camera: str,
     file_entry_id: str,
     *,
+    file_id: uuid.UUID,
     copied: Mapping[str, Any],
     status: str,
     error: str | None,
@@ -271,7 +287,7 @@ def _media_detection(
     return RowOp(
         "media_files",
         {
-            "id": media_file_id(camera, file_entry_id),
+            "id": file_id,
             "camera_id": camera,
             "entry_id": file_entry_id,
             **copied,
@@ -292,6 +308,7 @@ def _detection_completed(camera: str, entry_id: str, entry: DetectionCompleted) 
     media = _media_detection(
         camera,
         entry.file_entry_id,
+        file_id=file_id,
         copied={
             "path": entry.path,
             "sha256": entry.sha256,
@@ -338,6 +355,7 @@ def _detection_failed(camera: str, entry: DetectionFailed) -> RowOp:
     return _media_detection(
         camera,
         entry.file_entry_id,
+        file_id=media_file_id(camera, entry.file_entry_id),
         copied={
             "path": entry.path,
             "sha256": entry.sha256,

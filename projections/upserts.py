@@ -5,7 +5,8 @@ in Python with the same rules the SQL uses (`combine`), and yields one multi-row
 group; rows are sorted by key, and statements follow `WRITE_ORDER`, so that concurrent projectors
 take their row locks in one order. When a row is upserted by two different column sets, the
 groups are cut there so that the order of the upserts is kept. `upsert_sql` renders one statement:
-the rows travel as one JSON parameter read with `jsonb_to_recordset`.
+the rows travel as one JSON parameter read with `json_to_recordset` (which reads the text as it
+goes, without building a `jsonb` value first).
 
 All of it is pure; `projections.projector` executes it.
 """
@@ -43,11 +44,14 @@ class Statement:
 
 @dataclass(frozen=True)
 class _Shape:
-    """What `plan` needs of one op shape: its signature, and getters for its key and values."""
+    """What `plan` needs of one op shape: its signature, getters for its key and values, and
+    how repeated upserts of one row combine."""
 
     signature: Signature
     key: Callable[[Mapping[str, Any]], tuple[Any, ...]]
     values: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+    merges: tuple[Merge, ...]
+    replaces: bool  # every column merges with SET: a later upsert's values replace the row's
 
 
 def _getter(columns: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -70,7 +74,14 @@ def _shape_of(
         for column in spec.columns
         if column in given
     )
-    return _Shape(signature, _getter(spec.key), _getter(tuple(c for c, _ in signature)))
+    merged = tuple(m for _, m in signature)
+    return _Shape(
+        signature,
+        _getter(spec.key),
+        _getter(tuple(c for c, _ in signature)),
+        merged,
+        all(m is Merge.SET for m in merged),
+    )
 
 
 def _shape(op: RowOp) -> _Shape:
@@ -107,46 +118,22 @@ def combine(old: Any, new: Any, merge: Merge) -> Any:
     return _greatest(old, new)
 
 
-class _Segment:
-    def __init__(self) -> None:
-        # (table, signature) → row key → values
-        self.groups: dict[tuple[str, Signature], dict[tuple[Any, ...], list[Any]]] = {}
-        self.touched: dict[tuple[str, tuple[Any, ...]], Signature] = {}
+# (table, signature) → row key → the row's values
+_Groups = dict[tuple[str, Signature], dict[tuple[Any, ...], tuple[Any, ...]]]
 
-    def conflicts(self, op: RowOp, key: tuple[Any, ...], signature: Signature) -> bool:
-        known = self.touched.get((op.table, key))
-        return known is not None and known != signature
 
-    def add(self, op: RowOp, key: tuple[Any, ...], shape: _Shape) -> None:
-        signature = shape.signature
-        rows = self.groups.get((op.table, signature))
-        if rows is None:
-            rows = self.groups[(op.table, signature)] = {}
-        values = shape.values(op.values)
-        current = rows.get(key)
-        if current is None:
-            rows[key] = list(values)
-        else:
-            rows[key] = [
-                combine(old, new, merge)
-                for old, new, (_, merge) in zip(current, values, signature, strict=True)
-            ]
-        self.touched[(op.table, key)] = signature
-
-    def statements(self) -> list[Statement]:
-        order = {table: index for index, table in enumerate(WRITE_ORDER)}
-        ordered = sorted(
-            enumerate(self.groups.items()), key=lambda item: (order[item[1][0][0]], item[0])
+def _statements(groups: _Groups) -> list[Statement]:
+    order = {table: index for index, table in enumerate(WRITE_ORDER)}
+    ordered = sorted(enumerate(groups.items()), key=lambda item: (order[item[1][0][0]], item[0]))
+    return [
+        Statement(
+            table=table,
+            columns=tuple(column for column, _ in signature),
+            merges=tuple(merge for _, merge in signature),
+            rows=tuple(rows[key] for key in _sorted_keys(rows)),
         )
-        return [
-            Statement(
-                table=table,
-                columns=tuple(column for column, _ in signature),
-                merges=tuple(merge for _, merge in signature),
-                rows=tuple(tuple(rows[key]) for key in _sorted_keys(rows)),
-            )
-            for _, ((table, signature), rows) in ordered
-        ]
+        for _, ((table, signature), rows) in ordered
+    ]
 
 
 def _sort_key(key: tuple[Any, ...]) -> tuple[str, ...]:
@@ -159,25 +146,56 @@ def _fast_sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(part.int if type(part) is uuid.UUID else str(part) for part in key)
 
 
+def _fast_single_key(key: tuple[Any, ...]) -> Any:
+    # `_fast_sort_key` of a one-column key, without the tuple (the same order).
+    part = key[0]
+    return part.int if type(part) is uuid.UUID else str(part)
+
+
 def _sorted_keys(rows: Mapping[tuple[Any, ...], Any]) -> list[tuple[Any, ...]]:
     """The keys in `_sort_key` order (fast for UUID keys; a column mixing UUIDs with other
     values cannot compare fast, and is sorted by text)."""
     try:
+        if all(len(key) == 1 for key in rows):
+            return sorted(rows, key=_fast_single_key)
         return sorted(rows, key=_fast_sort_key)
     except TypeError:
         return sorted(rows, key=_sort_key)
 
 
 def plan(ops: Iterable[RowOp]) -> list[Statement]:
-    """Statements that leave the tables as applying `ops` one by one, in order, would."""
-    segments = [_Segment()]
+    """Statements that leave the tables as applying `ops` one by one, in order, would.
+
+    The ops are cut into segments where a row is upserted with another column set than before
+    in the segment; each segment merges its upserts per row and becomes statements.
+    """
+    segments: list[_Groups] = []
+    groups: _Groups = {}
+    touched: dict[tuple[str, tuple[Any, ...]], Signature] = {}
     for op in ops:
         shape = _shape(op)
+        signature = shape.signature
+        table = op.table
         key = shape.key(op.values)
-        if segments[-1].conflicts(op, key, shape.signature):
-            segments.append(_Segment())
-        segments[-1].add(op, key, shape)
-    return [statement for segment in segments for statement in segment.statements()]
+        known = touched.get((table, key))
+        if known is not None and known is not signature and known != signature:
+            segments.append(groups)
+            groups, touched = {}, {}
+        rows = groups.get((table, signature))
+        if rows is None:
+            rows = groups[(table, signature)] = {}
+        values = shape.values(op.values)
+        current = rows.get(key)
+        if current is None or shape.replaces:
+            rows[key] = values
+        else:
+            rows[key] = tuple(
+                combine(old, new, merge)
+                for old, new, merge in zip(current, values, shape.merges, strict=True)
+            )
+        touched[(table, key)] = signature
+    segments.append(groups)
+    return [statement for segment in segments for statement in _statements(segment)]
 
 
 # --- SQL ----------------------------------------------------------------------------------------
@@ -192,7 +210,7 @@ _UPDATE = {
 
 
 def upsert_sql(statement: Statement, schema: str | None = None) -> str:
-    """`INSERT … SELECT FROM jsonb_to_recordset(:rows) … ON CONFLICT (key) DO UPDATE SET …`."""
+    """`INSERT … SELECT FROM json_to_recordset(:rows) … ON CONFLICT (key) DO UPDATE SET …`."""
     spec = BY_NAME[statement.table]
     columns = ", ".join(quote_ident(c) for c in statement.columns)
     record = ", ".join(f"{quote_ident(c)} {spec.type_of(c)}" for c in statement.columns)
@@ -206,7 +224,7 @@ def upsert_sql(statement: Statement, schema: str | None = None) -> str:
     # Identifiers come from the table specs and are quoted; every value is a bound parameter.
     return (
         f"INSERT INTO {qualified(spec.name, schema)} AS t ({columns}) "  # noqa: S608
-        f"SELECT {columns} FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) "
+        f"SELECT {columns} FROM ROWS FROM (json_to_recordset(CAST(:rows AS json)) "
         f"AS ({record})) WITH ORDINALITY AS r ORDER BY r.ordinality "
         f"ON CONFLICT ({', '.join(quote_ident(c) for c in spec.key)}) {action}"
     )
