@@ -12,7 +12,7 @@ than the API spends, on the same two cores).
 
 Floor: the very SQL the API runs for each request of the plan (captured from `list_events`
 with SQLAlchemy's `before_cursor_execute`), sent by 50 tasks through a psycopg pool of 30
-connections (the API's pool: 10 + 20 overflow), rows fetched, no HTTP, no JSON.
+connections (the API's pool of 30), rows fetched, no HTTP, no JSON.
 
 Two loads: saturation (each client sends its next request as soon as it has the answer: the
 requests/s figure; latencies there are queueing by Little's law) and a paced load of 50
@@ -44,7 +44,7 @@ from hsi.db import create_engine
 
 NAME = "query"
 CLIENTS = 50
-POOL = 30  # the API's engine: pool_size 10 + max_overflow 20
+POOL = 30  # the API engine's pool: 30 connections kept open
 PAGES = 3
 PACED_RATE = 50.0  # requests/s over all clients: each polls once a second
 
