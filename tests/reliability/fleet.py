@@ -166,6 +166,16 @@ class Fleet:
         return self.log_path(name).read_text(errors="replace").splitlines()
 
 
+def ingest_settings(camera_root: Path, prefix: str) -> Settings:
+    """Settings for publishing the test's small JPEGs through the watcher's ingest route."""
+    return Settings(
+        foscam_base_path=camera_root,
+        stream_prefix=prefix,
+        min_image_size_bytes=0,
+        watch_stable_seconds=0.01,
+    )
+
+
 def tiny_jpeg(seed: int) -> bytes:
     """A distinct 64×48 JPEG (the noise differs per seed, so does the SHA-256)."""
     picture = Image.effect_noise((64, 48), 40 + seed % 50).convert("RGB")

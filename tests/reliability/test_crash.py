@@ -21,7 +21,6 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.config import Settings
 from hsi.redis import RedisConfig, create_redis
 from projections.replay import verify
 from streams.envelope import entry_fields
@@ -30,7 +29,15 @@ from streams.schemas import FileObserved
 from streams.stages.outcome import Outcome, commit
 from streams.watch.outcomes import OutcomeKind
 from tests.fakes.rtdetr import FakeRtDetr
-from tests.reliability.fleet import Fleet, make_files, pipeline_env, publish, settled, tally
+from tests.reliability.fleet import (
+    Fleet,
+    ingest_settings,
+    make_files,
+    pipeline_env,
+    publish,
+    settled,
+    tally,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +70,7 @@ async def test_sigkill_storm_loses_and_duplicates_nothing(
     env = pipeline_env(redis_url, own_database, key_prefix, tmp_path, rtdetr_url)
     camera_root = tmp_path / "cameras"
     files = make_files(camera_root, CAMERAS, PER_CAMERA, PARTS)
-    settings = Settings(
-        foscam_base_path=camera_root,
-        stream_prefix=key_prefix,
-        min_image_size_bytes=0,
-        watch_stable_seconds=0.01,
-    )
+    settings = ingest_settings(camera_root, key_prefix)
     folders = [camera_root / camera / f"part{part}" for part in range(PARTS) for camera in CAMERAS]
     logs = tmp_path / "logs"
     logs.mkdir()

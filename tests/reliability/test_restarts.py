@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.config import Settings
 from hsi.db import create_engine
 from hsi.embedded import EmbeddedPostgres, EmbeddedRedis, _valkey_binary
 from hsi.redis import RedisConfig, create_redis
@@ -29,6 +28,7 @@ from streams.names import StreamNames
 from tests.fakes.rtdetr import FakeRtDetr
 from tests.reliability.fleet import (
     Fleet,
+    ingest_settings,
     make_files,
     pipeline_env,
     progress,
@@ -41,15 +41,6 @@ log = logging.getLogger(__name__)
 
 CAMERAS = ["front", "back", "garage"]
 WORKERS = {"detect": "detect", "batch": "batch", "analyze": "analyze", "project": "project"}
-
-
-def _settings(camera_root: Path, prefix: str) -> Settings:
-    return Settings(
-        foscam_base_path=camera_root,
-        stream_prefix=prefix,
-        min_image_size_bytes=0,
-        watch_stable_seconds=0.01,
-    )
 
 
 def _fleet(env: dict[str, str], folder: Path) -> Fleet:
@@ -79,7 +70,7 @@ async def test_redis_and_postgres_restarts_lose_nothing(
     redis = create_redis(RedisConfig(url=redis_url))
     camera_root = tmp_path / "cameras"
     files = make_files(camera_root, CAMERAS, 150, 3)
-    settings = _settings(camera_root, key_prefix)
+    settings = ingest_settings(camera_root, key_prefix)
     env = pipeline_env(redis_url, database_url, key_prefix, tmp_path, rtdetr[1])
     fleet = _fleet(env, tmp_path / "logs")
     parts = [[camera_root / camera / f"part{part}" for camera in CAMERAS] for part in range(3)]
@@ -198,7 +189,7 @@ async def test_redis_without_persistence_reports_the_loss_and_recovers(
 ) -> None:
     camera_root = tmp_path / "cameras"
     files = make_files(camera_root, CAMERAS, 50, 2)
-    settings = _settings(camera_root, key_prefix)
+    settings = ingest_settings(camera_root, key_prefix)
     env = pipeline_env(volatile_redis.url, own_database, key_prefix, tmp_path, rtdetr[1])
     fleet = _fleet(env, tmp_path / "logs")
     try:
