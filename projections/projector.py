@@ -49,6 +49,7 @@ from projections.upserts import Signature, Statement, checkpoint_sql, plan, rows
 from streams.envelope import DATA_FIELD, HEADER_TYPE, decode, read_fields
 from streams.names import PROJECTED, SHARED, Group, StreamNames
 from streams.reclaim import HandlerResult, StreamEntry
+from streams.replies import id_key
 from streams.schemas import AnalysisCompleted, AnalysisFailed, EntryError, load_entry
 from streams.tracing import OK, SKIPPED, StageSpans, StageTelemetry, observed_at, resolve
 
@@ -112,11 +113,6 @@ def _entry_caused(exc: DBAPIError) -> bool:
 
 def _db_message(exc: DBAPIError) -> str:
     return str(exc.orig).strip() if exc.orig is not None else str(exc)
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence or 0)
 
 
 # The statements as SQLAlchemy clauses, made once: `text()` parses its bind parameters each time.
@@ -250,7 +246,7 @@ class Projector:
             {
                 "projection": self.projection,
                 "stream": stream,
-                "ids": sorted(ids, key=_id_key),  # one lock order for concurrent projectors
+                "ids": sorted(ids, key=id_key),  # one lock order for concurrent projectors
             },
         )
         new = {str(row[0]) for row in tracked}

@@ -67,6 +67,7 @@ from projections.shadow import (
 from projections.tables import CAMERAS, qualified
 from streams.names import PROJECTED, StreamNames, is_camera_id
 from streams.reclaim import StreamEntry
+from streams.replies import reply_text
 
 logger = logging.getLogger("hsi.replay")
 
@@ -168,10 +169,6 @@ class _Run:
         return dict(self.positions)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def _pages(
     redis: Redis | RedisCluster, stream: str, after: str | None, until: str, page_size: int
 ) -> AsyncIterator[list[StreamEntry]]:
@@ -181,7 +178,7 @@ async def _pages(
         rows: Any = await redis.xrange(stream, start, until, count=page_size)
         if not rows:
             return
-        page: list[StreamEntry] = [(_text(entry_id), fields) for entry_id, fields in rows]
+        page: list[StreamEntry] = [(reply_text(entry_id), fields) for entry_id, fields in rows]
         yield page
         if len(rows) < page_size:
             return
@@ -190,14 +187,14 @@ async def _pages(
 
 async def _last_id(redis: Redis | RedisCluster, stream: str) -> str | None:
     rows: Any = await redis.xrevrange(stream, "+", "-", count=1)
-    return _text(rows[0][0]) if rows else None
+    return reply_text(rows[0][0]) if rows else None
 
 
 async def _known_cameras(
     redis: Redis | RedisCluster, names: StreamNames, conn: AsyncConnection, schemas: Iterable[str]
 ) -> set[str]:
     members: Any = await redis.smembers(names.camera_set)
-    cameras = {_text(member) for member in members}
+    cameras = {reply_text(member) for member in members}
     for schema in schemas:
         table = qualified(CAMERAS.name, schema)
         rows = await conn.execute(text(f"SELECT id FROM {table}"))  # noqa: S608 (quoted name)

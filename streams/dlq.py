@@ -31,6 +31,7 @@ from streams.envelope import (
     read_fields,
 )
 from streams.names import StreamNames
+from streams.replies import id_key, reply_text
 from streams.schemas import Entry, EntryDead, EntryError, load_entry
 from streams.transactions import transaction
 
@@ -75,15 +76,6 @@ class DeadLetterDetail:
     original: Entry | None
     headers: Mapping[str, str]  # the original envelope's headers
     original_error: str | None  # why the original could not be read; None when read or absent
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence or 0)
 
 
 def _log(level: int, event: str, /, **fields: object) -> None:
@@ -216,7 +208,7 @@ async def list_dead(
     for camera in cameras:
         rows: Any = await redis.xrevrange(names.dead(camera), count=limit)
         for raw_id, fields in rows:
-            dead_id = _text(raw_id)
+            dead_id = reply_text(raw_id)
             try:
                 dead = _parse_dead(dead_id, fields)
             except DeadLetterError as exc:
@@ -229,7 +221,7 @@ async def list_dead(
                 )
                 continue
             letters.append(_letter(camera, dead_id, dead))
-    letters.sort(key=lambda letter: _id_key(letter.dead_id), reverse=True)
+    letters.sort(key=lambda letter: id_key(letter.dead_id), reverse=True)
     return letters[:limit]
 
 
@@ -310,9 +302,9 @@ async def retry_dead(redis: Redis, names: StreamNames, camera: str, dead_id: str
                 dead_id=dead_id,
                 stream=source,
                 entry_id=dead.entry_id,
-                new_entry_id=_text(new_id),
+                new_entry_id=reply_text(new_id),
             )
-            return _text(new_id)
+            return reply_text(new_id)
     raise DeadLetterError(
         f"camera {camera!r}'s dead stream kept changing during {_WATCH_ATTEMPTS} attempts to "
         f"retry {dead_id}; try again"

@@ -35,6 +35,7 @@ from redis.exceptions import ResponseError
 from redis.typing import StreamIdT
 
 from streams.names import PROJECTED, STAGE_INPUT, Group, StreamKind, StreamNames
+from streams.replies import id_key, reply_text
 
 GROUP_START_ID = "0"
 # At most this many pending entries are put back when a group is recreated; with more, they are
@@ -111,12 +112,6 @@ async def ensure_groups(
 # --- where a group stands -----------------------------------------------------------------------
 
 
-def id_key(entry_id: str) -> tuple[int, int]:
-    """A stream id as a pair of numbers, for ordering ids (`"7"` is `(7, 0)`)."""
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence or 0)
-
-
 def previous_id(entry_id: str) -> str:
     """The greatest stream id smaller than `entry_id` (`"0-0"` stays `"0-0"`)."""
     ms, seq = id_key(entry_id)
@@ -164,10 +159,6 @@ def start_of(
     return GroupStart(previous_id(oldest_pending_id))
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def group_start(
     redis: Redis | RedisCluster, stream: str, group: str, *, max_restored: int = MAX_RESTORED
 ) -> GroupStart | None:
@@ -175,10 +166,10 @@ async def group_start(
     entries); None when the stream or the group does not exist."""
     try:
         infos: Any = await redis.xinfo_groups(stream)
-        info = next((i for i in infos if _text(i["name"]) == group), None)
+        info = next((i for i in infos if reply_text(i["name"]) == group), None)
         if info is None:
             return None
-        last_delivered = _text(info["last-delivered-id"])
+        last_delivered = reply_text(info["last-delivered-id"])
         count = int(info["pending"])
         if count == 0:
             return GroupStart(last_delivered)
@@ -187,8 +178,8 @@ async def group_start(
             if len(rows) <= max_restored:
                 pending = [
                     PendingEntry(
-                        _text(row["message_id"]),
-                        _text(row["consumer"]),
+                        reply_text(row["message_id"]),
+                        reply_text(row["consumer"]),
                         int(row["times_delivered"]),
                     )
                     for row in rows
@@ -196,7 +187,7 @@ async def group_start(
                 return start_of(last_delivered, pending)
         summary: Any = await redis.xpending(stream, group)
         oldest = summary.get("min") if summary.get("pending") else None
-        return start_of(last_delivered, None, None if oldest is None else _text(oldest))
+        return start_of(last_delivered, None, None if oldest is None else reply_text(oldest))
     except ResponseError as exc:
         if is_missing_group_error(exc) or "no such key" in str(exc).lower():
             return None

@@ -50,6 +50,7 @@ from streams.dlq import MAX_ERROR_CHARS, dead_entry, dead_fields
 from streams.envelope import DATA_FIELD, decode
 from streams.groups import GroupPositions, is_missing_group_error
 from streams.names import StreamNames
+from streams.replies import id_key, reply_text
 from streams.resilience import backoff_delay
 from streams.tracing import (
     ATTR_CAMERA,
@@ -167,10 +168,6 @@ def error_text(exc: BaseException) -> str:
     detail = str(exc)
     text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
     return text[:MAX_ERROR_CHARS]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class _LastErrors:
@@ -354,13 +351,13 @@ class Reclaimer:
                 start_id=cursor,
                 count=self._config.batch_size,
             )
-            cursor = _text(reply[0])
+            cursor = reply_text(reply[0])
             claimed: list[StreamEntry] = [
-                (_text(entry_id), fields)
+                (reply_text(entry_id), fields)
                 for entry_id, fields in reply[1]
                 if entry_id is not None and fields is not None
             ]
-            deleted = [_text(entry_id) for entry_id in (reply[2] if len(reply) > 2 else [])]
+            deleted = [reply_text(entry_id) for entry_id in (reply[2] if len(reply) > 2 else [])]
             if deleted:
                 await self._bury_deleted(stream, deleted, counts)
             if claimed:
@@ -408,19 +405,19 @@ class Reclaimer:
         covering them, more only when this consumer holds other entries in between)."""
         wanted = set(entry_ids)
         found: dict[str, int] = {}
-        low, high = min(entry_ids, key=_id_key), max(entry_ids, key=_id_key)
+        low, high = min(entry_ids, key=id_key), max(entry_ids, key=id_key)
         page = 2 * max(len(entry_ids), self._config.batch_size)
         while True:
             rows: Any = await self._redis.xpending_range(
                 stream, self._group, low, high, page, consumername=self._consumer
             )
             for row in rows:
-                entry_id = _text(row["message_id"])
+                entry_id = reply_text(row["message_id"])
                 if entry_id in wanted:
                     found[entry_id] = int(row["times_delivered"])
             if len(rows) < page or len(found) == len(wanted):
                 break
-            low = "(" + _text(rows[-1]["message_id"])
+            low = "(" + reply_text(rows[-1]["message_id"])
         return {entry_id: found[entry_id] for entry_id in entry_ids if entry_id in found}
 
     async def _bury(self, stream: str, burials: list[_Burial]) -> None:
@@ -452,7 +449,7 @@ class Reclaimer:
                 camera=camera,
                 stream=stream,
                 entry_id=burial.entry_id,
-                dead_id=_text(dead_id),
+                dead_id=reply_text(dead_id),
                 deliveries=burial.deliveries,
                 last_error=burial.last_error,
                 deleted=burial.data is None,
@@ -530,11 +527,6 @@ def _headers(data: bytes | None) -> dict[str, Any]:
         return decode(data)[1]
     except Exception:  # an unreadable envelope just means no trace to carry on
         return {}
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence or 0)
 
 
 async def _wait(stop_event: asyncio.Event, seconds: float) -> bool:

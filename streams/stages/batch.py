@@ -37,6 +37,7 @@ from streams.batching import BatchConfig, Closed, DetectionItem, OpenBatch, deci
 from streams.envelope import HEADER_TRACEPARENT, entry_fields, read_fields
 from streams.names import Group, StreamNames
 from streams.reclaim import HandlerResult, StreamEntry
+from streams.replies import id_key, reply_text
 from streams.schemas import (
     BatchClosed,
     BatchDetection,
@@ -396,20 +397,11 @@ async def _pending_among(pipe: Any, stream: str, group: str, ids: Sequence[str])
     """Those of `ids` (in order) still pending in `group`: XPENDING pages over their id range."""
     if not ids:
         return []
-    start, last = min(ids, key=_id_key), max(ids, key=_id_key)
+    start, last = min(ids, key=id_key), max(ids, key=id_key)
     found: set[str] = set()
     while True:
         rows = await pipe.xpending_range(stream, group, start, last, count=_PENDING_PAGE)
-        found.update(_text(row["message_id"]) for row in rows)
+        found.update(reply_text(row["message_id"]) for row in rows)
         if len(rows) < _PENDING_PAGE:
             return [entry_id for entry_id in ids if entry_id in found]
-        start = "(" + _text(rows[-1]["message_id"])
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    millis, _, sequence = entry_id.partition("-")
-    return int(millis), int(sequence or 0)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        start = "(" + reply_text(rows[-1]["message_id"])

@@ -32,6 +32,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
 from streams.envelope import entry_fields
+from streams.replies import reply_text
 from streams.schemas import Entry
 
 logger = logging.getLogger("hsi.stages")
@@ -102,7 +103,7 @@ async def commit(
         keys.append(target)
         args += [index[source], len(items), *items]
     results = await _SCRIPT(keys, args, client=redis)
-    ids = [None if r is None else _text(r) for r in results]
+    ids = [None if r is None else reply_text(r) for r in results]
     skipped = sum(1 for r in ids if r is None)
     if skipped:
         logger.info(
@@ -110,7 +111,3 @@ async def commit(
             extra={"stream": stream, "group": group, "outputs": skipped},
         )
     return ids
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -42,12 +42,12 @@ from streams.groups import (
     GroupStart,
     PendingEntry,
     ensure_group,
-    id_key,
     previous_id,
     start_of,
 )
 from streams.names import Group, StreamKind, StreamNames
 from streams.reclaim import ReclaimConfig, Reclaimer, ReclaimStats, StreamEntry
+from streams.replies import id_key
 from streams.schemas import DetectionCompleted, DetectionFailed, FileObserved
 from streams.stages.detect import DetectStage
 from tests.conftest import PHOTOS
