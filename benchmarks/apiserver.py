@@ -25,10 +25,10 @@ from urllib.parse import urlsplit
 
 import uvicorn
 
-from hsi.api.app import APIConfig, RateLimits, create_app
-from hsi.logging import LoggingConfig, setup_logging
-from hsi.redis import RedisConfig
-from hsi.telemetry import TelemetryConfig, setup_telemetry
+from hsi.app.asgi import APIConfig, RateLimits, create_app
+from hsi.infra.redis import RedisConfig
+from hsi.infra.telemetry import TelemetryConfig, setup_telemetry
+from hsi.logs.setup import LoggingConfig, setup_logging
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 

@@ -21,9 +21,9 @@ from urllib.parse import quote
 from redis.asyncio import Redis
 from sqlalchemy import text
 
-from hsi.config import normalize_database_url
-from hsi.db import create_engine, migrate
-from hsi.embedded import EmbeddedPostgres, EmbeddedRedis
+from hsi.infra.db import create_engine, migrate
+from hsi.infra.embedded import EmbeddedPostgres, EmbeddedRedis
+from hsi.settings.model import normalize_database_url
 
 REDIS_ENV = "HSI_BENCH_REDIS_URL"
 DATABASE_ENV = "HSI_BENCH_DATABASE_URL"

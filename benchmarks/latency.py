@@ -55,9 +55,9 @@ from benchmarks.options import Options
 from benchmarks.query import free_port
 from benchmarks.report import Figure, Target, median, percentile
 from benchmarks.throughput import settings_for
-from hsi.pipeline import ALL_STAGES, Pipeline, PipelineOptions
-from hsi.telemetry import TelemetryConfig, reset_telemetry, setup_telemetry
-from hsi.watching import watch_config
+from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
+from hsi.infra.telemetry import TelemetryConfig, reset_telemetry, setup_telemetry
+from hsi.settings.watch import watch_config
 from streams.names import StreamNames
 from streams.watch.watcher import Watcher
 

@@ -43,7 +43,7 @@ from benchmarks.options import Options
 from benchmarks.query import free_port
 from benchmarks.report import Figure, Target
 from benchmarks.timing import BenchmarkError
-from hsi.config import Settings
+from hsi.settings.model import Settings
 
 NAME = "memory"
 CAMERAS = 8

@@ -40,7 +40,7 @@ from hsi.api.cursor import decode_cursor
 from hsi.api.params import Query, parse_limit
 from hsi.api.queries import events as q
 from hsi.api.routes.events import event_filters
-from hsi.db import create_engine
+from hsi.infra.db import create_engine
 
 NAME = "query"
 CLIENTS = 50

@@ -29,7 +29,7 @@ from benchmarks.environment import Servers, fresh_prefix, fresh_schema
 from benchmarks.options import Options
 from benchmarks.report import Figure, Target
 from benchmarks.streamdata import Layout, write
-from hsi.db import create_engine
+from hsi.infra.db import create_engine
 from projections.projector import DEFAULT_PROJECTION
 from projections.replay import rebuild
 from projections.rows import detection_id, event_id, media_file_id

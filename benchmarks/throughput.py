@@ -33,9 +33,9 @@ from benchmarks.floor import RawPipeline, publish_files
 from benchmarks.options import Options
 from benchmarks.report import Figure, Target
 from benchmarks.timing import alternate, wait_for_rows
-from hsi.config import Settings
-from hsi.pipeline import ALL_STAGES, Pipeline, PipelineOptions
-from hsi.telemetry import TelemetryConfig, reset_telemetry, setup_telemetry, stage_telemetry
+from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
+from hsi.infra.telemetry import TelemetryConfig, reset_telemetry, setup_telemetry, stage_telemetry
+from hsi.settings.model import Settings
 from streams.envelope import HEADER_TRACEPARENT
 from streams.names import StreamNames
 from streams.schemas import CameraRegistered, FileObserved

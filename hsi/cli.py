@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hsi.config import Settings, SettingsError, get_settings
+from hsi.settings.model import Settings, SettingsError, get_settings
 
 T = TypeVar("T")
 
@@ -61,7 +61,7 @@ def config_show() -> None:
 )
 def config_docs(write: bool, check: bool, root: Path) -> None:
     """Print the configuration reference (Markdown) generated from the settings."""
-    from hsi import config_docs as docs
+    from hsi.settings import docs
 
     if write and check:
         raise click.UsageError("use --write or --check, not both")
@@ -92,7 +92,7 @@ def services() -> None:
 
 
 def _embedded_error() -> type[Exception]:
-    from hsi.embedded import EmbeddedServerError
+    from hsi.infra.embedded import EmbeddedServerError
 
     return EmbeddedServerError
 
@@ -100,7 +100,7 @@ def _embedded_error() -> type[Exception]:
 @services.command("start")
 def services_start() -> None:
     """Start (or reuse) the embedded servers and print their URLs."""
-    from hsi.services import ensure_services
+    from hsi.app.services import ensure_services
 
     settings = _settings()
     try:
@@ -114,7 +114,7 @@ def services_start() -> None:
 @services.command("stop")
 def services_stop() -> None:
     """Stop the embedded servers."""
-    from hsi.services import embedded_servers
+    from hsi.app.services import embedded_servers
 
     stopped = embedded_servers(_settings()).stop()
     click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -123,7 +123,7 @@ def services_stop() -> None:
 @services.command("status")
 def services_status() -> None:
     """Show whether the embedded servers run, with pid and URL."""
-    from hsi.services import embedded_servers
+    from hsi.app.services import embedded_servers
 
     for status in embedded_servers(_settings()).status():
         state = "running" if status.running else "stopped"
@@ -135,7 +135,7 @@ def services_status() -> None:
 
 
 async def _migrate(database_url: str) -> list[str]:
-    from hsi.db import create_engine, migrate
+    from hsi.infra.db import create_engine, migrate
 
     engine = create_engine(database_url)
     try:
@@ -147,8 +147,8 @@ async def _migrate(database_url: str) -> list[str]:
 @main.command("migrate")
 def migrate_command() -> None:
     """Apply the pending SQL migrations (starting the embedded PostgreSQL if needed)."""
-    from hsi.db import DatabaseError
-    from hsi.services import ensure_services
+    from hsi.app.services import ensure_services
+    from hsi.infra.db import DatabaseError
 
     settings = _settings()
     try:
@@ -172,7 +172,7 @@ def certs() -> None:
 @click.option("--force", is_flag=True, help="Replace an existing certificate.")
 def certs_generate(force: bool) -> None:
     """Generate a self-signed certificate for the configured host names and addresses."""
-    from hsi import tls
+    from hsi.infra import tls
 
     settings = _settings()
     config = tls.TLSConfig.from_settings(settings)
@@ -199,7 +199,7 @@ def certs_show(path: str | None) -> None:
     """Show a certificate (default: the configured or generated one)."""
     from pathlib import Path
 
-    from hsi import tls
+    from hsi.infra import tls
 
     settings = _settings()
     config = tls.TLSConfig.from_settings(settings)
@@ -216,7 +216,7 @@ def certs_show(path: str | None) -> None:
 @main.command("doctor")
 def doctor() -> None:
     """Check Redis, PostgreSQL, the AI backends and the camera root; one line each."""
-    from hsi.doctor import Status, run_checks
+    from hsi.app.doctor import Status, run_checks
 
     verdicts = _run(run_checks(_settings()))
     for verdict in verdicts:
@@ -229,8 +229,8 @@ def doctor() -> None:
 
 
 def _startup_errors() -> tuple[type[Exception], ...]:
-    from hsi.runner import STARTUP_ERRORS
-    from hsi.watching import WatchError
+    from hsi.app.runner import STARTUP_ERRORS
+    from hsi.settings.watch import WatchError
     from streams.alerts import AlertError
 
     return (*STARTUP_ERRORS, WatchError, AlertError)
@@ -242,7 +242,7 @@ def _startup_errors() -> tuple[type[Exception], ...]:
 @click.option("--no-watch", is_flag=True, help="Do not watch the camera root.")
 def up(host: str | None, port: int | None, no_watch: bool) -> None:
     """Run HSI in one process: watcher, stages, reclaimers and the API."""
-    from hsi.runner import UpOptions, run_up
+    from hsi.app.runner import UpOptions, run_up
 
     settings = _settings()
     try:
@@ -256,7 +256,7 @@ def up(host: str | None, port: int | None, no_watch: bool) -> None:
 @click.option("--port", default=None, type=int, help="Port (default API_PORT).")
 def api(host: str | None, port: int | None) -> None:
     """Serve only the read-only query API and dashboard (the stages run as `hsi worker`)."""
-    from hsi.runner import UpOptions, run_api
+    from hsi.app.runner import UpOptions, run_api
 
     settings = _settings()
     try:
@@ -311,8 +311,8 @@ STAGE_CHOICES = ("detect", "batch", "analyze", "project", "notify", "all")
 @click.option("--shard", default=None, help="Only shard i/n of the cameras (e.g. 0/2).")
 def worker(stages: tuple[str, ...], cameras: str | None, shard: str | None) -> None:
     """Run stages for some or all cameras (scale out per stage and camera)."""
-    from hsi.pipeline import ALL_STAGES, PipelineOptions
-    from hsi.runner import run_worker
+    from hsi.app.pipeline import ALL_STAGES, PipelineOptions
+    from hsi.app.runner import run_worker
     from streams.names import Group
     from streams.stages.runtime import CameraSelection
 
@@ -330,7 +330,7 @@ def worker(stages: tuple[str, ...], cameras: str | None, shard: str | None) -> N
 @main.command("watch")
 def watch() -> None:
     """Watch the camera root only (the other stages run elsewhere)."""
-    from hsi.runner import run_watch
+    from hsi.app.runner import run_watch
 
     try:
         run_watch(_settings())
@@ -341,7 +341,7 @@ def watch() -> None:
 @main.command("ftp")
 def ftp() -> None:
     """Run only the built-in FTP receiver (FTP_ACCOUNTS: one login per camera)."""
-    from hsi.runner import run_ftp
+    from hsi.app.runner import run_ftp
 
     settings = _settings()
     if settings.ftp_accounts is None:
@@ -356,7 +356,7 @@ def ftp() -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 def ingest(paths: tuple[str, ...]) -> None:
     """Backfill files or folders under the camera root through the watcher's checks."""
-    from hsi.runner import run_ingest
+    from hsi.app.runner import run_ingest
 
     try:
         outcomes = run_ingest(_settings(), [Path(p) for p in paths])
@@ -382,7 +382,7 @@ def ingest(paths: tuple[str, ...]) -> None:
 )
 def docs(folder: Path) -> None:
     """Write the OpenAPI (query API) and AsyncAPI (streams) documents as JSON files."""
-    from hsi.docs_export import write_docs
+    from hsi.app.docs import write_docs
 
     settings = _settings()
     written = write_docs(
@@ -422,10 +422,10 @@ def bench(args: tuple[str, ...]) -> None:
 
 def _read_side_call(fn: Callable[..., Coroutine[Any, Any, T]], **kwargs: Any) -> T:
     """Run `fn(engine, redis, names, **kwargs)` against the configured (or embedded) servers."""
-    from hsi import wiring
-    from hsi.db import DatabaseError, create_engine
-    from hsi.redis import RedisConfig, create_redis
-    from hsi.services import ensure_services
+    from hsi.app.services import ensure_services
+    from hsi.infra.db import DatabaseError, create_engine
+    from hsi.infra.redis import RedisConfig, create_redis
+    from hsi.settings import components
 
     settings = _settings()
     try:
@@ -438,7 +438,7 @@ def _read_side_call(fn: Callable[..., Coroutine[Any, Any, T]], **kwargs: Any) ->
         engine = create_engine(urls.database_url or "")
         client = create_redis(RedisConfig.from_settings(settings, urls.redis_url))
         try:
-            return await fn(engine, client, wiring.stream_names(settings), **kwargs)
+            return await fn(engine, client, components.stream_names(settings), **kwargs)
         finally:
             await client.aclose()
             await engine.dispose()
@@ -461,7 +461,7 @@ class _ProgressLine:
         self._last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
-        from hsi.read_side import eta_seconds
+        from hsi.app.read_side import eta_seconds
 
         now = self._clock()
         if now - self._last < 0.2 and done < total:
@@ -494,7 +494,7 @@ class _ProgressLine:
 @click.option("--verify", is_flag=True, help="Rebuild aside and compare; change nothing.")
 def replay(projection: str, verify: bool) -> None:
     """Rebuild the projections from the streams and swap them in while the API serves."""
-    from hsi import read_side
+    from hsi.app import read_side
 
     if verify:
         report = _read_side_call(read_side.verify, progress=_ProgressLine("verify"))
@@ -518,7 +518,7 @@ def retention() -> None:
 @retention.command("run")
 def retention_run() -> None:
     """One retention pass: projection rows, acknowledged stream entries, optionally media."""
-    from hsi import read_side
+    from hsi.app import read_side
 
     settings = _settings()
     report = _read_side_call(
@@ -548,13 +548,13 @@ def alerts() -> None:
 @alerts.command("check")
 def alerts_check() -> None:
     """Check ALERT_RULES_PATH and the channel settings; print the rules in force."""
-    from hsi import wiring
+    from hsi.settings import components
     from streams.alerts import AlertError, load_rules
     from streams.alerts.rules import check_channels
 
     settings = _settings()
     try:
-        notify = wiring.notify_config(settings)
+        notify = components.notify_config(settings)
         rules = load_rules(notify.rules_path)
         check_channels(rules, notify.channel_names)
     except AlertError as exc:
@@ -585,7 +585,7 @@ def dlq() -> None:
 
 
 def _dlq_call(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-    from hsi.services import running_services
+    from hsi.app.services import running_services
     from streams.dlq import DeadLetterError
 
     settings = _settings()
@@ -594,12 +594,12 @@ def _dlq_call(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         raise click.ClickException("Redis is not running: start it with `hsi services start`")
 
     async def call() -> T:
-        from hsi import wiring
-        from hsi.redis import RedisConfig, create_redis
+        from hsi.infra.redis import RedisConfig, create_redis
+        from hsi.settings import components
 
         client = create_redis(RedisConfig.from_settings(settings, redis_url))
         try:
-            return await fn(client, wiring.stream_names(settings), *args)
+            return await fn(client, components.stream_names(settings), *args)
         finally:
             await client.aclose()
 
@@ -680,7 +680,7 @@ def dlq_drop(camera: str, dead_id: str) -> None:
 
 def _forget_dead_letter(camera: str, dead_id: str) -> None:
     """Remove the projected row of a dead letter that left its stream."""
-    from hsi import read_side
+    from hsi.app import read_side
 
     async def forget(engine: Any, _redis: Any, names: Any) -> bool:
         return await read_side.dead_letter_removed(engine, names, camera, dead_id)

@@ -23,10 +23,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsi.api.config import APIConfig, RateLimits
-from hsi.config import normalize_database_url
-from hsi.db import create_engine
-from hsi.embedded import EmbeddedPostgres, EmbeddedRedis
-from hsi.redis import RedisConfig, create_redis
+from hsi.infra.db import create_engine
+from hsi.infra.embedded import EmbeddedPostgres, EmbeddedRedis
+from hsi.infra.redis import RedisConfig, create_redis
+from hsi.settings.model import normalize_database_url
 from tests.fakes.cluster import RedisClusterServer, local_cluster
 
 PHOTOS = Path(__file__).parent / "data" / "photos"

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from hsi.redis import RedisConfig
+from hsi.infra.redis import RedisConfig
 from streams.severity import SeverityThresholds
 
 if TYPE_CHECKING:
-    from hsi.config import Settings
+    from hsi.settings.model import Settings
 
 
 @dataclass(frozen=True)

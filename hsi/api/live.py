@@ -44,8 +44,8 @@ from hsi.api.config import LiveConfig
 from hsi.api.queries.streams import camera_ids
 from hsi.api.responses import REDIS_ERRORS, error_response, unavailable
 from hsi.api.security import ConnectionSlots, Refusal
-from hsi.logging import log_event
-from hsi.redis import RedisClient, RedisConfig, create_redis
+from hsi.infra.redis import RedisClient, RedisConfig, create_redis
+from hsi.logs.setup import log_event
 from streams.envelope import read_fields
 from streams.names import StreamKind, StreamNames, is_camera_id
 from streams.schemas import EntryError

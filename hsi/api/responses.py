@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hsi.redact import mask_secrets
+from hsi.logs.redact import mask_secrets
 
 _HTTP_MESSAGES = {
     404: "no such route",

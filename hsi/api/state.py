@@ -10,7 +10,7 @@ from starlette.requests import Request
 
 from hsi.api.config import APIConfig
 from hsi.api.security import ConnectionSlots
-from hsi.redis import RedisClient
+from hsi.infra.redis import RedisClient
 from streams.names import StreamNames
 
 if TYPE_CHECKING:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from hsi.api.mime import MediaKind, media_kind
 from hsi.api.queries.detections import Box
-from hsi.mime import MediaKind, media_kind
 from streams.detectors.frames import sample_frames
 from streams.detectors.images import decode_image
 

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from hsi.config import Settings, TLSMode
+from hsi.settings.model import Settings, TLSMode
 
 if TYPE_CHECKING:
-    from hsi.redis import RedisClient
-    from hsi.services import ServiceURLs
+    from hsi.app.services import ServiceURLs
+    from hsi.infra.redis import RedisClient
     from streams.names import StreamNames
 
 DEMO_FOLDER = "demo"
@@ -173,9 +173,10 @@ async def reset(box: Sandbox, urls: ServiceURLs) -> None:
 
 
 async def _reset_servers(box: Sandbox, urls: ServiceURLs) -> None:
-    from hsi import read_side, wiring
-    from hsi.db import create_engine, migrate
-    from hsi.redis import RedisConfig, create_redis
+    from hsi.app import read_side
+    from hsi.infra.db import create_engine, migrate
+    from hsi.infra.redis import RedisConfig, create_redis
+    from hsi.settings import components
 
     assert urls.database_url is not None
     engine = create_engine(urls.database_url)
@@ -186,7 +187,7 @@ async def _reset_servers(box: Sandbox, urls: ServiceURLs) -> None:
         await migrate(engine)
         client = create_redis(RedisConfig.from_settings(box.settings, urls.redis_url))
         try:
-            names = wiring.stream_names(box.settings)
+            names = components.stream_names(box.settings)
             await clear_keys(client, names)
             await read_side.replay(engine, client, names)  # no streams left: empty tables
         finally:

@@ -35,12 +35,12 @@ from rich.console import Console
 from hsi.demo.sandbox import Sandbox, choose_port, reset, sandbox
 from hsi.demo.scene import CAMERAS, photo_bytes, scene_seconds, upload, upload_name
 from hsi.demo.view import DemoView, Screen, Snapshot
-from hsi.logging import log_event
+from hsi.logs.setup import log_event
 
 if TYPE_CHECKING:
-    from hsi.config import Settings
-    from hsi.embedded import EmbeddedServers
-    from hsi.services import ServiceURLs
+    from hsi.app.services import ServiceURLs
+    from hsi.infra.embedded import EmbeddedServers
+    from hsi.settings.model import Settings
 
 T = TypeVar("T")
 log = logging.getLogger("hsi.demo")
@@ -120,9 +120,9 @@ def run_demo(
     settings: Settings, options: DemoOptions | None = None, *, console: Console | None = None
 ) -> DemoReport:
     """Play the demo scene through the whole system; see the module docstring."""
-    from hsi import runner
-    from hsi.logging import LoggingConfig, reset_logging, setup_logging
-    from hsi.services import embedded_servers
+    from hsi.app import runner
+    from hsi.app.services import embedded_servers
+    from hsi.logs.setup import LoggingConfig, reset_logging, setup_logging
 
     options = options or DemoOptions()
     console = console or make_console()
@@ -174,7 +174,7 @@ def run_demo(
 
 def _stop_started(servers: EmbeddedServers, embedded: list[str], before: set[str]) -> list[str]:
     """Stop the embedded servers this run started (those that ran before keep running)."""
-    from hsi.embedded import services_lock
+    from hsi.infra.embedded import services_lock
 
     stopped = []
     for server in (servers.redis, servers.postgres):
@@ -193,7 +193,7 @@ async def _play(
     console: Console,
     started: float,
 ) -> DemoReport:
-    from hsi import runner
+    from hsi.app import runner
 
     trap = SignalTrap(asyncio.get_running_loop())
     trap.install()
@@ -340,7 +340,7 @@ async def _scene(
 
 
 async def _upload_scene(box: Sandbox, view: DemoView, screen: Screen, speed: float) -> None:
-    from hsi.watching import watch_config
+    from hsi.settings.watch import watch_config
 
     zone = ZoneInfo(watch_config(box.settings).timezone)  # the zone the watcher reads names in
     loop = asyncio.get_running_loop()

@@ -12,11 +12,11 @@ from datetime import UTC, tzinfo
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from hsi import wiring
-from hsi.config import AnalyzerBackend, DetectorBackend, mask_url_password
+from hsi.settings import components
+from hsi.settings.model import AnalyzerBackend, DetectorBackend, mask_url_password
 
 if TYPE_CHECKING:
-    from hsi.config import Settings
+    from hsi.settings.model import Settings
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class WebConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebConfig:
-        zone = wiring.local_zone(settings)
+        zone = components.local_zone(settings)
         return cls(
             timezone=ZoneInfo(zone) if isinstance(zone, str) else zone,
             backends=ai_backends(settings),

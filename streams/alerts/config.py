@@ -1,4 +1,5 @@
-"""The frozen configs of alerting, mapped from settings by `hsi.wiring.notify_config`."""
+"""The frozen configs of alerting, mapped from settings by
+`hsi.settings.components.notify_config`."""
 
 from __future__ import annotations
 

@@ -14,11 +14,11 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.api.app import APIConfig, RateLimits
-from hsi.config import Settings
-from hsi.db import migrate
-from hsi.pipeline import ALL_STAGES, Pipeline, PipelineOptions
-from hsi.redis import RedisConfig
+from hsi.app.asgi import APIConfig, RateLimits
+from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
+from hsi.infra.db import migrate
+from hsi.infra.redis import RedisConfig
+from hsi.settings.model import Settings
 from streams.envelope import entry_fields
 from streams.names import Group, StreamKind, StreamNames
 from tests.alerts.support import CAMERA, Receiver, analysis, batch, entries, wait_until

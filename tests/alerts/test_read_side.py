@@ -12,9 +12,9 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.api.app import APIConfig, RateLimits
-from hsi.db import migrate
-from hsi.redis import RedisConfig
+from hsi.app.asgi import APIConfig, RateLimits
+from hsi.infra.db import migrate
+from hsi.infra.redis import RedisConfig
 from projections.replay import verify
 from projections.retention import run_retention
 from projections.rows import alert_id, event_id, rows_for

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from hsi import wiring
-from hsi.config import Settings
-from hsi.pipeline import Pipeline, PipelineOptions
+from hsi.app.pipeline import Pipeline, PipelineOptions
+from hsi.settings import components
+from hsi.settings.model import Settings
 from streams.alerts import AlertConfigError, AlertRulesError
 from streams.names import Group
 
@@ -20,14 +20,14 @@ def _settings(**values: Any) -> Settings:
 
 def test_no_channel_settings_no_channels() -> None:
     """Without webhook, SMTP or MQTT settings no channel is configured."""
-    config = wiring.notify_config(_settings())
+    config = components.notify_config(_settings())
     assert config.channel_names == ()
     assert config.rules_path is None
 
 
 def test_every_channel_from_settings(tmp_path: Path) -> None:
     """Each channel gets its settings; secrets are handed over as plain strings."""
-    config = wiring.notify_config(
+    config = components.notify_config(
         _settings(
             default_webhook_url="https://hooks.example/hsi",
             webhook_secret="s3cret",
@@ -62,7 +62,7 @@ def test_every_channel_from_settings(tmp_path: Path) -> None:
 def test_public_base_url_defaults_to_the_api_address() -> None:
     """Without PUBLIC_BASE_URL the links point at API_HOST:API_PORT."""
     settings = _settings(api_host="192.168.1.5", api_port=8080)
-    assert wiring.public_base_url(settings) == "http://192.168.1.5:8080"
+    assert components.public_base_url(settings) == "http://192.168.1.5:8080"
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_public_base_url_defaults_to_the_api_address() -> None:
 def test_incomplete_channel_settings_are_refused(values: dict[str, Any], message: str) -> None:
     """A partial e-mail setup or a bad MQTT URL names what to fix."""
     with pytest.raises(AlertConfigError, match=message):
-        wiring.notify_config(_settings(**values))
+        components.notify_config(_settings(**values))
 
 
 def test_pipeline_refuses_a_bad_rules_file_before_starting(tmp_path: Path) -> None:

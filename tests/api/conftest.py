@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from hsi.api.app import APIConfig, create_app
-from hsi.db import migrate
+from hsi.app.asgi import APIConfig, create_app
+from hsi.infra.db import migrate
 from streams.names import StreamNames
 from tests.conftest import MakeConfig
 

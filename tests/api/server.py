@@ -14,8 +14,8 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
-from hsi.api.app import create_app
 from hsi.api.config import APIConfig
+from hsi.app.asgi import create_app
 
 Event = dict[str, str]
 

@@ -8,7 +8,7 @@ import pytest
 from redis.crc import key_slot
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.redis import RedisClient, RedisConfig, create_redis
+from hsi.infra.redis import RedisClient, RedisConfig, create_redis
 from streams.names import StreamNames
 from tests.api.conftest import MakeConfig, serve
 from tests.api.server import is_event, next_where, running, sse

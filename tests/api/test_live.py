@@ -12,8 +12,8 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.api.app import LiveConfig, RateLimits
-from hsi.redis import RedisClient
+from hsi.app.asgi import LiveConfig, RateLimits
+from hsi.infra.redis import RedisClient
 from streams.envelope import entry_fields
 from streams.names import StreamNames
 from streams.schemas import AnalysisCompleted, BatchClosed

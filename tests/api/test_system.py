@@ -11,9 +11,9 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Route
 
-from hsi.api.app import ENDPOINTS, LiveConfig, RateLimits, create_app
 from hsi.api.openapi import openapi_path
-from hsi.redis import RedisConfig
+from hsi.app.asgi import ENDPOINTS, LiveConfig, RateLimits, create_app
+from hsi.infra.redis import RedisConfig
 from tests.api.conftest import MakeConfig, serve
 
 KEY = "k3y-for-tests"

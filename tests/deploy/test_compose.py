@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from jsonschema import validators
 
 from hsi.cli import main
-from hsi.config import Settings
-from hsi.embedded import _postgres_bin
+from hsi.infra.embedded import _postgres_bin
+from hsi.settings.model import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yml"

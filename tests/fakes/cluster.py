@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from hsi.embedded import _free_port, _valkey_binary
+from hsi.infra.embedded import _free_port, _valkey_binary
 
 LOOPBACK = "127.0.0.1"
 SLOT_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))

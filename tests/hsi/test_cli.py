@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from hsi.cli import main
-from hsi.config import Settings, get_settings
+from hsi.settings.model import Settings, get_settings
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hsi.config import (
+from hsi.settings.model import (
     RUNTIME_ENV_VAR,
     Settings,
     SettingsError,

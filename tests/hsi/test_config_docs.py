@@ -10,8 +10,7 @@ import pytest
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode
 
-from hsi.config import Settings
-from hsi.config_docs import (
+from hsi.settings.docs import (
     DOCS_PATH,
     ENV_EXAMPLE_PATH,
     REGENERATE_COMMAND,
@@ -21,6 +20,7 @@ from hsi.config_docs import (
     stale_files,
     write_files,
 )
+from hsi.settings.model import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,7 +78,8 @@ def test_checked_in_files_are_current(relative: Path) -> None:
     """docs/configuration.md and .env.example equal a fresh rendering of Settings."""
     stale = stale_files(ROOT)
     assert relative not in stale, (
-        f"{relative} is out of date with hsi/config.py; run `{REGENERATE_COMMAND}` and commit it"
+        f"{relative} is out of date with hsi/settings/model.py; "
+        f"run `{REGENERATE_COMMAND}` and commit it"
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.db import (
+from hsi.infra.db import (
     DatabaseError,
     MigrationError,
     create_engine,

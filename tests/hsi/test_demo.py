@@ -18,12 +18,12 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.config import Settings, TLSMode
 from hsi.demo import DemoError
 from hsi.demo.sandbox import choose_port, demo_prefix, pin_schema, sandbox
 from hsi.demo.scene import CAMERAS, SCENE, photo_bytes, pieces, upload, upload_name
 from hsi.demo.view import DemoView, Snapshot
-from hsi.embedded import EmbeddedServers
+from hsi.infra.embedded import EmbeddedServers
+from hsi.settings.model import Settings, TLSMode
 from streams.names import camera_id
 from tests.conftest import PHOTOS
 

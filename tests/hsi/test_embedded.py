@@ -13,7 +13,7 @@ import psutil
 import psycopg
 import pytest
 
-from hsi.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServers, _redis_ping
+from hsi.infra.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServers, _redis_ping
 
 pytestmark = pytest.mark.slow
 

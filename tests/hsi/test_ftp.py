@@ -23,8 +23,7 @@ from typing import Any
 
 import pytest
 
-from hsi.config import Settings
-from hsi.ftp import (
+from hsi.ftp.server import (
     FTPAccount,
     FTPConfig,
     FTPConfigError,
@@ -33,8 +32,9 @@ from hsi.ftp import (
     parse_accounts,
     parse_port_range,
 )
-from hsi.logging import JsonFormatter, PlainFormatter
-from hsi.tls import TLSConfig, generate_self_signed
+from hsi.infra.tls import TLSConfig, generate_self_signed
+from hsi.logs.setup import JsonFormatter, PlainFormatter
+from hsi.settings.model import Settings
 
 PHOTO = Path(__file__).parents[1] / "data" / "photos" / "cat-chelsea.jpg"
 LOOPBACK = "127.0.0.1"

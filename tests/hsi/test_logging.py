@@ -14,9 +14,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.config import Settings
-from hsi.db import migrate
-from hsi.logging import (
+from hsi.infra.db import migrate
+from hsi.logs.setup import (
     LoggingConfig,
     PostgresLogHandler,
     bind_context,
@@ -29,6 +28,7 @@ from hsi.logging import (
     sanitize_error,
     setup_logging,
 )
+from hsi.settings.model import Settings
 
 DOWN_URL = "postgresql+psycopg://hsi:db-secret-pw@127.0.0.1:1/hsi"
 

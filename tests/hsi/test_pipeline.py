@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from hsi.config import Settings
-from hsi.pipeline import Pipeline, PipelineOptions
+from hsi.app.pipeline import Pipeline, PipelineOptions
+from hsi.settings.model import Settings
 from streams.envelope import entry_fields, read_fields
 from streams.names import Group, StreamNames
 from streams.schemas import Entry, FileObserved

@@ -7,7 +7,7 @@ import socket
 import pytest
 from redis.asyncio import Redis
 
-from hsi.redis import (
+from hsi.infra.redis import (
     RedisConfig,
     RedisUnavailableError,
     check_server,

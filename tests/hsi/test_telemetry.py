@@ -19,8 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from hsi.config import Settings
-from hsi.telemetry import (
+from hsi.infra.telemetry import (
     STAGE_BUCKETS,
     StreamReading,
     StreamSnapshot,
@@ -35,6 +34,7 @@ from hsi.telemetry import (
     setup_telemetry,
     traces_endpoint,
 )
+from hsi.settings.model import Settings
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -23,8 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hsi.config import Settings, TLSMode
-from hsi.tls import (
+from hsi.infra.tls import (
     CertificateGenerationError,
     CertificateLoadError,
     TLSConfig,
@@ -38,6 +37,7 @@ from hsi.tls import (
     server_ssl_context,
     uvicorn_ssl_options,
 )
+from hsi.settings.model import Settings, TLSMode
 
 NOW = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
 LOOPBACK = "127.0.0.1"

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from hsi.config import Settings
+from hsi.settings.model import Settings
 from streams.envelope import read_fields
 from streams.names import StreamNames
 from streams.schemas import AnalysisCompleted

@@ -10,8 +10,8 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.db import migrate
-from hsi.telemetry import TelemetryConfig, reset_telemetry, setup_telemetry
+from hsi.infra.db import migrate
+from hsi.infra.telemetry import TelemetryConfig, reset_telemetry, setup_telemetry
 
 
 @pytest.fixture

@@ -21,11 +21,11 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.api.app import APIConfig, RateLimits, create_app
-from hsi.config import Settings
-from hsi.pipeline import ALL_STAGES, Pipeline, PipelineOptions
-from hsi.redis import RedisConfig
-from hsi.telemetry import render_metrics
+from hsi.app.asgi import APIConfig, RateLimits, create_app
+from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
+from hsi.infra.redis import RedisConfig
+from hsi.infra.telemetry import render_metrics
+from hsi.settings.model import Settings
 from streams.names import StreamNames
 from streams.watch.config import WatchConfig
 from streams.watch.outcomes import Outcome

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsi.api.responses import BadParameter
 from hsi.api.routes.pipeline import parse_window
-from hsi.docs_export import write_docs
-from hsi.pipeline import ALL_STAGES, stage_inputs
+from hsi.app.docs import write_docs
+from hsi.app.pipeline import ALL_STAGES, stage_inputs
 from streams.names import StreamNames
 from tests.observability.support import api_config, run_pipeline, serve
 

@@ -10,9 +10,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.pipeline import StreamGauges
-from hsi.runner import MetricsServerError, serve_metrics
-from hsi.telemetry import register_stream_gauges, render_metrics
+from hsi.app.pipeline import StreamGauges
+from hsi.app.runner import MetricsServerError, serve_metrics
+from hsi.infra.telemetry import register_stream_gauges, render_metrics
 from streams.groups import ensure_group
 from streams.names import SHARED, Group, StreamKind, StreamNames
 from streams.schemas import FileObserved
@@ -185,7 +185,7 @@ async def test_projector_lag_sums_group_project(
 async def test_a_worker_serves_its_own_metrics(spans: InMemorySpanExporter) -> None:
     """`serve_metrics` answers /metrics with this process's exposition; a taken port is an
     error that names METRICS_PORT."""
-    from hsi.telemetry import instruments
+    from hsi.infra.telemetry import instruments
 
     instruments().dedupe_hits.add(1, {"camera": "porch"})
     port = free_port()

@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from redis.asyncio import Redis
 
-from hsi.telemetry import TelemetryConfig, reset_telemetry, setup_telemetry
+from hsi.infra.telemetry import TelemetryConfig, reset_telemetry, setup_telemetry
 from streams.detectors import DetectorConfig, build_detector
 from streams.groups import ensure_group
 from streams.names import Group, StreamNames

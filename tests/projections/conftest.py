@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.db import create_engine, migrate
+from hsi.infra.db import create_engine, migrate
 from streams.names import StreamNames
 
 

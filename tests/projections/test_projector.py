@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.db import create_engine
+from hsi.infra.db import create_engine
 from projections.errors import ProjectionError
 from projections.projector import ProjectionResult, Projector
 from projections.replay import verify

@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.read_side import (
+from hsi.app.read_side import (
     eta_seconds,
     known_cameras,
     project_stage,

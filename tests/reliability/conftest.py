@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from hsi.db import create_engine
+from hsi.infra.db import create_engine
 from tests.fakes.rtdetr import FakeRtDetr, serve_fake_rtdetr
 from tests.reliability.fleet import CAR
 

@@ -27,10 +27,10 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hsi.app.pipeline import Pipeline, PipelineOptions
 from hsi.cli import main
-from hsi.config import Settings, get_settings
-from hsi.db import migrate
-from hsi.pipeline import Pipeline, PipelineOptions
+from hsi.infra.db import migrate
+from hsi.settings.model import Settings, get_settings
 from streams.analyzers import AnalyzerResponseError
 from streams.analyzers.llm import LLMAnalyzer, LLMConfig
 from streams.detectors import DetectorProtocolError, RtDetrDetector

@@ -41,8 +41,8 @@ from hsi.api.config import LiveConfig, RateLimits
 from hsi.api.endpoint import CAMERA_ID_PATTERN
 from hsi.api.params import LABEL_PATTERN, parse_labels
 from hsi.api.responses import BadParameter
-from hsi.db import migrate
-from hsi.redis import RedisConfig
+from hsi.infra.db import migrate
+from hsi.infra.redis import RedisConfig
 from streams.names import StreamNames, is_camera_id
 from tests.api.conftest import serve
 from tests.api.rows import (

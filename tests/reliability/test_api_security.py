@@ -33,12 +33,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from hsi.api.app import create_app
 from hsi.api.config import APIConfig, LiveConfig, RateLimits
-from hsi.db import migrate
-from hsi.logging import LoggingConfig, log_event, reset_logging, setup_logging
-from hsi.redis import RedisConfig
-from hsi.tls import TLSConfig, uvicorn_ssl_options
+from hsi.app.asgi import create_app
+from hsi.infra.db import migrate
+from hsi.infra.redis import RedisConfig
+from hsi.infra.tls import TLSConfig, uvicorn_ssl_options
+from hsi.logs.setup import LoggingConfig, log_event, reset_logging, setup_logging
 from hsi.web.auth import COOKIE, KEY_FORM
 from hsi.web.render import STATIC
 from streams.analyzers import (

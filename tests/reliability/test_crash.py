@@ -21,7 +21,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.redis import RedisConfig, create_redis
+from hsi.infra.redis import RedisConfig, create_redis
 from projections.replay import verify
 from streams.envelope import entry_fields
 from streams.names import StreamNames

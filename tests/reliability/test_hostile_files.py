@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 from redis.asyncio import Redis
 
-from hsi.logging import PlainFormatter
+from hsi.logs.setup import PlainFormatter
 from streams.detectors import EmbeddedDetector
 from streams.envelope import read_fields
 from streams.groups import ensure_group

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.db import create_engine
-from hsi.embedded import EmbeddedPostgres, EmbeddedRedis, _valkey_binary
-from hsi.redis import RedisConfig, create_redis
+from hsi.infra.db import create_engine
+from hsi.infra.embedded import EmbeddedPostgres, EmbeddedRedis, _valkey_binary
+from hsi.infra.redis import RedisConfig, create_redis
 from projections.replay import verify
 from streams.names import StreamNames
 from tests.fakes.rtdetr import FakeRtDetr

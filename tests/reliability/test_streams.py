@@ -31,9 +31,9 @@ from redis.exceptions import ResponseError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.config import Settings
-from hsi.db import migrate
-from hsi.pipeline import Pipeline, PipelineOptions
+from hsi.app.pipeline import Pipeline, PipelineOptions
+from hsi.infra.db import migrate
+from hsi.settings.model import Settings
 from projections.projector import ProjectionResult, Projector, ProjectStage
 from projections.retention import RetentionReport, run_retention
 from streams.detectors.embedded import EmbeddedDetector

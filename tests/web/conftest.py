@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
-from hsi.api.app import APIConfig, create_app
-from hsi.db import migrate
+from hsi.app.asgi import APIConfig, create_app
+from hsi.infra.db import migrate
 from hsi.web import WebConfig
 from streams.names import StreamNames
 from tests.api.conftest import with_lifespan_state

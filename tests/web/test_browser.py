@@ -25,9 +25,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsi.api.config import LiveConfig
-from hsi.config import Settings
-from hsi.pipeline import ALL_STAGES, Pipeline, PipelineOptions
-from hsi.watching import build_watcher
+from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
+from hsi.settings.model import Settings
+from hsi.settings.watch import build_watcher
 from hsi.web import WebConfig
 from hsi.web.config import ai_backends
 from streams.envelope import entry_fields

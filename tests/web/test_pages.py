@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.config import Settings
+from hsi.settings.model import Settings
 from hsi.web import WebConfig
 from hsi.web.config import ai_backends
 from hsi.web.format import day_start

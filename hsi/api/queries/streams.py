@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 from streams.names import PROJECTED, Group, StreamKind, StreamNames, is_camera_id
 
 if TYPE_CHECKING:
-    from hsi.redis import RedisClient
+    from hsi.infra.redis import RedisClient
 
 KINDS: tuple[StreamKind, ...] = tuple(StreamKind)
 

@@ -13,7 +13,7 @@ from hsi.api.params import Query, parse_camera_id
 from hsi.api.queries.latency import END_TO_END, QUANTILES, STAGES, pipeline_latency
 from hsi.api.responses import JSON, BadParameter, iso
 from hsi.api.state import resources
-from hsi.docs_export import asyncapi_document
+from hsi.app.docs import asyncapi_document
 
 DEFAULT_WINDOW_SECONDS = 15 * 60
 MIN_WINDOW_SECONDS = 60

@@ -14,9 +14,9 @@ from hsi.api.params import Query
 from hsi.api.queries.streams import camera_ids, projector_lag, stream_health
 from hsi.api.responses import JSON
 from hsi.api.state import resources
-from hsi.db import pending_migrations
-from hsi.redis import check_server
-from hsi.telemetry import render_metrics
+from hsi.infra.db import pending_migrations
+from hsi.infra.redis import check_server
+from hsi.infra.telemetry import render_metrics
 from streams.names import PROJECTED
 
 

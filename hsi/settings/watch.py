@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hsi import wiring
-from hsi.redis import RedisClient
+from hsi.infra.redis import RedisClient
+from hsi.settings import components
 from streams.watch.config import WatchConfig, WatchError
 from streams.watch.watcher import Watcher
 
 if TYPE_CHECKING:
-    from hsi.config import Settings
+    from hsi.settings.model import Settings
 
 __all__ = ["WatchError", "build_watcher", "watch_config"]
 
@@ -20,7 +20,7 @@ CLOSE_DEBOUNCE_SECONDS = 0.0
 
 
 def watch_config(settings: Settings) -> WatchConfig:
-    zone = wiring.local_zone(settings)
+    zone = components.local_zone(settings)
     return WatchConfig(
         polling=settings.watch_polling,
         poll_interval=settings.watch_poll_interval_seconds,
@@ -54,5 +54,5 @@ def _zone_name(zone: object) -> str:
 
 def build_watcher(settings: Settings, redis: RedisClient) -> Watcher:
     return Watcher(
-        redis, wiring.stream_names(settings), settings.camera_root, watch_config(settings)
+        redis, components.stream_names(settings), settings.camera_root, watch_config(settings)
     )

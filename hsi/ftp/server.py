@@ -47,12 +47,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hsi.logging import get_logger, mask_secrets, sanitize_error
-from hsi.tls import TLSConfig, TLSError, ensure_certificates
+from hsi.infra.tls import TLSConfig, TLSError, ensure_certificates
+from hsi.logs.setup import get_logger, mask_secrets, sanitize_error
 from streams.names import CameraIdError, camera_id
 
 if TYPE_CHECKING:
-    from hsi.config import Settings
+    from hsi.settings.model import Settings
 
 with warnings.catch_warnings():
     # pyftpdlib is built on asyncore/asynchat, which Python 3.11 deprecates at import (3.12+ gets

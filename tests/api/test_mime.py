@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hsi.mime import (
+from hsi.api.mime import (
     IMAGE_EXTENSIONS,
     SNIFF_BYTES,
     VIDEO_EXTENSIONS,

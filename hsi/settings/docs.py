@@ -29,7 +29,7 @@ from pydantic import AliasChoices, AliasPath, BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode
 
-from hsi.config import RUNTIME_ENV_VAR, Settings
+from hsi.settings.model import RUNTIME_ENV_VAR, Settings
 
 __all__ = [
     "DOCS_PATH",
@@ -248,7 +248,7 @@ def _anchor(title: str) -> str:
 _MD_INTRO = f"""\
 # Configuration reference
 
-<!-- Generated from hsi/config.py by `{REGENERATE_COMMAND}`; do not edit by hand. -->
+<!-- Generated from hsi/settings/model.py by `{REGENERATE_COMMAND}`; do not edit by hand. -->
 
 HSI reads every setting from, strongest first: environment variables (names are
 case-insensitive), the file named by `{RUNTIME_ENV_VAR}`, `.env` in the working directory, and
@@ -314,7 +314,7 @@ def render_markdown(settings_cls: type[BaseModel] = Settings) -> str:
 
 _ENV_INTRO = f"""\
 # HSI configuration: copy this file to .env and uncomment the lines you change.
-# Generated from hsi/config.py by `{REGENERATE_COMMAND}`; do not edit by hand.
+# Generated from hsi/settings/model.py by `{REGENERATE_COMMAND}`; do not edit by hand.
 # Each line shows the default (empty: unset); secrets have none. Reference: docs/configuration.md
 # Sources, strongest first: environment variables, the file named by {RUNTIME_ENV_VAR},
 # .env in the working directory, the defaults.

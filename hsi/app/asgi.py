@@ -46,9 +46,9 @@ from hsi.api.routes import (
 )
 from hsi.api.security import ConnectionSlots, Guard
 from hsi.api.state import Resources
-from hsi.db import PoolConfig, create_engine
-from hsi.redis import create_redis
-from hsi.telemetry import get_tracer
+from hsi.infra.db import PoolConfig, create_engine
+from hsi.infra.redis import create_redis
+from hsi.infra.telemetry import get_tracer
 from hsi.web import WebConfig, web_routes
 from streams.names import StreamNames
 

@@ -22,8 +22,8 @@ from typing import Any, TypeAlias
 import psycopg
 import psycopg.errors
 
-from hsi.logcontext import attach_context
-from hsi.redact import mask_secrets, safe_fields, sanitize_error, shorten_paths, truncate
+from hsi.logs.context import attach_context
+from hsi.logs.redact import mask_secrets, safe_fields, sanitize_error, shorten_paths, truncate
 
 # --- PostgreSQL handler -------------------------------------------------------------------------
 

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from hsi.config import AnalyzerBackend, DetectorBackend, mask_url_password
-from hsi.db import create_engine, pending_migrations, server_version
-from hsi.redis import RedisConfig, RedisUnavailableError, check_server, create_redis
-from hsi.services import running_services
+from hsi.app.services import running_services
+from hsi.infra.db import create_engine, pending_migrations, server_version
+from hsi.infra.redis import RedisConfig, RedisUnavailableError, check_server, create_redis
+from hsi.settings.model import AnalyzerBackend, DetectorBackend, mask_url_password
 
 if TYPE_CHECKING:
-    from hsi.config import Settings
+    from hsi.settings.model import Settings
 
 
 class Status(StrEnum):

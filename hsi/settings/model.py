@@ -395,7 +395,7 @@ class Settings(BaseSettings):
     def _ftp_accounts(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
-        from hsi.ftp import parse_accounts
+        from hsi.ftp.server import parse_accounts
 
         parse_accounts(value)  # raises FTPConfigError (a ValueError); never shows a password
         return value
@@ -405,7 +405,7 @@ class Settings(BaseSettings):
     def _ftp_passive_ports(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        from hsi.ftp import parse_port_range
+        from hsi.ftp.server import parse_port_range
 
         parse_port_range(value)
         return value.strip()

@@ -213,8 +213,8 @@ def asyncapi_document(prefix: str = "hsi") -> dict[str, Any]:
 
 def openapi_document(*, keys_enabled: bool = False, rate_limited: bool = True) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the query API."""
-    from hsi.api.app import ENDPOINTS
     from hsi.api.openapi import build_openapi
+    from hsi.app.asgi import ENDPOINTS
 
     return build_openapi(ENDPOINTS, keys_enabled=keys_enabled, rate_limited=rate_limited)
 

@@ -34,18 +34,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Literal, TextIO, TypeAlias
 
-from hsi.logcontext import (
+from hsi.logs.context import (
     ContextFilter,
     attach_context,
     bind_context,
     current_context,
     event_of,
 )
-from hsi.pglog import PostgresLogHandler, libpq_conninfo
-from hsi.redact import mask_secrets, safe_fields, sanitize_error
+from hsi.logs.postgres import PostgresLogHandler, libpq_conninfo
+from hsi.logs.redact import mask_secrets, safe_fields, sanitize_error
 
 if TYPE_CHECKING:
-    from hsi.config import Settings
+    from hsi.settings.model import Settings
 
 __all__ = [
     "ContextFilter",

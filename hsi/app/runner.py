@@ -23,17 +23,17 @@ from typing import TYPE_CHECKING
 import uvicorn
 from prometheus_client import REGISTRY, start_http_server
 
-from hsi.api.app import APIConfig, create_app
-from hsi.db import DatabaseError, create_engine, migrate
-from hsi.embedded import EmbeddedServerError
-from hsi.ftp import FTPConfig, FTPError, FtpReceiver
-from hsi.logging import LoggingConfig, log_event, setup_logging
-from hsi.pipeline import ALL_STAGES, Pipeline, PipelineOptions
-from hsi.redis import RedisConfig, RedisUnavailableError, check_server, create_redis
-from hsi.services import ServiceURLs, ensure_services
-from hsi.telemetry import TelemetryConfig, current_telemetry, setup_telemetry
-from hsi.tls import TLSConfig, TLSError, uvicorn_ssl_options
-from hsi.watching import build_watcher
+from hsi.app.asgi import APIConfig, create_app
+from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
+from hsi.app.services import ServiceURLs, ensure_services
+from hsi.ftp.server import FTPConfig, FTPError, FtpReceiver
+from hsi.infra.db import DatabaseError, create_engine, migrate
+from hsi.infra.embedded import EmbeddedServerError
+from hsi.infra.redis import RedisConfig, RedisUnavailableError, check_server, create_redis
+from hsi.infra.telemetry import TelemetryConfig, current_telemetry, setup_telemetry
+from hsi.infra.tls import TLSConfig, TLSError, uvicorn_ssl_options
+from hsi.logs.setup import LoggingConfig, log_event, setup_logging
+from hsi.settings.watch import build_watcher
 from hsi.web import WebConfig
 from streams.alerts import AlertError
 from streams.names import Group
@@ -41,7 +41,7 @@ from streams.names import Group
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from hsi.config import Settings
+    from hsi.settings.model import Settings
     from streams.watch.outcomes import Outcome
 
 
@@ -211,7 +211,7 @@ async def _api(settings: Settings, urls: ServiceURLs, options: UpOptions) -> Non
 
 async def _retention_loop(settings: Settings, urls: ServiceURLs, pipeline: Pipeline) -> None:
     """`hsi retention run` every RETENTION_INTERVAL_SECONDS, inside `hsi up`."""
-    from hsi.read_side import retention
+    from hsi.app.read_side import retention
 
     assert urls.database_url is not None
     while True:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hsi.embedded import EmbeddedServers
+from hsi.infra.embedded import EmbeddedServers
 
 if TYPE_CHECKING:
-    from hsi.config import Settings
+    from hsi.settings.model import Settings
 
 
 @dataclass(frozen=True)

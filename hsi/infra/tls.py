@@ -43,7 +43,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 if TYPE_CHECKING:
     from uvicorn.config import Config as UvicornConfig
 
-    from hsi.config import Settings
+    from hsi.settings.model import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from streams.severity import SeverityThresholds
 from streams.stages.runtime import ConsumeConfig
 
 if TYPE_CHECKING:
-    from hsi.config import Settings
+    from hsi.settings.model import Settings
 
 
 def consumer_name(role: str = "worker") -> str:

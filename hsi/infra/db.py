@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 if TYPE_CHECKING:
-    from hsi.config import Settings
+    from hsi.settings.model import Settings
 
 # pg_advisory_lock key: the first 8 bytes of sha256("hsi-migrations") as a signed bigint.
 MIGRATION_LOCK_KEY = int.from_bytes(

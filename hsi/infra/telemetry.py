@@ -67,7 +67,7 @@ from streams.tracing import (
 )
 
 if TYPE_CHECKING:
-    from hsi.config import Settings
+    from hsi.settings.model import Settings
 
 __all__ = [
     "AI_BUCKETS",

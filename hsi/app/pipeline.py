@@ -27,11 +27,16 @@ from typing import TYPE_CHECKING, Protocol
 
 from faststream.redis import RedisBroker, RedisClusterBroker
 
-from hsi import wiring
 from hsi.api.queries.streams import stream_health
-from hsi.db import PoolConfig, create_engine
-from hsi.redis import DataLossMonitor, RedisClient, RedisConfig, create_redis
-from hsi.telemetry import StreamReading, StreamSnapshot, register_stream_gauges, stage_telemetry
+from hsi.infra.db import PoolConfig, create_engine
+from hsi.infra.redis import DataLossMonitor, RedisClient, RedisConfig, create_redis
+from hsi.infra.telemetry import (
+    StreamReading,
+    StreamSnapshot,
+    register_stream_gauges,
+    stage_telemetry,
+)
+from hsi.settings import components
 from projections.projector import Projector, ProjectStage
 from streams.alerts import NotifyConfig, RuleSet, load_rules
 from streams.alerts.channels import build_channels
@@ -51,7 +56,7 @@ from streams.tracing import StageTelemetry
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from hsi.config import Settings
+    from hsi.settings.model import Settings
     from streams.analyzers import Analyzer
     from streams.detectors import Detector
 
@@ -99,8 +104,8 @@ class Pipeline:
         self._database_url = database_url
         self._engine: AsyncEngine | None = None
         self.options = options
-        self.names: StreamNames = wiring.stream_names(settings)
-        self.consumer = wiring.consumer_name()
+        self.names: StreamNames = components.stream_names(settings)
+        self.consumer = components.consumer_name()
         self._detector = detector
         self._analyzer = analyzer
         self._redis: RedisClient | None = None
@@ -112,7 +117,7 @@ class Pipeline:
         # Checked before anything starts: a bad rules file or channel setup stops HSI at once.
         self._notify: tuple[NotifyConfig, RuleSet] | None = None
         if Group.NOTIFY in options.stages:
-            notify = wiring.notify_config(settings)
+            notify = components.notify_config(settings)
             rules = load_rules(notify.rules_path)
             check_channels(rules, notify.channel_names)
             self._notify = (notify, rules)
@@ -157,7 +162,7 @@ class Pipeline:
                     self.names,
                     group=group.value,
                     streams=(),
-                    config=wiring.reclaim_config(settings),
+                    config=components.reclaim_config(settings),
                     consumer=f"{self.consumer}-reclaim-{group.value}",
                     handler=stage.handle,
                     telemetry=self._telemetry,
@@ -173,7 +178,7 @@ class Pipeline:
                     kind=kind,
                     handler=_recording(stage.handle, reclaimer),
                     consumer=f"{self.consumer}-{group.value}",
-                    config=wiring.consume_config(settings),
+                    config=components.consume_config(settings),
                     positions=positions,
                 )
         self.data_loss = DataLossMonitor(self._redis, self.names.epoch)
@@ -230,7 +235,7 @@ class Pipeline:
         redis = self.redis
         if group is Group.DETECT:
             if self._detector is None:
-                self._detector = build_detector(wiring.detector_config(settings))
+                self._detector = build_detector(components.detector_config(settings))
             return DetectStage(
                 redis=redis,
                 names=self.names,
@@ -243,7 +248,7 @@ class Pipeline:
             self.batch_stage = BatchStage(
                 redis=redis,
                 names=self.names,
-                config=wiring.batch_config(settings),
+                config=components.batch_config(settings),
                 telemetry=self._telemetry,
             )
             return self.batch_stage
@@ -251,14 +256,14 @@ class Pipeline:
             if self._analyzer is None:
                 self._analyzer = build_analyzer(
                     settings.analyzer_backend.value,
-                    thresholds=wiring.severity(settings),
-                    llm=wiring.llm_config(settings),
+                    thresholds=components.severity(settings),
+                    llm=components.llm_config(settings),
                 )
             return AnalyzeStage(
                 redis=redis,
                 names=self.names,
                 analyzer=self._analyzer,
-                timezone=wiring.local_zone(settings),
+                timezone=components.local_zone(settings),
                 telemetry=self._telemetry,
             )
         if group is Group.PROJECT:

@@ -1,0 +1,1 @@
+"""The application: processes assembled from settings (runner, pipeline, ASGI app, doctor, docs)."""

@@ -1,0 +1,1 @@
+"""The FTP receiver cameras upload to: accounts and the server."""

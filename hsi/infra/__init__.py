@@ -1,0 +1,1 @@
+"""What HSI runs on: PostgreSQL and Redis clients, the embedded servers, telemetry and TLS."""

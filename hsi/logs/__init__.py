@@ -1,0 +1,1 @@
+"""Structured logs: setup, bound context, the PostgreSQL log table and secret redaction."""
