@@ -57,7 +57,7 @@ from benchmarks.report import Figure, Target, median, percentile
 from benchmarks.throughput import settings_for
 from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
 from hsi.infra.telemetry import TelemetryConfig, reset_telemetry, setup_telemetry
-from hsi.settings.watch import watch_config
+from hsi.settings.components import watch_config
 from streams.names import StreamNames
 from streams.watch.watcher import Watcher
 

@@ -173,9 +173,10 @@ def certs() -> None:
 def certs_generate(force: bool) -> None:
     """Generate a self-signed certificate for the configured host names and addresses."""
     from hsi.infra import tls
+    from hsi.settings import components
 
     settings = _settings()
-    config = tls.TLSConfig.from_settings(settings)
+    config = components.tls_config(settings)
     cert, key = config.cert_dir / "hsi.crt", config.cert_dir / "hsi.key"
     if cert.exists() and not force:
         raise click.ClickException(f"{cert} exists; pass --force to replace it")
@@ -200,9 +201,10 @@ def certs_show(path: str | None) -> None:
     from pathlib import Path
 
     from hsi.infra import tls
+    from hsi.settings import components
 
     settings = _settings()
-    config = tls.TLSConfig.from_settings(settings)
+    config = components.tls_config(settings)
     target = Path(path) if path else (config.cert_path or config.cert_dir / "hsi.crt")
     try:
         click.echo(tls.describe(tls.inspect_certificate(target)))
@@ -230,8 +232,8 @@ def doctor() -> None:
 
 def _startup_errors() -> tuple[type[Exception], ...]:
     from hsi.app.runner import STARTUP_ERRORS
-    from hsi.settings.watch import WatchError
     from streams.alerts import AlertError
+    from streams.watch.config import WatchError
 
     return (*STARTUP_ERRORS, WatchError, AlertError)
 
@@ -424,7 +426,7 @@ def _read_side_call(fn: Callable[..., Coroutine[Any, Any, T]], **kwargs: Any) ->
     """Run `fn(engine, redis, names, **kwargs)` against the configured (or embedded) servers."""
     from hsi.app.services import ensure_services
     from hsi.infra.db import DatabaseError, create_engine
-    from hsi.infra.redis import RedisConfig, create_redis
+    from hsi.infra.redis import create_redis
     from hsi.settings import components
 
     settings = _settings()
@@ -436,7 +438,7 @@ def _read_side_call(fn: Callable[..., Coroutine[Any, Any, T]], **kwargs: Any) ->
 
     async def call() -> T:
         engine = create_engine(urls.database_url or "")
-        client = create_redis(RedisConfig.from_settings(settings, urls.redis_url))
+        client = create_redis(components.redis_config(settings, urls.redis_url))
         try:
             return await fn(engine, client, components.stream_names(settings), **kwargs)
         finally:
@@ -594,10 +596,10 @@ def _dlq_call(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         raise click.ClickException("Redis is not running: start it with `hsi services start`")
 
     async def call() -> T:
-        from hsi.infra.redis import RedisConfig, create_redis
+        from hsi.infra.redis import create_redis
         from hsi.settings import components
 
-        client = create_redis(RedisConfig.from_settings(settings, redis_url))
+        client = create_redis(components.redis_config(settings, redis_url))
         try:
             return await fn(client, components.stream_names(settings), *args)
         finally:

@@ -1,4 +1,5 @@
-"""The API's frozen configuration, mapped from `Settings` by `APIConfig.from_settings()`.
+"""The API's frozen configuration, mapped from `Settings` by
+`hsi.settings.components.api_config()`.
 
 Tests build `APIConfig` directly; every field except the two URLs has the settings' default.
 """
@@ -15,7 +16,7 @@ from hsi.infra.redis import RedisConfig
 from streams.severity import SeverityThresholds
 
 if TYPE_CHECKING:
-    from hsi.settings.model import Settings
+    pass
 
 
 @dataclass(frozen=True)
@@ -72,35 +73,3 @@ class APIConfig:
     @property
     def thumbnail_dir(self) -> Path:
         return self.data_dir / "thumbnails"
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, database_url: str, redis: RedisConfig
-    ) -> APIConfig:
-        return cls(
-            database_url=database_url,
-            redis=redis,
-            stream_prefix=settings.stream_prefix,
-            camera_root=settings.camera_root,
-            data_dir=settings.data_dir,
-            thumbnail_max_width=settings.thumbnail_max_width,
-            thumbnail_jpeg_quality=settings.thumbnail_jpeg_quality,
-            severity=SeverityThresholds(
-                settings.severity_low_max, settings.severity_medium_max, settings.severity_high_max
-            ),
-            api_key_enabled=settings.api_key_enabled,
-            api_keys=tuple(settings.api_keys),
-            cors_origins=tuple(settings.cors_origins),
-            cors_allow_credentials=settings.cors_allow_credentials,
-            rate_limits=RateLimits(
-                enabled=settings.rate_limit_enabled,
-                requests_per_minute=settings.rate_limit_requests_per_minute,
-                media_requests_per_minute=settings.rate_limit_media_requests_per_minute,
-                live_connections_per_client=settings.rate_limit_live_connections_per_client,
-                live_max_connections=settings.live_max_connections,
-            ),
-            live=LiveConfig(
-                heartbeat_seconds=settings.live_heartbeat_seconds,
-                idle_timeout_seconds=settings.live_idle_timeout_seconds,
-            ),
-        )

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Protocol
 from faststream.redis import RedisBroker, RedisClusterBroker
 
 from hsi.api.queries.streams import stream_health
-from hsi.infra.db import PoolConfig, create_engine
-from hsi.infra.redis import DataLossMonitor, RedisClient, RedisConfig, create_redis
+from hsi.infra.db import create_engine
+from hsi.infra.redis import DataLossMonitor, RedisClient, create_redis
 from hsi.infra.telemetry import (
     StreamReading,
     StreamSnapshot,
@@ -138,7 +138,7 @@ class Pipeline:
 
     async def start(self) -> None:
         settings = self._settings
-        config = RedisConfig.from_settings(settings, self._redis_url)
+        config = components.redis_config(settings, self._redis_url)
         self._redis = create_redis(config)
         self._telemetry = stage_telemetry()
         # FastStream's own per-message logging is off: HSI logs stage events itself.
@@ -268,7 +268,7 @@ class Pipeline:
             )
         if group is Group.PROJECT:
             assert self._database_url is not None
-            self._engine = create_engine(self._database_url, PoolConfig.from_settings(settings))
+            self._engine = create_engine(self._database_url, components.pool_config(settings))
             return ProjectStage(
                 redis, self.names, Projector(self._engine, self.names), telemetry=self._telemetry
             )

@@ -23,20 +23,27 @@ from typing import TYPE_CHECKING
 import uvicorn
 from prometheus_client import REGISTRY, start_http_server
 
-from hsi.app.asgi import APIConfig, create_app
+from hsi.app.asgi import create_app
 from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
 from hsi.app.services import ServiceURLs, ensure_services
-from hsi.ftp.server import FTPConfig, FTPError, FtpReceiver
+from hsi.ftp.config import FTPError
+from hsi.ftp.server import FtpReceiver
 from hsi.infra.db import DatabaseError, create_engine, migrate
 from hsi.infra.embedded import EmbeddedServerError
-from hsi.infra.redis import RedisConfig, RedisUnavailableError, check_server, create_redis
-from hsi.infra.telemetry import TelemetryConfig, current_telemetry, setup_telemetry
-from hsi.infra.tls import TLSConfig, TLSError, uvicorn_ssl_options
-from hsi.logs.setup import LoggingConfig, log_event, setup_logging
-from hsi.settings.watch import build_watcher
-from hsi.web import WebConfig
+from hsi.infra.redis import (
+    RedisClient,
+    RedisConfig,
+    RedisUnavailableError,
+    check_server,
+    create_redis,
+)
+from hsi.infra.telemetry import current_telemetry, setup_telemetry
+from hsi.infra.tls import TLSError, uvicorn_ssl_options
+from hsi.logs.setup import log_event, setup_logging
+from hsi.settings import components
 from streams.alerts import AlertError
 from streams.names import Group
+from streams.watch.watcher import Watcher
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -87,8 +94,8 @@ async def _prepare(database_url: str | None, redis: RedisConfig) -> list[str]:
 
 def _boot(settings: Settings, *, postgres: bool = True) -> ServiceURLs:
     urls = ensure_services(settings, postgres=postgres)
-    setup_logging(LoggingConfig.from_settings(settings, db_url=urls.database_url))
-    setup_telemetry(TelemetryConfig.from_settings(settings))
+    setup_logging(components.logging_config(settings, db_url=urls.database_url))
+    setup_telemetry(components.telemetry_config(settings))
     return urls
 
 
@@ -108,7 +115,7 @@ def run_up(settings: Settings, options: UpOptions | None = None) -> None:
 
 async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None:
     assert urls.database_url is not None
-    redis_config = RedisConfig.from_settings(settings, urls.redis_url)
+    redis_config = components.redis_config(settings, urls.redis_url)
     applied = await _prepare(urls.database_url, redis_config)
     settings.camera_root.mkdir(parents=True, exist_ok=True)
     log_event(
@@ -130,7 +137,7 @@ async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None
     watcher = build_watcher(settings, pipeline.redis) if options.watch else None
     if watcher is not None:
         await watcher.start()
-    receiver = FtpReceiver(FTPConfig.from_settings(settings)) if settings.ftp_enabled else None
+    receiver = FtpReceiver(components.ftp_config(settings)) if settings.ftp_enabled else None
     if receiver is not None:
         await asyncio.to_thread(receiver.start)
     log_event(log, "api.listening", url=url, dashboard=dashboard)
@@ -153,12 +160,12 @@ def _api_server(
     settings: Settings, database_url: str, redis_config: RedisConfig, options: UpOptions
 ) -> tuple[_Server, str, str]:
     """The API's uvicorn server (TLS from settings), its URL and the dashboard's URL."""
-    ssl_options = uvicorn_ssl_options(TLSConfig.from_settings(settings))
+    ssl_options = uvicorn_ssl_options(components.tls_config(settings))
     host = options.host or settings.api_host
     port = settings.api_port if options.port is None else options.port
     app = create_app(
-        APIConfig.from_settings(settings, database_url=database_url, redis=redis_config),
-        WebConfig.from_settings(settings),
+        components.api_config(settings, database_url=database_url, redis=redis_config),
+        components.web_config(settings),
     )
     server = _Server(
         uvicorn.Config(
@@ -198,7 +205,7 @@ def run_api(settings: Settings, options: UpOptions | None = None) -> None:
 
 async def _api(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None:
     assert urls.database_url is not None
-    redis_config = RedisConfig.from_settings(settings, urls.redis_url)
+    redis_config = components.redis_config(settings, urls.redis_url)
     await _prepare(urls.database_url, redis_config)
     server, url, dashboard = _api_server(settings, urls.database_url, redis_config, options)
     log_event(log, "api.listening", url=url, dashboard=dashboard)
@@ -294,7 +301,7 @@ def run_worker(settings: Settings, options: PipelineOptions) -> None:
 
 
 async def _worker(settings: Settings, urls: ServiceURLs, options: PipelineOptions) -> None:
-    await _prepare(urls.database_url, RedisConfig.from_settings(settings, urls.redis_url))
+    await _prepare(urls.database_url, components.redis_config(settings, urls.redis_url))
     pipeline = Pipeline(settings, urls.redis_url, options, database_url=urls.database_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -322,7 +329,7 @@ def run_watch(settings: Settings) -> None:
 
 async def _watch(settings: Settings, urls: ServiceURLs) -> None:
     settings.camera_root.mkdir(parents=True, exist_ok=True)
-    client = create_redis(RedisConfig.from_settings(settings, urls.redis_url))
+    client = create_redis(components.redis_config(settings, urls.redis_url))
     watcher = build_watcher(settings, client)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -345,7 +352,7 @@ def run_ingest(settings: Settings, paths: list[Path]) -> list[Outcome]:
 
 
 async def _ingest(settings: Settings, urls: ServiceURLs, paths: list[Path]) -> list[Outcome]:
-    client = create_redis(RedisConfig.from_settings(settings, urls.redis_url))
+    client = create_redis(components.redis_config(settings, urls.redis_url))
     try:
         watcher = build_watcher(settings, client)
         outcomes: list[Outcome] = []
@@ -358,15 +365,24 @@ async def _ingest(settings: Settings, urls: ServiceURLs, paths: list[Path]) -> l
 
 def run_ftp(settings: Settings) -> None:
     """Only the FTP receiver, until SIGINT/SIGTERM (the watcher runs elsewhere)."""
-    setup_logging(LoggingConfig.from_settings(settings))
+    setup_logging(components.logging_config(settings))
     settings.camera_root.mkdir(parents=True, exist_ok=True)
     asyncio.run(_ftp(settings))
 
 
 async def _ftp(settings: Settings) -> None:
-    receiver = FtpReceiver(FTPConfig.from_settings(settings))
+    receiver = FtpReceiver(components.ftp_config(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await receiver.run(stop)
+
+
+def build_watcher(settings: Settings, redis: RedisClient) -> Watcher:
+    return Watcher(
+        redis,
+        components.stream_names(settings),
+        settings.camera_root,
+        components.watch_config(settings),
+    )

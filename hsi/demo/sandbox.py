@@ -175,7 +175,7 @@ async def reset(box: Sandbox, urls: ServiceURLs) -> None:
 async def _reset_servers(box: Sandbox, urls: ServiceURLs) -> None:
     from hsi.app import read_side
     from hsi.infra.db import create_engine, migrate
-    from hsi.infra.redis import RedisConfig, create_redis
+    from hsi.infra.redis import create_redis
     from hsi.settings import components
 
     assert urls.database_url is not None
@@ -185,7 +185,7 @@ async def _reset_servers(box: Sandbox, urls: ServiceURLs) -> None:
             async with engine.begin() as conn:
                 await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{box.schema}"'))
         await migrate(engine)
-        client = create_redis(RedisConfig.from_settings(box.settings, urls.redis_url))
+        client = create_redis(components.redis_config(box.settings, urls.redis_url))
         try:
             names = components.stream_names(box.settings)
             await clear_keys(client, names)

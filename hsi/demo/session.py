@@ -36,6 +36,7 @@ from hsi.demo.sandbox import Sandbox, choose_port, reset, sandbox
 from hsi.demo.scene import CAMERAS, photo_bytes, scene_seconds, upload, upload_name
 from hsi.demo.view import DemoView, Screen, Snapshot
 from hsi.logs.setup import log_event
+from hsi.settings import components
 
 if TYPE_CHECKING:
     from hsi.app.services import ServiceURLs
@@ -122,7 +123,7 @@ def run_demo(
     """Play the demo scene through the whole system; see the module docstring."""
     from hsi.app import runner
     from hsi.app.services import embedded_servers
-    from hsi.logs.setup import LoggingConfig, reset_logging, setup_logging
+    from hsi.logs.setup import reset_logging, setup_logging
 
     options = options or DemoOptions()
     console = console or make_console()
@@ -159,9 +160,7 @@ def run_demo(
         box.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_stream = box.log_path.open("a", encoding="utf-8")
         # the terminal is the demo's: HSI's log lines go to the demo's log file
-        setup_logging(
-            LoggingConfig.from_settings(demo, db_url=urls.database_url), stream=log_stream
-        )
+        setup_logging(components.logging_config(demo, db_url=urls.database_url), stream=log_stream)
         return asyncio.run(_play(box, urls, options, port, console, started))
     finally:
         stopped = _stop_started(servers, embedded, running_before)
@@ -340,7 +339,7 @@ async def _scene(
 
 
 async def _upload_scene(box: Sandbox, view: DemoView, screen: Screen, speed: float) -> None:
-    from hsi.settings.watch import watch_config
+    from hsi.settings.components import watch_config
 
     zone = ZoneInfo(watch_config(box.settings).timezone)  # the zone the watcher reads names in
     loop = asyncio.get_running_loop()

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 if TYPE_CHECKING:
-    from hsi.settings.model import Settings
+    pass
 
 # pg_advisory_lock key: the first 8 bytes of sha256("hsi-migrations") as a signed bigint.
 MIGRATION_LOCK_KEY = int.from_bytes(
@@ -57,16 +57,6 @@ class PoolConfig:
     timeout_seconds: float = 30.0
     recycle_seconds: int = 1800
     echo: bool = False
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> PoolConfig:
-        return cls(
-            size=settings.database_pool_size,
-            max_overflow=settings.database_pool_max_overflow,
-            timeout_seconds=settings.database_pool_timeout_seconds,
-            recycle_seconds=settings.database_pool_recycle_seconds,
-            echo=settings.database_echo,
-        )
 
 
 def create_engine(

@@ -28,7 +28,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
-    from hsi.settings.model import Settings
+    pass
 
 MIN_REDIS_VERSION = (6, 2, 0)
 
@@ -52,20 +52,6 @@ class RedisConfig:
     retry_attempts: int = 5
     backoff_base: float = 0.05
     backoff_cap: float = 2.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings, url: str) -> RedisConfig:
-        return cls(
-            url=url,
-            cluster=settings.redis_cluster,
-            max_connections=settings.redis_max_connections,
-            socket_timeout=settings.redis_socket_timeout_seconds,
-            connect_timeout=settings.redis_connect_timeout_seconds,
-            health_check_interval=settings.redis_health_check_interval_seconds,
-            retry_attempts=settings.redis_retry_attempts,
-            backoff_base=settings.redis_retry_backoff_base_seconds,
-            backoff_cap=settings.redis_retry_backoff_cap_seconds,
-        )
 
 
 _RETRY_ON = [RedisConnectionError, RedisTimeoutError, ConnectionError, OSError]

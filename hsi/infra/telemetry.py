@@ -67,7 +67,7 @@ from streams.tracing import (
 )
 
 if TYPE_CHECKING:
-    from hsi.settings.model import Settings
+    pass
 
 __all__ = [
     "AI_BUCKETS",
@@ -102,15 +102,6 @@ class TelemetryConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.sampler_ratio <= 1.0:
             raise ValueError(f"sampler_ratio must be between 0 and 1, got {self.sampler_ratio}")
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, metrics_enabled: bool = True) -> TelemetryConfig:
-        return cls(
-            service_name=settings.otel_service_name,
-            otlp_endpoint=settings.otel_exporter_otlp_endpoint,
-            sampler_ratio=settings.otel_traces_sampler_ratio,
-            metrics_enabled=metrics_enabled,
-        )
 
 
 def traces_endpoint(endpoint: str) -> str:

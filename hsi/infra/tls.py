@@ -43,7 +43,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 if TYPE_CHECKING:
     from uvicorn.config import Config as UvicornConfig
 
-    from hsi.settings.model import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -127,22 +126,6 @@ class TLSConfig:
                     "TLS_MODE=self_signed needs at least one name in TLS_HOSTNAMES or "
                     "TLS_IP_ADDRESSES for the certificate; add the names clients use to reach HSI"
                 )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TLSConfig:
-        """Map the `TLS_*` settings; self-signed files go to `DATA_DIR/certs`."""
-        return cls(
-            mode=str(settings.tls_mode.value),
-            cert_path=settings.tls_cert_path,
-            key_path=settings.tls_key_path,
-            ca_path=settings.tls_ca_path,
-            verify_client=settings.tls_verify_client,
-            min_version=settings.tls_min_version,
-            cert_dir=settings.data_dir / "certs",
-            hostnames=tuple(settings.tls_hostnames),
-            ip_addresses=tuple(settings.tls_ip_addresses),
-            days=settings.tls_cert_days,
-        )
 
     @property
     def enabled(self) -> bool:

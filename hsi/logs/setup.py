@@ -45,7 +45,7 @@ from hsi.logs.postgres import PostgresLogHandler, libpq_conninfo
 from hsi.logs.redact import mask_secrets, safe_fields, sanitize_error
 
 if TYPE_CHECKING:
-    from hsi.settings.model import Settings
+    pass
 
 __all__ = [
     "ContextFilter",
@@ -277,21 +277,6 @@ class LoggingConfig:
     db_min_level: str = "WARNING"
     db_schema: str | None = None
     service_name: str = "hsi"
-
-    @classmethod
-    def from_settings(cls, settings: Settings, db_url: str | None = None) -> LoggingConfig:
-        """`db_url` (e.g. the embedded server's) overrides `DATABASE_URL`; the database handler is
-        attached only when `LOG_DB_ENABLED` is true."""
-        return cls(
-            level=settings.log_level,
-            format=settings.log_format,
-            file=settings.log_file,
-            file_max_bytes=settings.log_file_max_bytes,
-            file_backup_count=settings.log_file_backup_count,
-            db_url=(db_url or settings.database_url) if settings.log_db_enabled else None,
-            db_min_level=settings.log_db_min_level,
-            service_name=settings.otel_service_name,
-        )
 
 
 class _StderrHandler(logging.StreamHandler[TextIO]):

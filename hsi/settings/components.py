@@ -1,4 +1,8 @@
-"""Settings → the small frozen configs the write side takes (STYLE: settings flow down)."""
+"""Settings → the small frozen config of every component, in one place (STYLE: settings flow down).
+
+Components never see `Settings`: the stages get `streams` configs, the shell's own parts (Redis,
+PostgreSQL, TLS, telemetry, logs, FTP, API, dashboard) theirs, each built by a function here.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,17 @@ import socket
 import uuid
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
+from hsi.api.config import APIConfig, LiveConfig, RateLimits
+from hsi.ftp.config import MIB, FTPConfig, parse_accounts, parse_port_range
+from hsi.infra.db import PoolConfig
+from hsi.infra.redis import RedisConfig
+from hsi.infra.telemetry import TelemetryConfig
+from hsi.infra.tls import TLSConfig
+from hsi.logs.setup import LoggingConfig
+from hsi.settings.model import AnalyzerBackend, DetectorBackend, mask_url_password
+from hsi.web.config import AIBackend, WebConfig
 from streams.alerts import (
     AlertConfigError,
     EmailConfig,
@@ -23,6 +37,7 @@ from streams.names import StreamNames
 from streams.reclaim import ReclaimConfig
 from streams.severity import SeverityThresholds
 from streams.stages.runtime import ConsumeConfig
+from streams.watch.config import WatchConfig
 
 if TYPE_CHECKING:
     from hsi.settings.model import Settings
@@ -192,3 +207,185 @@ def notify_config(settings: Settings) -> NotifyConfig:
         claim_lease_seconds=settings.alert_claim_lease_seconds,
         state_ttl_seconds=settings.alert_state_ttl_days * 86_400,
     )
+
+
+def redis_config(settings: Settings, url: str) -> RedisConfig:
+    return RedisConfig(
+        url=url,
+        cluster=settings.redis_cluster,
+        max_connections=settings.redis_max_connections,
+        socket_timeout=settings.redis_socket_timeout_seconds,
+        connect_timeout=settings.redis_connect_timeout_seconds,
+        health_check_interval=settings.redis_health_check_interval_seconds,
+        retry_attempts=settings.redis_retry_attempts,
+        backoff_base=settings.redis_retry_backoff_base_seconds,
+        backoff_cap=settings.redis_retry_backoff_cap_seconds,
+    )
+
+
+def pool_config(settings: Settings) -> PoolConfig:
+    return PoolConfig(
+        size=settings.database_pool_size,
+        max_overflow=settings.database_pool_max_overflow,
+        timeout_seconds=settings.database_pool_timeout_seconds,
+        recycle_seconds=settings.database_pool_recycle_seconds,
+        echo=settings.database_echo,
+    )
+
+
+def tls_config(settings: Settings) -> TLSConfig:
+    """Map the `TLS_*` settings; self-signed files go to `DATA_DIR/certs`."""
+    return TLSConfig(
+        mode=str(settings.tls_mode.value),
+        cert_path=settings.tls_cert_path,
+        key_path=settings.tls_key_path,
+        ca_path=settings.tls_ca_path,
+        verify_client=settings.tls_verify_client,
+        min_version=settings.tls_min_version,
+        cert_dir=settings.data_dir / "certs",
+        hostnames=tuple(settings.tls_hostnames),
+        ip_addresses=tuple(settings.tls_ip_addresses),
+        days=settings.tls_cert_days,
+    )
+
+
+def telemetry_config(settings: Settings, *, metrics_enabled: bool = True) -> TelemetryConfig:
+    return TelemetryConfig(
+        service_name=settings.otel_service_name,
+        otlp_endpoint=settings.otel_exporter_otlp_endpoint,
+        sampler_ratio=settings.otel_traces_sampler_ratio,
+        metrics_enabled=metrics_enabled,
+    )
+
+
+def logging_config(settings: Settings, db_url: str | None = None) -> LoggingConfig:
+    """`db_url` (e.g. the embedded server's) overrides `DATABASE_URL`; the database handler is
+    attached only when `LOG_DB_ENABLED` is true."""
+    return LoggingConfig(
+        level=settings.log_level,
+        format=settings.log_format,
+        file=settings.log_file,
+        file_max_bytes=settings.log_file_max_bytes,
+        file_backup_count=settings.log_file_backup_count,
+        db_url=(db_url or settings.database_url) if settings.log_db_enabled else None,
+        db_min_level=settings.log_db_min_level,
+        service_name=settings.otel_service_name,
+    )
+
+
+def ftp_config(settings: Settings) -> FTPConfig:
+    """Map the `FTP_*` settings (and `TLS_*`: FTPS whenever HSI's TLS is on).
+
+    Call it when `FTP_ENABLED` is true: a configuration without accounts is refused."""
+    tls = tls_config(settings)
+    masquerade = settings.ftp_masquerade_address
+    return FTPConfig(
+        host=settings.ftp_host,
+        port=settings.ftp_port,
+        passive_ports=parse_port_range(settings.ftp_passive_ports),
+        accounts=parse_accounts(settings.ftp_accounts),
+        camera_root=settings.camera_root,
+        max_upload_bytes=settings.ftp_max_upload_mb * MIB,
+        tls=tls if tls.enabled else None,
+        require_tls=settings.ftp_require_tls,
+        masquerade_address=(masquerade.strip() or None) if masquerade else None,
+        allow_overwrite=settings.ftp_allow_overwrite,
+    )
+
+
+def api_config(settings: Settings, *, database_url: str, redis: RedisConfig) -> APIConfig:
+    return APIConfig(
+        database_url=database_url,
+        redis=redis,
+        stream_prefix=settings.stream_prefix,
+        camera_root=settings.camera_root,
+        data_dir=settings.data_dir,
+        thumbnail_max_width=settings.thumbnail_max_width,
+        thumbnail_jpeg_quality=settings.thumbnail_jpeg_quality,
+        severity=SeverityThresholds(
+            settings.severity_low_max, settings.severity_medium_max, settings.severity_high_max
+        ),
+        api_key_enabled=settings.api_key_enabled,
+        api_keys=tuple(settings.api_keys),
+        cors_origins=tuple(settings.cors_origins),
+        cors_allow_credentials=settings.cors_allow_credentials,
+        rate_limits=RateLimits(
+            enabled=settings.rate_limit_enabled,
+            requests_per_minute=settings.rate_limit_requests_per_minute,
+            media_requests_per_minute=settings.rate_limit_media_requests_per_minute,
+            live_connections_per_client=settings.rate_limit_live_connections_per_client,
+            live_max_connections=settings.live_max_connections,
+        ),
+        live=LiveConfig(
+            heartbeat_seconds=settings.live_heartbeat_seconds,
+            idle_timeout_seconds=settings.live_idle_timeout_seconds,
+        ),
+    )
+
+
+def web_config(settings: Settings) -> WebConfig:
+    zone = local_zone(settings)
+    return WebConfig(
+        timezone=ZoneInfo(zone) if isinstance(zone, str) else zone,
+        backends=ai_backends(settings),
+    )
+
+
+def ai_backends(settings: Settings) -> tuple[AIBackend, ...]:
+    if settings.detector_backend is DetectorBackend.EMBEDDED:
+        detector = AIBackend(
+            "detector", "embedded CPU detector (NanoDet-m, onnxruntime)", module="onnxruntime"
+        )
+    else:
+        detector = AIBackend(
+            "detector",
+            f"RT-DETR at {mask_url_password(settings.rtdetr_url)}",
+            probe_url=settings.rtdetr_url,
+        )
+    if settings.analyzer_backend is AnalyzerBackend.RULES:
+        analyzer = AIBackend("analyzer", "rule-based scorer (no LLM configured)")
+    else:
+        analyzer = AIBackend(
+            "analyzer",
+            f"LLM {settings.llm_model} at {mask_url_password(settings.llm_url)}",
+            probe_url=settings.llm_url.rstrip("/") + "/v1/models",
+        )
+    return detector, analyzer
+
+
+# A file its writer closed (inotify) is looked at once: the close says the upload is done, and
+# one that does not decode completely still waits WATCH_STABLE_SECONDS like an open one.
+CLOSE_DEBOUNCE_SECONDS = 0.0
+
+
+def watch_config(settings: Settings) -> WatchConfig:
+    zone = local_zone(settings)
+    return WatchConfig(
+        polling=settings.watch_polling,
+        poll_interval=settings.watch_poll_interval_seconds,
+        stable_seconds=settings.watch_stable_seconds,
+        incomplete_timeout_seconds=settings.watch_incomplete_timeout_seconds,
+        min_image_bytes=settings.min_image_size_bytes,
+        min_video_bytes=settings.min_video_size_bytes,
+        max_image_bytes=settings.max_image_size_bytes,
+        max_video_bytes=settings.max_video_size_bytes,
+        dedupe_ttl_seconds=settings.dedupe_ttl,
+        timezone=zone if isinstance(zone, str) else _zone_name(zone),
+        close_debounce_seconds=CLOSE_DEBOUNCE_SECONDS,
+    )
+
+
+def _zone_name(zone: object) -> str:
+    """A name zoneinfo understands for the local zone, else UTC."""
+    key = getattr(zone, "key", None)
+    if isinstance(key, str):
+        return key
+    try:
+        from pathlib import Path
+
+        link = Path("/etc/localtime").resolve()
+        if "zoneinfo" in link.parts:
+            return "/".join(link.parts[link.parts.index("zoneinfo") + 1 :])
+    except OSError:
+        pass
+    return "UTC"

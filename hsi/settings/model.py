@@ -26,6 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from hsi.ftp.config import parse_accounts, parse_port_range
+
 RUNTIME_ENV_VAR = "HSI_RUNTIME_ENV_PATH"
 
 _SECRET_FIELDS = frozenset(
@@ -395,8 +397,6 @@ class Settings(BaseSettings):
     def _ftp_accounts(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
-        from hsi.ftp.server import parse_accounts
-
         parse_accounts(value)  # raises FTPConfigError (a ValueError); never shows a password
         return value
 
@@ -405,8 +405,6 @@ class Settings(BaseSettings):
     def _ftp_passive_ports(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        from hsi.ftp.server import parse_port_range
-
         parse_port_range(value)
         return value.strip()
 

@@ -1,7 +1,7 @@
 """A read-only web dashboard served by the API's Starlette app: server-rendered pages
 (Jinja2), a little vanilla JavaScript for live updates, static files, no front-end build.
 
-    routes = [*api_routes, *web_routes(api_config, WebConfig.from_settings(settings))]
+    routes = [*api_routes, *web_routes(api_config, web_config(settings))]
 
 Pages: `/` (live), `/events`, `/events/{id}`, `/cameras`, `/charts`, `/system`. Under `/ui`:
 the key form, the live page's card fragments, pictures and the static files. When API keys

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from hsi.app.pipeline import Pipeline, PipelineOptions
+from hsi.app.runner import build_watcher
 from hsi.infra.redis import RedisClient, RedisConfig, check_server, create_redis, parse_version
 from hsi.settings.model import Settings
-from hsi.settings.watch import build_watcher
 from streams.envelope import read_fields
 from streams.groups import ensure_group, ensure_groups
 from streams.names import PROJECTED, Group, StreamNames

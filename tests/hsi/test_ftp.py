@@ -23,17 +23,18 @@ from typing import Any
 
 import pytest
 
-from hsi.ftp.server import (
+from hsi.ftp.config import (
     FTPAccount,
     FTPConfig,
     FTPConfigError,
     FTPError,
-    FtpReceiver,
     parse_accounts,
     parse_port_range,
 )
+from hsi.ftp.server import FtpReceiver
 from hsi.infra.tls import TLSConfig, generate_self_signed
 from hsi.logs.setup import JsonFormatter, PlainFormatter
+from hsi.settings import components
 from hsi.settings.model import Settings
 
 PHOTO = Path(__file__).parents[1] / "data" / "photos" / "cat-chelsea.jpg"
@@ -526,7 +527,7 @@ def test_from_settings(tmp_path: Path) -> None:
             "ftp_masquerade_address": "192.168.1.10",
         }
     )
-    config = FTPConfig.from_settings(settings)
+    config = components.ftp_config(settings)
     assert (config.host, config.port, config.passive_ports) == (LOOPBACK, 2121, (61000, 61010))
     assert config.accounts == (FTPAccount("frontdoor", "pw-1", FRONT),)
     assert config.camera_root == tmp_path / "cameras"

@@ -28,6 +28,7 @@ from hsi.logs.setup import (
     sanitize_error,
     setup_logging,
 )
+from hsi.settings import components
 from hsi.settings.model import Settings
 
 DOWN_URL = "postgresql+psycopg://hsi:db-secret-pw@127.0.0.1:1/hsi"
@@ -326,17 +327,17 @@ def test_config_from_settings() -> None:
         database_url="postgresql://u:p@db/hsi",
         otel_service_name="hsi-x",
     )
-    config = LoggingConfig.from_settings(settings)
+    config = components.logging_config(settings)
     assert config.level == "DEBUG"
     assert config.format == "json"
     assert config.file == Path("hsi.log")
     assert config.db_url == "postgresql+psycopg://u:p@db/hsi"
     assert config.db_min_level == "ERROR"
     assert config.service_name == "hsi-x"
-    embedded = LoggingConfig.from_settings(settings, db_url="postgresql+psycopg://e@h:1/x")
+    embedded = components.logging_config(settings, db_url="postgresql+psycopg://e@h:1/x")
     assert embedded.db_url == "postgresql+psycopg://e@h:1/x"
     disabled = Settings(_env_file=None, database_url="postgresql://u:p@db/hsi")
-    assert LoggingConfig.from_settings(disabled, db_url="postgresql://x/y").db_url is None
+    assert components.logging_config(disabled, db_url="postgresql://x/y").db_url is None
 
 
 # --- sanitize_error -----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from hsi.infra.telemetry import (
     setup_telemetry,
     traces_endpoint,
 )
+from hsi.settings import components
 from hsi.settings.model import Settings
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -295,7 +296,7 @@ def test_config_from_settings() -> None:
         otel_exporter_otlp_endpoint="http://collector:4318",
         otel_traces_sampler_ratio=0.25,
     )
-    config = TelemetryConfig.from_settings(settings)
+    config = components.telemetry_config(settings)
     assert config == TelemetryConfig("hsi-prod", "http://collector:4318", 0.25, True)
 
 

@@ -37,6 +37,7 @@ from hsi.infra.tls import (
     server_ssl_context,
     uvicorn_ssl_options,
 )
+from hsi.settings import components
 from hsi.settings.model import Settings, TLSMode
 
 NOW = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
@@ -408,7 +409,7 @@ def test_tls_config_rejects_contradictory_settings(tmp_path: Path) -> None:
 
 
 def test_from_settings_maps_the_tls_settings(tmp_path: Path) -> None:
-    """TLSConfig.from_settings copies every TLS_* setting and puts certificates under DATA_DIR."""
+    """components.tls_config copies every TLS_* setting and puts certificates under DATA_DIR."""
     settings = Settings(
         _env_file=None,
         data_dir=tmp_path,
@@ -420,7 +421,7 @@ def test_from_settings_maps_the_tls_settings(tmp_path: Path) -> None:
         tls_ip_addresses=["192.168.1.2"],
         tls_cert_days=30,
     )
-    config = TLSConfig.from_settings(settings)
+    config = components.tls_config(settings)
     assert config == TLSConfig(
         mode="self_signed",
         cert_path=None,

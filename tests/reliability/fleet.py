@@ -26,9 +26,9 @@ from PIL import Image
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hsi.app.runner import build_watcher
 from hsi.infra.redis import RedisClient, RedisConfig, create_redis
 from hsi.settings.model import Settings
-from hsi.settings.watch import build_watcher
 from streams.envelope import read_fields
 from streams.names import StreamKind, StreamNames
 from streams.schemas import DetectionCompleted

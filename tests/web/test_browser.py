@@ -26,10 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsi.api.config import LiveConfig
 from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
+from hsi.app.runner import build_watcher
+from hsi.settings.components import ai_backends
 from hsi.settings.model import Settings
-from hsi.settings.watch import build_watcher
 from hsi.web import WebConfig
-from hsi.web.config import ai_backends
 from streams.envelope import entry_fields
 from streams.names import StreamNames
 from streams.schemas import BatchClosed

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hsi.settings.components import ai_backends
 from hsi.settings.model import Settings
 from hsi.web import WebConfig
-from hsi.web.config import ai_backends
 from hsi.web.format import day_start
 from hsi.web.status import LATENCY_PATH
 from tests.api.rows import event_row, insert
