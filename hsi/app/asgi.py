@@ -24,7 +24,6 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hsi.api.config import APIConfig, LiveConfig, RateLimits
-from hsi.api.endpoint import Endpoint
 from hsi.api.openapi import build_openapi
 from hsi.api.responses import (
     REDIS_ERRORS,
@@ -33,17 +32,7 @@ from hsi.api.responses import (
     http_error_handler,
     unavailable,
 )
-from hsi.api.routes import (
-    alerts,
-    cameras,
-    detections,
-    events,
-    live,
-    media,
-    pipeline,
-    streams,
-    system,
-)
+from hsi.api.routes import ENDPOINTS
 from hsi.api.security import ConnectionSlots, Guard
 from hsi.api.state import Resources
 from hsi.infra.db import PoolConfig, create_engine
@@ -53,18 +42,6 @@ from hsi.web import WebConfig, web_routes
 from streams.names import StreamNames
 
 __all__ = ["ENDPOINTS", "APIConfig", "LiveConfig", "RateLimits", "create_app"]
-
-ENDPOINTS: tuple[Endpoint, ...] = (
-    *system.ENDPOINTS,
-    *cameras.ENDPOINTS,
-    *events.ENDPOINTS,
-    *alerts.ENDPOINTS,
-    *detections.ENDPOINTS,
-    *media.ENDPOINTS,
-    *streams.ENDPOINTS,
-    *pipeline.ENDPOINTS,
-    *live.ENDPOINTS,
-)
 
 # Probes and scrapes come every few seconds and would bury the requests worth a trace.
 UNTRACED_PATHS = frozenset({"/health", "/ready", "/metrics"})

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hsi.api.asyncapi import asyncapi_document
 from hsi.api.endpoint import CAMERA_ID, Endpoint, Param
 from hsi.api.params import Query, parse_camera_id
 from hsi.api.queries.latency import END_TO_END, QUANTILES, STAGES, pipeline_latency
 from hsi.api.responses import JSON, BadParameter, iso
 from hsi.api.state import resources
-from hsi.app.docs import asyncapi_document
 
 DEFAULT_WINDOW_SECONDS = 15 * 60
 MIN_WINDOW_SECONDS = 60
