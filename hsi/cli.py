@@ -405,18 +405,15 @@ def docs(folder: Path) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args: tuple[str, ...]) -> None:
     """Run the benchmarks of a source checkout (`python -m benchmarks`; --help for options)."""
-    import importlib
+    import subprocess
 
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        runner = importlib.import_module("benchmarks.__main__")
-    except ModuleNotFoundError as exc:
+    if not (Path.cwd() / "benchmarks" / "__main__.py").is_file():
         raise click.ClickException(
             "the benchmarks are not installed with HSI: run `hsi bench` from the root of a "
             "source checkout (the folder holding benchmarks/)"
-        ) from exc
-    sys.exit(runner.main(list(args)))
+        )
+    # A process of its own: the benchmarks are a client of HSI, not a part of it.
+    sys.exit(subprocess.call([sys.executable, "-m", "benchmarks", *args]))  # noqa: S603
 
 
 # --- read side ----------------------------------------------------------------------------------
