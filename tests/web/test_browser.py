@@ -46,7 +46,7 @@ KEY = "dashboard-key"
 
 @pytest.fixture
 def driver(tmp_path: Path) -> Iterator[Any]:
-    """Headless Chromium with a fresh profile (skips when Chromium is not installed)."""
+    """Headless Chromium with a fresh profile (skipped without Chromium, failed so in CI)."""
     with chromium(tmp_path / "chromium-profile") as browser:
         yield browser
 
