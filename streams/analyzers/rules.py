@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -148,13 +149,20 @@ class RulesAnalyzer:
 
     name: str = RULES_NAME
 
-    def __init__(self, thresholds: SeverityThresholds = DEFAULT_THRESHOLDS) -> None:
+    def __init__(
+        self,
+        thresholds: SeverityThresholds = DEFAULT_THRESHOLDS,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        """`clock` (seconds, monotonic) times each analysis; tests pass their own."""
         self.thresholds = thresholds
+        self._clock = clock
 
     async def analyze(self, batch: BatchSummary) -> Analysis:
-        started = time.perf_counter()
+        started = self._clock()
         analysis = score_batch(batch, self.thresholds)
-        return replace(analysis, latency_ms=(time.perf_counter() - started) * 1000.0)
+        return replace(analysis, latency_ms=(self._clock() - started) * 1000.0)
 
     async def aclose(self) -> None:
         return None

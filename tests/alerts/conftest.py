@@ -4,7 +4,6 @@ and local, and the stream names of the test."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -19,8 +18,10 @@ from typing import Any
 import pytest
 
 from streams.names import StreamNames
+from tests.alerts.mqtt_probe import speaks_mqtt
 from tests.alerts.support import Receiver, webhook_receiver
 from tests.fakes.server import free_port
+from tests.tools import require_tool, unavailable
 
 MQTT_HOST = "127.0.0.1"
 MQTT_DEFAULT_PORT = 1883
@@ -85,29 +86,18 @@ def smtp_server() -> Iterator[Mailbox]:
 # --- MQTT ---------------------------------------------------------------------------------------
 
 
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def mqtt_url() -> Iterator[str]:
-    """The broker on 127.0.0.1:1883 when one answers; else a Mosquitto of the session's own
-    on a free port; else the MQTT tests are skipped."""
-    if _answers(MQTT_HOST, MQTT_DEFAULT_PORT):
+    """The broker on 127.0.0.1:1883 when one talks MQTT there; else a Mosquitto of the
+    session's own on a free port; else the MQTT tests are skipped (failed in CI)."""
+    if speaks_mqtt(MQTT_HOST, MQTT_DEFAULT_PORT):
         yield f"mqtt://{MQTT_HOST}:{MQTT_DEFAULT_PORT}"
         return
-    binary = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    binary = require_tool(
+        "mosquitto",
+        "/usr/sbin/mosquitto",
+        hint="no MQTT broker talks on 127.0.0.1:1883 either (Debian: apt-get install mosquitto)",
     )
-    if binary is None:
-        pytest.skip(
-            "no MQTT broker: nothing answers on 127.0.0.1:1883 and mosquitto is not installed "
-            "(Debian: apt-get install mosquitto)"
-        )
     port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="hsi-mqtt-"))
     config = folder / "mosquitto.conf"
@@ -119,10 +109,10 @@ def mqtt_url() -> Iterator[str]:
         [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 10
-        while not _answers(MQTT_HOST, port):
+        deadline = time.monotonic() + 30
+        while not speaks_mqtt(MQTT_HOST, port):
             if process.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"mosquitto did not start on port {port}")
+                unavailable(f"mosquitto did not start talking MQTT on port {port}")
             time.sleep(0.02)
         yield f"mqtt://{MQTT_HOST}:{port}"
     finally:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +17,7 @@ import pytest
 from streams.alerts import ChannelError, MqttConfig
 from streams.alerts.config import parse_mqtt_url
 from streams.alerts.message import Alert, build_alert, idempotency_key
+from tests.alerts.mqtt_probe import speaks_mqtt
 from tests.alerts.support import analysis, batch
 from tests.fakes.server import free_port
 
@@ -94,3 +99,48 @@ async def test_unreachable_mqtt_broker_is_transient() -> None:
     with pytest.raises(ChannelError, match="cannot publish") as caught:
         await channel.send(_alert(), "k")
     assert caught.value.transient
+
+
+def test_the_broker_the_tests_use_talks_mqtt(mqtt_url: str) -> None:
+    """The tests' broker passed the probe: it subscribes and hands back what is published."""
+    broker = parse_mqtt_url(mqtt_url)
+    assert speaks_mqtt(broker.host, broker.port)
+
+
+@contextmanager
+def _listener(reply: bytes | None) -> Iterator[int]:
+    """A loopback port whose one connection gets `reply` (None: silence) until the peer closes."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+
+        def serve() -> None:
+            conn, _ = server.accept()
+            with conn:
+                if reply is not None:
+                    conn.sendall(reply)
+                while conn.recv(1024):
+                    pass
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        yield server.getsockname()[1]
+        thread.join(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", id="http"),
+        pytest.param(b"\x20\x02\x00\x05", id="connack-refused"),
+        pytest.param(b"\x20\x02\x00\x00", id="connack-then-nothing"),
+        pytest.param(None, id="silent"),
+    ],
+)
+def test_a_port_that_does_not_talk_mqtt_is_no_broker(reply: bytes | None) -> None:
+    """Something listening on the port is not enough: it must answer as an MQTT broker."""
+    with _listener(reply) as port:
+        assert not speaks_mqtt("127.0.0.1", port)
+
+
+def test_a_port_nobody_listens_on_is_no_broker() -> None:
+    """A refused connection is no broker either."""
+    assert not speaks_mqtt("127.0.0.1", free_port())

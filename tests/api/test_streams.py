@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from streams.names import StreamNames
 from tests.api.conftest import MakeConfig, serve
+from tests.waiting import wait_until
 
 
 async def _fill(redis: Redis, names: StreamNames) -> None:
@@ -25,12 +26,30 @@ async def _fill(redis: Redis, names: StreamNames) -> None:
         await redis.xadd(names.dead("front_door"), {b"n": str(i).encode()})
 
 
+STUCK_MS = 250
+
+
+async def _oldest_idle_ms(redis: Redis, stream: str) -> int:
+    """How long group detect's oldest pending entry has been waiting, as Redis says."""
+    (oldest,) = await redis.xpending_range(stream, "detect", "-", "+", 1)
+    return int(oldest["time_since_delivered"])
+
+
 async def test_streams_report_lengths_lag_pending_and_dead_letters(
     client: httpx.AsyncClient, redis_client: Redis, names: StreamNames
 ) -> None:
-    """Length, last id, per-group lag/pending/oldest pending and dead letters per camera."""
+    """Length, last id, per-group lag/pending/oldest pending (with how long it has waited) and
+    dead letters per camera."""
     await _fill(redis_client, names)
+    files_key = names.files("front_door")
+
+    async def stuck() -> bool:
+        return await _oldest_idle_ms(redis_client, files_key) >= STUCK_MS
+
+    await wait_until(stuck, f"detect's pending entries to be idle {STUCK_MS} ms")
+    idle_before = await _oldest_idle_ms(redis_client, files_key)
     response = await client.get("/api/streams")
+    idle_after = await _oldest_idle_ms(redis_client, files_key)
     assert response.status_code == 200, response.text
     body = response.json()
     cameras = {c["camera_id"]: c for c in body["cameras"]}
@@ -47,7 +66,7 @@ async def test_streams_report_lengths_lag_pending_and_dead_letters(
     assert groups["detect"]["pending"] == 2
     assert groups["detect"]["lag"] == 3
     assert groups["detect"]["oldest_pending_id"] == files["first_id"]
-    assert groups["detect"]["oldest_pending_idle_ms"] >= 0
+    assert idle_before <= groups["detect"]["oldest_pending_idle_ms"] <= idle_after
     assert groups["project"]["pending"] == 1
     assert groups["project"]["lag"] == 0
     assert streams["batches"] == {

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import socket
 import ssl
 import subprocess
@@ -36,6 +35,7 @@ from hsi.infra.tls import TLSConfig, generate_self_signed
 from hsi.logs.setup import JsonFormatter, PlainFormatter
 from hsi.settings import components
 from hsi.settings.model import Settings
+from tests.tools import require_tool
 
 PHOTO = Path(__file__).parents[1] / "data" / "photos" / "cat-chelsea.jpg"
 LOOPBACK = "127.0.0.1"
@@ -90,6 +90,10 @@ def _wait_for(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.01)
+
+
+def _curl() -> str:
+    return require_tool("curl", hint="install curl (Debian: apt-get install curl)")
 
 
 def _events(caplog: pytest.LogCaptureFixture, event: str) -> list[str]:
@@ -148,13 +152,13 @@ def test_upload_into_new_subfolders_foscam_style(receiver: FtpReceiver, tmp_path
     assert not (landed.parent / "upload.tmp").exists()
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_upload_creates_folders(receiver: FtpReceiver, tmp_path: Path) -> None:
     """`curl -T --ftp-create-dirs` uploads into folders it creates under the camera folder."""
+    curl = _curl()
     host, port = receiver.address
     result = subprocess.run(
         [
-            "curl", "--silent", "--show-error", "--max-time", "10", "--ftp-create-dirs",
+            curl, "--silent", "--show-error", "--max-time", "10", "--ftp-create-dirs",
             "--user", f"frontdoor:{PASSWORD}", "-T", str(PHOTO),
             f"ftp://{host}:{port}/record/2026/",
         ],
@@ -336,16 +340,16 @@ def test_ftps_upload_with_hsi_certificate(tmp_path: Path, caplog: pytest.LogCapt
     assert any("tls=true" in line for line in _events(caplog, "ftp.login"))
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_ftps_upload(tmp_path: Path) -> None:
     """`curl --ssl-reqd` (explicit FTPS) verifies HSI's certificate and uploads."""
+    curl = _curl()
     tls = _tls(tmp_path)
     assert tls.cert_path is not None
     with FtpReceiver(_config(tmp_path, tls=tls, require_tls=True)) as running:
         host, port = running.address
         result = subprocess.run(
             [
-                "curl", "--silent", "--show-error", "--max-time", "10", "--ssl-reqd",
+                curl, "--silent", "--show-error", "--max-time", "10", "--ssl-reqd",
                 "--cacert", str(tls.cert_path), "--user", f"frontdoor:{PASSWORD}",
                 "-T", str(PHOTO), f"ftp://{host}:{port}/",
             ],

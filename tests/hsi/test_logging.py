@@ -30,6 +30,7 @@ from hsi.logs.setup import (
 )
 from hsi.settings import components
 from hsi.settings.model import Settings
+from tests.waiting import wait_until
 
 DOWN_URL = "postgresql+psycopg://hsi:db-secret-pw@127.0.0.1:1/hsi"
 
@@ -556,11 +557,23 @@ async def test_postgres_handler_never_stores_driver_records(
     assert handler.written == 1
 
 
+class _FailedConnects(logging.Handler):
+    """Counts the failed connection attempts psycopg reports from the log writer's thread."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.threadName == "hsi-log-writer" and "failed" in record.getMessage():
+            self.count += 1
+
+
 async def test_postgres_handler_degrades_quietly_while_database_is_down(
     root_at_debug: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With PostgreSQL unreachable emit() neither raises nor grows memory; drops are counted
-    and one masked warning goes to stderr."""
+    and, over several reconnect attempts, one masked warning goes to stderr."""
     handler = PostgresLogHandler(
         DOWN_URL,
         level=logging.DEBUG,
@@ -573,16 +586,17 @@ async def test_postgres_handler_degrades_quietly_while_database_is_down(
     )
     root = logging.getLogger()
     root.addHandler(handler)
+    attempts = _FailedConnects()
+    driver = logging.getLogger("psycopg")
+    driver.addHandler(attempts)
     log = get_logger("hsi.test.down")
     try:
         for i in range(1000):
             log.warning("still.running", n=i)
             assert handler.pending <= 200
-        for _ in range(200):
-            if handler.dropped >= 800:
-                break
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.3)  # several reconnect attempts, each logged by psycopg
+        await wait_until(lambda: handler.dropped >= 800, "the full queue to drop records")
+        # Several reconnect attempts, each logged by psycopg (and skipped by the handler).
+        await wait_until(lambda: attempts.count >= 3, "three failed reconnect attempts")
         assert handler.dropped >= 800
         assert handler.written == 0
         assert handler.pending <= 200
@@ -590,6 +604,7 @@ async def test_postgres_handler_degrades_quietly_while_database_is_down(
         assert handler.alive
         assert not await asyncio.to_thread(handler.drain, 1)
     finally:
+        driver.removeHandler(attempts)
         root.removeHandler(handler)
         handler.close(timeout=5)
     assert not handler.alive

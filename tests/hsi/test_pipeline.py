@@ -5,20 +5,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
 from hsi.app.pipeline import Pipeline, PipelineOptions
+from hsi.infra.telemetry import TelemetryConfig, render_metrics, reset_telemetry, setup_telemetry
 from hsi.settings.model import Settings
 from streams.envelope import entry_fields, read_fields
 from streams.names import Group, StreamNames
 from streams.schemas import Entry, FileObserved
 from tests.conftest import PHOTOS
+from tests.fakes.server import free_port
+from tests.observability.support import samples
+from tests.waiting import wait_until
 
 
 def _settings(root: Path, prefix: str, **overrides: Any) -> Settings:
@@ -219,10 +224,32 @@ async def test_unreachable_detector_ends_dead_and_dlq_retry_recovers(
     assert await redis_client.xlen(names.dead("front_door")) == 0
 
 
+@pytest.fixture
+def metrics() -> Iterator[None]:
+    """HSI's telemetry (metrics on) for this test process; reset afterwards."""
+    reset_telemetry()
+    setup_telemetry(TelemetryConfig(service_name="hsi-test"))
+    yield
+    reset_telemetry()
+
+
+def _detected(exposition: bytes) -> int:
+    """Files the detect stage of a process handled, from its Prometheus exposition."""
+    wanted = {("stage", "detect"), ("camera", "front_door"), ("outcome", "ok")}
+    return int(
+        sum(
+            value
+            for (name, found), value in samples(exposition).items()
+            if name == "hsi_entries_processed_total" and wanted <= found
+        )
+    )
+
+
 async def test_two_processes_split_the_work_without_duplicates(
-    redis_url: str, key_prefix: str, tmp_path: Path, redis_client: Redis
+    redis_url: str, key_prefix: str, tmp_path: Path, redis_client: Redis, metrics: None
 ) -> None:
-    """An in-process detect worker and an `hsi worker` process share one camera's files exactly."""
+    """An in-process detect worker and an `hsi worker` process share one camera's files exactly:
+    each handles some (its own /metrics counts say so), together all, none twice."""
     import os
     import subprocess
     import sys
@@ -231,6 +258,7 @@ async def test_two_processes_split_the_work_without_duplicates(
     root = tmp_path / "cameras"
     settings = _settings(root, key_prefix)
     await redis_client.sadd(names.camera_set, "front_door")
+    worker_metrics = free_port()
     env = {
         k: v
         for k, v in os.environ.items()
@@ -243,6 +271,8 @@ async def test_two_processes_split_the_work_without_duplicates(
         DATA_DIR=str(tmp_path / "data"),
         STREAM_BLOCK_MS="100",
         STREAM_READ_COUNT="2",
+        API_HOST="127.0.0.1",
+        METRICS_PORT=str(worker_metrics),
     )
     pipe = Pipeline(
         settings.model_copy(update={"stream_read_count": 2}),
@@ -259,27 +289,41 @@ async def test_two_processes_split_the_work_without_duplicates(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    counts: dict[str, int] = {}
     try:
         # The process subscribes before any file arrives (it starts slowly on a busy machine;
         # files published earlier would all go to the in-process worker).
-        async with asyncio.timeout(60):
-            while "pipeline.started" not in log.read_text(errors="replace"):  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
+        await wait_until(
+            lambda: "pipeline.started" in log.read_text(errors="replace"), "the worker to start"
+        )
         photos = ["person-astronaut.jpg", "cat-chelsea.jpg", "empty-coffee.jpg", "empty-rocket.jpg"]
         ids = [
             await _publish_file(redis_client, names, root, "Front Door", photos[i % 4], f"{i}.jpg")
             for i in range(24)
         ]
-        detections = await _wait_for(redis_client, names.detections("front_door"), 24, seconds=60)
+        await _wait_for(redis_client, names.detections("front_door"), 24, seconds=60)
         await pipe.drain(20)
+
+        async def counted() -> bool:
+            async with httpx.AsyncClient() as http:
+                response = await http.get(f"http://127.0.0.1:{worker_metrics}/metrics")
+            counts["worker"] = _detected(response.content)
+            counts["here"] = _detected(render_metrics()[0])
+            return counts["worker"] + counts["here"] >= len(ids)
+
+        await wait_until(counted, "both processes to count every file")
     finally:
         await pipe.stop()
         worker.send_signal(2)
         worker.wait(timeout=30)
         output = log.read_text(errors="replace")
+    # A file both handled (a reclaim of a slow one) counts in both; it is detected only once.
+    assert counts["here"] > 0, counts
+    assert counts["worker"] > 0, (counts, output)
+    # Read again once both have stopped: nothing was detected twice, nothing is left pending.
+    detections = await _entries(redis_client, names.detections("front_door"))
     processed = [e.file_entry_id for _, e in detections]  # type: ignore[union-attr]
     assert sorted(processed) == sorted(ids), output
-    assert len(set(processed)) == len(processed)
-    consumers = await redis_client.xinfo_consumers(names.files("front_door"), Group.DETECT.value)
-    assert len(consumers) >= 2
+    files = await redis_client.xpending(names.files("front_door"), Group.DETECT.value)
+    assert files["pending"] == 0
     assert not (tmp_path / "data" / "postgres").exists()  # a write-side worker needs no database

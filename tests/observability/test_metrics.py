@@ -18,6 +18,7 @@ from streams.names import SHARED, Group, StreamKind, StreamNames
 from streams.schemas import FileObserved
 from tests.fakes.server import free_port
 from tests.observability.support import CAMERA, labels, run_pipeline, samples
+from tests.waiting import wait_until
 
 
 def _stage(stage: str, outcome: str = "ok", camera: str = CAMERA) -> frozenset[tuple[str, str]]:
@@ -112,10 +113,20 @@ def _file(n: int) -> FileObserved:
     )
 
 
+STUCK_MS = 250
+
+
+async def _oldest_idle_ms(redis: Redis, stream: str) -> int:
+    """How long group detect's oldest pending entry has been waiting, as Redis says."""
+    (oldest,) = await redis.xpending_range(stream, Group.DETECT.value, "-", "+", 1)
+    return int(oldest["time_since_delivered"])
+
+
 async def test_stream_gauges_follow_a_stopped_consumers_growing_lag(
     spans: InMemorySpanExporter, redis_client: Redis, key_prefix: str
 ) -> None:
-    """Entries a group does not consume show as growing lag; unacked reads as pending."""
+    """Entries a group does not consume show as growing lag; unacked reads as pending, aged as
+    long as Redis says the oldest has waited."""
     from streams.envelope import entry_fields
 
     names = StreamNames(key_prefix)
@@ -139,14 +150,23 @@ async def test_stream_gauges_follow_a_stopped_consumers_growing_lag(
 
         for n in range(3, 7):
             await redis_client.xadd(stream, entry_fields(_file(n)))  # type: ignore[arg-type]
-        # A consumer reads two entries and stops before acknowledging them.
+        # A consumer reads two entries and stops before acknowledging them; they wait long
+        # enough that their age cannot be mistaken for 0 (the stuck-consumer signal).
         await redis_client.xreadgroup(Group.DETECT.value, "stopped", {stream: ">"}, count=2)
+
+        async def stuck() -> bool:
+            return await _oldest_idle_ms(redis_client, stream) >= STUCK_MS
+
+        await wait_until(stuck, f"the pending entries to be idle {STUCK_MS} ms")
+        idle_before = await _oldest_idle_ms(redis_client, stream)
         await gauges.refresh()
+        idle_after = await _oldest_idle_ms(redis_client, stream)
         got = samples()
         assert got[("hsi_stream_length", key)] == 7
         assert got[("hsi_stream_group_lag", key)] == 5
         assert got[("hsi_stream_pending", key)] == 2
-        assert got[("hsi_stream_oldest_pending_age_seconds", key)] >= 0
+        age = got[("hsi_stream_oldest_pending_age_seconds", key)]
+        assert idle_before / 1000 <= age <= idle_after / 1000
         # No dead stream yet: no dead letters.
         dead = labels(stream=names.dead(CAMERA), camera=CAMERA)
         assert got[("hsi_stream_dead_letters", dead)] == 0

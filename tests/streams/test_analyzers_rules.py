@@ -237,14 +237,21 @@ def test_window_must_not_end_before_it_starts() -> None:
 
 
 async def test_rules_analyzer_measures_latency() -> None:
-    """The async wrapper returns the pure result with a measured latency."""
-    analyzer = RulesAnalyzer()
+    """The async wrapper returns the pure result with the latency its clock measured, in ms."""
+    readings = iter([100.0, 100.25])
+    analyzer = RulesAnalyzer(clock=lambda: next(readings))
     batch = summary_of(line("person", 0.9, NIGHT))
     analysis = await analyzer.analyze(batch)
     await analyzer.aclose()
     assert analysis.risk_score == score_batch(batch).risk_score
-    assert analysis.latency_ms >= 0.0
+    assert analysis.latency_ms == 250.0
     assert analyzer.name == "rules"
+
+
+async def test_rules_analyzer_times_with_a_real_clock_by_default() -> None:
+    """Without a clock of its own the analyzer still measures a positive latency."""
+    analysis = await RulesAnalyzer().analyze(summary_of(line("person", 0.9, NIGHT)))
+    assert analysis.latency_ms > 0.0
 
 
 @pytest.mark.parametrize(("backend", "kind"), [("rules", RulesAnalyzer), ("LLM", LLMAnalyzer)])

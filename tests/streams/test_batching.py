@@ -228,6 +228,20 @@ CASES: list[tuple[str, BatchConfig, list[Step], list[Expected], OpenState | None
         None,
     ),
     (
+        "tick on a tie of window and idle reports window",
+        DEFAULT,
+        [Item("a", 0), Item("b", 25), Item("c", 50), Item("d", 60), Tick(90)],
+        [(("a", "b", "c", "d"), CloseReason.WINDOW)],
+        None,
+    ),
+    (
+        "arrival on a tie of window and idle closes by window",
+        DEFAULT,
+        [Item("a", 0), Item("b", 25), Item("c", 50), Item("d", 60), Item("e", 95)],
+        [(("a", "b", "c", "d"), CloseReason.WINDOW)],
+        (("e",), 95, 95),
+    ),
+    (
         "out-of-order item joins without stretching the batch",
         DEFAULT,
         [Item("a", 10), Item("b", 4)],

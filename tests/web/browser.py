@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import shutil
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,9 +16,10 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 import uvicorn
 from starlette.types import ASGIApp
+
+from tests.tools import require_tool
 
 T = TypeVar("T")
 
@@ -29,18 +29,9 @@ WINDOW = (1280, 900)
 
 
 def find_chromium() -> tuple[str, str]:
-    """The Chromium and chromedriver executables, or skip the test saying what is missing."""
-    browser = next((found for n in CHROMIUM_NAMES if (found := shutil.which(n))), None)
-    driver = shutil.which(CHROMEDRIVER)
-    if browser is None or driver is None:
-        missing = " and ".join(
-            name for name, path in (("chromium", browser), ("chromedriver", driver)) if path is None
-        )
-        pytest.skip(
-            f"{missing} not found on PATH; install Debian's `chromium` and `chromium-driver` "
-            "packages to run the browser tests"
-        )
-    return browser, driver
+    """The Chromium and chromedriver executables; a missing one skips the test (fails it in CI)."""
+    hint = "install Debian's `chromium` and `chromium-driver` packages to run the browser tests"
+    return require_tool(*CHROMIUM_NAMES, hint=hint), require_tool(CHROMEDRIVER, hint=hint)
 
 
 @contextmanager
