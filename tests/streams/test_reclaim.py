@@ -422,6 +422,27 @@ async def test_deleted_group_is_recreated_and_the_loop_keeps_going(
     assert record.hsi_fields["stream"] == stream  # type: ignore[attr-defined]  # set via extra
 
 
+class _FirstBatchGate:
+    """Each reclaimer's handler: its first batch waits until every reclaimer holds one, so the
+    test sees the reclaimers contend for the same pending entries whatever the scheduling."""
+
+    def __init__(self, handler: Recorder, parties: int) -> None:
+        self.handler = handler
+        self.parties = parties
+        self.taken: Counter[str] = Counter()
+        self.all_in = asyncio.Event()
+
+    def for_consumer(self, consumer: str) -> Callable[[str, list[Any]], Awaitable[Any]]:
+        async def handle(stream: str, entries: list[Any]) -> Any:
+            self.taken[consumer] += len(entries)
+            if len(self.taken) == self.parties:
+                self.all_in.set()
+            await asyncio.wait_for(self.all_in.wait(), TIMEOUT)
+            return await self.handler(stream, entries)
+
+        return handle
+
+
 async def test_two_reclaimers_never_process_the_same_entry_twice(
     redis_client: Redis, names: StreamNames
 ) -> None:
@@ -430,22 +451,38 @@ async def test_two_reclaimers_never_process_the_same_entry_twice(
     ids = await _publish(redis_client, stream, 60)
     await _read_and_die(redis_client, stream)
     handler = Recorder(redis_client)
-    reclaimers = [
-        _reclaimer(
-            redis_client, names, handler, consumer=f"host-{n}-reclaim", batch_size=7, idle_ms=1500
-        )
-        for n in (1, 2)
-    ]
+    gate = _FirstBatchGate(handler, parties=2)
+    consumers = [f"host-{n}-reclaim" for n in (1, 2)]
     # The idle time must exceed what a round takes on a busy machine: an entry one reclaimer
     # claimed and has not handled yet for longer than that is fair game for the other.
+    reclaimers = [
+        _reclaimer(
+            redis_client,
+            names,
+            gate.for_consumer(consumer),  # type: ignore[arg-type]  # a Recorder behind a gate
+            consumer=consumer,
+            batch_size=7,
+            idle_ms=1500,
+        )
+        for consumer in consumers
+    ]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(reclaimer.run(stop)) for reclaimer in reclaimers]
+    try:
 
-    stats = await _reclaim_until(reclaimers, lambda _: len(set(handler.processed)) >= len(ids))
+        async def all_processed() -> bool:
+            return len(set(handler.processed)) >= len(ids)
+
+        await _eventually(all_processed, seconds=30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)
 
     duplicates = [entry_id for entry_id, n in Counter(handler.processed).items() if n > 1]
     assert duplicates == []
     assert sorted(handler.processed) == sorted(ids)
-    assert sum(each.claimed for each in stats) == len(ids)  # no entry claimed twice either
-    assert all(each.claimed > 0 for each in stats)  # both took a share
+    assert sum(gate.taken.values()) == len(ids)  # no entry claimed twice either
+    assert all(gate.taken[consumer] > 0 for consumer in consumers)  # both took a share
     assert await _pending_count(redis_client, stream) == 0
 
 
