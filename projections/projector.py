@@ -46,9 +46,9 @@ from projections.errors import ProjectionError, UnexpectedEntryError
 from projections.logs import log_event
 from projections.rows import CAMERAS_SOURCE, RowOp, rows_for
 from projections.upserts import Signature, Statement, checkpoint_sql, plan, rows_json, upsert_sql
+from streams.contract import HandlerResult, StreamEntry
 from streams.envelope import DATA_FIELD, HEADER_TYPE, decode, read_fields
 from streams.names import PROJECTED, SHARED, Group, StreamNames
-from streams.reclaim import HandlerResult, StreamEntry
 from streams.replies import id_key
 from streams.schemas import AnalysisCompleted, AnalysisFailed, EntryError, load_entry
 from streams.tracing import OK, SKIPPED, StageSpans, StageTelemetry, observed_at, resolve

@@ -65,8 +65,8 @@ from projections.shadow import (
     swap,
 )
 from projections.tables import CAMERAS, qualified
+from streams.contract import StreamEntry
 from streams.names import PROJECTED, StreamNames, is_camera_id
-from streams.reclaim import StreamEntry
 from streams.replies import reply_text
 
 logger = logging.getLogger("hsi.replay")

@@ -35,8 +35,8 @@ import asyncio
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from streams.contract import BatchHandler, HandlerResult, StreamEntry, error_text
 from streams.dlq import MAX_ERROR_CHARS, dead_entry, dead_fields
 from streams.envelope import DATA_FIELD, decode
 from streams.groups import GroupPositions, is_missing_group_error
@@ -67,28 +68,9 @@ from streams.transactions import transaction
 
 logger = logging.getLogger("hsi.reclaim")
 
-EntryFields = dict[bytes, bytes]
-StreamEntry = tuple[str, EntryFields]  # (entry id, fields)
-
 ERROR_DELETED = "entry deleted before it was processed"
 ERROR_MAX_DELIVERIES = "exceeded max deliveries"
 _CURSOR_DONE = "0-0"
-
-
-@dataclass(frozen=True)
-class HandlerResult:
-    """What a batch handler reports: the entries it could not process, with their error text.
-
-    Failed entries stay pending (the handler did not XACK them); the reclaimer remembers the error
-    so a dead letter can say why. Entries not listed were processed (and XACKed by the handler).
-    """
-
-    failed: Mapping[str, str] = field(default_factory=dict)
-
-
-# The stage's batch handler: (stream key, entries) → result. It writes the outputs and XACKs the
-# entries it processed; it may raise, which counts as a failure of every entry it was given.
-BatchHandler = Callable[[str, list[StreamEntry]], Awaitable[HandlerResult]]
 
 
 @dataclass(frozen=True)
@@ -161,13 +143,6 @@ def classify_pending(
     for entry_id, times_delivered in pending.items():
         (dead if deliveries_made(times_delivered) >= max_deliveries else rerun).append(entry_id)
     return rerun, dead
-
-
-def error_text(exc: BaseException) -> str:
-    """`TypeName: message`, cut to a size a dead letter can carry."""
-    detail = str(exc)
-    text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-    return text[:MAX_ERROR_CHARS]
 
 
 class _LastErrors:

@@ -16,9 +16,9 @@ from redis.asyncio import Redis, RedisCluster
 
 from streams.analyzers import Analyzer, AnalyzerError, AnalyzerUnavailableError
 from streams.analyzers.base import BatchSummary, DetectionLine
+from streams.contract import HandlerResult, StreamEntry
 from streams.envelope import read_fields
 from streams.names import Group, StreamNames
-from streams.reclaim import HandlerResult, StreamEntry
 from streams.schemas import AnalysisCompleted, AnalysisFailed, BatchClosed, EntryError
 from streams.stages.outcome import Outcome, commit
 from streams.tracing import (

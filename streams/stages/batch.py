@@ -34,9 +34,9 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import WatchError
 
 from streams.batching import BatchConfig, Closed, DetectionItem, OpenBatch, decide, tick
+from streams.contract import HandlerResult, StreamEntry
 from streams.envelope import HEADER_TRACEPARENT, entry_fields, read_fields
 from streams.names import Group, StreamNames
-from streams.reclaim import HandlerResult, StreamEntry
 from streams.replies import id_key, reply_text
 from streams.schemas import (
     BatchClosed,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis, RedisCluster
 
+from streams.contract import HandlerResult, StreamEntry
 from streams.detectors import (
     Detector,
     DetectorError,
@@ -24,7 +25,6 @@ from streams.detectors import (
 from streams.envelope import read_fields
 from streams.names import Group, StreamNames
 from streams.paths import PathOutsideRootError, confine
-from streams.reclaim import HandlerResult, StreamEntry
 from streams.schemas import (
     Box,
     DetectedObject,

@@ -67,9 +67,9 @@ from streams.alerts.errors import ChannelError
 from streams.alerts.ledger import ABSENT, ANY, AlertLedger
 from streams.alerts.message import Alert, build_alert, idempotency_key
 from streams.alerts.rules import RuleSet, check_channels
+from streams.contract import HandlerResult, StreamEntry
 from streams.envelope import read_fields
 from streams.names import Group, StreamNames
-from streams.reclaim import HandlerResult, StreamEntry
 from streams.resilience import retry_call
 from streams.schemas import (
     AlertChannel,
