@@ -34,7 +34,7 @@ import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
@@ -46,6 +46,7 @@ from projections.errors import ProjectionError, UnexpectedEntryError
 from projections.logs import log_event
 from projections.rows import CAMERAS_SOURCE, RowOp, rows_for
 from projections.upserts import Signature, Statement, checkpoint_sql, plan, rows_json, upsert_sql
+from streams.clock import utc_now
 from streams.contract import HandlerResult, StreamEntry
 from streams.envelope import DATA_FIELD, HEADER_TYPE, decode, read_fields
 from streams.names import PROJECTED, SHARED, Group, StreamNames
@@ -394,7 +395,7 @@ class ProjectStage:
             for entry_id in result.skipped:
                 spans.outcome(entry_id, SKIPPED, "already_applied")
             spans.failed(result.failed)
-        now = datetime.now(UTC)
+        now = utc_now()
         for entry_id in result.applied:
             self._end_to_end(telemetry, camera, headers[entry_id], now)
         if result.applied or result.failed:

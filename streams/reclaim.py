@@ -37,7 +37,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from opentelemetry.trace import Status, StatusCode
@@ -46,6 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from streams.clock import utc_now
 from streams.contract import BatchHandler, HandlerResult, StreamEntry, error_text
 from streams.dlq import MAX_ERROR_CHARS, dead_entry, dead_fields
 from streams.envelope import DATA_FIELD, decode
@@ -200,7 +201,7 @@ class Reclaimer:
         config: ReclaimConfig,
         consumer: str,
         handler: BatchHandler,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utc_now,
         telemetry: StageTelemetry | None = None,
         positions: GroupPositions | None = None,
     ) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
 from pathlib import PurePosixPath
 
 from redis.asyncio import Redis, RedisCluster
 
 from streams.analyzers import Analyzer, AnalyzerError, AnalyzerUnavailableError
 from streams.analyzers.base import BatchSummary, DetectionLine
+from streams.clock import utc_now
 from streams.contract import HandlerResult, StreamEntry
 from streams.names import Group, StreamNames
 from streams.schemas import AnalysisCompleted, AnalysisFailed, BatchClosed
@@ -24,10 +25,6 @@ from streams.stages.outcome import commit
 from streams.tracing import HEADER_OBSERVED_AT, OK, REJECTED, StageTelemetry, ai_request
 
 logger = logging.getLogger("hsi.analyze")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def summarize(batch: BatchClosed, timezone: str | tzinfo) -> BatchSummary:
@@ -63,7 +60,7 @@ class AnalyzeStage:
         names: StreamNames,
         analyzer: Analyzer,
         timezone: str | tzinfo = "UTC",
-        clock: Callable[[], datetime] = _now,
+        clock: Callable[[], datetime] = utc_now,
         telemetry: StageTelemetry | None = None,
     ) -> None:
         self._analyzer = analyzer

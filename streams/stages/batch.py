@@ -34,6 +34,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import WatchError
 
 from streams.batching import BatchConfig, Closed, DetectionItem, OpenBatch, decide, tick
+from streams.clock import epoch_now
 from streams.contract import HandlerResult, StreamEntry
 from streams.envelope import HEADER_TRACEPARENT, entry_fields
 from streams.names import Group, StreamNames
@@ -64,10 +65,6 @@ from streams.transactions import transaction
 
 logger = logging.getLogger("hsi.batch")
 _PENDING_PAGE = 1000
-
-
-def _epoch() -> float:
-    return datetime.now(UTC).timestamp()
 
 
 def _moment(epoch: float) -> datetime:
@@ -153,7 +150,7 @@ class BatchStage:
         redis: Redis | RedisCluster,
         names: StreamNames,
         config: BatchConfig,
-        clock: Callable[[], float] = _epoch,
+        clock: Callable[[], float] = epoch_now,
         telemetry: StageTelemetry | None = None,
     ) -> None:
         self._redis = redis

@@ -11,11 +11,12 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from redis.asyncio import Redis, RedisCluster
 
+from streams.clock import utc_now
 from streams.contract import HandlerResult, StreamEntry
 from streams.detectors import (
     Detector,
@@ -40,10 +41,6 @@ from streams.tracing import OK, REJECTED, StageTelemetry, ai_request
 logger = logging.getLogger("hsi.detect")
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class DetectStage:
     """The batch handler of group `detect`."""
 
@@ -57,7 +54,7 @@ class DetectStage:
         detector: Detector,
         camera_root: Path,
         concurrency: int = 2,
-        clock: Callable[[], datetime] = _now,
+        clock: Callable[[], datetime] = utc_now,
         telemetry: StageTelemetry | None = None,
     ) -> None:
         self._detector = detector

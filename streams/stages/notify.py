@@ -43,7 +43,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis, RedisCluster
@@ -67,6 +67,7 @@ from streams.alerts.errors import ChannelError
 from streams.alerts.ledger import ABSENT, ANY, AlertLedger
 from streams.alerts.message import Alert, build_alert, idempotency_key
 from streams.alerts.rules import RuleSet, check_channels
+from streams.clock import utc_now
 from streams.contract import HandlerResult, StreamEntry
 from streams.envelope import read_fields
 from streams.names import Group, StreamNames
@@ -86,10 +87,6 @@ from streams.tracing import OK, SKIPPED, StageTelemetry
 logger = logging.getLogger("hsi.notify")
 
 _CLAIM_TRIES = 5
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _ms(moment: datetime) -> int:
@@ -126,7 +123,7 @@ class NotifyStage:
         channels: Mapping[str, Channel],
         config: NotifyConfig,
         consumer: str,
-        clock: Callable[[], datetime] = _now,
+        clock: Callable[[], datetime] = utc_now,
         telemetry: StageTelemetry | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,

@@ -17,8 +17,9 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
+from streams.clock import utc_now
 from streams.envelope import HEADER_TRACEPARENT
 from streams.names import StreamNames
 from streams.schemas import CameraRegistered, FileObserved
@@ -107,7 +108,7 @@ class Publisher:
             media_kind=candidate.media_kind,
             captured_at=captured_at,
             capture_source=source,
-            observed_at=datetime.now(UTC),
+            observed_at=utc_now(),
         )
         await self._register(candidate)
         headers = dict(self._headers_factory(entry)) if self._headers_factory else {}
@@ -186,7 +187,7 @@ class Publisher:
             camera_id=candidate.camera_id,
             name=candidate.camera_folder,
             folder=candidate.camera_folder,
-            registered_at=datetime.now(UTC),
+            registered_at=utc_now(),
         )
         entry_id = await self._ledger.register_camera(entry)
         if entry_id is not None:
