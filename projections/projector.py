@@ -43,12 +43,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections.errors import ProjectionError, UnexpectedEntryError
-from projections.logs import log_event
 from projections.rows import CAMERAS_SOURCE, RowOp, rows_for
 from projections.upserts import Signature, Statement, checkpoint_sql, plan, rows_json, upsert_sql
 from streams.clock import utc_now
 from streams.contract import HandlerResult, StreamEntry
 from streams.envelope import DATA_FIELD, HEADER_TYPE, decode, read_fields
+from streams.logs import log_event
 from streams.names import PROJECTED, SHARED, Group, StreamNames
 from streams.replies import id_key
 from streams.schemas import AnalysisCompleted, AnalysisFailed, EntryError, load_entry
@@ -276,7 +276,6 @@ class Projector:
                     raise
                 log_event(
                     logger,
-                    logging.INFO,
                     "project.retry",
                     stream=stream,
                     attempt=attempt,
@@ -331,8 +330,8 @@ class Projector:
             return (), ()
         log_event(
             logger,
-            logging.WARNING,
             "project.isolating",
+            level=logging.WARNING,
             stream=stream,
             entries=len(entries),
             error=_db_message(cause),
@@ -401,8 +400,8 @@ class ProjectStage:
         if result.applied or result.failed:
             log_event(
                 logger,
-                logging.DEBUG,
                 "project.batch",
+                level=logging.DEBUG,
                 stream=stream,
                 applied=len(result.applied),
                 skipped=len(result.skipped),

@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from opentelemetry.trace import Status, StatusCode
 from redis.asyncio import Redis, RedisCluster
@@ -51,6 +51,7 @@ from streams.contract import BatchHandler, HandlerResult, StreamEntry, error_tex
 from streams.dlq import MAX_ERROR_CHARS, dead_entry, dead_fields
 from streams.envelope import DATA_FIELD, decode
 from streams.groups import GroupPositions, is_missing_group_error
+from streams.logs import log_event
 from streams.names import StreamNames
 from streams.replies import id_key, reply_text
 from streams.resilience import backoff_delay
@@ -177,6 +178,13 @@ class _Counts:
         return ReclaimStats(self.claimed, self.rerun, self.dead, self.deleted)
 
 
+class _LogContext(TypedDict):
+    """The fields every log record of a reclaimer carries."""
+
+    group: str
+    consumer: str
+
+
 @dataclass(frozen=True)
 class _Burial:
     entry_id: str
@@ -211,6 +219,7 @@ class Reclaimer:
         self._group = str(group)
         self._config = config
         self._consumer = consumer
+        self._context = _LogContext(group=self._group, consumer=consumer)
         self._handler = handler
         self._clock = clock
         self._rand: Callable[[], float] = random.random
@@ -243,7 +252,12 @@ class Reclaimer:
         A Redis outage is logged and retried with backoff; a deleted group is recreated by
         `run_once`; any other failure of a round is logged and the loop carries on.
         """
-        self._log(logging.INFO, "reclaim.started", streams=len(self._cameras))
+        log_event(
+            logger,
+            "reclaim.started",
+            **self._context,
+            streams=len(self._cameras),
+        )
         failures = 0
         while not stop_event.is_set():
             delay = self._config.interval_seconds
@@ -258,9 +272,11 @@ class Reclaimer:
                 )
                 failures += 1
                 outage = isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError)
-                self._log(
-                    logging.WARNING if outage else logging.ERROR,
+                log_event(
+                    logger,
                     "reclaim.redis_unavailable" if outage else "reclaim.round_failed",
+                    level=logging.WARNING if outage else logging.ERROR,
+                    **self._context,
                     exc_info=not outage,
                     error=error_text(exc),
                     attempt=failures,
@@ -269,22 +285,15 @@ class Reclaimer:
             else:
                 failures = 0
                 if stats.claimed or stats.deleted:
-                    self._log(logging.INFO, "reclaim.round", **asdict(stats))
+                    log_event(
+                        logger,
+                        "reclaim.round",
+                        **self._context,
+                        **asdict(stats),
+                    )
             if await _wait(stop_event, delay):
                 break
-        self._log(logging.INFO, "reclaim.stopped")
-
-    def _log(self, level: int, event: str, /, *, exc_info: bool = False, **fields: object) -> None:
-        """A structured record: the stable event name as message, fields under `hsi_fields`."""
-        if logger.isEnabledFor(level):
-            fields = {"group": self._group, "consumer": self._consumer, **fields}
-            logger.log(
-                level,
-                event,
-                exc_info=exc_info,
-                stacklevel=2,
-                extra={"hsi_event": event, "hsi_fields": fields},
-            )
+        log_event(logger, "reclaim.stopped", **self._context)
 
     async def run_once(self) -> ReclaimStats:
         """One pass over every stream; Redis connection errors propagate to the caller."""
@@ -297,16 +306,23 @@ class Reclaimer:
                 if is_missing_group_error(exc):
                     await self._recreate_group(stream)
                     continue
-                self._log(
-                    logging.ERROR, "reclaim.stream_failed", stream=stream, error=error_text(exc)
+                log_event(
+                    logger,
+                    "reclaim.stream_failed",
+                    level=logging.ERROR,
+                    **self._context,
+                    stream=stream,
+                    error=error_text(exc),
                 )
         return counts.frozen()
 
     async def _recreate_group(self, stream: str) -> None:
         recreated = await self.positions.recreate(stream)
-        self._log(
-            logging.WARNING,
+        log_event(
+            logger,
             "reclaim.group_recreated",
+            level=logging.WARNING,
+            **self._context,
             stream=stream,
             start_id=recreated.start_id,
             restored=recreated.restored,
@@ -419,9 +435,11 @@ class Reclaimer:
             results = await pipe.execute()
         self._record_dead(camera, stream, burials)
         for burial, dead_id in zip(burials, results[::2], strict=True):
-            self._log(
-                logging.WARNING,
+            log_event(
+                logger,
                 "reclaim.dead",
+                level=logging.WARNING,
+                **self._context,
                 camera=camera,
                 stream=stream,
                 entry_id=burial.entry_id,
@@ -461,9 +479,11 @@ class Reclaimer:
             if len(entries) == 1:
                 self._handler_failed(stream, entries[0][0], exc)
                 return
-            self._log(
-                logging.WARNING,
+            log_event(
+                logger,
                 "reclaim.batch_failed",
+                level=logging.WARNING,
+                **self._context,
                 stream=stream,
                 entries=len(entries),
                 error=error_text(exc),
@@ -483,8 +503,14 @@ class Reclaimer:
 
     def _entry_failed(self, stream: str, entry_id: str, error: str) -> None:
         self._errors.set(stream, entry_id, error)
-        self._log(
-            logging.WARNING, "reclaim.entry_failed", stream=stream, entry_id=entry_id, error=error
+        log_event(
+            logger,
+            "reclaim.entry_failed",
+            level=logging.WARNING,
+            **self._context,
+            stream=stream,
+            entry_id=entry_id,
+            error=error,
         )
 
     def _remember(self, stream: str, entries: list[StreamEntry], result: HandlerResult) -> None:
