@@ -64,6 +64,7 @@ from streams.alerts.decisions import (
     zone_of,
 )
 from streams.alerts.errors import ChannelError
+from streams.alerts.kinds import AlertChannel
 from streams.alerts.ledger import ABSENT, ANY, AlertLedger
 from streams.alerts.message import Alert, build_alert, idempotency_key
 from streams.alerts.rules import RuleSet, check_channels
@@ -73,7 +74,6 @@ from streams.envelope import read_fields
 from streams.names import Group, StreamNames
 from streams.resilience import retry_call
 from streams.schemas import (
-    AlertChannel,
     AlertFailed,
     AlertSent,
     AnalysisCompleted,
