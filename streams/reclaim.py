@@ -18,7 +18,7 @@ XAUTOCLAIM itself counts a delivery, so right after a claim XPENDING reports one
 the number of times the entry was actually handed to a consumer (`deliveries_made`).
 
 A buried entry counts as outcome `dead` of its group in `hsi_entries_processed_total`, and gets a
-`dead` span in the entry's own trace when it carries a `traceparent` (see `streams.tracing`).
+`dead` span in the entry's own trace when it carries a `traceparent` (`streams.burial`).
 
 A lost group (NOGROUP from XAUTOCLAIM or XPENDING: XGROUP DESTROY, the stream deleted, the server
 flushed) is recreated where the reclaimer last saw it (`streams.groups.GroupPositions`, read at
@@ -40,33 +40,22 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, TypedDict
 
-from opentelemetry.trace import Status, StatusCode
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from streams.burial import Burial, bury, record_dead
 from streams.clock import utc_now
 from streams.contract import BatchHandler, HandlerResult, StreamEntry, error_text
-from streams.dlq import MAX_ERROR_CHARS, dead_entry, dead_fields
-from streams.envelope import DATA_FIELD, decode
+from streams.dlq import MAX_ERROR_CHARS
+from streams.envelope import DATA_FIELD
 from streams.groups import GroupPositions, is_missing_group_error
 from streams.logs import log_event
 from streams.names import StreamNames
 from streams.replies import id_key, reply_text
 from streams.resilience import backoff_delay
-from streams.tracing import (
-    ATTR_CAMERA,
-    ATTR_ENTRY_ID,
-    ATTR_GROUP,
-    ATTR_OUTCOME,
-    ATTR_STREAM,
-    DEAD,
-    StageTelemetry,
-    parent_context,
-    resolve,
-)
-from streams.transactions import transaction
+from streams.tracing import StageTelemetry, resolve
 
 logger = logging.getLogger("hsi.reclaim")
 
@@ -183,14 +172,6 @@ class _LogContext(TypedDict):
 
     group: str
     consumer: str
-
-
-@dataclass(frozen=True)
-class _Burial:
-    entry_id: str
-    deliveries: int
-    last_error: str
-    data: bytes | None
 
 
 # --- the runner ---------------------------------------------------------------------------------
@@ -364,7 +345,7 @@ class Reclaimer:
         burials = []
         for entry_id in entry_ids:
             self._errors.pop(stream, entry_id)
-            burials.append(_Burial(entry_id, deliveries=0, last_error=ERROR_DELETED, data=None))
+            burials.append(Burial(entry_id, deliveries=0, last_error=ERROR_DELETED, data=None))
         await self._bury(stream, burials)
         counts.deleted += len(burials)
 
@@ -378,7 +359,7 @@ class Reclaimer:
         fields = dict(claimed)
         if dead_ids:
             burials = [
-                _Burial(
+                Burial(
                     entry_id,
                     deliveries=deliveries_made(delivered[entry_id]),
                     last_error=self._errors.pop(stream, entry_id) or ERROR_MAX_DELIVERIES,
@@ -412,29 +393,25 @@ class Reclaimer:
             low = "(" + reply_text(rows[-1]["message_id"])
         return {entry_id: found[entry_id] for entry_id in entry_ids if entry_id in found}
 
-    async def _bury(self, stream: str, burials: list[_Burial]) -> None:
-        """XADD each `entry.dead` and XACK its source entry, all in one MULTI (one slot)."""
+    async def _bury(self, stream: str, burials: list[Burial]) -> None:
         camera = self._cameras[stream]
-        dead_stream = self._names.dead(camera)
-        now = self._clock()
-        async with transaction(self._redis) as pipe:
-            for burial in burials:
-                entry = dead_entry(
-                    camera=camera,
-                    stream=stream,
-                    entry_id=burial.entry_id,
-                    group=self._group,
-                    deliveries=burial.deliveries,
-                    last_error=burial.last_error,
-                    data=burial.data,
-                    now=now,
-                )
-                # A fresh dict, so that mypy types it as redis-py's field mapping.
-                pipe.xadd(dead_stream, {k: v for k, v in dead_fields(entry, burial.data).items()})
-                pipe.xack(stream, self._group, burial.entry_id)
-            results = await pipe.execute()
-        self._record_dead(camera, stream, burials)
-        for burial, dead_id in zip(burials, results[::2], strict=True):
+        dead_ids = await bury(
+            self._redis,
+            dead_stream=self._names.dead(camera),
+            camera=camera,
+            stream=stream,
+            group=self._group,
+            burials=burials,
+            now=self._clock(),
+        )
+        record_dead(
+            resolve(self._telemetry),
+            camera=camera,
+            stream=stream,
+            group=self._group,
+            burials=burials,
+        )
+        for burial, dead_id in zip(burials, dead_ids, strict=True):
             log_event(
                 logger,
                 "reclaim.dead",
@@ -443,34 +420,11 @@ class Reclaimer:
                 camera=camera,
                 stream=stream,
                 entry_id=burial.entry_id,
-                dead_id=reply_text(dead_id),
+                dead_id=dead_id,
                 deliveries=burial.deliveries,
                 last_error=burial.last_error,
                 deleted=burial.data is None,
             )
-
-    def _record_dead(self, camera: str, stream: str, burials: list[_Burial]) -> None:
-        telemetry = resolve(self._telemetry)
-        labels = {"stage": self._group, "camera": camera, "outcome": DEAD}
-        telemetry.instruments.entries_processed.add(len(burials), labels)
-        for burial in burials:
-            context = parent_context(_headers(burial.data))
-            if context is None:
-                continue  # no trace to end: never start a new one for a dead letter
-            span = telemetry.tracer.start_span(
-                DEAD,
-                context=context,
-                attributes={
-                    ATTR_CAMERA: camera,
-                    ATTR_STREAM: stream,
-                    ATTR_ENTRY_ID: burial.entry_id,
-                    ATTR_GROUP: self._group,
-                    ATTR_OUTCOME: DEAD,
-                    "hsi.deliveries": burial.deliveries,
-                },
-            )
-            span.set_status(Status(StatusCode.ERROR, burial.last_error[:300]))
-            span.end()
 
     async def _rerun(self, stream: str, entries: list[StreamEntry]) -> None:
         try:
@@ -520,15 +474,6 @@ class Reclaimer:
                 self._errors.pop(stream, entry_id)
             else:
                 self._entry_failed(stream, entry_id, error)
-
-
-def _headers(data: bytes | None) -> dict[str, Any]:
-    if data is None:
-        return {}
-    try:
-        return decode(data)[1]
-    except Exception:  # an unreadable envelope just means no trace to carry on
-        return {}
 
 
 async def _wait(stop_event: asyncio.Event, seconds: float) -> bool:
