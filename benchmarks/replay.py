@@ -32,9 +32,9 @@ from benchmarks.streamdata import Layout, write
 from hsi.infra.db import create_engine
 from projections.projector import DEFAULT_PROJECTION
 from projections.replay import rebuild
-from projections.rows import detection_id, event_id, media_file_id
 from projections.shadow import create_indexes, create_shadow, drop_schemas, scratch_schema
 from streams.envelope import DATA_FIELD
+from streams.ids import detection_id, event_id, media_file_id
 from streams.names import StreamNames
 
 NAME = "replay"

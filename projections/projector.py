@@ -34,7 +34,7 @@ import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
@@ -43,12 +43,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections.errors import ProjectionError, UnexpectedEntryError
-from projections.logs import log_event
 from projections.rows import CAMERAS_SOURCE, RowOp, rows_for
 from projections.upserts import Signature, Statement, checkpoint_sql, plan, rows_json, upsert_sql
+from streams.clock import utc_now
+from streams.contract import HandlerResult, StreamEntry
 from streams.envelope import DATA_FIELD, HEADER_TYPE, decode, read_fields
+from streams.logs import log_event
 from streams.names import PROJECTED, SHARED, Group, StreamNames
-from streams.reclaim import HandlerResult, StreamEntry
 from streams.replies import id_key
 from streams.schemas import AnalysisCompleted, AnalysisFailed, EntryError, load_entry
 from streams.tracing import OK, SKIPPED, StageSpans, StageTelemetry, observed_at, resolve
@@ -275,7 +276,6 @@ class Projector:
                     raise
                 log_event(
                     logger,
-                    logging.INFO,
                     "project.retry",
                     stream=stream,
                     attempt=attempt,
@@ -330,8 +330,8 @@ class Projector:
             return (), ()
         log_event(
             logger,
-            logging.WARNING,
             "project.isolating",
+            level=logging.WARNING,
             stream=stream,
             entries=len(entries),
             error=_db_message(cause),
@@ -394,14 +394,14 @@ class ProjectStage:
             for entry_id in result.skipped:
                 spans.outcome(entry_id, SKIPPED, "already_applied")
             spans.failed(result.failed)
-        now = datetime.now(UTC)
+        now = utc_now()
         for entry_id in result.applied:
             self._end_to_end(telemetry, camera, headers[entry_id], now)
         if result.applied or result.failed:
             log_event(
                 logger,
-                logging.DEBUG,
                 "project.batch",
+                level=logging.DEBUG,
                 stream=stream,
                 applied=len(result.applied),
                 skipped=len(result.skipped),

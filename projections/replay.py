@@ -49,7 +49,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections.errors import ReplayError
-from projections.logs import log_event
 from projections.projector import DEFAULT_PROJECTION, ProjectionResult, Projector
 from projections.shadow import (
     ShadowTables,
@@ -65,8 +64,9 @@ from projections.shadow import (
     swap,
 )
 from projections.tables import CAMERAS, qualified
+from streams.contract import StreamEntry
+from streams.logs import log_event
 from streams.names import PROJECTED, StreamNames, is_camera_id
-from streams.reclaim import StreamEntry
 from streams.replies import reply_text
 
 logger = logging.getLogger("hsi.replay")
@@ -371,7 +371,10 @@ async def _locked(
             busy = str(getattr(exc.orig, "sqlstate", "") or "") == _LOCK_NOT_AVAILABLE
             if busy and attempt < config.swap_attempts:
                 log_event(
-                    logger, logging.INFO, "replay.lock_busy", schema=tables.live, attempt=attempt
+                    logger,
+                    "replay.lock_busy",
+                    schema=tables.live,
+                    attempt=attempt,
                 )
                 await builder.catch_up()
                 continue
@@ -426,7 +429,7 @@ async def rebuild(
         finally:
             await drop_schemas(engine, [shadow, old])
     report = _report(tables, run, tail, started, swapped=True)
-    log_event(logger, logging.INFO, "replay.swapped", **asdict(report))
+    log_event(logger, "replay.swapped", **asdict(report))
     return report
 
 
@@ -462,7 +465,6 @@ async def verify(
     report = VerifyReport(_report(tables, run, tail, started, swapped=False), tuple(diffs))
     log_event(
         logger,
-        logging.INFO,
         "replay.verified",
         schema=live,
         equal=report.equal,

@@ -41,10 +41,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections.errors import RetentionError
-from projections.logs import log_event
 from projections.projector import DEFAULT_PROJECTION
 from projections.shadow import live_schema, maintenance_lock
 from projections.tables import CAMERAS, TABLES
+from streams.logs import log_event
 from streams.names import PROJECTED, Group, StreamKind, StreamNames
 from streams.paths import PathOutsideRootError, confine
 
@@ -365,7 +365,6 @@ async def run_retention(
     )
     log_event(
         logger,
-        logging.INFO,
         "retention.done",
         cutoff=cutoff.isoformat(),
         trimmed=report.trimmed,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import orjson
 from projections.errors import UnexpectedEntryError
 from projections.tables import BY_NAME
 from streams.envelope import decode
+from streams.ids import alert_id, detection_id, event_id, media_file_id
 from streams.names import StreamKind
 from streams.schemas import (
     ENTRY_TYPES,
@@ -53,23 +53,6 @@ from streams.schemas import (
     EntryDead,
     FileObserved,
 )
-
-# The namespace of every id the projection derives (uuid5).
-NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "urn:hsi:projections")
-
-_NAMESPACE_SHA1: Final = hashlib.sha1(NAMESPACE.bytes, usedforsecurity=False)
-_VERSION_MASK: Final = ~((0xC000 << 48) | (0xF000 << 64))
-_VERSION_5: Final = (0x8000 << 48) | (5 << 76)
-
-
-def _uuid5(name: str) -> uuid.UUID:
-    """`uuid.uuid5(NAMESPACE, name)`, about twice as fast (the namespace hashed once, the
-    variant and version bits set on the number)."""
-    digest = _NAMESPACE_SHA1.copy()
-    digest.update(name.encode())
-    number = int.from_bytes(digest.digest()[:16], "big")
-    return uuid.UUID(int=(number & _VERSION_MASK) | _VERSION_5)
-
 
 # The source kind of the shared `cameras` stream (the per-camera streams use `StreamKind`).
 CAMERAS_SOURCE: Final = "cameras"
@@ -134,32 +117,6 @@ class RowOp:
 
     def merge_of(self, column: str) -> Merge:
         return self.merge.get(column, Merge.SET)
-
-
-# --- ids ----------------------------------------------------------------------------------------
-
-
-def media_file_id(camera: str, file_entry_id: str) -> uuid.UUID:
-    """`media_files.id`: one per `file.observed` entry."""
-    return _uuid5(f"{camera}/{file_entry_id}")
-
-
-def detection_id(camera: str, detection_entry_id: str, index: int) -> uuid.UUID:
-    """`detections.id`: one per object of a `detection.completed` entry."""
-    return _uuid5(f"{camera}/{detection_entry_id}/{index}")
-
-
-def event_id(camera: str, batch_id: str) -> uuid.UUID:
-    """`events.id`: the batch id (a UUID); a batch id of another form is hashed into one."""
-    try:
-        return uuid.UUID(batch_id)
-    except ValueError:
-        return _uuid5(f"{camera}/batch/{batch_id}")
-
-
-def alert_id(camera: str, alert_entry_id: str) -> uuid.UUID:
-    """`alerts.id`: one per `alert.sent` / `alert.failed` entry."""
-    return _uuid5(f"{camera}/alerts/{alert_entry_id}")
 
 
 def original_type(original: str | None) -> str | None:

@@ -26,8 +26,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections.errors import MaintenanceBusyError, ReplayError
-from projections.logs import log_event
 from projections.tables import CHECKPOINTS, TABLES, TableSpec, qualified, quote_ident
+from streams.logs import log_event
 
 logger = logging.getLogger("hsi.replay")
 
@@ -111,7 +111,7 @@ async def create_shadow(engine: AsyncEngine, live: str, shadow: str) -> ShadowTa
         await conn.execute(text(f"CREATE SCHEMA {quote_ident(shadow)}"))
         for spec in TABLES:
             deferred.extend(await _copy_table(conn, spec, live, shadow))
-    log_event(logger, logging.INFO, "replay.shadow_created", live=live, shadow=shadow)
+    log_event(logger, "replay.shadow_created", live=live, shadow=shadow)
     return ShadowTables(live, shadow, tuple(deferred))
 
 
@@ -227,8 +227,8 @@ async def drop_schemas(engine: AsyncEngine, schemas: Sequence[str]) -> None:
         except Exception as exc:
             log_event(
                 logger,
-                logging.WARNING,
                 "replay.drop_failed",
+                level=logging.WARNING,
                 schema=schema,
                 error=f"{type(exc).__name__}: {exc}",
                 fix=f"drop it by hand: DROP SCHEMA {quote_ident(schema)} CASCADE",

@@ -17,7 +17,6 @@ batched by when things happened, not by how fast they are processed now.
   items of one camera may arrive slightly out of order (an older item joins; it never stretches
   the batch into the past). `now` is the stage's wall clock and has no other role.
 - `tick(open_batch, now, config)`: `now` is the wall clock of the stage's timer.
-- `replay`/`replay_state` feed the items through `decide` with `now = item.at`.
 
 Rules
 -----
@@ -42,7 +41,7 @@ at once.
 Batch identity
 --------------
 `batch_id` is a UUID derived from the camera and the entry id of the batch's first item
-(`batch_id_for`). Rebuilding the state after a crash with `replay` yields the same ids, so the
+(`batch_id_for`), so the same items make the same batch, whichever consumer sees them, and the
 stage can close a batch exactly once with the id as idempotency key. `Closed.closed_at` is also
 derived from content (the expired deadline, or the last item's time), never from the wall clock.
 """
@@ -51,7 +50,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -145,14 +143,6 @@ def batch_id_for(camera: str, first_entry_id: str) -> str:
     return str(uuid.uuid5(_BATCH_NAMESPACE, f"{camera}\x1f{first_entry_id}"))
 
 
-def next_deadline(open_batch: OpenBatch, config: BatchConfig) -> float:
-    """The time at which `tick` closes `open_batch` if nothing arrives (for the stage's timer)."""
-    return min(
-        open_batch.started_at + config.window_seconds,
-        open_batch.last_at + config.idle_seconds,
-    )
-
-
 def tick(open_batch: OpenBatch | None, now: float, config: BatchConfig) -> Closed | None:
     """Close `open_batch` if it has expired at `now` (reason `window` or `idle`), else None."""
     if open_batch is None:
@@ -197,34 +187,6 @@ def decide(
         closed.append(Closed(batch=batch, reason=CloseReason.MAX_SIZE, closed_at=at))
         batch = None
     return Decision(open_batch=batch, closed=tuple(closed))
-
-
-def replay(items: Iterable[DetectionItem], config: BatchConfig) -> Decision:
-    """Feed a camera's items in stream order through `decide` (with `now = item.at`).
-
-    Returns the open batch at the end and every batch closed on the way: after a restart, the
-    stage replays the items since its last recorded close, re-closes what `closed` lists (the ids
-    make that idempotent) and keeps `open_batch`.
-    """
-    batch: OpenBatch | None = None
-    closed: list[Closed] = []
-    camera: str | None = None
-    for item in items:
-        if camera is None:
-            camera = item.camera
-        elif item.camera != camera:
-            raise ValueError(
-                f"replay got items of cameras {camera!r} and {item.camera!r}; replay one camera"
-            )
-        decision = decide(batch, item, item.at, config)
-        batch = decision.open_batch
-        closed.extend(decision.closed)
-    return Decision(open_batch=batch, closed=tuple(closed))
-
-
-def replay_state(items: Iterable[DetectionItem], config: BatchConfig) -> OpenBatch | None:
-    """The camera's open batch rebuilt from its items since the last closed batch."""
-    return replay(items, config).open_batch
 
 
 def _start(item: DetectionItem, at: float) -> OpenBatch:

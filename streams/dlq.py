@@ -30,6 +30,7 @@ from streams.envelope import (
     entry_fields,
     read_fields,
 )
+from streams.logs import log_event
 from streams.names import StreamNames
 from streams.replies import id_key, reply_text
 from streams.schemas import Entry, EntryDead, EntryError, load_entry
@@ -76,11 +77,6 @@ class DeadLetterDetail:
     original: Entry | None
     headers: Mapping[str, str]  # the original envelope's headers
     original_error: str | None  # why the original could not be read; None when read or absent
-
-
-def _log(level: int, event: str, /, **fields: object) -> None:
-    if logger.isEnabledFor(level):
-        logger.log(level, event, stacklevel=2, extra={"hsi_event": event, "hsi_fields": fields})
 
 
 MAX_ERROR_CHARS = 2000
@@ -212,9 +208,10 @@ async def list_dead(
             try:
                 dead = _parse_dead(dead_id, fields)
             except DeadLetterError as exc:
-                _log(
-                    logging.WARNING,
+                log_event(
+                    logger,
                     "dlq.unreadable",
+                    level=logging.WARNING,
                     camera=camera,
                     dead_id=dead_id,
                     error=str(exc),
@@ -295,8 +292,8 @@ async def retry_dead(redis: Redis, names: StreamNames, camera: str, dead_id: str
                 new_id, _ = await pipe.execute()
             except WatchError:
                 continue
-            _log(
-                logging.INFO,
+            log_event(
+                logger,
                 "dlq.retried",
                 camera=camera,
                 dead_id=dead_id,
@@ -319,4 +316,4 @@ async def drop_dead(redis: Redis, names: StreamNames, camera: str, dead_id: str)
             f"no dead letter {dead_id} on camera {camera!r} (stream {names.dead(camera)}); "
             "`hsi dlq list` shows the dead letters and their ids"
         )
-    _log(logging.INFO, "dlq.dropped", camera=camera, dead_id=dead_id)
+    log_event(logger, "dlq.dropped", camera=camera, dead_id=dead_id)

@@ -26,7 +26,7 @@ was deleted gets ids above the old position again, so its new entries are never 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,7 +34,6 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 from redis.typing import StreamIdT
 
-from streams.names import PROJECTED, STAGE_INPUT, Group, StreamKind, StreamNames
 from streams.replies import id_key, reply_text
 
 GROUP_START_ID = "0"
@@ -54,13 +53,6 @@ def is_existing_group_error(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith("BUSYGROUP")
 
 
-def group_inputs(group: Group) -> tuple[StreamKind, ...]:
-    """The per-camera streams a group consumes: its stage input, or every projected stream."""
-    if group is Group.PROJECT:
-        return PROJECTED
-    return (STAGE_INPUT[group],)
-
-
 async def ensure_group(redis: Redis | RedisCluster, stream: str, group: str) -> bool:
     """Create `group` on `stream` from its first entry (creating the stream too).
 
@@ -73,40 +65,6 @@ async def ensure_group(redis: Redis | RedisCluster, stream: str, group: str) -> 
             return False
         raise
     return True
-
-
-async def ensure_groups(
-    redis: Redis | RedisCluster,
-    names: StreamNames,
-    cameras: Iterable[str],
-    groups: Iterable[Group],
-) -> int:
-    """Create every group on each of its camera streams (one pipeline); returns how many were new.
-
-    The pipeline is not a transaction: each key is its own command, so on Redis Cluster the
-    commands are routed to the slot of their key.
-    """
-    wanted = list(groups)
-    keys = [
-        (names.stream(camera, kind), group.value)
-        for camera in cameras
-        for group in wanted
-        for kind in group_inputs(group)
-    ]
-    if not keys:
-        return 0
-    async with redis.pipeline(transaction=False) as pipe:
-        for stream, group_name in keys:
-            pipe.xgroup_create(stream, group_name, id=GROUP_START_ID, mkstream=True)
-        results = await pipe.execute(raise_on_error=False)
-    created = 0
-    for result in results:
-        if isinstance(result, BaseException):
-            if is_existing_group_error(result):
-                continue
-            raise result
-        created += 1
-    return created
 
 
 # --- where a group stands -----------------------------------------------------------------------

@@ -18,7 +18,7 @@ XAUTOCLAIM itself counts a delivery, so right after a claim XPENDING reports one
 the number of times the entry was actually handed to a consumer (`deliveries_made`).
 
 A buried entry counts as outcome `dead` of its group in `hsi_entries_processed_total`, and gets a
-`dead` span in the entry's own trace when it carries a `traceparent` (see `streams.tracing`).
+`dead` span in the entry's own trace when it carries a `traceparent` (`streams.burial`).
 
 A lost group (NOGROUP from XAUTOCLAIM or XPENDING: XGROUP DESTROY, the stream deleted, the server
 flushed) is recreated where the reclaimer last saw it (`streams.groups.GroupPositions`, read at
@@ -35,60 +35,33 @@ import asyncio
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, TypedDict
 
-from opentelemetry.trace import Status, StatusCode
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.dlq import MAX_ERROR_CHARS, dead_entry, dead_fields
-from streams.envelope import DATA_FIELD, decode
+from streams.burial import Burial, bury, record_dead
+from streams.clock import utc_now
+from streams.contract import BatchHandler, HandlerResult, StreamEntry, error_text
+from streams.dlq import MAX_ERROR_CHARS
+from streams.envelope import DATA_FIELD
 from streams.groups import GroupPositions, is_missing_group_error
+from streams.logs import log_event
 from streams.names import StreamNames
 from streams.replies import id_key, reply_text
 from streams.resilience import backoff_delay
-from streams.tracing import (
-    ATTR_CAMERA,
-    ATTR_ENTRY_ID,
-    ATTR_GROUP,
-    ATTR_OUTCOME,
-    ATTR_STREAM,
-    DEAD,
-    StageTelemetry,
-    parent_context,
-    resolve,
-)
-from streams.transactions import transaction
+from streams.tracing import StageTelemetry, resolve
 
 logger = logging.getLogger("hsi.reclaim")
-
-EntryFields = dict[bytes, bytes]
-StreamEntry = tuple[str, EntryFields]  # (entry id, fields)
 
 ERROR_DELETED = "entry deleted before it was processed"
 ERROR_MAX_DELIVERIES = "exceeded max deliveries"
 _CURSOR_DONE = "0-0"
-
-
-@dataclass(frozen=True)
-class HandlerResult:
-    """What a batch handler reports: the entries it could not process, with their error text.
-
-    Failed entries stay pending (the handler did not XACK them); the reclaimer remembers the error
-    so a dead letter can say why. Entries not listed were processed (and XACKed by the handler).
-    """
-
-    failed: Mapping[str, str] = field(default_factory=dict)
-
-
-# The stage's batch handler: (stream key, entries) → result. It writes the outputs and XACKs the
-# entries it processed; it may raise, which counts as a failure of every entry it was given.
-BatchHandler = Callable[[str, list[StreamEntry]], Awaitable[HandlerResult]]
 
 
 @dataclass(frozen=True)
@@ -163,13 +136,6 @@ def classify_pending(
     return rerun, dead
 
 
-def error_text(exc: BaseException) -> str:
-    """`TypeName: message`, cut to a size a dead letter can carry."""
-    detail = str(exc)
-    text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-    return text[:MAX_ERROR_CHARS]
-
-
 class _LastErrors:
     """The last error seen per (stream, entry id), forgetting the oldest beyond `limit`."""
 
@@ -201,12 +167,11 @@ class _Counts:
         return ReclaimStats(self.claimed, self.rerun, self.dead, self.deleted)
 
 
-@dataclass(frozen=True)
-class _Burial:
-    entry_id: str
-    deliveries: int
-    last_error: str
-    data: bytes | None
+class _LogContext(TypedDict):
+    """The fields every log record of a reclaimer carries."""
+
+    group: str
+    consumer: str
 
 
 # --- the runner ---------------------------------------------------------------------------------
@@ -225,7 +190,7 @@ class Reclaimer:
         config: ReclaimConfig,
         consumer: str,
         handler: BatchHandler,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utc_now,
         telemetry: StageTelemetry | None = None,
         positions: GroupPositions | None = None,
     ) -> None:
@@ -235,6 +200,7 @@ class Reclaimer:
         self._group = str(group)
         self._config = config
         self._consumer = consumer
+        self._context = _LogContext(group=self._group, consumer=consumer)
         self._handler = handler
         self._clock = clock
         self._rand: Callable[[], float] = random.random
@@ -267,7 +233,12 @@ class Reclaimer:
         A Redis outage is logged and retried with backoff; a deleted group is recreated by
         `run_once`; any other failure of a round is logged and the loop carries on.
         """
-        self._log(logging.INFO, "reclaim.started", streams=len(self._cameras))
+        log_event(
+            logger,
+            "reclaim.started",
+            **self._context,
+            streams=len(self._cameras),
+        )
         failures = 0
         while not stop_event.is_set():
             delay = self._config.interval_seconds
@@ -282,9 +253,11 @@ class Reclaimer:
                 )
                 failures += 1
                 outage = isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError)
-                self._log(
-                    logging.WARNING if outage else logging.ERROR,
+                log_event(
+                    logger,
                     "reclaim.redis_unavailable" if outage else "reclaim.round_failed",
+                    level=logging.WARNING if outage else logging.ERROR,
+                    **self._context,
                     exc_info=not outage,
                     error=error_text(exc),
                     attempt=failures,
@@ -293,22 +266,15 @@ class Reclaimer:
             else:
                 failures = 0
                 if stats.claimed or stats.deleted:
-                    self._log(logging.INFO, "reclaim.round", **asdict(stats))
+                    log_event(
+                        logger,
+                        "reclaim.round",
+                        **self._context,
+                        **asdict(stats),
+                    )
             if await _wait(stop_event, delay):
                 break
-        self._log(logging.INFO, "reclaim.stopped")
-
-    def _log(self, level: int, event: str, /, *, exc_info: bool = False, **fields: object) -> None:
-        """A structured record: the stable event name as message, fields under `hsi_fields`."""
-        if logger.isEnabledFor(level):
-            fields = {"group": self._group, "consumer": self._consumer, **fields}
-            logger.log(
-                level,
-                event,
-                exc_info=exc_info,
-                stacklevel=2,
-                extra={"hsi_event": event, "hsi_fields": fields},
-            )
+        log_event(logger, "reclaim.stopped", **self._context)
 
     async def run_once(self) -> ReclaimStats:
         """One pass over every stream; Redis connection errors propagate to the caller."""
@@ -321,16 +287,23 @@ class Reclaimer:
                 if is_missing_group_error(exc):
                     await self._recreate_group(stream)
                     continue
-                self._log(
-                    logging.ERROR, "reclaim.stream_failed", stream=stream, error=error_text(exc)
+                log_event(
+                    logger,
+                    "reclaim.stream_failed",
+                    level=logging.ERROR,
+                    **self._context,
+                    stream=stream,
+                    error=error_text(exc),
                 )
         return counts.frozen()
 
     async def _recreate_group(self, stream: str) -> None:
         recreated = await self.positions.recreate(stream)
-        self._log(
-            logging.WARNING,
+        log_event(
+            logger,
             "reclaim.group_recreated",
+            level=logging.WARNING,
+            **self._context,
             stream=stream,
             start_id=recreated.start_id,
             restored=recreated.restored,
@@ -372,7 +345,7 @@ class Reclaimer:
         burials = []
         for entry_id in entry_ids:
             self._errors.pop(stream, entry_id)
-            burials.append(_Burial(entry_id, deliveries=0, last_error=ERROR_DELETED, data=None))
+            burials.append(Burial(entry_id, deliveries=0, last_error=ERROR_DELETED, data=None))
         await self._bury(stream, burials)
         counts.deleted += len(burials)
 
@@ -386,7 +359,7 @@ class Reclaimer:
         fields = dict(claimed)
         if dead_ids:
             burials = [
-                _Burial(
+                Burial(
                     entry_id,
                     deliveries=deliveries_made(delivered[entry_id]),
                     last_error=self._errors.pop(stream, entry_id) or ERROR_MAX_DELIVERIES,
@@ -420,63 +393,38 @@ class Reclaimer:
             low = "(" + reply_text(rows[-1]["message_id"])
         return {entry_id: found[entry_id] for entry_id in entry_ids if entry_id in found}
 
-    async def _bury(self, stream: str, burials: list[_Burial]) -> None:
-        """XADD each `entry.dead` and XACK its source entry, all in one MULTI (one slot)."""
+    async def _bury(self, stream: str, burials: list[Burial]) -> None:
         camera = self._cameras[stream]
-        dead_stream = self._names.dead(camera)
-        now = self._clock()
-        async with transaction(self._redis) as pipe:
-            for burial in burials:
-                entry = dead_entry(
-                    camera=camera,
-                    stream=stream,
-                    entry_id=burial.entry_id,
-                    group=self._group,
-                    deliveries=burial.deliveries,
-                    last_error=burial.last_error,
-                    data=burial.data,
-                    now=now,
-                )
-                # A fresh dict, so that mypy types it as redis-py's field mapping.
-                pipe.xadd(dead_stream, {k: v for k, v in dead_fields(entry, burial.data).items()})
-                pipe.xack(stream, self._group, burial.entry_id)
-            results = await pipe.execute()
-        self._record_dead(camera, stream, burials)
-        for burial, dead_id in zip(burials, results[::2], strict=True):
-            self._log(
-                logging.WARNING,
+        dead_ids = await bury(
+            self._redis,
+            dead_stream=self._names.dead(camera),
+            camera=camera,
+            stream=stream,
+            group=self._group,
+            burials=burials,
+            now=self._clock(),
+        )
+        record_dead(
+            resolve(self._telemetry),
+            camera=camera,
+            stream=stream,
+            group=self._group,
+            burials=burials,
+        )
+        for burial, dead_id in zip(burials, dead_ids, strict=True):
+            log_event(
+                logger,
                 "reclaim.dead",
+                level=logging.WARNING,
+                **self._context,
                 camera=camera,
                 stream=stream,
                 entry_id=burial.entry_id,
-                dead_id=reply_text(dead_id),
+                dead_id=dead_id,
                 deliveries=burial.deliveries,
                 last_error=burial.last_error,
                 deleted=burial.data is None,
             )
-
-    def _record_dead(self, camera: str, stream: str, burials: list[_Burial]) -> None:
-        telemetry = resolve(self._telemetry)
-        labels = {"stage": self._group, "camera": camera, "outcome": DEAD}
-        telemetry.instruments.entries_processed.add(len(burials), labels)
-        for burial in burials:
-            context = parent_context(_headers(burial.data))
-            if context is None:
-                continue  # no trace to end: never start a new one for a dead letter
-            span = telemetry.tracer.start_span(
-                DEAD,
-                context=context,
-                attributes={
-                    ATTR_CAMERA: camera,
-                    ATTR_STREAM: stream,
-                    ATTR_ENTRY_ID: burial.entry_id,
-                    ATTR_GROUP: self._group,
-                    ATTR_OUTCOME: DEAD,
-                    "hsi.deliveries": burial.deliveries,
-                },
-            )
-            span.set_status(Status(StatusCode.ERROR, burial.last_error[:300]))
-            span.end()
 
     async def _rerun(self, stream: str, entries: list[StreamEntry]) -> None:
         try:
@@ -485,9 +433,11 @@ class Reclaimer:
             if len(entries) == 1:
                 self._handler_failed(stream, entries[0][0], exc)
                 return
-            self._log(
-                logging.WARNING,
+            log_event(
+                logger,
                 "reclaim.batch_failed",
+                level=logging.WARNING,
+                **self._context,
                 stream=stream,
                 entries=len(entries),
                 error=error_text(exc),
@@ -507,8 +457,14 @@ class Reclaimer:
 
     def _entry_failed(self, stream: str, entry_id: str, error: str) -> None:
         self._errors.set(stream, entry_id, error)
-        self._log(
-            logging.WARNING, "reclaim.entry_failed", stream=stream, entry_id=entry_id, error=error
+        log_event(
+            logger,
+            "reclaim.entry_failed",
+            level=logging.WARNING,
+            **self._context,
+            stream=stream,
+            entry_id=entry_id,
+            error=error,
         )
 
     def _remember(self, stream: str, entries: list[StreamEntry], result: HandlerResult) -> None:
@@ -518,15 +474,6 @@ class Reclaimer:
                 self._errors.pop(stream, entry_id)
             else:
                 self._entry_failed(stream, entry_id, error)
-
-
-def _headers(data: bytes | None) -> dict[str, Any]:
-    if data is None:
-        return {}
-    try:
-        return decode(data)[1]
-    except Exception:  # an unreadable envelope just means no trace to carry on
-        return {}
 
 
 async def _wait(stop_event: asyncio.Event, seconds: float) -> bool:

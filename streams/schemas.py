@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from streams.alerts.kinds import AlertChannel
+
 
 class EntryError(ValueError):
     """An entry cannot be read."""
@@ -165,9 +167,6 @@ class EntryDead(_Entry):
     last_error: str
     original: str | None  # the original `__data__` field, base64; None when it was deleted
     dead_at: datetime
-
-
-AlertChannel = Literal["webhook", "email", "mqtt"]
 
 
 class AlertSent(_Entry):

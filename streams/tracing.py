@@ -1,4 +1,4 @@
-"""Traces and metrics of the write side, on the OpenTelemetry API only (never the SDK).
+"""Traces of the write side, on the OpenTelemetry API only (never the SDK).
 
 One trace per camera file. The watcher starts a root span `watch` per published file and puts its
 W3C `traceparent` into the entry's headers. Every stage, per input entry, starts a span (`detect`,
@@ -17,10 +17,9 @@ where the project spans are made; a replay does not create new file traces.
 
 The SDK providers are HSI's (`hsi.telemetry`, which installs them as the API globals). Components
 take a `StageTelemetry` in their constructor; without one they use the API's global providers
-(`StageTelemetry.current()`), which are no-ops before telemetry is set up.
-
-Metric labels are bounded: stage, camera, outcome, backend, error type, label, risk level,
-close reason. Entry ids and paths are span attributes only, never labels.
+(`StageTelemetry.current()`), which are no-ops before telemetry is set up. A `StageTelemetry`
+pairs the tracer with the `Instruments` (`streams.metrics`): the per-entry stage spans and the AI
+request spans record their metrics beside them.
 
 Outcomes (label `outcome` and span attribute `hsi.outcome`), one vocabulary for all stages:
 `ok` (output written, input acknowledged), `rejected` (a failure fact written: an undecodable
@@ -43,7 +42,6 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
-from opentelemetry.metrics import Counter, Histogram, Meter
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -58,26 +56,19 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from streams.envelope import HEADER_TRACEPARENT
+from streams.metrics import INSTRUMENTATION_NAME, Instruments, error_type
 
 __all__ = [
-    "AI_BUCKETS",
-    "ALERT_BUCKETS",
-    "BATCH_SIZE_BUCKETS",
     "DEAD",
-    "END_TO_END_BUCKETS",
     "FAILED",
     "HEADER_OBSERVED_AT",
-    "INSTRUMENTATION_NAME",
     "OK",
     "REJECTED",
     "SKIPPED",
-    "STAGE_BUCKETS",
-    "Instruments",
     "StageSpans",
     "StageTelemetry",
     "ai_request",
     "end_span",
-    "error_type",
     "link_to",
     "observed_at",
     "parent_context",
@@ -85,8 +76,6 @@ __all__ = [
     "root_span",
     "traceparent_of",
 ]
-
-INSTRUMENTATION_NAME = "hsi"
 
 # The earliest `observed_at` of the files behind an entry (ISO 8601), carried from the batch to
 # its analysis so that the projector can measure the end-to-end latency of the event.
@@ -107,133 +96,12 @@ FAILED = "failed"
 SKIPPED = "skipped"
 DEAD = "dead"
 
-# Histogram buckets (seconds). A stage takes milliseconds to a few seconds (detection on CPU);
-# an AI request up to minutes (an LLM on a small GPU); end to end includes the batch window
-# (90 s by default) and the analysis after it.
-STAGE_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-)  # fmt: skip
-AI_BUCKETS: tuple[float, ...] = (
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
-)  # fmt: skip
-END_TO_END_BUCKETS: tuple[float, ...] = (
-    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0,
-)  # fmt: skip
-BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 3, 5, 10, 20, 50, 100, 200)
-ALERT_BUCKETS: tuple[float, ...] = (
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
-)  # fmt: skip
-
 _PROPAGATOR = TraceContextTextMapPropagator()
 # A version-00 `traceparent` with nothing around it; any other form goes to the propagator.
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
-# --- instruments --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Instruments:
-    """Every HSI instrument. Attributes each expects:
-
-    - `stage_duration` `hsi_stage_duration_seconds`: stage, camera, outcome
-    - `entries_processed` `hsi_entries_processed_total`: stage, camera, outcome
-    - `detections_processed` `hsi_detections_processed_total`: camera, label
-    - `events_created` `hsi_events_created_total`: camera, risk_level
-    - `pipeline_errors` `hsi_pipeline_errors_total`: stage, error_type
-    - `ai_request_duration` `hsi_ai_request_duration_seconds`: backend, outcome
-    - `ai_request_errors` `hsi_ai_request_errors_total`: backend, error_type
-    - `end_to_end_latency` `hsi_end_to_end_latency_seconds`: camera
-    - `dedupe_hits` `hsi_dedupe_hits_total`: camera
-    - `batch_size` `hsi_batch_size` (detections per closed batch): camera, reason
-    - `alerts_sent` `hsi_alerts_sent_total`: channel
-    - `alerts_failed` `hsi_alerts_failed_total`: channel, reason
-    - `alert_delivery_latency` `hsi_alert_delivery_seconds` (from the analysis to the channel's
-      confirmation): channel
-
-    `create()` on a meter that already has them returns the same instruments (the SDK keeps one
-    instrument per name and meter), so there is never a duplicated series.
-    """
-
-    stage_duration: Histogram
-    entries_processed: Counter
-    detections_processed: Counter
-    events_created: Counter
-    pipeline_errors: Counter
-    ai_request_duration: Histogram
-    ai_request_errors: Counter
-    end_to_end_latency: Histogram
-    dedupe_hits: Counter
-    batch_size: Histogram
-    alerts_sent: Counter
-    alerts_failed: Counter
-    alert_delivery_latency: Histogram
-
-    @classmethod
-    def create(cls, meter: Meter) -> Instruments:
-        return cls(
-            stage_duration=meter.create_histogram(
-                "hsi_stage_duration_seconds",
-                unit="s",
-                description="Time one pipeline stage spent on one stream entry.",
-                explicit_bucket_boundaries_advisory=STAGE_BUCKETS,
-            ),
-            entries_processed=meter.create_counter(
-                "hsi_entries_processed_total",
-                description="Stream entries a stage finished, by outcome.",
-            ),
-            detections_processed=meter.create_counter(
-                "hsi_detections_processed_total",
-                description="Objects detected, by camera and label.",
-            ),
-            events_created=meter.create_counter(
-                "hsi_events_created_total",
-                description="Security events created, by camera and risk level.",
-            ),
-            pipeline_errors=meter.create_counter(
-                "hsi_pipeline_errors_total",
-                description="Errors in pipeline stages, by stage and error type.",
-            ),
-            ai_request_duration=meter.create_histogram(
-                "hsi_ai_request_duration_seconds",
-                unit="s",
-                description="Duration of requests to the detector and analyzer services.",
-                explicit_bucket_boundaries_advisory=AI_BUCKETS,
-            ),
-            ai_request_errors=meter.create_counter(
-                "hsi_ai_request_errors_total",
-                description="Failed requests to the detector and analyzer services.",
-            ),
-            end_to_end_latency=meter.create_histogram(
-                "hsi_end_to_end_latency_seconds",
-                unit="s",
-                description="From a file appearing to its event being stored.",
-                explicit_bucket_boundaries_advisory=END_TO_END_BUCKETS,
-            ),
-            dedupe_hits=meter.create_counter(
-                "hsi_dedupe_hits_total",
-                description="Files skipped because their content was seen before.",
-            ),
-            batch_size=meter.create_histogram(
-                "hsi_batch_size",
-                description="Detections in a batch when it closes.",
-                explicit_bucket_boundaries_advisory=BATCH_SIZE_BUCKETS,
-            ),
-            alerts_sent=meter.create_counter(
-                "hsi_alerts_sent_total",
-                description="Alerts delivered, by channel (once per event and channel).",
-            ),
-            alerts_failed=meter.create_counter(
-                "hsi_alerts_failed_total",
-                description="Alert delivery attempts that failed or whose outcome is unknown.",
-            ),
-            alert_delivery_latency=meter.create_histogram(
-                "hsi_alert_delivery_seconds",
-                unit="s",
-                description="From an analysis being written to its alert being delivered.",
-                explicit_bucket_boundaries_advisory=ALERT_BUCKETS,
-            ),
-        )
+# --- what components record on ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -325,17 +193,6 @@ def observed_at(headers: Mapping[str, Any] | None) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo is not None else None
-
-
-def error_type(error: BaseException | str) -> str:
-    """A bounded label for an error: its class name (from `Name: message` for an error text)."""
-    if isinstance(error, BaseException):
-        return type(error).__name__
-    name, sep, _ = error.partition(":")
-    name = name.strip()
-    if sep and name.isidentifier():
-        return name
-    return "error"
 
 
 # --- per-entry stage spans and metrics ----------------------------------------------------------

@@ -42,10 +42,11 @@ from streams.alerts import NotifyConfig, RuleSet, load_rules
 from streams.alerts.channels import build_channels
 from streams.alerts.rules import check_channels
 from streams.analyzers import build_analyzer
+from streams.contract import HandlerResult, StreamEntry
 from streams.detectors import build_detector
 from streams.groups import GroupPositions
 from streams.names import PROJECTED, SHARED, STAGE_INPUT, Group, StreamKind, StreamNames
-from streams.reclaim import HandlerResult, Reclaimer, StreamEntry
+from streams.reclaim import Reclaimer
 from streams.stages.analyze import AnalyzeStage
 from streams.stages.batch import BatchStage
 from streams.stages.detect import DetectStage

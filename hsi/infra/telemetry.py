@@ -55,16 +55,16 @@ from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanK
 from opentelemetry.util.types import Attributes
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from streams.names import Group
-from streams.tracing import (
+from streams.metrics import (
     AI_BUCKETS,
     BATCH_SIZE_BUCKETS,
     END_TO_END_BUCKETS,
     INSTRUMENTATION_NAME,
     STAGE_BUCKETS,
     Instruments,
-    StageTelemetry,
 )
+from streams.names import Group
+from streams.tracing import StageTelemetry
 
 if TYPE_CHECKING:
     pass

@@ -31,8 +31,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import IO, TYPE_CHECKING, Literal, TextIO, TypeAlias
+from typing import IO, Literal, TextIO
 
 from hsi.logs.context import (
     ContextFilter,
@@ -43,9 +42,7 @@ from hsi.logs.context import (
 )
 from hsi.logs.postgres import PostgresLogHandler, libpq_conninfo
 from hsi.logs.redact import mask_secrets, safe_fields, sanitize_error
-
-if TYPE_CHECKING:
-    pass
+from streams.logs import ExcInfo, event_extra, log_event
 
 __all__ = [
     "ContextFilter",
@@ -66,37 +63,9 @@ __all__ = [
 ]
 
 LogFormat = Literal["plain", "json"]
-ExcInfo: TypeAlias = (
-    bool
-    | BaseException
-    | tuple[type[BaseException], BaseException, TracebackType | None]
-    | tuple[None, None, None]
-    | None
-)
 
 
 # --- event logging ------------------------------------------------------------------------------
-
-
-def log_event(
-    logger: logging.Logger | EventLogger,
-    event: str,
-    /,
-    *,
-    level: int = logging.INFO,
-    exc_info: ExcInfo = None,
-    **fields: object,
-) -> None:
-    """Log the stable `event` name with structured `fields` on a plain or event logger."""
-    target = logger.logger if isinstance(logger, EventLogger) else logger
-    if target.isEnabledFor(level):
-        target.log(
-            level,
-            event,
-            exc_info=exc_info,
-            stacklevel=2,
-            extra={"hsi_event": event, "hsi_fields": fields},
-        )
 
 
 class EventLogger:
@@ -124,7 +93,7 @@ class EventLogger:
                 exc_info=exc_info,
                 stack_info=stack_info,
                 stacklevel=3,
-                extra={"hsi_event": event, "hsi_fields": fields},
+                extra=event_extra(event, fields),
             )
 
     def log(

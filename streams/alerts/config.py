@@ -8,6 +8,8 @@ from datetime import tzinfo
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from streams.alerts.kinds import CHANNELS
+
 
 @dataclass(frozen=True)
 class WebhookConfig:
@@ -130,5 +132,5 @@ class NotifyConfig:
     @property
     def channel_names(self) -> tuple[str, ...]:
         """The channels that are configured, in a fixed order."""
-        channels = (("webhook", self.webhook), ("email", self.email), ("mqtt", self.mqtt))
-        return tuple(name for name, channel in channels if channel is not None)
+        # Each channel's configuration is the field named after the channel.
+        return tuple(name for name in CHANNELS if getattr(self, name) is not None)

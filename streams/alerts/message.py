@@ -2,30 +2,21 @@
 
 The links point at the query API under `public_base_url`: the event (`/api/events/{id}`, the
 batch id) and the thumbnail of the event's first detected object
-(`/api/detections/{id}/thumbnail`). Detection ids are derived by the read side
-(`projections.rows.detection_id`, uuid5 of camera, detection entry id and object index in the
-projections' namespace); `detection_id` here derives the same id without importing the read
-side, and a test keeps the two equal.
+(`/api/detections/{id}/thumbnail`), whose id the read side derives with `streams.ids.detection_id`
+(uuid5 of camera, detection entry id and object index).
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from streams.ids import detection_id
 from streams.schemas import AnalysisCompleted, BatchClosed, Box
 
 PAYLOAD_TYPE: Final = "hsi.alert"
 PAYLOAD_VERSION: Final = 1
-
-_PROJECTIONS_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "urn:hsi:projections")
-
-
-def detection_id(camera: str, detection_entry_id: str, index: int) -> uuid.UUID:
-    """The API's id of object `index` of a `detection.completed` entry."""
-    return uuid.uuid5(_PROJECTIONS_NAMESPACE, f"{camera}/{detection_entry_id}/{index}")
 
 
 def idempotency_key(camera: str, event_id: str, channel: str) -> str:

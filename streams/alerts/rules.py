@@ -34,10 +34,10 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streams.alerts.errors import AlertConfigError, AlertRulesError
+from streams.alerts.kinds import CHANNELS
 from streams.names import CameraIdError, camera_id, is_camera_id
 from streams.severity import RiskLevel
 
-CHANNELS: Final[tuple[str, ...]] = ("webhook", "email", "mqtt")
 LEVEL_RANK: Final[Mapping[str, int]] = {level.value: rank for rank, level in enumerate(RiskLevel)}
 DAYS: Final[tuple[str, ...]] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_RULE_NAME: Final = "default"

@@ -17,7 +17,8 @@ from streams.analyzers.base import (
     BatchSummary,
     DetectionLine,
 )
-from streams.analyzers.llm import LLMAnalyzer, LLMConfig, ParsedRisk, parse_llm_reply
+from streams.analyzers.llm import LLMAnalyzer, LLMConfig
+from streams.analyzers.reply import ParsedRisk, parse_llm_reply
 from streams.analyzers.rules import RulesAnalyzer, score_batch
 from streams.severity import DEFAULT_THRESHOLDS, SeverityThresholds
 

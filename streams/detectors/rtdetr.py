@@ -191,6 +191,14 @@ class RtDetrDetector:
             ) from exc
 
     async def _request(self, filename: str, content: bytes, content_type: str) -> DetectionResult:
+        """One POST /detect: the breaker's leave, the request, its status, its answer."""
+        self._check_circuit()
+        response, elapsed_ms = await self._post(filename, content, content_type)
+        self._check_status(filename, response)
+        return self._result(response, elapsed_ms)
+
+    def _check_circuit(self) -> None:
+        """Refuse at once while the circuit is open."""
         if not self.breaker.allow(self._clock()):
             raise DetectorUnavailableError(
                 f"the RT-DETR service at {self.base_url} is not called: its circuit is open "
@@ -198,6 +206,11 @@ class RtDetrDetector:
                 f"down or overloaded. Retry in {self.breaker.retry_after(self._clock()):.0f} s "
                 "(automatic); fix the service if this persists."
             )
+
+    async def _post(
+        self, filename: str, content: bytes, content_type: str
+    ) -> tuple[httpx.Response, float]:
+        """The service's answer and its round-trip time (ms); transport failures translated."""
         started = time.perf_counter()
         try:
             async with self._slots:
@@ -227,7 +240,10 @@ class RtDetrDetector:
                 f"cannot connect ({type(exc).__name__}: {exc}); the service is probably not "
                 "running or RTDETR_URL is wrong. Fix: start the service or correct RTDETR_URL."
             ) from exc
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        return response, (time.perf_counter() - started) * 1000.0
+
+    def _check_status(self, filename: str, response: httpx.Response) -> None:
+        """Raise for an answer other than 200, as the module doc says for each status."""
         status = response.status_code
         if status >= 500:
             self.breaker.record_failure(self._clock())
@@ -256,6 +272,9 @@ class RtDetrDetector:
                 f"({_excerpt(response)}); RTDETR_URL probably points at something else. "
                 "Fix: correct RTDETR_URL."
             )
+
+    def _result(self, response: httpx.Response, elapsed_ms: float) -> DetectionResult:
+        """The detections of a 200 answer, filtered by the confidence thresholds."""
         try:
             result = parse_response(response.json(), elapsed_ms, self.name)
         except (ValueError, TypeError, KeyError, RecursionError) as exc:

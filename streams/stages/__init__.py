@@ -1,1 +1,2 @@
-"""The write-side stages: detect, batch and analyze, and the runtime that subscribes them."""
+"""The write-side stages (detect, batch, analyze, notify), the loop they share, and the runtime
+that subscribes them."""

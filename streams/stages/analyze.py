@@ -9,35 +9,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
 from pathlib import PurePosixPath
 
 from redis.asyncio import Redis, RedisCluster
 
 from streams.analyzers import Analyzer, AnalyzerError, AnalyzerUnavailableError
 from streams.analyzers.base import BatchSummary, DetectionLine
-from streams.envelope import read_fields
+from streams.clock import utc_now
+from streams.contract import HandlerResult, StreamEntry
 from streams.names import Group, StreamNames
-from streams.reclaim import HandlerResult, StreamEntry
-from streams.schemas import AnalysisCompleted, AnalysisFailed, BatchClosed, EntryError
-from streams.stages.outcome import Outcome, commit
-from streams.tracing import (
-    FAILED,
-    HEADER_OBSERVED_AT,
-    OK,
-    REJECTED,
-    SKIPPED,
-    StageSpans,
-    StageTelemetry,
-    ai_request,
-    resolve,
-)
+from streams.schemas import AnalysisCompleted, AnalysisFailed, BatchClosed
+from streams.stages.loop import EntryBatch, EntryVerdict, Headers, StageLoop
+from streams.stages.outcome import commit
+from streams.tracing import HEADER_OBSERVED_AT, OK, REJECTED, StageTelemetry, ai_request
 
 logger = logging.getLogger("hsi.analyze")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def summarize(batch: BatchClosed, timezone: str | tzinfo) -> BatchSummary:
@@ -73,57 +60,43 @@ class AnalyzeStage:
         names: StreamNames,
         analyzer: Analyzer,
         timezone: str | tzinfo = "UTC",
-        clock: Callable[[], datetime] = _now,
+        clock: Callable[[], datetime] = utc_now,
         telemetry: StageTelemetry | None = None,
     ) -> None:
-        self._redis = redis
-        self._names = names
         self._analyzer = analyzer
         self._timezone = timezone
         self._clock = clock
-        self._telemetry = telemetry
+        self._loop = StageLoop(
+            redis=redis,
+            names=names,
+            group=self.group,
+            accepts=BatchClosed,
+            telemetry=telemetry,
+            output=names.analyses,
+        )
 
     async def handle(self, stream: str, entries: list[StreamEntry]) -> HandlerResult:
-        camera, _ = self._names.parse(stream)
-        target = self._names.analyses(camera)
-        telemetry = resolve(self._telemetry)
-        outcome = Outcome()
-        levels: list[str] = []
-        with StageSpans(telemetry, self.group.value, stream, camera) as spans:
-            for entry_id, fields in entries:
-                try:
-                    entry, headers = read_fields(fields)
-                except EntryError as exc:
-                    spans.start(entry_id, None)
-                    spans.outcome(entry_id, FAILED, "unreadable")
-                    outcome.failed[entry_id] = f"unreadable entry: {exc}"
-                    continue
-                spans.start(entry_id, headers)
-                if not isinstance(entry, BatchClosed):
-                    spans.outcome(entry_id, SKIPPED, "unexpected_entry")
-                    outcome.done.append(entry_id)
-                    continue
-                with spans.use(entry_id):
-                    result = await self._analyze(telemetry, camera, entry_id, entry)
-                if isinstance(result, str):
-                    spans.outcome(entry_id, FAILED, "analyzer_unavailable")
-                    outcome.failed[entry_id] = result
-                    continue
-                out_headers = spans.headers(entry_id)
-                if HEADER_OBSERVED_AT in headers:
-                    out_headers[HEADER_OBSERVED_AT] = str(headers[HEADER_OBSERVED_AT])
-                if isinstance(result, AnalysisFailed):
-                    spans.outcome(entry_id, REJECTED, "analysis_failed")
-                else:
-                    spans.outcome(entry_id, OK, "completed")
-                    levels.append(result.risk_level)
-                outcome.emit(target, result, out_headers, source=entry_id)
-                outcome.done.append(entry_id)
-            spans.failed(outcome.failed)
-            await commit(self._redis, stream, self.group.value, outcome)
-        for level in levels:
-            telemetry.instruments.events_created.add(1, {"camera": camera, "risk_level": level})
-        return HandlerResult(failed=outcome.failed)
+        handled = await self._loop.run(stream, entries, self._decide, self._loop.writing(commit))
+        events_created = handled.batch.telemetry.instruments.events_created
+        for _, verdict in handled.verdicts:
+            if isinstance(verdict.output, AnalysisCompleted):
+                events_created.add(
+                    1, {"camera": handled.batch.camera, "risk_level": verdict.output.risk_level}
+                )
+        return handled.result
+
+    async def _decide(
+        self, batch: EntryBatch, entry_id: str, entry: BatchClosed, headers: Headers
+    ) -> EntryVerdict:
+        result = await self._analyze(batch.telemetry, batch.camera, entry_id, entry)
+        if isinstance(result, str):
+            return EntryVerdict.pending("analyzer_unavailable", result)
+        out_headers = batch.spans.headers(entry_id)
+        if HEADER_OBSERVED_AT in headers:
+            out_headers[HEADER_OBSERVED_AT] = str(headers[HEADER_OBSERVED_AT])
+        if isinstance(result, AnalysisFailed):
+            return EntryVerdict(REJECTED, "analysis_failed", result, out_headers)
+        return EntryVerdict(OK, "completed", result, out_headers)
 
     async def _analyze(
         self, telemetry: StageTelemetry, camera: str, entry_id: str, entry: BatchClosed

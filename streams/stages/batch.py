@@ -34,25 +34,26 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import WatchError
 
 from streams.batching import BatchConfig, Closed, DetectionItem, OpenBatch, decide, tick
-from streams.envelope import HEADER_TRACEPARENT, entry_fields, read_fields
+from streams.clock import epoch_now
+from streams.contract import HandlerResult, StreamEntry
+from streams.envelope import HEADER_TRACEPARENT, entry_fields
 from streams.names import Group, StreamNames
-from streams.reclaim import HandlerResult, StreamEntry
 from streams.replies import id_key, reply_text
 from streams.schemas import (
     BatchClosed,
     BatchDetection,
     DetectionCompleted,
     DetectionFailed,
-    EntryError,
+    Entry,
 )
+from streams.stages.loop import EntryBatch, EntryVerdict, Headers, StageLoop
+from streams.stages.outcome import Outcome
 from streams.tracing import (
     ATTR_CAMERA,
     ATTR_ENTRY_ID,
     ATTR_STREAM,
-    FAILED,
     HEADER_OBSERVED_AT,
     OK,
-    StageSpans,
     StageTelemetry,
     end_span,
     link_to,
@@ -64,10 +65,6 @@ from streams.transactions import transaction
 
 logger = logging.getLogger("hsi.batch")
 _PENDING_PAGE = 1000
-
-
-def _epoch() -> float:
-    return datetime.now(UTC).timestamp()
 
 
 def _moment(epoch: float) -> datetime:
@@ -153,7 +150,7 @@ class BatchStage:
         redis: Redis | RedisCluster,
         names: StreamNames,
         config: BatchConfig,
-        clock: Callable[[], float] = _epoch,
+        clock: Callable[[], float] = epoch_now,
         telemetry: StageTelemetry | None = None,
     ) -> None:
         self._redis = redis
@@ -161,49 +158,57 @@ class BatchStage:
         self._config = config
         self._clock = clock
         self._telemetry = telemetry
+        # Every entry of the detections stream is an item (one without objects too: it moves
+        # the camera's clock on); the detections get no span of their own, only metrics.
+        self._loop: StageLoop[Entry] = StageLoop(
+            redis=redis,
+            names=names,
+            group=self.group,
+            accepts=None,
+            telemetry=telemetry,
+            spans=False,
+        )
 
     async def handle(self, stream: str, entries: list[StreamEntry]) -> HandlerResult:
-        camera, _ = self._names.parse(stream)
-        failed: dict[str, str] = {}
         items: list[tuple[DetectionItem, _Member | None]] = []
-        done: list[str] = []
-        telemetry = resolve(self._telemetry)
-        with StageSpans(telemetry, self.group.value, stream, camera, spans=False) as spans:
-            for entry_id, fields in entries:
-                spans.start(entry_id, None)
-                try:
-                    entry, headers = read_fields(fields)
-                except EntryError as exc:
-                    spans.outcome(entry_id, FAILED)
-                    failed[entry_id] = f"unreadable entry: {exc}"
-                    continue
-                done.append(entry_id)
-                at = (
-                    entry.observed_at.timestamp()
-                    if isinstance(entry, DetectionCompleted | DetectionFailed)
-                    else self._clock()
-                )
-                if isinstance(entry, DetectionCompleted) and entry.objects:
-                    member = BatchDetection(
-                        entry_id=entry_id,
-                        file_entry_id=entry.file_entry_id,
-                        path=entry.path,
-                        captured_at=entry.captured_at,
-                        objects=entry.objects,
-                    )
-                    hits = tuple((o.label, o.confidence) for o in entry.objects)
-                    trace = headers.get(HEADER_TRACEPARENT)
-                    items.append(
-                        (
-                            DetectionItem(entry_id, camera, at, hits),
-                            _Member(member, None if trace is None else str(trace), at),
-                        )
-                    )
-                else:
-                    items.append((DetectionItem(entry_id, camera, at, ()), None))
-            spans.failed(failed)
-            await self._apply(telemetry, camera, stream, items, done)
-        return HandlerResult(failed=failed)
+
+        async def admit(
+            batch: EntryBatch, entry_id: str, entry: Entry, headers: Headers
+        ) -> EntryVerdict:
+            items.append(self._item(batch.camera, entry_id, entry, headers))
+            return EntryVerdict(OK)
+
+        async def apply(batch: EntryBatch, outcome: Outcome) -> None:
+            await self._apply(batch.telemetry, batch.camera, stream, items, outcome.done)
+
+        handled = await self._loop.run(stream, entries, admit, apply)
+        return handled.result
+
+    def _item(
+        self, camera: str, entry_id: str, entry: Entry, headers: Headers
+    ) -> tuple[DetectionItem, _Member | None]:
+        """The batching item of an entry of the detections stream, and the member it adds to the
+        open batch (a detection with objects)."""
+        at = (
+            entry.observed_at.timestamp()
+            if isinstance(entry, DetectionCompleted | DetectionFailed)
+            else self._clock()
+        )
+        if not (isinstance(entry, DetectionCompleted) and entry.objects):
+            return DetectionItem(entry_id, camera, at, ()), None
+        member = BatchDetection(
+            entry_id=entry_id,
+            file_entry_id=entry.file_entry_id,
+            path=entry.path,
+            captured_at=entry.captured_at,
+            objects=entry.objects,
+        )
+        hits = tuple((o.label, o.confidence) for o in entry.objects)
+        trace = headers.get(HEADER_TRACEPARENT)
+        return (
+            DetectionItem(entry_id, camera, at, hits),
+            _Member(member, None if trace is None else str(trace), at),
+        )
 
     async def _apply(
         self,

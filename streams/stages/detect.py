@@ -8,48 +8,37 @@ again later and, after `max_deliveries`, buries it in the camera's dead stream.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from redis.asyncio import Redis, RedisCluster
 
+from streams.clock import utc_now
+from streams.contract import HandlerResult, StreamEntry
 from streams.detectors import (
     Detector,
     DetectorError,
     DetectorUnavailableError,
     UndecodableMediaError,
 )
-from streams.envelope import read_fields
 from streams.names import Group, StreamNames
 from streams.paths import PathOutsideRootError, confine
-from streams.reclaim import HandlerResult, StreamEntry
 from streams.schemas import (
     Box,
     DetectedObject,
     DetectionCompleted,
     DetectionFailed,
-    EntryError,
+    Entry,
     FileObserved,
 )
-from streams.stages.outcome import Outcome, commit
-from streams.tracing import (
-    FAILED,
-    OK,
-    REJECTED,
-    SKIPPED,
-    StageSpans,
-    StageTelemetry,
-    ai_request,
-    resolve,
-)
+from streams.stages.loop import EntryBatch, EntryVerdict, Headers, StageLoop
+from streams.stages.outcome import commit
+from streams.tracing import OK, REJECTED, StageTelemetry, ai_request
 
 logger = logging.getLogger("hsi.detect")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class DetectStage:
@@ -65,74 +54,52 @@ class DetectStage:
         detector: Detector,
         camera_root: Path,
         concurrency: int = 2,
-        clock: Callable[[], datetime] = _now,
+        clock: Callable[[], datetime] = utc_now,
         telemetry: StageTelemetry | None = None,
     ) -> None:
-        self._redis = redis
-        self._names = names
         self._detector = detector
         self._root = camera_root
         self._limit = asyncio.Semaphore(concurrency)
         self._clock = clock
-        self._telemetry = telemetry
+        self._loop = StageLoop(
+            redis=redis,
+            names=names,
+            group=self.group,
+            accepts=FileObserved,
+            telemetry=telemetry,
+            unexpected=self._unexpected,
+            output=names.detections,
+            concurrent=True,
+        )
 
     async def handle(self, stream: str, entries: list[StreamEntry]) -> HandlerResult:
-        camera, _ = self._names.parse(stream)
-        target = self._names.detections(camera)
-        telemetry = resolve(self._telemetry)
         root = self._root.resolve()  # once per batch, not per file (`confine`)
-        with StageSpans(telemetry, self.group.value, stream, camera) as spans:
-            results = await asyncio.gather(
-                *(self._traced(spans, root, entry_id, fields) for entry_id, fields in entries)
-            )
-            outcome = Outcome()
-            labels: dict[str, int] = {}
-            for (entry_id, _fields), result in zip(entries, results, strict=True):
-                if isinstance(result, str):
-                    outcome.failed[entry_id] = result
-                    continue
-                if result is not None:
-                    entry = result
-                    outcome.emit(target, entry, spans.headers(entry_id), source=entry_id)
-                    if isinstance(entry, DetectionCompleted):
-                        for found in entry.objects:
-                            labels[found.label] = labels.get(found.label, 0) + 1
-                outcome.done.append(entry_id)
-            spans.failed(outcome.failed)
-            await commit(self._redis, stream, self.group.value, outcome)
+        decide = functools.partial(self._decide, root=root)
+        handled = await self._loop.run(stream, entries, decide, self._loop.writing(commit))
+        labels: dict[str, int] = {}
+        for _, verdict in handled.verdicts:
+            if isinstance(verdict.output, DetectionCompleted):
+                for found in verdict.output.objects:
+                    labels[found.label] = labels.get(found.label, 0) + 1
+        detections_processed = handled.batch.telemetry.instruments.detections_processed
         for label, count in labels.items():  # one add per label, not per object
-            telemetry.instruments.detections_processed.add(
-                count, {"camera": camera, "label": label}
-            )
-        return HandlerResult(failed=outcome.failed)
+            detections_processed.add(count, {"camera": handled.batch.camera, "label": label})
+        return handled.result
 
-    async def _traced(
-        self, spans: StageSpans, root: Path, entry_id: str, fields: dict[bytes, bytes]
-    ) -> DetectionCompleted | DetectionFailed | str | None:
-        """The output entry; an error text to leave it pending; None to just ack. Runs in the
-        entry's `detect` span, whose outcome it names."""
-        try:
-            entry, headers = read_fields(fields)
-        except EntryError as exc:
-            spans.start(entry_id, None)
-            spans.outcome(entry_id, FAILED, "unreadable")
-            return f"unreadable entry: {exc}"
-        spans.start(entry_id, headers)
-        if not isinstance(entry, FileObserved):
-            logger.warning(
-                "detect.unexpected_entry", extra={"entry_id": entry_id, "type": entry.type}
-            )
-            spans.outcome(entry_id, SKIPPED, "unexpected_entry")
-            return None
-        with spans.use(entry_id):
-            result = await self._one(spans.telemetry, root, entry_id, entry)
+    async def _decide(
+        self, batch: EntryBatch, entry_id: str, entry: FileObserved, _: Headers, *, root: Path
+    ) -> EntryVerdict:
+        result = await self._one(batch.telemetry, root, entry_id, entry)
         if isinstance(result, str):
-            spans.outcome(entry_id, FAILED, "detector_unavailable")
-        elif isinstance(result, DetectionFailed):
-            spans.outcome(entry_id, REJECTED, "undecodable")
-        else:
-            spans.outcome(entry_id, OK, "completed")
-        return result
+            return EntryVerdict.pending("detector_unavailable", result)
+        headers = batch.spans.headers(entry_id)
+        if isinstance(result, DetectionFailed):
+            return EntryVerdict(REJECTED, "undecodable", result, headers)
+        return EntryVerdict(OK, "completed", result, headers)
+
+    @staticmethod
+    def _unexpected(entry_id: str, entry: Entry) -> None:
+        logger.warning("detect.unexpected_entry", extra={"entry_id": entry_id, "type": entry.type})
 
     async def _one(
         self, telemetry: StageTelemetry, root: Path, entry_id: str, entry: FileObserved

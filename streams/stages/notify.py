@@ -43,7 +43,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis, RedisCluster
@@ -64,31 +64,29 @@ from streams.alerts.decisions import (
     zone_of,
 )
 from streams.alerts.errors import ChannelError
+from streams.alerts.kinds import AlertChannel
 from streams.alerts.ledger import ABSENT, ANY, AlertLedger
 from streams.alerts.message import Alert, build_alert, idempotency_key
 from streams.alerts.rules import RuleSet, check_channels
+from streams.clock import utc_now
+from streams.contract import HandlerResult, StreamEntry
 from streams.envelope import read_fields
 from streams.names import Group, StreamNames
-from streams.reclaim import HandlerResult, StreamEntry
 from streams.resilience import retry_call
 from streams.schemas import (
-    AlertChannel,
     AlertFailed,
     AlertSent,
     AnalysisCompleted,
     BatchClosed,
     EntryError,
 )
-from streams.stages.outcome import Outcome, commit
-from streams.tracing import FAILED, OK, SKIPPED, StageSpans, StageTelemetry, resolve
+from streams.stages.loop import EntryBatch, EntryVerdict, Headers, StageLoop
+from streams.stages.outcome import commit
+from streams.tracing import OK, SKIPPED, StageTelemetry
 
 logger = logging.getLogger("hsi.notify")
 
 _CLAIM_TRIES = 5
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _ms(moment: datetime) -> int:
@@ -125,7 +123,7 @@ class NotifyStage:
         channels: Mapping[str, Channel],
         config: NotifyConfig,
         consumer: str,
-        clock: Callable[[], datetime] = _now,
+        clock: Callable[[], datetime] = utc_now,
         telemetry: StageTelemetry | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
@@ -138,12 +136,19 @@ class NotifyStage:
         self._config = config
         self._consumer = consumer
         self._clock = clock
-        self._telemetry = telemetry
         self._sleep = sleep
         self._rand = rand
         self._zone = zone_of(rules.timezone or config.timezone)
         self._ledger = AlertLedger(redis, names, state_ttl_ms=config.state_ttl_seconds * 1000)
         self._cooldown_ms = {r.name: int(r.cooldown_seconds * 1000) for r in rules.rules}
+        self._loop = StageLoop(
+            redis=redis,
+            names=names,
+            group=self.group,
+            accepts=AnalysisCompleted,
+            telemetry=telemetry,
+            otherwise="not_an_assessment",
+        )
 
     async def aclose(self) -> None:
         for channel in self._channels.values():
@@ -152,44 +157,22 @@ class NotifyStage:
     # --- the handler ----------------------------------------------------------------------------
 
     async def handle(self, stream: str, entries: list[StreamEntry]) -> HandlerResult:
-        camera, _ = self._names.parse(stream)
-        telemetry = resolve(self._telemetry)
-        outcome = Outcome()
-        with StageSpans(telemetry, self.group.value, stream, camera) as spans:
-            for entry_id, fields in entries:
-                try:
-                    entry, headers = read_fields(fields)
-                except EntryError as exc:
-                    spans.start(entry_id, None)
-                    spans.outcome(entry_id, FAILED, "unreadable")
-                    outcome.failed[entry_id] = f"unreadable entry: {exc}"
-                    continue
-                spans.start(entry_id, headers)
-                if not isinstance(entry, AnalysisCompleted):
-                    spans.outcome(entry_id, SKIPPED, "not_an_assessment")
-                    outcome.done.append(entry_id)
-                    continue
-                with spans.use(entry_id):
-                    deliveries = await self._notify(
-                        telemetry, camera, entry_id, entry, spans.headers(entry_id)
-                    )
-                unsettled = [d for d in deliveries if not d.settled]
-                if unsettled:
-                    spans.outcome(entry_id, FAILED, "delivery_failed")
-                    outcome.failed[entry_id] = "; ".join(
-                        d.error or f"{d.channel}: {d.result}" for d in unsettled
-                    )
-                    continue
-                if any(d.result == "sent" for d in deliveries):
-                    spans.outcome(entry_id, OK, "alerted")
-                else:
-                    spans.outcome(
-                        entry_id, SKIPPED, "already_alerted" if deliveries else "no_alert"
-                    )
-                outcome.done.append(entry_id)
-            spans.failed(outcome.failed)
-            await commit(self._redis, stream, self.group.value, outcome)
-        return HandlerResult(failed=outcome.failed)
+        handled = await self._loop.run(stream, entries, self._decide, self._loop.writing(commit))
+        return handled.result
+
+    async def _decide(
+        self, batch: EntryBatch, entry_id: str, entry: AnalysisCompleted, _: Headers
+    ) -> EntryVerdict:
+        deliveries = await self._notify(
+            batch.telemetry, batch.camera, entry_id, entry, batch.spans.headers(entry_id)
+        )
+        unsettled = [d for d in deliveries if not d.settled]
+        if unsettled:
+            error = "; ".join(d.error or f"{d.channel}: {d.result}" for d in unsettled)
+            return EntryVerdict.pending("delivery_failed", error)
+        if any(d.result == "sent" for d in deliveries):
+            return EntryVerdict(OK, "alerted")
+        return EntryVerdict(SKIPPED, "already_alerted" if deliveries else "no_alert")
 
     # --- one event ------------------------------------------------------------------------------
 

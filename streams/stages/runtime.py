@@ -45,9 +45,9 @@ from faststream.redis.annotations import RedisBatchStreamMessage
 from faststream.redis.message import RedisBatchStreamMessage as BatchMessage
 from redis.asyncio import Redis, RedisCluster
 
+from streams.contract import BatchHandler, StreamEntry, error_text
 from streams.groups import GroupPositions, ensure_group
 from streams.names import Group, StreamKind, StreamNames
-from streams.reclaim import BatchHandler, StreamEntry, error_text
 
 logger = logging.getLogger("hsi.stage")
 

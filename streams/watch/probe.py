@@ -107,17 +107,6 @@ def _check_confined(handle: BinaryIO, path: Path, root: Path) -> None:
         )
 
 
-def probe_file(
-    path: Path, kind: MediaKind, max_pixels: int, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
-) -> Probe:
-    """Hash the file at `path` and check that it decodes completely (see `probe_open`).
-
-    Raises `OSError` (e.g. `FileNotFoundError`) when the file cannot be read at all.
-    """
-    with path.open("rb") as handle:
-        return probe_open(handle, path, kind, max_pixels, max_bytes)
-
-
 def probe_open(
     handle: BinaryIO,
     path: Path,
@@ -137,12 +126,6 @@ def probe_open(
     if kind == "image":
         return _probe_image(handle, path, max_pixels, max_bytes)
     return _probe_video(handle, path, max_pixels)
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """The hex SHA-256 of a file and its size in bytes, read in chunks."""
-    with path.open("rb") as handle:
-        return _sha256_of(handle)
 
 
 def _sha256_of(handle: BinaryIO) -> tuple[str, int]:

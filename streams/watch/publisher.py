@@ -17,8 +17,9 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
+from streams.clock import utc_now
 from streams.envelope import HEADER_TRACEPARENT
 from streams.names import StreamNames
 from streams.schemas import CameraRegistered, FileObserved
@@ -38,7 +39,7 @@ from streams.tracing import (
 )
 from streams.watch.candidates import Candidate
 from streams.watch.capture import CaptureSource, capture_time
-from streams.watch.ledger import Ledger
+from streams.watch.ledger import Ledger, Published
 from streams.watch.outcomes import Outcome, OutcomeKind
 from streams.watch.probe import Probe
 
@@ -88,6 +89,25 @@ class Publisher:
         `captured`: its capture time if already read (else read here, in a thread). Redis errors
         propagate (the caller retries the file).
         """
+        entry = await self._entry(candidate, probe, mtime, captured)
+        await self._register(candidate)
+        headers = dict(self._headers_factory(entry)) if self._headers_factory else {}
+        published = await self._publish_traced(entry, headers)
+        self._log(entry, published)
+        if published.new:
+            await self._notify(entry, published.entry_id)
+        return Outcome(
+            candidate.path,
+            OutcomeKind.OBSERVED if published.new else OutcomeKind.DUPLICATE,
+            camera_id=candidate.camera_id,
+            sha256=probe.sha256,
+            entry_id=published.entry_id,
+        )
+
+    async def _entry(
+        self, candidate: Candidate, probe: Probe, mtime: float, captured: Captured | None
+    ) -> FileObserved:
+        """The file's `file.observed` entry, observed now (its capture time read when needed)."""
         if captured is None:
             captured = await asyncio.to_thread(
                 capture_time,
@@ -98,7 +118,7 @@ class Publisher:
                 read_exif=candidate.media_kind == "image",
             )
         captured_at, source = captured
-        entry = FileObserved(
+        return FileObserved(
             camera_id=candidate.camera_id,
             path=candidate.relative,
             sha256=probe.sha256,
@@ -107,21 +127,24 @@ class Publisher:
             media_kind=candidate.media_kind,
             captured_at=captured_at,
             capture_source=source,
-            observed_at=datetime.now(UTC),
+            observed_at=utc_now(),
         )
-        await self._register(candidate)
-        headers = dict(self._headers_factory(entry)) if self._headers_factory else {}
+
+    async def _publish_traced(self, entry: FileObserved, headers: dict[str, str]) -> Published:
+        """Publish the entry once, in the root span `watch` of the file's trace (its
+        `traceparent` added to `headers` unless they name one), with the stage metrics."""
+        camera = entry.camera_id
         telemetry = resolve(self._telemetry)
         started = time.perf_counter()
         span = root_span(
             telemetry,
             "watch",
             attributes={
-                ATTR_CAMERA: candidate.camera_id,
-                ATTR_STREAM: self._names.files(candidate.camera_id) if self._names else "",
-                "hsi.path": candidate.relative,
-                "hsi.media_kind": candidate.media_kind,
-                "hsi.size": probe.size,
+                ATTR_CAMERA: camera,
+                ATTR_STREAM: self._names.files(camera) if self._names else "",
+                "hsi.path": entry.path,
+                "hsi.media_kind": entry.media_kind,
+                "hsi.size": entry.size,
             },
         )
         traceparent = traceparent_of(span)
@@ -130,7 +153,7 @@ class Publisher:
         try:
             published = await self._ledger.publish_once(entry, headers or None)
         except BaseException as exc:
-            self._record(telemetry, candidate.camera_id, started, FAILED)
+            self._record(telemetry, camera, started, FAILED)
             end_span(span, FAILED, error=exc)
             raise
         # A duplicate wrote nothing: the id is the first upload's.
@@ -138,41 +161,31 @@ class Publisher:
             ATTR_ENTRY_ID if published.new else "hsi.duplicate_of", published.entry_id
         )
         span.set_attribute(ATTR_RESULT, "observed" if published.new else "duplicate")
-        self._record(telemetry, candidate.camera_id, started, OK if published.new else SKIPPED)
+        self._record(telemetry, camera, started, OK if published.new else SKIPPED)
         if not published.new:
-            telemetry.instruments.dedupe_hits.add(1, {"camera": candidate.camera_id})
+            telemetry.instruments.dedupe_hits.add(1, {"camera": camera})
         end_span(span, OK if published.new else SKIPPED)
+        return published
+
+    @staticmethod
+    def _log(entry: FileObserved, published: Published) -> None:
         fields = {
-            "camera": candidate.camera_id,
-            "path": candidate.relative,
-            "sha256": probe.sha256,
+            "camera": entry.camera_id,
+            "path": entry.path,
+            "sha256": entry.sha256,
             "entry_id": published.entry_id,
         }
         if not published.new:
             logger.info("file.duplicate", extra=fields)
-            return Outcome(
-                candidate.path,
-                OutcomeKind.DUPLICATE,
-                camera_id=candidate.camera_id,
-                sha256=probe.sha256,
-                entry_id=published.entry_id,
-            )
+            return
         logger.info(
             "file.observed",
             extra={
                 **fields,
-                "size": probe.size,
-                "media_kind": candidate.media_kind,
-                "capture_source": source,
+                "size": entry.size,
+                "media_kind": entry.media_kind,
+                "capture_source": entry.capture_source,
             },
-        )
-        await self._notify(entry, published.entry_id)
-        return Outcome(
-            candidate.path,
-            OutcomeKind.OBSERVED,
-            camera_id=candidate.camera_id,
-            sha256=probe.sha256,
-            entry_id=published.entry_id,
         )
 
     @staticmethod
@@ -186,7 +199,7 @@ class Publisher:
             camera_id=candidate.camera_id,
             name=candidate.camera_folder,
             folder=candidate.camera_folder,
-            registered_at=datetime.now(UTC),
+            registered_at=utc_now(),
         )
         entry_id = await self._ledger.register_camera(entry)
         if entry_id is not None:

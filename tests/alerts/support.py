@@ -20,10 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from streams.contract import HandlerResult, StreamEntry
 from streams.envelope import entry_fields, read_fields
 from streams.groups import ensure_group
 from streams.names import Group, StreamNames
-from streams.reclaim import HandlerResult, StreamEntry
 from streams.schemas import (
     AnalysisCompleted,
     BatchClosed,

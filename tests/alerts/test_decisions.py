@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from projections.rows import detection_id as projected_detection_id
 from streams.alerts.decisions import (
     CooldownMark,
     DeliveryState,
@@ -21,8 +20,10 @@ from streams.alerts.decisions import (
     matches,
     plan_alerts,
 )
-from streams.alerts.message import build_alert, detection_id, idempotency_key
+from streams.alerts.message import build_alert, idempotency_key
 from streams.alerts.rules import AlertRule, Schedule, TimeWindow
+from streams.ids import detection_id
+from streams.ids import detection_id as projected_detection_id
 from tests.alerts.support import analysis, batch
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -19,12 +19,13 @@ from streams.alerts.channels.base import Channel
 from streams.alerts.message import Alert
 from streams.alerts.rules import AlertRule
 from streams.envelope import entry_fields
+from streams.metrics import Instruments
 from streams.names import Group, StreamNames
 from streams.reclaim import ReclaimConfig, Reclaimer
 from streams.schemas import AlertFailed, AlertSent, EntryDead
 from streams.stages import notify as notify_module
 from streams.stages.notify import NotifyStage
-from streams.tracing import Instruments, StageTelemetry
+from streams.tracing import StageTelemetry
 from tests.alerts.support import (
     CAMERA,
     T0,

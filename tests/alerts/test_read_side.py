@@ -17,10 +17,11 @@ from hsi.infra.db import migrate
 from hsi.infra.redis import RedisConfig
 from projections.replay import verify
 from projections.retention import run_retention
-from projections.rows import alert_id, event_id, rows_for
+from projections.rows import rows_for
 from streams.alerts import NotifyConfig, WebhookConfig, load_rules
 from streams.alerts.channels import build_channels
 from streams.envelope import entry_fields
+from streams.ids import alert_id, event_id
 from streams.names import Group, StreamKind, StreamNames
 from streams.reclaim import ReclaimConfig, Reclaimer
 from streams.schemas import AlertFailed, AlertSent

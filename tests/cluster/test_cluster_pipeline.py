@@ -16,8 +16,8 @@ from hsi.app.runner import build_watcher
 from hsi.infra.redis import RedisClient, RedisConfig, check_server, create_redis, parse_version
 from hsi.settings.model import Settings
 from streams.envelope import read_fields
-from streams.groups import ensure_group, ensure_groups
-from streams.names import PROJECTED, Group, StreamNames
+from streams.groups import ensure_group
+from streams.names import Group, StreamNames
 from streams.schemas import AnalysisCompleted, DetectionCompleted, Entry, EntryDead
 from tests.conftest import PHOTOS
 from tests.fakes.cluster import RedisClusterServer
@@ -99,19 +99,6 @@ async def test_health_reports_every_node(cluster_client: RedisClient) -> None:
     assert health.server in {"redis", "valkey"}
     assert parse_version(health.version) >= (6, 2, 0)
     assert health.append_only is False  # the test nodes run without persistence
-
-
-async def test_groups_are_created_on_every_node(
-    cluster_client: RedisClient, key_prefix: str
-) -> None:
-    """`ensure_groups` creates the groups of cameras whose streams live on different nodes."""
-    names = StreamNames(key_prefix)
-    cameras = sorted(FOLDERS.values())
-    groups = [Group.DETECT, Group.PROJECT]
-    created = await ensure_groups(cluster_client, names, cameras, groups)
-    # detect: files; project: every projected stream
-    assert created == len(cameras) * (1 + len(PROJECTED))
-    assert await ensure_groups(cluster_client, names, cameras, groups) == 0
 
 
 async def test_uploads_become_analyses_on_three_nodes(

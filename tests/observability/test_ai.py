@@ -10,10 +10,10 @@ from redis.asyncio import Redis
 
 from streams.analyzers import build_analyzer
 from streams.analyzers.llm import LLMConfig
+from streams.contract import StreamEntry
 from streams.envelope import HEADER_TRACEPARENT, entry_fields, read_fields
 from streams.groups import ensure_group
 from streams.names import Group, StreamNames
-from streams.reclaim import StreamEntry
 from streams.schemas import BatchClosed, BatchDetection, Box, DetectedObject
 from streams.stages.analyze import AnalyzeStage
 from streams.tracing import HEADER_OBSERVED_AT

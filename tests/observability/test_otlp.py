@@ -20,10 +20,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from redis.asyncio import Redis
 
 from hsi.infra.telemetry import TelemetryConfig, reset_telemetry, setup_telemetry
+from streams.contract import StreamEntry
 from streams.detectors import DetectorConfig, build_detector
 from streams.groups import ensure_group
 from streams.names import Group, StreamNames
-from streams.reclaim import StreamEntry
 from streams.stages.detect import DetectStage
 from streams.watch.watcher import Watcher
 from tests.observability.support import CAMERA, FAST, put_files

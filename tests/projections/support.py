@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from projections.projector import ProjectionResult, Projector, ProjectStage
 from projections.shadow import compared_columns
 from projections.tables import TABLES, qualified
+from streams.contract import StreamEntry
 from streams.groups import ensure_group
 from streams.names import Group, StreamNames
-from streams.reclaim import StreamEntry
 
 Tables = dict[str, list[tuple[Any, ...]]]
 

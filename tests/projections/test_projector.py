@@ -13,9 +13,10 @@ from hsi.infra.db import create_engine
 from projections.errors import ProjectionError
 from projections.projector import ProjectionResult, Projector
 from projections.replay import verify
+from streams.contract import StreamEntry
 from streams.envelope import entry_fields
 from streams.names import Group, StreamNames
-from streams.reclaim import ReclaimConfig, Reclaimer, StreamEntry
+from streams.reclaim import ReclaimConfig, Reclaimer
 from tests.projections.builders import (
     CAMERA,
     GARBAGE,

@@ -9,19 +9,10 @@ from typing import Any
 import pytest
 
 from projections.errors import UnexpectedEntryError
-from projections.rows import (
-    CAMERAS_SOURCE,
-    NAMESPACE,
-    Merge,
-    RowOp,
-    detection_id,
-    event_id,
-    media_file_id,
-    original_type,
-    rows_for,
-)
+from projections.rows import CAMERAS_SOURCE, Merge, RowOp, original_type, rows_for
 from projections.upserts import plan
 from streams.envelope import DATA_FIELD, entry_fields
+from streams.ids import NAMESPACE, detection_id, event_id, media_file_id
 from streams.names import StreamKind
 from streams.schemas import Entry
 from tests.projections.builders import (

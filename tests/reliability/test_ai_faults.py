@@ -33,12 +33,13 @@ from hsi.infra.db import migrate
 from hsi.settings.model import Settings, get_settings
 from streams.analyzers import AnalyzerResponseError
 from streams.analyzers.llm import LLMAnalyzer, LLMConfig
+from streams.contract import HandlerResult, StreamEntry
 from streams.detectors import DetectorProtocolError, RtDetrDetector
 from streams.dlq import list_dead, retry_dead
 from streams.envelope import HEADER_RETRY_OF, entry_fields, read_fields
 from streams.groups import ensure_group
 from streams.names import Group, StreamNames
-from streams.reclaim import HandlerResult, ReclaimConfig, Reclaimer, ReclaimStats, StreamEntry
+from streams.reclaim import ReclaimConfig, Reclaimer, ReclaimStats
 from streams.resilience import CircuitState
 from streams.schemas import (
     AnalysisCompleted,

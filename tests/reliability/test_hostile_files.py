@@ -27,11 +27,11 @@ from PIL import Image
 from redis.asyncio import Redis
 
 from hsi.logs.setup import PlainFormatter
+from streams.contract import StreamEntry
 from streams.detectors import EmbeddedDetector
 from streams.envelope import read_fields
 from streams.groups import ensure_group
 from streams.names import Group, StreamNames
-from streams.reclaim import StreamEntry
 from streams.schemas import DetectionCompleted, DetectionFailed, FileObserved
 from streams.stages.detect import DetectStage
 from streams.watch import WatchConfig, Watcher

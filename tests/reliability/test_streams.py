@@ -36,6 +36,7 @@ from hsi.infra.db import migrate
 from hsi.settings.model import Settings
 from projections.projector import ProjectionResult, Projector, ProjectStage
 from projections.retention import RetentionReport, run_retention
+from streams.contract import StreamEntry
 from streams.detectors.embedded import EmbeddedDetector
 from streams.envelope import entry_fields, read_fields
 from streams.groups import (
@@ -46,7 +47,7 @@ from streams.groups import (
     start_of,
 )
 from streams.names import Group, StreamKind, StreamNames
-from streams.reclaim import ReclaimConfig, Reclaimer, ReclaimStats, StreamEntry
+from streams.reclaim import ReclaimConfig, Reclaimer, ReclaimStats
 from streams.replies import id_key
 from streams.schemas import DetectionCompleted, DetectionFailed, FileObserved
 from streams.stages.detect import DetectStage

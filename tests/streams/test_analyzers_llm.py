@@ -24,8 +24,8 @@ from streams.analyzers.llm import (
     RESPONSE_FORMAT,
     build_messages,
     prompt_hash,
-    strip_thinking,
 )
+from streams.analyzers.reply import strip_thinking
 from streams.severity import RiskLevel, SeverityThresholds
 from tests.fakes.llm import FakeLLM, serve_fake_llm
 from tests.fakes.server import free_port

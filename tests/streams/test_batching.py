@@ -1,4 +1,4 @@
-"""The batching decisions: opening, joining, closing by window/idle/size/fast path, replay."""
+"""The batching decisions: opening, joining, closing by window/idle/size/fast path."""
 
 from __future__ import annotations
 
@@ -16,9 +16,6 @@ from streams.batching import (
     OpenBatch,
     batch_id_for,
     decide,
-    next_deadline,
-    replay,
-    replay_state,
     tick,
 )
 
@@ -322,67 +319,11 @@ def test_bookkeeping_tracks_labels_counts_and_confidence() -> None:
     assert batch.max_confidence == 0.85
 
 
-REPLAY_SCRIPTS: list[list[Item]] = [
-    [],
-    [Item("a", 0)],
-    [Item("a", 0), Item("b", 10), Item("c", 20, ())],
-    [Item("a", 0), Item("b", 35), Item("c", 50)],
-    [Item(f"e{i}", 15.0 * i) for i in range(12)],
-    [Item("a", 0), Item("b", 5, (PERSON_HIGH,)), Item("c", 6), Item("d", 6.5, (CAR, CAR))],
-    [Item("a", 10), Item("b", 3), Item("c", 12, ()), Item("d", 200)],
-]
-
-
-@pytest.mark.parametrize("script", REPLAY_SCRIPTS)
-@pytest.mark.parametrize("config", [DEFAULT, BatchConfig(max_detections=3, idle_seconds=12)])
-def test_replay_equals_feeding_items_one_by_one(script: list[Item], config: BatchConfig) -> None:
-    """Rebuilding from the items gives the same open batch and closes as live decisions."""
-    live_closed, live_open = run(list(script), config)
-    items = [DetectionItem(s.entry_id, CAMERA, s.at, s.objects) for s in script]
-    assert replay_state(items, config) == live_open
-    assert list(replay(items, config).closed) == live_closed
-
-
-def test_replay_after_a_crash_keeps_the_batch_id() -> None:
-    """A state rebuilt from the items since the last close has the id the lost state had."""
-    items = [DetectionItem(x, CAMERA, t, (CAR,)) for x, t in (("a", 0), ("b", 40), ("c", 50))]
-    live = None
-    for item in items:
-        live = decide(live, item, item.at, DEFAULT).open_batch
-    rebuilt = replay_state(items[1:], DEFAULT)  # "a" was closed (idle) before the crash
-    assert rebuilt is not None
-    assert live is not None
-    assert rebuilt.batch_id == live.batch_id == batch_id_for(CAMERA, "b")
-
-
 def test_decide_refuses_an_item_of_another_camera() -> None:
     """One open batch belongs to one camera."""
     _, batch = run([Item("a", 0)], DEFAULT)
     with pytest.raises(ValueError, match="one open batch per camera"):
         decide(batch, DetectionItem("b", "back_yard", 1, (CAR,)), 1, DEFAULT)
-
-
-def test_replay_refuses_mixed_cameras() -> None:
-    """Replay rebuilds one camera at a time."""
-    items = [DetectionItem("a", CAMERA, 0, ()), DetectionItem("b", "back_yard", 1, (CAR,))]
-    with pytest.raises(ValueError, match="one camera"):
-        replay_state(items, DEFAULT)
-
-
-@pytest.mark.parametrize(
-    ("steps", "expected"),
-    [
-        ([Item("a", 0)], 30.0),
-        ([Item("a", 0), Item("b", 25), Item("c", 50), Item("d", 70)], 90.0),
-    ],
-)
-def test_next_deadline_is_when_tick_closes(steps: list[Step], expected: float) -> None:
-    """The timer can sleep until the earlier of the idle and window deadlines."""
-    _, batch = run(steps, DEFAULT)
-    assert batch is not None
-    assert next_deadline(batch, DEFAULT) == expected
-    assert tick(batch, expected - 0.001, DEFAULT) is None
-    assert tick(batch, expected, DEFAULT) is not None
 
 
 @pytest.mark.parametrize(

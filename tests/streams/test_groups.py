@@ -10,12 +10,10 @@ from redis.exceptions import ResponseError
 
 from streams.groups import (
     ensure_group,
-    ensure_groups,
-    group_inputs,
     is_existing_group_error,
     is_missing_group_error,
 )
-from streams.names import PROJECTED, Group, StreamKind, StreamNames
+from streams.names import Group, StreamNames
 
 
 async def _groups(redis: Redis, stream: str) -> list[dict[str, Any]]:
@@ -80,29 +78,3 @@ async def test_existing_group_error_is_not_a_missing_group(
 def test_is_missing_group_error_recognizes_only_nogroup(exc: Exception, missing: bool) -> None:
     """Only a Redis NOGROUP reply counts as a missing group."""
     assert is_missing_group_error(exc) is missing
-
-
-def test_group_inputs_name_each_groups_streams() -> None:
-    """Stages consume their input stream; the projector consumes every projected stream."""
-    assert group_inputs(Group.DETECT) == (StreamKind.FILES,)
-    assert group_inputs(Group.NOTIFY) == (StreamKind.ANALYSES,)
-    assert group_inputs(Group.PROJECT) == PROJECTED
-
-
-async def test_ensure_groups_creates_every_group_on_its_camera_streams(
-    redis_client: Redis, key_prefix: str
-) -> None:
-    """Each group gets created on its streams of every camera, once."""
-    names = StreamNames(key_prefix)
-    cameras = ["front_door", "garage"]
-    groups = [Group.DETECT, Group.PROJECT]
-
-    created = await ensure_groups(redis_client, names, cameras, groups)
-    assert created == len(cameras) * (1 + len(PROJECTED))
-    assert await ensure_groups(redis_client, names, cameras, groups) == 0
-
-    for camera in cameras:
-        files = {info["name"] for info in await _groups(redis_client, names.files(camera))}
-        assert files == {b"detect", b"project"}
-        dead = {info["name"] for info in await _groups(redis_client, names.dead(camera))}
-        assert dead == {b"project"}

@@ -16,17 +16,16 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from streams.contract import HandlerResult, StreamEntry
 from streams.envelope import DATA_FIELD, HEADER_TRACEPARENT, entry_fields, read_fields
 from streams.groups import ensure_group
 from streams.names import Group, StreamNames
 from streams.reclaim import (
     ERROR_DELETED,
     ERROR_MAX_DELIVERIES,
-    HandlerResult,
     ReclaimConfig,
     Reclaimer,
     ReclaimStats,
-    StreamEntry,
     classify_pending,
     deliveries_made,
 )

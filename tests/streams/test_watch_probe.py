@@ -11,11 +11,24 @@ import av
 import pytest
 from PIL import Image
 
+from streams.detectors.base import MediaKind
 from streams.watch.containers import container_shortfall
-from streams.watch.probe import probe_file, sha256_file
+from streams.watch.probe import Probe, probe_open
 from tests.fakes.media import photo, png_bomb, write_video
 
 PHOTO = photo("person-astronaut.jpg")
+
+
+def probe_file(path: Path, kind: MediaKind, max_pixels: int) -> Probe:
+    """Probe the file at `path` from an open handle, as the watcher does."""
+    with path.open("rb") as handle:
+        return probe_open(handle, path, kind, max_pixels)
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """The hex SHA-256 of a file and its size in bytes."""
+    data = path.read_bytes()
+    return hashlib.sha256(data).hexdigest(), len(data)
 
 
 def test_probe_accepts_a_complete_jpeg() -> None:

@@ -21,9 +21,9 @@ from hsi.api.cursor import Cursor
 from hsi.api.queries.paging import Page, make_page
 from hsi.api.responses import iso, stored_error
 from hsi.api.tables import metadata
+from streams.alerts.kinds import CHANNELS as CHANNELS
 
 CURSOR_KIND = "alerts"
-CHANNELS: tuple[str, ...] = ("webhook", "email", "mqtt")
 STATUSES: tuple[str, ...] = ("sent", "failed")
 
 alerts = Table(
