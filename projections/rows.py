@@ -86,7 +86,7 @@ EXPECTED: Final[Mapping[str, frozenset[str]]] = {
 }
 
 
-# (table, columns, merged columns) of upserts already checked against the table specs: the
+# (table, columns, merged columns) of upserts already checked against the table metadata: the
 # mapping makes a handful of shapes, checked once each instead of once per row.
 _CHECKED_SHAPES: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
 
