@@ -63,7 +63,7 @@ from projections.shadow import (
     scratch_schema,
     swap,
 )
-from projections.tables import CAMERAS, qualified
+from projections.tables import cameras, qualified
 from streams.contract import StreamEntry
 from streams.logs import log_event
 from streams.names import PROJECTED, StreamNames, is_camera_id
@@ -194,12 +194,12 @@ async def _known_cameras(
     redis: Redis | RedisCluster, names: StreamNames, conn: AsyncConnection, schemas: Iterable[str]
 ) -> set[str]:
     members: Any = await redis.smembers(names.camera_set)
-    cameras = {reply_text(member) for member in members}
+    found = {reply_text(member) for member in members}
     for schema in schemas:
-        table = qualified(CAMERAS.name, schema)
+        table = qualified(cameras.name, schema)
         rows = await conn.execute(text(f"SELECT id FROM {table}"))  # noqa: S608 (quoted name)
-        cameras.update(str(row[0]) for row in rows)
-    return cameras
+        found.update(str(row[0]) for row in rows)
+    return found
 
 
 class _Rebuild:

@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from projections.errors import RetentionError
 from projections.projector import DEFAULT_PROJECTION
 from projections.shadow import live_schema, maintenance_lock
-from projections.tables import CAMERAS, TABLES
+from projections.tables import TABLES, cameras
 from streams.logs import log_event
 from streams.names import PROJECTED, Group, StreamKind, StreamNames
 from streams.paths import PathOutsideRootError, confine
@@ -134,7 +134,7 @@ class RetentionReport:
 class _Tally:
     streams: list[StreamTrim] = field(default_factory=list)
     rows: dict[str, int] = field(
-        default_factory=lambda: {t.name: 0 for t in TABLES if t is not CAMERAS}
+        default_factory=lambda: {str(t.name): 0 for t in TABLES if t is not cameras}
     )
     paths: list[str] = field(default_factory=list)
 

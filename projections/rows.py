@@ -35,7 +35,7 @@ from typing import Any, Final
 import orjson
 
 from projections.errors import UnexpectedEntryError
-from projections.tables import BY_NAME
+from projections.tables import BY_NAME, key_of, sql_type
 from streams.envelope import decode
 from streams.ids import alert_id, detection_id, event_id, media_file_id
 from streams.names import StreamKind
@@ -69,7 +69,7 @@ EXPECTED: Final[Mapping[str, frozenset[str]]] = {
 }
 
 
-# (table, columns, merged columns) of upserts already checked against the table specs: the
+# (table, columns, merged columns) of upserts already checked against the table metadata: the
 # mapping makes a handful of shapes, checked once each instead of once per row.
 _CHECKED_SHAPES: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
 
@@ -101,19 +101,19 @@ class RowOp:
         shape = (self.table, tuple(self.values), tuple(self.merge))
         if shape in _CHECKED_SHAPES:
             return
-        spec = BY_NAME.get(self.table)
-        if spec is None:
+        table = BY_NAME.get(self.table)
+        if table is None:
             raise ValueError(f"{self.table!r} is not a projection table")
         for column in (*self.values, *self.merge):
-            spec.type_of(column)
-        missing = [k for k in spec.key if k not in self.values]
+            sql_type(table, column)  # raises KeyError for a column the table lacks
+        missing = [k for k in key_of(table) if k not in self.values]
         if missing:
             raise ValueError(f"{self.table} upsert lacks key column(s) {', '.join(missing)}")
         _CHECKED_SHAPES.add(shape)
 
     @property
     def key(self) -> tuple[Any, ...]:
-        return tuple(self.values[column] for column in BY_NAME[self.table].key)
+        return tuple(self.values[column] for column in key_of(BY_NAME[self.table]))
 
     def merge_of(self, column: str) -> Merge:
         return self.merge.get(column, Merge.SET)

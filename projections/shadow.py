@@ -22,11 +22,11 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections.errors import MaintenanceBusyError, ReplayError
-from projections.tables import CHECKPOINTS, TABLES, TableSpec, qualified, quote_ident
+from projections.tables import TABLES, checkpoints, column_names, key_of, qualified, quote_ident
 from streams.logs import log_event
 
 logger = logging.getLogger("hsi.replay")
@@ -74,7 +74,7 @@ async def live_schema(engine: AsyncEngine) -> str:
                 "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE c.oid = to_regclass(:t)"
             ),
-            {"t": CHECKPOINTS.name},
+            {"t": checkpoints.name},
         )
     if schema is None:
         raise ReplayError(
@@ -109,15 +109,15 @@ async def create_shadow(engine: AsyncEngine, live: str, shadow: str) -> ShadowTa
     deferred: list[str] = []
     async with engine.begin() as conn:
         await conn.execute(text(f"CREATE SCHEMA {quote_ident(shadow)}"))
-        for spec in TABLES:
-            deferred.extend(await _copy_table(conn, spec, live, shadow))
+        for table in TABLES:
+            deferred.extend(await _copy_table(conn, table, live, shadow))
     log_event(logger, "replay.shadow_created", live=live, shadow=shadow)
     return ShadowTables(live, shadow, tuple(deferred))
 
 
-async def _copy_table(conn: AsyncConnection, spec: TableSpec, live: str, shadow: str) -> list[str]:
-    oid = await _relation(conn, live, spec.name)
-    source, target = qualified(spec.name, live), qualified(spec.name, shadow)
+async def _copy_table(conn: AsyncConnection, table: Table, live: str, shadow: str) -> list[str]:
+    oid = await _relation(conn, live, table.name)
+    source, target = qualified(table.name, live), qualified(table.name, shadow)
     await conn.execute(text(f"CREATE TABLE {target} (LIKE {source} {_LIKE})"))
     constraints = await conn.execute(
         text(
@@ -138,7 +138,7 @@ async def _copy_table(conn: AsyncConnection, spec: TableSpec, live: str, shadow:
             "format('%I.%I', CAST(:live AS text), CAST(:table AS text)) "
             "FROM pg_index WHERE indrelid = :oid ORDER BY indexrelid"
         ),
-        {"oid": oid, "live": live, "table": spec.name},
+        {"oid": oid, "live": live, "table": table.name},
     )
     deferred: list[str] = []
     for index, definition, rendered in indexes:
@@ -147,7 +147,7 @@ async def _copy_table(conn: AsyncConnection, spec: TableSpec, live: str, shadow:
         marker = f" ON {rendered} "
         if marker not in definition:
             raise ReplayError(
-                f"cannot copy index definition {definition!r} of {live}.{spec.name}; "
+                f"cannot copy index definition {definition!r} of {live}.{table.name}; "
                 "recreate the index in a migration with a plain CREATE INDEX"
             )
         deferred.append(definition.replace(marker, f" ON {target} ", 1))
@@ -170,14 +170,14 @@ async def create_indexes(engine: AsyncEngine, tables: ShadowTables) -> None:
     async with engine.begin() as conn:
         for ddl in tables.deferred_indexes:
             await conn.execute(text(ddl))
-        for spec in TABLES:
-            await conn.execute(text(f"ANALYZE {qualified(spec.name, tables.shadow)}"))
+        for table in TABLES:
+            await conn.execute(text(f"ANALYZE {qualified(table.name, tables.shadow)}"))
 
 
 async def lock_live(conn: AsyncConnection, live: str, mode: str, lock_timeout_ms: int) -> None:
     """Lock every live projection table in `mode` (checkpoints first, as projectors do)."""
     await conn.execute(text(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}"))
-    names = ", ".join(qualified(spec.name, live) for spec in TABLES)
+    names = ", ".join(qualified(table.name, live) for table in TABLES)
     await conn.execute(text(f"LOCK TABLE {names} IN {mode} MODE"))
 
 
@@ -188,7 +188,7 @@ async def _dependent_views(conn: AsyncConnection, live: str) -> list[str]:
             "JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class "
             "WHERE d.refobjid = ANY(CAST(:oids AS oid[])) AND v.oid <> d.refobjid"
         ),
-        {"oids": [await _relation(conn, live, spec.name) for spec in TABLES]},
+        {"oids": [await _relation(conn, live, table.name) for table in TABLES]},
     )
     return sorted(str(row[0]) for row in rows)
 
@@ -205,14 +205,14 @@ async def swap(conn: AsyncConnection, tables: ShadowTables, old: str) -> None:
             "showing the old tables after a swap. Drop them, replay, and create them again"
         )
     await conn.execute(text(f"CREATE SCHEMA {quote_ident(old)}"))
-    for spec in TABLES:
+    for table in TABLES:
         await conn.execute(
-            text(f"ALTER TABLE {qualified(spec.name, tables.live)} SET SCHEMA {quote_ident(old)}")
+            text(f"ALTER TABLE {qualified(table.name, tables.live)} SET SCHEMA {quote_ident(old)}")
         )
-    for spec in TABLES:
+    for table in TABLES:
         await conn.execute(
             text(
-                f"ALTER TABLE {qualified(spec.name, tables.shadow)} "
+                f"ALTER TABLE {qualified(table.name, tables.shadow)} "
                 f"SET SCHEMA {quote_ident(tables.live)}"
             )
         )
@@ -253,20 +253,20 @@ class TableDiff:
         return self.only_live == 0 and self.only_rebuilt == 0
 
 
-def compared_columns(spec: TableSpec) -> tuple[str, ...]:
+def compared_columns(table: Table) -> tuple[str, ...]:
     """The columns compared: all but the time a checkpoint was written."""
-    return tuple(c for c in spec.columns if not (spec is CHECKPOINTS and c == "applied_at"))
+    return tuple(c for c in column_names(table) if not (table is checkpoints and c == "applied_at"))
 
 
 async def _except(
-    conn: AsyncConnection, spec: TableSpec, left: str, right: str, sample: int
+    conn: AsyncConnection, table: Table, left: str, right: str, sample: int
 ) -> tuple[int, tuple[str, ...]]:
-    columns = ", ".join(quote_ident(c) for c in compared_columns(spec))
-    key = "concat_ws('/', " + ", ".join(f"{quote_ident(c)}::text" for c in spec.key) + ")"
-    # Identifiers only, from the table specs, quoted (S608).
+    columns = ", ".join(quote_ident(c) for c in compared_columns(table))
+    key = "concat_ws('/', " + ", ".join(f"{quote_ident(c)}::text" for c in key_of(table)) + ")"
+    # Identifiers only, from the table metadata, quoted (S608).
     difference = (
-        f"SELECT {columns} FROM {qualified(spec.name, left)} "  # noqa: S608
-        f"EXCEPT SELECT {columns} FROM {qualified(spec.name, right)}"
+        f"SELECT {columns} FROM {qualified(table.name, left)} "  # noqa: S608
+        f"EXCEPT SELECT {columns} FROM {qualified(table.name, right)}"
     )
     count = await conn.scalar(text(f"SELECT count(*) FROM ({difference}) d"))  # noqa: S608
     if not count:
@@ -281,8 +281,8 @@ async def _except(
 async def compare(conn: AsyncConnection, live: str, shadow: str, sample: int) -> list[TableDiff]:
     """Each table's rows that only one side has (`EXCEPT` both ways), with a few of their keys."""
     diffs = []
-    for spec in TABLES:
-        only_live, live_keys = await _except(conn, spec, live, shadow, sample)
-        only_rebuilt, rebuilt_keys = await _except(conn, spec, shadow, live, sample)
-        diffs.append(TableDiff(spec.name, only_live, only_rebuilt, live_keys, rebuilt_keys))
+    for table in TABLES:
+        only_live, live_keys = await _except(conn, table, live, shadow, sample)
+        only_rebuilt, rebuilt_keys = await _except(conn, table, shadow, live, sample)
+        diffs.append(TableDiff(str(table.name), only_live, only_rebuilt, live_keys, rebuilt_keys))
     return diffs

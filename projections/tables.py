@@ -1,193 +1,283 @@
-"""The projection tables as the projector writes them: columns with their SQL types, conflict keys.
+"""The read side's tables, described once: the projectors write them and the API reads them.
 
-This mirrors `migrations/0002_projections.sql` and `0003_alerts.sql`;
-`tests/projections/test_tables.py` checks that they agree, so a migration that changes a
-projection table fails the suite until this follows.
+`migrations/0002_projections.sql` and `0003_alerts.sql` create them; this metadata describes
+them for Python (columns in table order with their types, nullability and defaults, keys and
+indexes). `tests/projections/test_tables.py` migrates a fresh schema, reflects it and checks
+that both agree, so a migration that changes a projection table fails the suite until this
+follows.
+
+The tables carry no schema: they are found through the connection's search_path (each test
+pins one schema of its own), or qualified by name where a replay needs two schemas at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
 from types import MappingProxyType
 from typing import Final
 
+from sqlalchemy import (
+    REAL,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql.base import PGDialect
 
-@dataclass(frozen=True)
-class TableSpec:
-    """One projection table: its columns (name → SQL type) and the key its upserts conflict on."""
-
-    name: str
-    columns: MappingProxyType[str, str]
-    key: tuple[str, ...]
-
-    def type_of(self, column: str) -> str:
-        try:
-            return self.columns[column]
-        except KeyError:
-            raise KeyError(f"table {self.name} has no column {column!r}") from None
+metadata = MetaData()
 
 
-def _spec(table: str, key: tuple[str, ...], /, **columns: str) -> TableSpec:
-    return TableSpec(table, MappingProxyType(dict(columns)), key)
+def _ts(name: str, *, nullable: bool = True) -> Column[object]:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
 
 
-CAMERAS: Final = _spec(
+cameras = Table(
     "cameras",
-    ("id",),
-    id="text",
-    name="text",
-    folder="text",
-    first_seen="timestamptz",
-    last_seen="timestamptz",
-    file_count="integer",
-    event_count="integer",
-    last_event_at="timestamptz",
-    status="text",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("folder", Text, nullable=False),
+    _ts("first_seen", nullable=False),
+    _ts("last_seen", nullable=False),
+    Column("file_count", Integer, nullable=False, server_default=text("0")),
+    Column("event_count", Integer, nullable=False, server_default=text("0")),
+    _ts("last_event_at"),
+    Column("status", Text, nullable=False, server_default=text("'active'")),
 )
 
-MEDIA_FILES: Final = _spec(
+# One row per `file.observed`; the detection columns are filled by `detection.completed/failed`.
+media_files = Table(
     "media_files",
-    ("id",),
-    id="uuid",
-    camera_id="text",
-    entry_id="text",
-    path="text",
-    sha256="text",
-    size="bigint",
-    mime="text",
-    media_kind="text",
-    captured_at="timestamptz",
-    capture_source="text",
-    observed_at="timestamptz",
-    detection_status="text",
-    detection_error="text",
-    detector="text",
-    image_width="integer",
-    image_height="integer",
-    object_count="integer",
-    detected_at="timestamptz",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),  # uuid5(camera_id, file entry id)
+    Column("camera_id", Text, nullable=False),
+    Column("entry_id", Text, nullable=False),  # the file.observed entry id
+    Column("path", Text),  # relative to the camera root
+    Column("sha256", Text),
+    Column("size", BigInteger),
+    Column("mime", Text),
+    Column("media_kind", Text),
+    _ts("captured_at"),
+    Column("capture_source", Text),
+    _ts("observed_at"),
+    Column("detection_status", Text, nullable=False, server_default=text("'pending'")),
+    Column("detection_error", Text),
+    Column("detector", Text),
+    Column("image_width", Integer),
+    Column("image_height", Integer),
+    Column("object_count", Integer),
+    _ts("detected_at"),
+    UniqueConstraint("camera_id", "entry_id", name="media_files_camera_id_entry_id_key"),
 )
+Index("media_files_camera_captured_idx", media_files.c.camera_id, media_files.c.captured_at.desc())
+Index("media_files_captured_idx", media_files.c.captured_at.desc())
 
-DETECTIONS: Final = _spec(
+# One row per detected object of a `detection.completed`.
+detections = Table(
     "detections",
-    ("id",),
-    id="uuid",
-    camera_id="text",
-    detection_entry_id="text",
-    object_index="integer",
-    file_id="uuid",
-    file_entry_id="text",
-    path="text",
-    label="text",
-    confidence="real",
-    bbox_x="real",
-    bbox_y="real",
-    bbox_width="real",
-    bbox_height="real",
-    image_width="integer",
-    image_height="integer",
-    detector="text",
-    captured_at="timestamptz",
+    metadata,
+    # id: uuid5(camera_id, detection entry id, index)
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("camera_id", Text, nullable=False),
+    Column("detection_entry_id", Text, nullable=False),
+    Column("object_index", Integer, nullable=False),
+    Column("file_id", UUID(as_uuid=True), nullable=False),  # media_files.id
+    Column("file_entry_id", Text, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("label", Text, nullable=False),
+    Column("confidence", REAL, nullable=False),
+    Column("bbox_x", REAL, nullable=False),
+    Column("bbox_y", REAL, nullable=False),
+    Column("bbox_width", REAL, nullable=False),
+    Column("bbox_height", REAL, nullable=False),
+    Column("image_width", Integer, nullable=False),
+    Column("image_height", Integer, nullable=False),
+    Column("detector", Text, nullable=False),
+    _ts("captured_at", nullable=False),
+    UniqueConstraint(
+        "camera_id",
+        "detection_entry_id",
+        "object_index",
+        name="detections_camera_id_detection_entry_id_object_index_key",
+    ),
 )
+Index("detections_captured_idx", detections.c.captured_at.desc(), detections.c.id.desc())
+Index(
+    "detections_camera_captured_idx",
+    detections.c.camera_id,
+    detections.c.captured_at.desc(),
+    detections.c.id.desc(),
+)
+Index(
+    "detections_label_captured_idx",
+    detections.c.label,
+    detections.c.captured_at.desc(),
+    detections.c.id.desc(),
+)
+Index("detections_file_idx", detections.c.file_id)
 
-EVENTS: Final = _spec(
+# One row per `batch.closed`; the analysis columns are filled by `analysis.completed/failed`.
+events = Table(
     "events",
-    ("id",),
-    id="uuid",
-    camera_id="text",
-    batch_entry_id="text",
-    window_start="timestamptz",
-    window_end="timestamptz",
-    close_reason="text",
-    detection_count="integer",
-    object_types="text[]",
-    max_confidence="real",
-    fast_path="boolean",
-    closed_at="timestamptz",
-    analysis_status="text",
-    analysis_entry_id="text",
-    risk_score="integer",
-    risk_level="text",
-    summary="text",
-    reasoning="text",
-    analyzer="text",
-    model="text",
-    prompt_hash="text",
-    analysis_latency_ms="real",
-    analysis_error="text",
-    analyzed_at="timestamptz",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),  # the batch id
+    Column("camera_id", Text, nullable=False),
+    Column("batch_entry_id", Text),
+    _ts("window_start"),
+    _ts("window_end"),
+    Column("close_reason", Text),
+    Column("detection_count", Integer),
+    Column("object_types", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("max_confidence", REAL),
+    Column("fast_path", Boolean),
+    _ts("closed_at"),
+    Column("analysis_status", Text, nullable=False, server_default=text("'pending'")),
+    Column("analysis_entry_id", Text),
+    Column("risk_score", Integer),
+    Column("risk_level", Text),
+    Column("summary", Text),
+    Column("reasoning", Text),
+    Column("analyzer", Text),
+    Column("model", Text),
+    Column("prompt_hash", Text),
+    Column("analysis_latency_ms", REAL),
+    Column("analysis_error", Text),
+    _ts("analyzed_at"),
 )
+Index("events_window_idx", events.c.window_start.desc(), events.c.id.desc())
+Index(
+    "events_camera_window_idx", events.c.camera_id, events.c.window_start.desc(), events.c.id.desc()
+)
+Index(
+    "events_level_window_idx", events.c.risk_level, events.c.window_start.desc(), events.c.id.desc()
+)
+Index("events_score_idx", events.c.risk_score)
+Index("events_object_types_idx", events.c.object_types, postgresql_using="gin")
 
-EVENT_DETECTIONS: Final = _spec(
+# The detections entries (files) of each event, in batch order.
+event_detections = Table(
     "event_detections",
-    ("event_id", "detection_entry_id"),
-    event_id="uuid",
-    detection_entry_id="text",
-    file_entry_id="text",
-    camera_id="text",
-    position="integer",
+    metadata,
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("detection_entry_id", Text, primary_key=True),
+    Column("file_entry_id", Text, nullable=False),
+    Column("camera_id", Text, nullable=False),
+    Column("position", Integer, nullable=False),
+)
+Index(
+    "event_detections_detection_idx",
+    event_detections.c.camera_id,
+    event_detections.c.detection_entry_id,
 )
 
-DEAD_LETTERS: Final = _spec(
+# One row per `entry.dead`.
+dead_letters = Table(
     "dead_letters",
-    ("camera_id", "dead_entry_id"),
-    camera_id="text",
-    dead_entry_id="text",
-    source_stream="text",
-    entry_id="text",
-    group_name="text",
-    deliveries="integer",
-    last_error="text",
-    original_type="text",
-    dead_at="timestamptz",
+    metadata,
+    Column("camera_id", Text, primary_key=True),
+    Column("dead_entry_id", Text, primary_key=True),  # the entry id on the dead stream
+    Column("source_stream", Text, nullable=False),
+    Column("entry_id", Text, nullable=False),
+    Column("group_name", Text, nullable=False),
+    Column("deliveries", Integer, nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("original_type", Text),
+    _ts("dead_at", nullable=False),
 )
+Index("dead_letters_dead_at_idx", dead_letters.c.dead_at.desc())
 
-ALERTS: Final = _spec(
+# One row per `alert.sent` / `alert.failed` on the cameras' alerts streams.
+alerts = Table(
     "alerts",
-    ("id",),
-    id="uuid",
-    camera_id="text",
-    entry_id="text",
-    event_id="uuid",
-    analysis_entry_id="text",
-    rule="text",
-    channel="text",
-    status="text",
-    reason="text",
-    attempt="integer",
-    error="text",
-    idempotency_key="text",
-    delivered_at="timestamptz",
-    recorded_at="timestamptz",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),  # uuid5(camera_id, alert entry id)
+    Column("camera_id", Text, nullable=False),
+    Column("entry_id", Text, nullable=False),  # the alert entry's id on the alerts stream
+    Column("event_id", UUID(as_uuid=True), nullable=False),  # events.id
+    Column("analysis_entry_id", Text, nullable=False),
+    Column("rule", Text, nullable=False),
+    Column("channel", Text, nullable=False),  # webhook | email | mqtt
+    Column("status", Text, nullable=False),  # sent | failed
+    Column("reason", Text),  # failed: delivery_error | outcome_unknown
+    Column("attempt", Integer, nullable=False),
+    Column("error", Text),
+    Column("idempotency_key", Text, nullable=False),
+    _ts("delivered_at"),  # sent: when the channel confirmed
+    _ts("recorded_at", nullable=False),  # when the outcome was known (sent or failed)
+    UniqueConstraint("camera_id", "entry_id", name="alerts_camera_id_entry_id_key"),
 )
+Index("alerts_recorded_idx", alerts.c.recorded_at.desc(), alerts.c.id.desc())
+Index(
+    "alerts_camera_recorded_idx",
+    alerts.c.camera_id,
+    alerts.c.recorded_at.desc(),
+    alerts.c.id.desc(),
+)
+Index("alerts_event_idx", alerts.c.event_id, alerts.c.recorded_at.desc())
 
-CHECKPOINTS: Final = _spec(
+# Which entries each projection has applied, written in the same transaction as the rows.
+checkpoints = Table(
     "projection_checkpoints",
-    ("projection", "stream", "entry_id"),
-    projection="text",
-    stream="text",
-    entry_id="text",
-    applied_at="timestamptz",
+    metadata,
+    Column("projection", Text, primary_key=True),
+    Column("stream", Text, primary_key=True),
+    Column("entry_id", Text, primary_key=True),
+    Column("applied_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
 )
 
 # Every table of the read side, checkpoints first: the projector's first statement of a
 # transaction touches the checkpoints, and a replay's swap locks the tables in this same order.
-TABLES: Final[tuple[TableSpec, ...]] = (
-    CHECKPOINTS,
-    MEDIA_FILES,
-    DETECTIONS,
-    EVENTS,
-    EVENT_DETECTIONS,
-    DEAD_LETTERS,
-    ALERTS,
-    CAMERAS,
+TABLES: Final[tuple[Table, ...]] = (
+    checkpoints,
+    media_files,
+    detections,
+    events,
+    event_detections,
+    dead_letters,
+    alerts,
+    cameras,
 )
 
-BY_NAME: Final[MappingProxyType[str, TableSpec]] = MappingProxyType({t.name: t for t in TABLES})
+BY_NAME: Final[MappingProxyType[str, Table]] = MappingProxyType({str(t.name): t for t in TABLES})
 
 # The order in which a batch's row statements run (after the checkpoints), the same for every
 # projector, so that concurrent transactions take their row locks in one order.
-WRITE_ORDER: Final[tuple[str, ...]] = tuple(t.name for t in TABLES[1:])
+WRITE_ORDER: Final[tuple[str, ...]] = tuple(str(t.name) for t in TABLES[1:])
+
+# Names leave this module as plain `str` (SQLAlchemy keeps them as a `str` subclass): rows travel
+# to PostgreSQL as JSON objects keyed by column, and reports carry table names.
+_DIALECT: Final = PGDialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
+
+
+@functools.cache
+def column_names(table: Table) -> tuple[str, ...]:
+    """The table's columns, in table order."""
+    return tuple(str(column.name) for column in table.columns)
+
+
+@functools.cache
+def key_of(table: Table) -> tuple[str, ...]:
+    """The columns an upsert into `table` conflicts on: its primary key, in column order."""
+    return tuple(str(column.name) for column in table.primary_key)
+
+
+@functools.cache
+def sql_type(table: Table, column: str) -> str:
+    """The column's PostgreSQL type as DDL spells it (`TIMESTAMP WITH TIME ZONE`)."""
+    try:
+        found = table.c[column]
+    except KeyError:
+        raise KeyError(f"table {table.name} has no column {column!r}") from None
+    return found.type.compile(dialect=_DIALECT)
 
 
 def quote_ident(name: str) -> str:

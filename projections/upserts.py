@@ -23,7 +23,15 @@ from typing import Any
 import orjson
 
 from projections.rows import Merge, RowOp
-from projections.tables import BY_NAME, WRITE_ORDER, qualified, quote_ident
+from projections.tables import (
+    BY_NAME,
+    WRITE_ORDER,
+    column_names,
+    key_of,
+    qualified,
+    quote_ident,
+    sql_type,
+)
 
 Signature = tuple[tuple[str, Merge], ...]
 
@@ -66,18 +74,18 @@ def _getter(columns: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any
 def _shape_of(
     table: str, columns: tuple[str, ...], merges: tuple[tuple[str, Merge], ...]
 ) -> _Shape:
-    spec = BY_NAME[table]
-    key = set(spec.key)
+    described = BY_NAME[table]
+    key = key_of(described)
     given, merge = set(columns), dict(merges)
     signature = tuple(
         (column, Merge.SET if column in key else merge.get(column, Merge.SET))
-        for column in spec.columns
+        for column in column_names(described)
         if column in given
     )
     merged = tuple(m for _, m in signature)
     return _Shape(
         signature,
-        _getter(spec.key),
+        _getter(key),
         _getter(tuple(c for c, _ in signature)),
         merged,
         all(m is Merge.SET for m in merged),
@@ -211,22 +219,22 @@ _UPDATE = {
 
 def upsert_sql(statement: Statement, schema: str | None = None) -> str:
     """`INSERT … SELECT FROM json_to_recordset(:rows) … ON CONFLICT (key) DO UPDATE SET …`."""
-    spec = BY_NAME[statement.table]
+    table = BY_NAME[statement.table]
     columns = ", ".join(quote_ident(c) for c in statement.columns)
-    record = ", ".join(f"{quote_ident(c)} {spec.type_of(c)}" for c in statement.columns)
-    key = set(spec.key)
+    record = ", ".join(f"{quote_ident(c)} {sql_type(table, c)}" for c in statement.columns)
+    key = key_of(table)
     updates = [
         f"{quote_ident(column)} = " + _UPDATE[merge].format(c=quote_ident(column))
         for column, merge in statement.signature
         if column not in key and merge is not Merge.KEEP
     ]
     action = "DO UPDATE SET " + ", ".join(updates) if updates else "DO NOTHING"
-    # Identifiers come from the table specs and are quoted; every value is a bound parameter.
+    # Identifiers come from the table metadata and are quoted; every value is a bound parameter.
     return (
-        f"INSERT INTO {qualified(spec.name, schema)} AS t ({columns}) "  # noqa: S608
+        f"INSERT INTO {qualified(table.name, schema)} AS t ({columns}) "  # noqa: S608
         f"SELECT {columns} FROM ROWS FROM (json_to_recordset(CAST(:rows AS json)) "
         f"AS ({record})) WITH ORDINALITY AS r ORDER BY r.ordinality "
-        f"ON CONFLICT ({', '.join(quote_ident(c) for c in spec.key)}) {action}"
+        f"ON CONFLICT ({', '.join(quote_ident(c) for c in key)}) {action}"
     )
 
 

@@ -1,5 +1,5 @@
-"""What the CLI and the process wiring call for the read side: the project stage, `hsi replay`,
-`hsi replay --verify`, retention. Thin wrappers over `projections`; the command owns the engine
+"""What the CLI and the process wiring call for the read side: `hsi replay`, `hsi replay
+--verify`, retention. Thin wrappers over `projections`; the command owns the engine
 and the Redis client and closes them.
 """
 
@@ -16,23 +16,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from projections.dead_letters import forget_dead_letter
-from projections.projector import Projector, ProjectStage
 from projections.replay import Progress, ReplayConfig, ReplayReport, VerifyReport, rebuild
 from projections.replay import verify as verify_projection
 from projections.retention import RetentionReport, run_retention
-from streams.names import PROJECTED, StreamNames, is_camera_id
-
-
-def project_stage(
-    engine: AsyncEngine, redis: Redis | RedisCluster, names: StreamNames
-) -> ProjectStage:
-    """The batch handler of group `project` (for a StageRunner and a Reclaimer)."""
-    return ProjectStage(redis, names, Projector(engine, names))
-
-
-def projected_streams(names: StreamNames, camera: str) -> list[str]:
-    """The streams of one camera that the projector consumes (the cameras stream aside)."""
-    return [names.stream(camera, kind) for kind in PROJECTED]
+from streams.names import StreamNames, is_camera_id
 
 
 async def known_cameras(

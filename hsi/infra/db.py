@@ -1,4 +1,4 @@
-"""PostgreSQL access: the async engine factory, sessions, and the migration runner.
+"""PostgreSQL access: the async engine factory and the migration runner.
 
 Nothing here runs at import time: the CLI command or the app's lifespan calls `create_engine()` and
 disposes the engine when it is done.
@@ -8,25 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
-
-if TYPE_CHECKING:
-    pass
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 # pg_advisory_lock key: the first 8 bytes of sha256("hsi-migrations") as a signed bigint.
 MIGRATION_LOCK_KEY = int.from_bytes(
@@ -90,22 +78,6 @@ def create_engine(
         connect_args=connect_args,
         **options,
     )
-
-
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
-
-
-@asynccontextmanager
-async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """A session that commits when the block succeeds and rolls back when it raises."""
-    async with factory() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
 
 
 # --- migrations ---------------------------------------------------------------------------------

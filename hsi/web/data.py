@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hsi.api.cursor import Cursor, encode_cursor
 from hsi.api.queries import events as q
-from hsi.api.tables import cameras, detections, event_detections, events, media_files
 from hsi.web.format import UNSCORED
+from projections.tables import cameras, detections, event_detections, events, media_files
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,6 @@ from hsi.infra.db import (
     load_migrations,
     migrate,
     pending_migrations,
-    session_factory,
-    session_scope,
 )
 
 
@@ -87,23 +85,3 @@ async def test_unreachable_database_gives_clear_error(tmp_path: Path) -> None:
             await migrate(engine)
     finally:
         await engine.dispose()
-
-
-async def test_session_scope_commits_and_rolls_back(db_engine: AsyncEngine) -> None:
-    """The session context commits on success and rolls back on error."""
-    async with db_engine.begin() as conn:
-        await conn.execute(text("CREATE TABLE notes (body text)"))
-    factory = session_factory(db_engine)
-    async with session_scope(factory) as session:
-        await session.execute(text("INSERT INTO notes VALUES ('kept')"))
-
-    async def failing_unit_of_work() -> None:
-        async with session_scope(factory) as session:
-            await session.execute(text("INSERT INTO notes VALUES ('dropped')"))
-            raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError, match="boom"):
-        await failing_unit_of_work()
-    async with db_engine.connect() as conn:
-        rows = (await conn.execute(text("SELECT body FROM notes"))).scalars().all()
-    assert rows == ["kept"]

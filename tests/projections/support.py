@@ -71,16 +71,16 @@ async def dump(engine: AsyncEngine, schema: str | None = None) -> Tables:
     """Every projection table's rows (checkpoint times left out), sorted."""
     tables: Tables = {}
     async with engine.connect() as conn:
-        for spec in TABLES:
-            columns = compared_columns(spec)
+        for table in TABLES:
+            columns = compared_columns(table)
             order = ", ".join(str(i + 1) for i in range(len(columns)))
             rows = await conn.execute(
                 text(
-                    f"SELECT {', '.join(columns)} FROM {qualified(spec.name, schema)} "  # noqa: S608
+                    f"SELECT {', '.join(columns)} FROM {qualified(table.name, schema)} "  # noqa: S608
                     f"ORDER BY {order}"
                 )
             )
-            tables[spec.name] = [tuple(row) for row in rows]
+            tables[table.name] = [tuple(row) for row in rows]
     return tables
 
 

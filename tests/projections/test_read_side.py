@@ -1,4 +1,4 @@
-"""The glue the CLI calls (`hsi.read_side`): camera discovery, retention over them, ETA."""
+"""The glue the CLI calls (`hsi.app.read_side`): camera discovery, retention over them, ETA."""
 
 from __future__ import annotations
 
@@ -11,16 +11,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hsi.app.read_side import (
     eta_seconds,
     known_cameras,
-    project_stage,
-    projected_streams,
     replay,
     retention,
     verify,
     verify_lines,
 )
-from streams.names import StreamNames
+from streams.names import PROJECTED, StreamNames
 from tests.projections.builders import CAMERA, file_observed, publish, publish_story
-from tests.projections.support import project_all
+from tests.projections.support import project_all, stage_for
+
+
+def _projected(names: StreamNames, camera: str) -> list[str]:
+    return [names.stream(camera, kind) for kind in PROJECTED]
 
 
 @pytest.mark.parametrize(
@@ -38,8 +40,8 @@ async def test_cli_glue_runs_replay_verify_and_retention(
     """Cameras come from the camera set and the table; replay, verify and retention run."""
     story = await publish_story(redis_client, names, files=4)
     await redis_client.sadd(names.camera_set, "garage")
-    stage = project_stage(engine, redis_client, names)
-    await project_all(redis_client, stage, [*story.streams, *projected_streams(names, "garage")])
+    stage = stage_for(redis_client, names, engine)
+    await project_all(redis_client, stage, [*story.streams, *_projected(names, "garage")])
     assert await known_cameras(engine, redis_client, names) == [CAMERA, "garage"]
     assert (await replay(engine, redis_client, names)).swapped
     checked = await verify(engine, redis_client, names)
@@ -55,5 +57,5 @@ async def test_cli_glue_runs_replay_verify_and_retention(
     report = await retention(engine, redis_client, names, retention_days=30)
     assert report.rows["media_files"] == 1
     assert {t.stream for t in report.streams} == set(
-        projected_streams(names, CAMERA) + projected_streams(names, "garage")
+        _projected(names, CAMERA) + _projected(names, "garage")
     )

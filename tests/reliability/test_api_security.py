@@ -500,8 +500,8 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("projections/shadow.py", "lock_live", "mode"): (
         "a lock mode keyword; its only callers pass the constants 'SHARE' / 'ACCESS EXCLUSIVE'"
     ),
-    ("projections/upserts.py", "upsert_sql", "spec.type_of(c)"): (
-        "the column's SQL type from the static table specs of projections.tables"
+    ("projections/upserts.py", "upsert_sql", "sql_type(table, c)"): (
+        "the column's SQL type, compiled from the static table metadata of projections.tables"
     ),
 }
 

@@ -1,8 +1,5 @@
 """Alerts as projected from the cameras' alerts streams: the keyset-paged listing, newest first
 by (recorded_at DESC, id DESC), and the alert state of one event (latest outcome per channel).
-
-The `alerts` table is created by `migrations/0003_alerts.sql`; it is described here, next to
-its only queries.
 """
 
 from __future__ import annotations
@@ -12,38 +9,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, DateTime, Integer, Row, Table, Text, select, tuple_
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import ColumnElement, Row, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hsi.api import links
 from hsi.api.cursor import Cursor
 from hsi.api.queries.paging import Page, make_page
 from hsi.api.responses import iso, stored_error
-from hsi.api.tables import metadata
+from projections.tables import alerts
 from streams.alerts.kinds import CHANNELS as CHANNELS
 
 CURSOR_KIND = "alerts"
 STATUSES: tuple[str, ...] = ("sent", "failed")
-
-alerts = Table(
-    "alerts",
-    metadata,
-    Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("camera_id", Text),
-    Column("entry_id", Text),
-    Column("event_id", UUID(as_uuid=True)),
-    Column("analysis_entry_id", Text),
-    Column("rule", Text),
-    Column("channel", Text),
-    Column("status", Text),
-    Column("reason", Text),
-    Column("attempt", Integer),
-    Column("error", Text),
-    Column("idempotency_key", Text),
-    Column("delivered_at", DateTime(timezone=True)),
-    Column("recorded_at", DateTime(timezone=True)),
-)
 
 
 @dataclass(frozen=True)

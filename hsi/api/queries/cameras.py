@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hsi.api import links
 from hsi.api.responses import iso
-from hsi.api.tables import cameras, events, media_files
+from projections.tables import cameras, events, media_files
 
 
 def _query() -> Select[Any]:

@@ -12,7 +12,7 @@ from hsi.api import links
 from hsi.api.cursor import Cursor
 from hsi.api.queries.paging import Page, make_page
 from hsi.api.responses import iso, stored_error
-from hsi.api.tables import dead_letters
+from projections.tables import dead_letters
 
 CURSOR_KIND = "dead_letters"
 CURSOR_KEY_LENGTH = 2

@@ -15,7 +15,7 @@ from hsi.api import links
 from hsi.api.cursor import Cursor
 from hsi.api.queries.paging import Page, make_page
 from hsi.api.responses import iso
-from hsi.api.tables import detections
+from projections.tables import detections
 
 CURSOR_KIND = "detections"
 REAL_MIN = 2.0**-149  # the smallest positive `real` (float4, subnormal)

@@ -24,7 +24,7 @@ from hsi.api.queries.alerts import event_alerts
 from hsi.api.queries.detections import detection_item
 from hsi.api.queries.paging import Page, make_page
 from hsi.api.responses import iso, stored_error
-from hsi.api.tables import detections, event_detections, events, media_files
+from projections.tables import detections, event_detections, events, media_files
 from streams.severity import RiskLevel, SeverityThresholds
 
 CURSOR_KIND = "events"
