@@ -172,7 +172,7 @@ def certs() -> None:
 @click.option("--force", is_flag=True, help="Replace an existing certificate.")
 def certs_generate(force: bool) -> None:
     """Generate a self-signed certificate for the configured host names and addresses."""
-    from hsi.infra import tls
+    from hsi.infra import certificates
     from hsi.settings import components
 
     settings = _settings()
@@ -181,17 +181,17 @@ def certs_generate(force: bool) -> None:
     if cert.exists() and not force:
         raise click.ClickException(f"{cert} exists; pass --force to replace it")
     try:
-        info = tls.generate_self_signed(
+        info = certificates.generate_self_signed(
             cert,
             key,
             hostnames=config.hostnames,
             ip_addresses=config.ip_addresses,
             days=config.days,
         )
-    except tls.TLSError as exc:
+    except certificates.TLSError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"certificate: {cert}\nkey:         {key}")
-    click.echo(tls.describe(info))
+    click.echo(certificates.describe(info))
 
 
 @certs.command("show")
@@ -200,15 +200,15 @@ def certs_show(path: str | None) -> None:
     """Show a certificate (default: the configured or generated one)."""
     from pathlib import Path
 
-    from hsi.infra import tls
+    from hsi.infra import certificates
     from hsi.settings import components
 
     settings = _settings()
     config = components.tls_config(settings)
     target = Path(path) if path else (config.cert_path or config.cert_dir / "hsi.crt")
     try:
-        click.echo(tls.describe(tls.inspect_certificate(target)))
-    except tls.TLSError as exc:
+        click.echo(certificates.describe(certificates.inspect_certificate(target)))
+    except certificates.TLSError as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -45,7 +45,8 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from hsi.ftp.config import FTPConfig, FTPConfigError, FTPError
-from hsi.infra.tls import TLSConfig, TLSError, ensure_certificates
+from hsi.infra.certificates import TLSError
+from hsi.infra.tls import TLSConfig, ensure_certificates
 from hsi.logs.setup import get_logger, mask_secrets, sanitize_error
 
 with warnings.catch_warnings():
