@@ -4,7 +4,7 @@
 logs the record `reclaim.dead` with the event name under `hsi_event` and the fields under
 `hsi_fields` (`event_extra`), which HSI's formatters render as `key=value` pairs or JSON keys.
 It is the one helper for this in every package: `streams` and `projections` call it directly,
-and `hsi.logging` re-exports it (with its `EventLogger`, which it accepts too).
+and `hsi.logs.setup` re-exports it (with its `EventLogger`, which it accepts too).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ExcInfo: TypeAlias = (
 
 
 class WrapsLogger(Protocol):
-    """A logger of HSI's own that wraps a standard one (`hsi.logging.EventLogger`)."""
+    """A logger of HSI's own that wraps a standard one (`hsi.logs.setup.EventLogger`)."""
 
     @property
     def logger(self) -> logging.Logger: ...

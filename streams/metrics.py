@@ -1,6 +1,6 @@
 """Metrics of the write side, on the OpenTelemetry API only (never the SDK).
 
-`Instruments` are every HSI instrument, made on a meter (`hsi.telemetry` owns the SDK meter
+`Instruments` are every HSI instrument, made on a meter (`hsi.infra.telemetry` owns the SDK meter
 provider; without one, the API's global provider, a no-op before setup). The stages record on
 them through a `StageTelemetry` (`streams.tracing`), which pairs them with a tracer.
 

@@ -15,11 +15,11 @@ trace with links to each file's trace.
 Replays (`hsi replay`) make no spans: they use the `Projector` directly, never `ProjectStage`,
 where the project spans are made; a replay does not create new file traces.
 
-The SDK providers are HSI's (`hsi.telemetry`, which installs them as the API globals). Components
-take a `StageTelemetry` in their constructor; without one they use the API's global providers
-(`StageTelemetry.current()`), which are no-ops before telemetry is set up. A `StageTelemetry`
-pairs the tracer with the `Instruments` (`streams.metrics`): the per-entry stage spans and the AI
-request spans record their metrics beside them.
+The SDK providers are HSI's (`hsi.infra.telemetry`, which installs them as the API globals).
+Components take a `StageTelemetry` in their constructor; without one they use the API's global
+providers (`StageTelemetry.current()`), which are no-ops before telemetry is set up. A
+`StageTelemetry` pairs the tracer with the `Instruments` (`streams.metrics`): the per-entry stage
+spans and the AI request spans record their metrics beside them.
 
 Outcomes (label `outcome` and span attribute `hsi.outcome`), one vocabulary for all stages:
 `ok` (output written, input acknowledged), `rejected` (a failure fact written: an undecodable

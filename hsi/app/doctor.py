@@ -16,7 +16,8 @@ import httpx
 from hsi.app.services import running_services
 from hsi.infra.db import create_engine, pending_migrations, server_version
 from hsi.infra.redis import RedisConfig, RedisUnavailableError, check_server, create_redis
-from hsi.settings.model import AnalyzerBackend, DetectorBackend, mask_url_password
+from hsi.settings.masking import mask_url_password
+from hsi.settings.model import AnalyzerBackend, DetectorBackend
 
 if TYPE_CHECKING:
     from hsi.settings.model import Settings

@@ -8,7 +8,7 @@ With `REDIS_CLUSTER` the same pipeline runs on Redis Cluster: the client is a `R
 and the broker FastStream's `RedisClusterBroker` (same subscriber API; HSI never uses FastStream's
 `pipeline=` publishing, which the cluster broker lacks).
 
-Telemetry: the stages, reclaimers and batch timer record on `hsi.telemetry`'s providers (spans
+Telemetry: the stages, reclaimers and batch timer record on `hsi.infra.telemetry`'s providers (spans
 per entry, `hsi_*` metrics; see `streams.tracing`). FastStream's own telemetry and Prometheus
 middlewares are not used: they would make one span per XREADGROUP batch in a trace of its own and
 count the same messages again under other names. `StreamGauges` polls XINFO GROUPS, XLEN and
@@ -30,12 +30,8 @@ from faststream.redis import RedisBroker, RedisClusterBroker
 from hsi.api.queries.streams import stream_health
 from hsi.infra.db import create_engine
 from hsi.infra.redis import DataLossMonitor, RedisClient, create_redis
-from hsi.infra.telemetry import (
-    StreamReading,
-    StreamSnapshot,
-    register_stream_gauges,
-    stage_telemetry,
-)
+from hsi.infra.stream_gauges import StreamReading, StreamSnapshot
+from hsi.infra.telemetry import register_stream_gauges, stage_telemetry
 from hsi.settings import components
 from projections.projector import Projector, ProjectStage
 from streams.alerts import NotifyConfig, RuleSet, load_rules

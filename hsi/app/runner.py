@@ -28,6 +28,7 @@ from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
 from hsi.app.services import ServiceURLs, ensure_services
 from hsi.ftp.config import FTPError
 from hsi.ftp.server import FtpReceiver
+from hsi.infra.certificates import TLSError
 from hsi.infra.db import DatabaseError, create_engine, migrate
 from hsi.infra.embedded import EmbeddedServerError
 from hsi.infra.redis import (
@@ -38,7 +39,7 @@ from hsi.infra.redis import (
     create_redis,
 )
 from hsi.infra.telemetry import current_telemetry, setup_telemetry
-from hsi.infra.tls import TLSError, uvicorn_ssl_options
+from hsi.infra.tls import uvicorn_ssl_options
 from hsi.logs.setup import log_event, setup_logging
 from hsi.settings import components
 from streams.alerts import AlertError

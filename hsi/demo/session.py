@@ -1,7 +1,7 @@
 """`hsi demo`: the whole system, as `hsi up` runs it, on a scripted scene from three cameras.
 
 `run_demo()` starts (or reuses) the servers of the demo's sandbox (`hsi.demo.sandbox`), clears the
-previous run, starts what `hsi up` runs (`hsi.runner._up`: watcher, stages, reclaimers,
+previous run, starts what `hsi up` runs (`hsi.app.runner._up`: watcher, stages, reclaimers,
 projector, API), plays `hsi.demo.scene.SCENE` into the demo's camera folders and follows the
 result through the API as any client would, until every upload is detected, every object belongs
 to an event and every event is analyzed. Then it prints the summary and, unless `wait` is off,

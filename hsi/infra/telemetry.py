@@ -16,16 +16,14 @@ instrumentation and `opentelemetry.trace.get_current_span()` see the same traces
 (`opentelemetry.test.globals_test`). Those guards are private: if a future OpenTelemetry renames
 them, only the API globals stay on the first providers; HSI's own telemetry keeps working.
 
-The instruments (`Instruments`) and the span helpers the stages use are defined in
-`streams.tracing` on the OpenTelemetry API, since `streams` never imports `hsi`; this module makes
-the SDK providers they record on, and hands them to the pipeline as a `StageTelemetry`.
+The instruments (`Instruments`, `streams.metrics`) and the span helpers the stages use
+(`streams.tracing`) are defined on the OpenTelemetry API, since `streams` never imports `hsi`;
+this module makes the SDK providers they record on, and hands them to the pipeline as a
+`StageTelemetry`.
 
-Spans nobody takes are not recorded. Without an exporter (no `OTEL_EXPORTER_OTLP_ENDPOINT` and
-no test exporter) the provider has no span processor, and a recorded span would only be built,
-filled and thrown away, per entry and stage. So until a processor is added, its tracers make
-non-recording spans: the sampler still decides, and each span still gets its trace id, its own
-span id and the sampled flag, exactly as a recorded one would, so logs show the trace id and the
-entries' `traceparent` headers carry the trace on (to a process that does export).
+`hsi.infra.tracing` makes the tracer provider (HSI's sampler; spans are recorded only once an
+exporter takes them) and `hsi.infra.stream_gauges` the `hsi_stream_*` and `hsi_projector_lag`
+gauges.
 
 Metrics are pulled: the `PrometheusMetricReader` registers a collector in prometheus_client's
 registry (the global `REGISTRY`, which also carries the process metrics) and `render_metrics()`
@@ -36,25 +34,20 @@ reset followed by a setup never meets "Duplicated timeseries".
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from opentelemetry import metrics, trace
-from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import SpanProcessor, Tracer, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
-from opentelemetry.util.types import Attributes
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from hsi.infra.stream_gauges import StreamCallback, StreamGauges
+from hsi.infra.tracing import build_tracer_provider
 from streams.metrics import (
     AI_BUCKETS,
     BATCH_SIZE_BUCKETS,
@@ -63,11 +56,7 @@ from streams.metrics import (
     STAGE_BUCKETS,
     Instruments,
 )
-from streams.names import Group
 from streams.tracing import StageTelemetry
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "AI_BUCKETS",
@@ -75,8 +64,6 @@ __all__ = [
     "END_TO_END_BUCKETS",
     "STAGE_BUCKETS",
     "Instruments",
-    "StreamReading",
-    "StreamSnapshot",
     "Telemetry",
     "TelemetryConfig",
     "current_telemetry",
@@ -88,7 +75,6 @@ __all__ = [
     "reset_telemetry",
     "setup_telemetry",
     "stage_telemetry",
-    "traces_endpoint",
 ]
 
 
@@ -104,207 +90,6 @@ class TelemetryConfig:
             raise ValueError(f"sampler_ratio must be between 0 and 1, got {self.sampler_ratio}")
 
 
-def traces_endpoint(endpoint: str) -> str:
-    """The OTLP/HTTP traces URL for a collector base URL (`http://collector:4318` →
-    `…/v1/traces`), as `OTEL_EXPORTER_OTLP_ENDPOINT` means it; a URL that already ends in
-    `/v1/traces` is kept."""
-    endpoint = endpoint.strip()
-    if endpoint.rstrip("/").endswith("/v1/traces"):
-        return endpoint.rstrip("/")
-    return endpoint.rstrip("/") + "/v1/traces"
-
-
-# --- stream gauges ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StreamReading:
-    """The state of one stream (and consumer group) at the last poll; None means unknown."""
-
-    stream: str
-    group: str | None = None
-    camera: str | None = None
-    length: int | None = None
-    lag: int | None = None
-    pending: int | None = None
-    oldest_pending_age_seconds: float | None = None
-    dead_letters: int | None = None
-
-    def attributes(self) -> dict[str, str]:
-        attrs = {"stream": self.stream}
-        if self.group is not None:
-            attrs["group"] = self.group
-        if self.camera is not None:
-            attrs["camera"] = self.camera
-        return attrs
-
-
-StreamCallback = Callable[[], Iterable[StreamReading]]
-
-
-class StreamSnapshot:
-    """The readings a poller last took; register it as the gauges' callback.
-
-    The poller (with its own Redis connection and schedule) calls `update()`; the gauges only read
-    the snapshot, so a metrics scrape never waits on Redis.
-    """
-
-    def __init__(self, readings: Iterable[StreamReading] = ()) -> None:
-        self._readings: tuple[StreamReading, ...] = tuple(readings)
-
-    def update(self, readings: Iterable[StreamReading]) -> None:
-        self._readings = tuple(readings)  # one atomic swap; readers see old or new
-
-    def __call__(self) -> tuple[StreamReading, ...]:
-        return self._readings
-
-
-_STREAM_GAUGES: tuple[tuple[str, str, str, str], ...] = (
-    ("hsi_stream_length", "length", "", "Entries in the stream."),
-    ("hsi_stream_group_lag", "lag", "", "Entries the consumer group has not read yet."),
-    ("hsi_stream_pending", "pending", "", "Entries read but not acknowledged."),
-    (
-        "hsi_stream_oldest_pending_age_seconds",
-        "oldest_pending_age_seconds",
-        "s",
-        "Idle time of the oldest unacknowledged entry.",
-    ),
-    ("hsi_stream_dead_letters", "dead_letters", "", "Entries moved to the dead-letter stream."),
-)
-
-
-# --- the tracer provider ------------------------------------------------------------------------
-
-
-class _TracerProvider(TracerProvider):
-    """The SDK provider with HSI's sampler (`ParentBased(TraceIdRatioBased(ratio))`: a child
-    follows its parent's decision, a root is sampled at `ratio`), whose tracers record spans only
-    once a span processor takes them."""
-
-    exporting = False
-
-    def __init__(self, ratio: float, resource: Resource) -> None:
-        super().__init__(sampler=ParentBased(TraceIdRatioBased(ratio)), resource=resource)
-
-    def add_span_processor(self, span_processor: SpanProcessor) -> None:
-        super().add_span_processor(span_processor)
-        self.exporting = True
-
-    def get_tracer(
-        self,
-        instrumenting_module_name: str,
-        instrumenting_library_version: str | None = None,
-        schema_url: str | None = None,
-        attributes: Attributes = None,
-    ) -> trace.Tracer:
-        tracer = super().get_tracer(
-            instrumenting_module_name, instrumenting_library_version, schema_url, attributes
-        )
-        if self.exporting or not isinstance(tracer, Tracer):
-            return tracer
-        return _UnrecordedTracer(self, tracer)
-
-
-class _UnrecordedTracer(trace.Tracer):
-    """An SDK tracer's spans without recording them, while its provider has no span processor.
-
-    Trace id, span id, flags and trace state are made as the SDK's `Tracer.start_span` makes them
-    with the provider's sampler; a processor added later makes every new span a recorded one.
-    """
-
-    def __init__(self, provider: _TracerProvider, tracer: Tracer) -> None:
-        self._provider = provider
-        self._tracer = tracer
-
-    def start_span(
-        self,
-        name: str,
-        context: Context | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = (),
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-    ) -> Span:
-        tracer = self._tracer
-        if self._provider.exporting:
-            return tracer.start_span(
-                name,
-                context,
-                kind,
-                attributes,
-                links,
-                start_time,
-                record_exception,
-                set_status_on_exception,
-            )
-        parent = trace.get_current_span(context).get_span_context()
-        ids = tracer.id_generator
-        if parent.is_valid:
-            # What `ParentBased` decides for a child: the parent's sampled flag and trace state
-            # (and the SDK carries the parent's random-trace-id flag on).
-            return NonRecordingSpan(
-                SpanContext(
-                    parent.trace_id,
-                    ids.generate_span_id(),
-                    is_remote=False,
-                    trace_flags=TraceFlags(
-                        parent.trace_flags & (TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
-                    ),
-                    trace_state=parent.trace_state,
-                )
-            )
-        trace_id, random_trace_id = ids.generate_trace_id(), ids.is_trace_id_random()
-        sampling = tracer.sampler.should_sample(
-            context, trace_id, name, kind, attributes, links or ()
-        )
-        sampled = sampling.decision is Decision.RECORD_AND_SAMPLE  # `Decision.is_sampled()`
-        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
-        if random_trace_id:
-            flags |= TraceFlags.RANDOM_TRACE_ID
-        return NonRecordingSpan(
-            SpanContext(
-                trace_id,
-                ids.generate_span_id(),
-                is_remote=False,
-                trace_flags=TraceFlags(flags),
-                trace_state=sampling.trace_state,
-            )
-        )
-
-    @contextmanager
-    def start_as_current_span(  # type: ignore[override]  # the API's own decorator is private
-        self,
-        name: str,
-        context: Context | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = (),
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-        end_on_exit: bool = True,
-    ) -> Iterator[Span]:
-        span = self.start_span(
-            name,
-            context,
-            kind,
-            attributes,
-            links,
-            start_time,
-            record_exception,
-            set_status_on_exception,
-        )
-        with trace.use_span(
-            span,
-            end_on_exit=end_on_exit,
-            record_exception=record_exception,
-            set_status_on_exception=set_status_on_exception,
-        ) as current:
-            yield current
-
-
 # --- the telemetry object -----------------------------------------------------------------------
 
 
@@ -316,8 +101,7 @@ class Telemetry:
     instruments: Instruments
     registry: CollectorRegistry
     span_exporter: SpanExporter | None = None
-    _stream_callbacks: list[StreamCallback] = field(default_factory=list, init=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _stream_gauges: StreamGauges = field(default_factory=StreamGauges, init=False, repr=False)
 
     def get_tracer(self, name: str = INSTRUMENTATION_NAME) -> trace.Tracer:
         return self.tracer_provider.get_tracer(name)
@@ -331,59 +115,7 @@ class Telemetry:
         The callback runs inside the metrics collection: it must only read memory (see
         `StreamSnapshot`). Returns a function that unregisters it.
         """
-        with self._lock:
-            self._stream_callbacks.append(callback)
-
-        def unregister() -> None:
-            with self._lock:
-                if callback in self._stream_callbacks:
-                    self._stream_callbacks.remove(callback)
-
-        return unregister
-
-    def _readings(self) -> list[StreamReading]:
-        with self._lock:
-            callbacks = list(self._stream_callbacks)
-        readings: list[StreamReading] = []
-        for callback in callbacks:
-            try:
-                readings.extend(callback())
-            except Exception:  # noqa: S112 - one broken source must not hide the others
-                continue
-        return readings
-
-    def _observer(self, attribute: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            observations = []
-            for reading in self._readings():
-                value = getattr(reading, attribute)
-                if value is not None:
-                    observations.append(Observation(value, reading.attributes()))
-            return observations
-
-        return observe
-
-    def _observe_projector_lag(self, _options: CallbackOptions) -> Iterable[Observation]:
-        behind = [
-            (reading.lag or 0) + (reading.pending or 0)
-            for reading in self._readings()
-            if reading.group == Group.PROJECT.value
-            and (reading.lag is not None or reading.pending is not None)
-        ]
-        return [Observation(sum(behind))] if behind else []
-
-    def _create_stream_gauges(self) -> None:
-        meter = self.get_meter()
-        for name, attribute, unit, description in _STREAM_GAUGES:
-            meter.create_observable_gauge(
-                name, callbacks=[self._observer(attribute)], unit=unit, description=description
-            )
-        meter.create_observable_gauge(
-            "hsi_projector_lag",
-            callbacks=[self._observe_projector_lag],
-            description="Entries group `project` has not yet read or acknowledged (lag + "
-            "pending) over the streams this process reports.",
-        )
+        return self._stream_gauges.register(callback)
 
     def stage_telemetry(self) -> StageTelemetry:
         """What the stages, reclaimers and watcher record on (see `streams.tracing`)."""
@@ -408,12 +140,12 @@ _LOCK = threading.Lock()
 
 def _build(config: TelemetryConfig, span_exporter: SpanExporter | None) -> Telemetry:
     resource = Resource.create({SERVICE_NAME: config.service_name})
-    tracer_provider = _TracerProvider(config.sampler_ratio, resource)
-    if config.otlp_endpoint:
-        exporter = OTLPSpanExporter(endpoint=traces_endpoint(config.otlp_endpoint), timeout=10)
-        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
-    if span_exporter is not None:
-        tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    tracer_provider = build_tracer_provider(
+        config.sampler_ratio,
+        resource,
+        otlp_endpoint=config.otlp_endpoint,
+        span_exporter=span_exporter,
+    )
 
     registry = REGISTRY
     meter_provider: metrics.MeterProvider
@@ -434,7 +166,7 @@ def _build(config: TelemetryConfig, span_exporter: SpanExporter | None) -> Telem
         registry=registry,
         span_exporter=span_exporter,
     )
-    telemetry._create_stream_gauges()
+    telemetry._stream_gauges.create(telemetry.get_meter())
     return telemetry
 
 

@@ -20,7 +20,8 @@ from hsi.infra.redis import RedisConfig
 from hsi.infra.telemetry import TelemetryConfig
 from hsi.infra.tls import TLSConfig
 from hsi.logs.setup import LoggingConfig
-from hsi.settings.model import AnalyzerBackend, DetectorBackend, mask_url_password
+from hsi.settings.masking import mask_url_password
+from hsi.settings.model import AnalyzerBackend, DetectorBackend
 from hsi.web.config import AIBackend, WebConfig
 from streams.alerts import (
     AlertConfigError,

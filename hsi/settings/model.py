@@ -5,7 +5,8 @@ Sources, strongest first: environment variables (case-insensitive), the file nam
 `DATABASE_URL` or `REDIS_URL` means "start and use the embedded servers under `DATA_DIR`".
 
 `load_settings()` turns pydantic's validation errors into one `SettingsError` whose lines name the
-environment variable, the offending value (masked for secrets) and what is accepted.
+environment variable, the offending value (masked for secrets) and what is accepted (see
+`hsi.settings.masking`).
 """
 
 from __future__ import annotations
@@ -27,12 +28,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from hsi.ftp.config import parse_accounts, parse_port_range
+from hsi.settings.masking import format_errors, masked_values
 
 RUNTIME_ENV_VAR = "HSI_RUNTIME_ENV_PATH"
-
-_SECRET_FIELDS = frozenset(
-    {"llm_api_key", "api_keys", "smtp_password", "webhook_secret", "ftp_accounts"}
-)
 
 
 class SettingsError(ValueError):
@@ -451,50 +449,7 @@ class Settings(BaseSettings):
 
     def masked(self) -> dict[str, Any]:
         """Every setting as JSON-ready values, secrets and URL passwords masked."""
-        out: dict[str, Any] = {}
-        for name, value in self.model_dump(mode="json").items():
-            if name in _SECRET_FIELDS and value:
-                out[name] = ["***"] * len(value) if isinstance(value, list) else "***"
-            elif name in ("database_url", "redis_url", "mqtt_url") and isinstance(value, str):
-                out[name] = mask_url_password(value)
-            else:
-                out[name] = value
-        return out
-
-
-def mask_url_password(url: str) -> str:
-    """`scheme://user:secret@host` → `scheme://user:***@host`."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    if ":" in creds:
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
-
-
-def _env_name(loc: tuple[int | str, ...]) -> str:
-    return str(loc[0]).upper() if loc else "(settings)"
-
-
-def _format_errors(error: ValidationError) -> str:
-    lines = ["invalid HSI configuration:"]
-    for item in error.errors():
-        name = _env_name(item.get("loc", ()))
-        raw = item.get("input")
-        if name.lower() in _SECRET_FIELDS or "PASSWORD" in name or "KEY" in name:
-            shown = "***"
-        elif isinstance(raw, (str, int, float, bool)):
-            shown = repr(mask_url_password(str(raw)) if isinstance(raw, str) else raw)
-        else:
-            shown = None
-        message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
-        if shown is None or not item.get("loc"):
-            lines.append(f"  {name}: {message}")
-        else:
-            lines.append(f"  {name}={shown}: {message}")
-    return "\n".join(lines)
+        return masked_values(self.model_dump(mode="json"))
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -511,7 +466,7 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(_env_file=tuple(env_files), **overrides)
     except ValidationError as exc:
-        raise SettingsError(_format_errors(exc)) from None
+        raise SettingsError(format_errors(exc)) from None
 
 
 @lru_cache(maxsize=1)

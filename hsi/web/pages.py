@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from hsi.api.cursor import decode_cursor
+from hsi.api.cursor import Cursor, decode_cursor
 from hsi.api.params import parse_uuid
 from hsi.api.queries import events as q
 from hsi.api.queries.cameras import list_cameras
@@ -23,7 +23,7 @@ from hsi.api.state import resources
 from hsi.web import data
 from hsi.web import format as fmt
 from hsi.web.data import Cover
-from hsi.web.forms import parse_event_form, parse_local_time
+from hsi.web.forms import EventForm, parse_event_form, parse_local_time
 from hsi.web.render import SECURITY_HEADERS
 from hsi.web.site import Site
 
@@ -79,23 +79,49 @@ def _card(site: Site, event: dict[str, Any], cover: Cover | None) -> dict[str, A
     return {"e": event, "cover": cover, "alt": cover_alt(event, cover, site.web.timezone)}
 
 
-def page_routes(site: Site) -> list[BaseRoute]:
-    render = site.render
-    web = site.web
+_STALE_PAGE = "That page link is out of date; showing the newest events."
 
-    async def live(request: Request) -> Response:
+
+def _page_cursors(form: EventForm) -> tuple[Cursor | None, Cursor | None]:
+    """The cursors of the page the form asks for: `after` (older) or `before` (newer). A link
+    that is out of date gives neither, and a note in `form.errors`."""
+    after = before = None
+    try:
+        if form.cursor:
+            after = decode_cursor(form.cursor, q.CURSOR_KIND, 1)
+        elif form.before:
+            before = decode_cursor(form.before, q.CURSOR_KIND, 1)
+    except BadParameter:
+        form.errors["page"] = _STALE_PAGE
+    for cursor in (after, before):
+        if cursor is not None and parse_uuid(cursor.key[0]) is None:
+            form.errors["page"] = _STALE_PAGE
+            after = before = None
+    return after, before
+
+
+class _EventPages:
+    """The handlers of the event pages of one site."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.render = site.render
+        self.web = site.web
+
+    async def live(self, request: Request) -> Response:
         """The newest events; the script adds new ones as the live feed announces them."""
+        web = self.web
         async with resources(request).engine.connect() as conn:
             page = await q.list_events(conn, q.EventFilters(), web.live_count, None)
             covers = await data.event_covers(conn, [e["id"] for e in page.items])
-        cards = [_card(site, e, covers.get(e["id"])) for e in page.items]
-        return render.page(
+        cards = [_card(self.site, e, covers.get(e["id"])) for e in page.items]
+        return self.render.page(
             request,
             "live.html",
             {"title": "Live", "current": "/", "cards": cards, "live_count": web.live_count},
         )
 
-    async def fragment(request: Request) -> Response:
+    async def fragment(self, request: Request) -> Response:
         """One event card (an `<li>`), for the live page's script; 404 until it is projected."""
         event_id = parse_uuid(request.path_params["event_id"])
         detail = None
@@ -104,25 +130,15 @@ def page_routes(site: Site) -> list[BaseRoute]:
                 detail = await q.get_event(conn, event_id)
         if detail is None or detail["window_start"] is None:
             return HTMLResponse("", status_code=404, headers=SECURITY_HEADERS)
-        context = _card(site, detail, cover_from_detail(detail))
-        return HTMLResponse(render.html("_card.html", context), headers=SECURITY_HEADERS)
+        context = _card(self.site, detail, cover_from_detail(detail))
+        return HTMLResponse(self.render.html("_card.html", context), headers=SECURITY_HEADERS)
 
-    async def events(request: Request) -> Response:
+    async def events(self, request: Request) -> Response:
         """Filtered events, newest first, a page at a time in both directions."""
+        web = self.web
         form, filters = parse_event_form(request.query_params.multi_items(), web.timezone)
         size = web.page_size
-        after = before = None
-        try:
-            if form.cursor:
-                after = decode_cursor(form.cursor, q.CURSOR_KIND, 1)
-            elif form.before:
-                before = decode_cursor(form.before, q.CURSOR_KIND, 1)
-        except BadParameter:
-            form.errors["page"] = "That page link is out of date; showing the newest events."
-        for cursor in (after, before):
-            if cursor is not None and parse_uuid(cursor.key[0]) is None:
-                form.errors["page"] = "That page link is out of date; showing the newest events."
-                after = before = None
+        after, before = _page_cursors(form)
         async with resources(request).engine.connect() as conn:
             if before is not None:
                 newer = await data.events_before(conn, filters, size, before)
@@ -139,7 +155,7 @@ def page_routes(site: Site) -> list[BaseRoute]:
         if items and has_older:
             older_url = "/events?" + form.query(cursor=data.cursor_of(items[-1]))
         first_url = "/events?" + form.query() if (after or (before and has_newer)) else None
-        return render.page(
+        return self.render.page(
             request,
             "events.html",
             {
@@ -149,7 +165,7 @@ def page_routes(site: Site) -> list[BaseRoute]:
                 "cameras": cameras,
                 "object_types": types,
                 "risk_levels": q.RISK_LEVELS,
-                "cards": [_card(site, e, covers.get(e["id"])) for e in items],
+                "cards": [_card(self.site, e, covers.get(e["id"])) for e in items],
                 "newer_url": newer_url,
                 "older_url": older_url,
                 "first_url": first_url,
@@ -159,7 +175,7 @@ def page_routes(site: Site) -> list[BaseRoute]:
             status_code=400 if form.errors else 200,
         )
 
-    async def event(request: Request) -> Response:
+    async def event(self, request: Request) -> Response:
         """One event: every picture with its boxes, the detections and the analysis."""
         raw = request.path_params["event_id"]
         event_id = parse_uuid(raw)
@@ -168,13 +184,13 @@ def page_routes(site: Site) -> list[BaseRoute]:
             async with resources(request).engine.connect() as conn:
                 detail = await q.get_event(conn, event_id)
         if detail is None:
-            return render.page(
+            return self.render.page(
                 request,
                 "not_found.html",
                 {"title": "No such event", "current": "/events", "what": f"event {raw}"},
                 status_code=404,
             )
-        return render.page(
+        return self.render.page(
             request,
             "event.html",
             {
@@ -185,14 +201,14 @@ def page_routes(site: Site) -> list[BaseRoute]:
             },
         )
 
-    async def cameras(request: Request) -> Response:
+    async def cameras(self, request: Request) -> Response:
         """Every camera with its latest picture, last activity, and today's files and events."""
         now = datetime.now(UTC)
-        since = fmt.day_start(now, web.timezone)
+        since = fmt.day_start(now, self.web.timezone)
         async with resources(request).engine.connect() as conn:
             found = await list_cameras(conn)
             today = await data.today_counts(conn, since)
-        return render.page(
+        return self.render.page(
             request,
             "cameras.html",
             {
@@ -205,15 +221,18 @@ def page_routes(site: Site) -> list[BaseRoute]:
             },
         )
 
+
+def page_routes(site: Site) -> list[BaseRoute]:
+    pages = _EventPages(site)
     page, resource = site.gate.page, site.gate.resource
     return [
-        Route("/", page(live), methods=["GET"], name="web_live"),
-        Route("/events", page(events), methods=["GET"], name="web_events"),
-        Route("/events/{event_id}", page(event), methods=["GET"], name="web_event"),
-        Route("/cameras", page(cameras), methods=["GET"], name="web_cameras"),
+        Route("/", page(pages.live), methods=["GET"], name="web_live"),
+        Route("/events", page(pages.events), methods=["GET"], name="web_events"),
+        Route("/events/{event_id}", page(pages.event), methods=["GET"], name="web_event"),
+        Route("/cameras", page(pages.cameras), methods=["GET"], name="web_cameras"),
         Route(
             "/ui/fragments/events/{event_id}",
-            resource(fragment),
+            resource(pages.fragment),
             methods=["GET"],
             name="web_event_fragment",
         ),

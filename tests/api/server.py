@@ -36,7 +36,7 @@ async def running(
     log_level: str | None = "warning",
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app of `config` (or `app`) under uvicorn in a thread, and a client for it; `tls` are
-    uvicorn's SSL options (`hsi.tls.uvicorn_ssl_options`), `verify` the client's side of them;
+    uvicorn's SSL options (`hsi.infra.tls.uvicorn_ssl_options`), `verify` the client's side of them;
     `log_level` None leaves uvicorn's loggers to the root logger's level, as `hsi up` does."""
     port = _free_port()
     server = uvicorn.Server(

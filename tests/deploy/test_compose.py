@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from jsonschema import validators
 
 from hsi.cli import main
-from hsi.infra.embedded import _postgres_bin
+from hsi.infra.embedded.postgres import postgres_bin as _postgres_bin
 from hsi.settings.model import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import redis
 
-from hsi.infra.embedded import _free_port, _valkey_binary
+from hsi.infra.embedded.processes import free_port as _free_port
+from hsi.infra.embedded.valkey import valkey_binary as _valkey_binary
 
 LOOPBACK = "127.0.0.1"
 SLOT_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from hsi.settings.masking import mask_url_password
 from hsi.settings.model import (
     RUNTIME_ENV_VAR,
     Settings,
     SettingsError,
     load_settings,
-    mask_url_password,
     normalize_database_url,
 )
 

@@ -1,4 +1,4 @@
-"""hsi.config_docs: the reference and .env.example follow Settings; checked-in files are fresh."""
+"""hsi.settings.docs: the reference and .env.example follow Settings; checked-in files are fresh."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ import psutil
 import psycopg
 import pytest
 
-from hsi.infra.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServers, _redis_ping
+from hsi.infra.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServers
+from hsi.infra.embedded.valkey import redis_ping as _redis_ping
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,8 @@ def test_start_reuse_stop(server_dir: Path) -> None:
 def test_servers_outlive_a_killed_owner(server_dir: Path) -> None:
     """A process that started the servers and was SIGKILLed leaves them usable and reused."""
     script = (
-        "import sys, time; from pathlib import Path; from hsi.embedded import EmbeddedServers\n"
+        "import sys, time; from pathlib import Path\n"
+        "from hsi.infra.embedded import EmbeddedServers\n"
         "s = EmbeddedServers(Path(sys.argv[1])); s.start_redis(); s.start_postgres()\n"
         "print('ready', flush=True); time.sleep(60)\n"
     )

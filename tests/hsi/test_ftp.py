@@ -31,7 +31,8 @@ from hsi.ftp.config import (
     parse_port_range,
 )
 from hsi.ftp.server import FtpReceiver
-from hsi.infra.tls import TLSConfig, generate_self_signed
+from hsi.infra.certificates import generate_self_signed
+from hsi.infra.tls import TLSConfig
 from hsi.logs.setup import JsonFormatter, PlainFormatter
 from hsi.settings import components
 from hsi.settings.model import Settings

@@ -19,10 +19,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
+from hsi.infra.stream_gauges import StreamReading, StreamSnapshot
 from hsi.infra.telemetry import (
     STAGE_BUCKETS,
-    StreamReading,
-    StreamSnapshot,
     TelemetryConfig,
     current_telemetry,
     get_meter,
@@ -32,8 +31,8 @@ from hsi.infra.telemetry import (
     render_metrics,
     reset_telemetry,
     setup_telemetry,
-    traces_endpoint,
 )
+from hsi.infra.tracing import traces_endpoint
 from hsi.settings import components
 from hsi.settings.model import Settings
 

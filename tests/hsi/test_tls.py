@@ -1,4 +1,5 @@
-"""hsi.tls: certificates on real files, handshakes over real loopback sockets, a real uvicorn."""
+"""hsi.infra.tls and hsi.infra.certificates: certificates on real files, handshakes over real
+loopback sockets, a real uvicorn."""
 
 from __future__ import annotations
 
@@ -23,17 +24,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hsi.infra.tls import (
+from hsi.infra.certificates import (
     CertificateGenerationError,
     CertificateLoadError,
-    TLSConfig,
-    TLSConfigError,
     TLSError,
-    certificate_paths,
     describe,
-    ensure_certificates,
     generate_self_signed,
     inspect_certificate,
+)
+from hsi.infra.tls import (
+    TLSConfig,
+    TLSConfigError,
+    certificate_paths,
+    ensure_certificates,
     server_ssl_context,
     uvicorn_ssl_options,
 )

@@ -22,7 +22,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsi.infra.db import create_engine
-from hsi.infra.embedded import EmbeddedPostgres, EmbeddedRedis, _valkey_binary
+from hsi.infra.embedded import EmbeddedPostgres, EmbeddedRedis
+from hsi.infra.embedded.valkey import valkey_binary as _valkey_binary
 from hsi.infra.redis import RedisConfig, create_redis
 from projections.replay import verify
 from streams.names import StreamNames

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import operator
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import ColumnElement, Row, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -26,6 +26,9 @@ from hsi.api.queries.paging import Page, make_page
 from hsi.api.responses import iso, stored_error
 from projections.tables import detections, event_detections, events, media_files
 from streams.severity import RiskLevel, SeverityThresholds
+
+# A row of any number of columns (Row[Any] is a row of one).
+_AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 
 CURSOR_KIND = "events"
 RISK_LEVELS: tuple[str, ...] = tuple(level.value for level in RiskLevel)
@@ -180,13 +183,10 @@ async def list_events(
     return make_page(rows, limit, item, _cursor_of)
 
 
-async def get_event(conn: AsyncConnection, event_id: uuid.UUID) -> dict[str, Any] | None:
-    """The event with its files (in batch order) and every detected object."""
-    row = (await conn.execute(select(events).where(events.c.id == event_id))).first()
-    if row is None:
-        return None
+async def _event_files(conn: AsyncConnection, event_id: uuid.UUID) -> Sequence[_AnyRow]:
+    """The files of the event's batch in batch order, with what is known of each."""
     ed = event_detections
-    file_rows = (
+    return (
         await conn.execute(
             select(
                 ed.c.position,
@@ -213,7 +213,12 @@ async def get_event(conn: AsyncConnection, event_id: uuid.UUID) -> dict[str, Any
             .order_by(ed.c.position)
         )
     ).all()
-    detection_rows = (
+
+
+async def _event_detections(conn: AsyncConnection, event_id: uuid.UUID) -> Sequence[_AnyRow]:
+    """Every object detected in the event's files, in batch order."""
+    ed = event_detections
+    return (
         await conn.execute(
             select(detections, ed.c.position)
             .select_from(
@@ -229,26 +234,36 @@ async def get_event(conn: AsyncConnection, event_id: uuid.UUID) -> dict[str, Any
             .order_by(ed.c.position, detections.c.object_index)
         )
     ).all()
+
+
+def _file_item(f: _AnyRow, path: str | None, camera_id: str) -> dict[str, Any]:
+    return {
+        "position": f.position,
+        "detection_entry_id": f.detection_entry_id,
+        "file_entry_id": f.file_entry_id,
+        "file_id": None if f.file_id is None else str(f.file_id),
+        "path": path,
+        "mime": f.mime,
+        "media_kind": f.media_kind,
+        "captured_at": iso(f.captured_at),
+        "detection_status": f.detection_status,
+        "object_count": f.object_count,
+        "media_url": links.media_url(camera_id, path),
+    }
+
+
+async def get_event(conn: AsyncConnection, event_id: uuid.UUID) -> dict[str, Any] | None:
+    """The event with its files (in batch order) and every detected object."""
+    row = (await conn.execute(select(events).where(events.c.id == event_id))).first()
+    if row is None:
+        return None
+    file_rows = await _event_files(conn, event_id)
+    detection_rows = await _event_detections(conn, event_id)
     items = [detection_item(d) for d in detection_rows]
     paths = {d.detection_entry_id: d.path for d in detection_rows}
-    files = []
-    for f in file_rows:
-        path = f.path or paths.get(f.detection_entry_id)
-        files.append(
-            {
-                "position": f.position,
-                "detection_entry_id": f.detection_entry_id,
-                "file_entry_id": f.file_entry_id,
-                "file_id": None if f.file_id is None else str(f.file_id),
-                "path": path,
-                "mime": f.mime,
-                "media_kind": f.media_kind,
-                "captured_at": iso(f.captured_at),
-                "detection_status": f.detection_status,
-                "object_count": f.object_count,
-                "media_url": links.media_url(row.camera_id, path),
-            }
-        )
+    files = [
+        _file_item(f, f.path or paths.get(f.detection_entry_id), row.camera_id) for f in file_rows
+    ]
     body = event_item(row)
     body.update(
         {

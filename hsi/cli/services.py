@@ -1,0 +1,72 @@
+"""`hsi services` and `hsi migrate`: the embedded Redis and PostgreSQL, and the SQL migrations."""
+
+from __future__ import annotations
+
+import click
+
+from hsi.cli.common import cli_settings, embedded_error, run
+
+
+@click.group()
+def services() -> None:
+    """Manage the embedded Redis and PostgreSQL (used when REDIS_URL/DATABASE_URL are unset)."""
+
+
+@services.command("start")
+def services_start() -> None:
+    """Start (or reuse) the embedded servers and print their URLs."""
+    from hsi.app.services import ensure_services
+
+    settings = cli_settings()
+    try:
+        urls = ensure_services(settings)
+    except embedded_error() as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"redis     {urls.redis_url}")
+    click.echo(f"postgres  {urls.database_url}")
+
+
+@services.command("stop")
+def services_stop() -> None:
+    """Stop the embedded servers."""
+    from hsi.app.services import embedded_servers
+
+    stopped = embedded_servers(cli_settings()).stop()
+    click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@services.command("status")
+def services_status() -> None:
+    """Show whether the embedded servers run, with pid and URL."""
+    from hsi.app.services import embedded_servers
+
+    for status in embedded_servers(cli_settings()).status():
+        state = "running" if status.running else "stopped"
+        pid = f"pid {status.pid}" if status.pid else ""
+        click.echo(f"{status.name:<9} {state:<8} {pid:<11} {status.url or status.detail}")
+
+
+async def _migrate(database_url: str) -> list[str]:
+    from hsi.infra.db import create_engine, migrate
+
+    engine = create_engine(database_url)
+    try:
+        return await migrate(engine)
+    finally:
+        await engine.dispose()
+
+
+@click.command("migrate")
+def migrate_command() -> None:
+    """Apply the pending SQL migrations (starting the embedded PostgreSQL if needed)."""
+    from hsi.app.services import ensure_services
+    from hsi.infra.db import DatabaseError
+
+    settings = cli_settings()
+    try:
+        urls = ensure_services(settings)
+        assert urls.database_url is not None  # asked for by default
+        applied = run(_migrate(urls.database_url))
+    except (DatabaseError, embedded_error()) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("applied: " + ", ".join(applied) if applied else "migrations are current")
