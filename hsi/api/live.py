@@ -17,7 +17,10 @@ duplicates recognisable). Without an id the feed starts at the streams' current 
 
 A comment line is sent every heartbeat; the connection is closed when no event was sent for the
 idle timeout (the browser reconnects with its last id). Redis unreachable at the start is a 503;
-Redis lost later ends the stream with a comment saying so (the browser reconnects likewise).
+Redis lost later ends the stream with a comment saying so (the browser reconnects likewise) once
+the client's retries are spent. A lost connection to a Redis still there is not a loss: redis-py
+replaces it (by its retry policy, or in the pool when the connection was idle) and the feed, which
+keeps its positions itself, goes on without missing or repeating an entry.
 Entries go out in id (time) order across streams (`merge_in_order`). On one server a single
 blocking XREAD covers every stream; on a Redis Cluster one command may not span cameras (slots),
 so each round is one non-blocking XREAD per camera in a pipeline, with a pause of the block time
