@@ -22,8 +22,15 @@ from tests.projections.support import dump, project_all, scalar, stage_for
 
 
 async def _schemas(engine: AsyncEngine) -> list[str]:
+    """This test's schema and those made from it (`<schema>_rebuild_…`): other tests sharing the
+    server make and drop their own meanwhile."""
     async with engine.connect() as conn:
-        rows = await conn.execute(text("SELECT nspname FROM pg_namespace ORDER BY 1"))
+        rows = await conn.execute(
+            text(
+                "SELECT nspname FROM pg_namespace WHERE nspname = current_schema() "
+                "OR starts_with(nspname, current_schema() || '_') ORDER BY 1"
+            )
+        )
         return [str(r[0]) for r in rows]
 
 
