@@ -220,27 +220,29 @@ class RtDetrDetector:
                     max_bytes=self.max_response_bytes,
                     files={"file": (filename, content, content_type)},
                 )
-        except ResponseTooLargeError as exc:
+        except (ResponseTooLargeError, httpx.TransportError) as exc:
             self.breaker.record_failure(self._clock())
-            raise DetectorProtocolError(
+            raise self._post_error(exc) from exc
+        return response, (time.perf_counter() - started) * 1000.0
+
+    def _post_error(self, exc: ResponseTooLargeError | httpx.TransportError) -> DetectorError:
+        """What a failed POST is reported as: its likely cause and the fix."""
+        if isinstance(exc, ResponseTooLargeError):
+            return DetectorProtocolError(
                 f"the RT-DETR service at {self.base_url} sent an answer that is too large ({exc}); "
                 "a detection answer is a few kilobytes, so RTDETR_URL probably points at "
                 "something else. Fix: correct RTDETR_URL."
-            ) from exc
-        except httpx.TimeoutException as exc:
-            self.breaker.record_failure(self._clock())
-            raise _TransientError(
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return _TransientError(
                 f"timed out ({type(exc).__name__}); the service is probably overloaded or the "
                 "read timeout is too short for it. Fix: check the service, or raise "
                 "DETECTOR_READ_TIMEOUT_SECONDS."
-            ) from exc
-        except httpx.TransportError as exc:
-            self.breaker.record_failure(self._clock())
-            raise _TransientError(
-                f"cannot connect ({type(exc).__name__}: {exc}); the service is probably not "
-                "running or RTDETR_URL is wrong. Fix: start the service or correct RTDETR_URL."
-            ) from exc
-        return response, (time.perf_counter() - started) * 1000.0
+            )
+        return _TransientError(
+            f"cannot connect ({type(exc).__name__}: {exc}); the service is probably not "
+            "running or RTDETR_URL is wrong. Fix: start the service or correct RTDETR_URL."
+        )
 
     def _check_status(self, filename: str, response: httpx.Response) -> None:
         """Raise for an answer other than 200, as the module doc says for each status."""
