@@ -44,6 +44,7 @@ from streams.detectors.base import (
     DetectorUnavailableError,
     UndecodableMediaError,
     check_kind,
+    check_sampling,
     filter_objects,
     merge_frames,
 )
@@ -104,11 +105,7 @@ class RtDetrDetector:
             )
         if max_response_bytes < 1:
             raise DetectorConfigError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
-        if frame_interval_seconds <= 0 or max_frames < 1:
-            raise DetectorConfigError(
-                "frame_interval_seconds must be > 0 and max_frames >= 1, got "
-                f"{frame_interval_seconds} and {max_frames}"
-            )
+        check_sampling(frame_interval_seconds, max_frames)
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
         self.backoff_base = backoff_base
