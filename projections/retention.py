@@ -47,6 +47,7 @@ from projections.tables import TABLES, cameras
 from streams.logs import log_event
 from streams.names import PROJECTED, Group, StreamKind, StreamNames
 from streams.paths import PathOutsideRootError, confine
+from streams.replies import id_key, reply_text
 
 logger = logging.getLogger("hsi.retention")
 
@@ -57,19 +58,13 @@ NOTHING: Final = "0-0"  # a MINID that trims nothing
 # --- decisions ----------------------------------------------------------------------------------
 
 
-def parse_id(entry_id: str) -> tuple[int, int]:
-    """`"1700000000000-3"` → (1700000000000, 3); a bare `"1700000000000"` has sequence 0."""
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence or 0)
-
-
 def format_id(parts: tuple[int, int]) -> str:
     return f"{parts[0]}-{parts[1]}"
 
 
 def next_id(entry_id: str) -> str:
     """The smallest stream id greater than `entry_id`."""
-    milliseconds, sequence = parse_id(entry_id)
+    milliseconds, sequence = id_key(entry_id)
     if sequence >= _MAX_SEQUENCE:
         return format_id((milliseconds + 1, 0))
     return format_id((milliseconds, sequence + 1))
@@ -89,9 +84,9 @@ def safe_minid(cutoff_ms: int, groups_info: Iterable[GroupPosition]) -> str:
     entries and every entry it has not been delivered yet."""
     bound = (max(0, cutoff_ms), 0)
     for group in groups_info:
-        bound = min(bound, parse_id(next_id(group.last_delivered_id)))
+        bound = min(bound, id_key(next_id(group.last_delivered_id)))
         if group.oldest_pending_id is not None:
-            bound = min(bound, parse_id(group.oldest_pending_id))
+            bound = min(bound, id_key(group.oldest_pending_id))
     return format_id(bound)
 
 
@@ -145,10 +140,6 @@ class _Tally:
 # --- streams ------------------------------------------------------------------------------------
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def group_positions(redis: Redis | RedisCluster, stream: str) -> list[GroupPosition] | None:
     """Every group of `stream` with its position; None when the stream does not exist."""
     try:
@@ -159,14 +150,14 @@ async def group_positions(redis: Redis | RedisCluster, stream: str) -> list[Grou
         raise
     positions = []
     for info in infos:
-        name = _text(info["name"])
+        name = reply_text(info["name"])
         summary: Any = await redis.xpending(stream, name)
         oldest = summary.get("min") if summary.get("pending") else None
         positions.append(
             GroupPosition(
                 name=name,
-                last_delivered_id=_text(info["last-delivered-id"]),
-                oldest_pending_id=None if oldest is None else _text(oldest),
+                last_delivered_id=reply_text(info["last-delivered-id"]),
+                oldest_pending_id=None if oldest is None else reply_text(oldest),
             )
         )
     return positions
@@ -241,7 +232,7 @@ _UNCOUNT = (
 
 
 def _id_params(name: str, minid: str) -> dict[str, int]:
-    milliseconds, sequence = parse_id(minid)
+    milliseconds, sequence = id_key(minid)
     return {f"{name}_ms": milliseconds, f"{name}_seq": sequence}
 
 

@@ -86,67 +86,72 @@ class Instruments:
 
     @classmethod
     def create(cls, meter: Meter) -> Instruments:
+        def counter(name: str, description: str) -> Counter:
+            return meter.create_counter(name, description=description)
+
+        def histogram(
+            name: str, buckets: tuple[float, ...], description: str, unit: str = "s"
+        ) -> Histogram:
+            return meter.create_histogram(
+                name,
+                unit=unit,
+                description=description,
+                explicit_bucket_boundaries_advisory=buckets,
+            )
+
         return cls(
-            stage_duration=meter.create_histogram(
+            stage_duration=histogram(
                 "hsi_stage_duration_seconds",
-                unit="s",
-                description="Time one pipeline stage spent on one stream entry.",
-                explicit_bucket_boundaries_advisory=STAGE_BUCKETS,
+                STAGE_BUCKETS,
+                "Time one pipeline stage spent on one stream entry.",
             ),
-            entries_processed=meter.create_counter(
-                "hsi_entries_processed_total",
-                description="Stream entries a stage finished, by outcome.",
+            entries_processed=counter(
+                "hsi_entries_processed_total", "Stream entries a stage finished, by outcome."
             ),
-            detections_processed=meter.create_counter(
-                "hsi_detections_processed_total",
-                description="Objects detected, by camera and label.",
+            detections_processed=counter(
+                "hsi_detections_processed_total", "Objects detected, by camera and label."
             ),
-            events_created=meter.create_counter(
-                "hsi_events_created_total",
-                description="Security events created, by camera and risk level.",
+            events_created=counter(
+                "hsi_events_created_total", "Security events created, by camera and risk level."
             ),
-            pipeline_errors=meter.create_counter(
-                "hsi_pipeline_errors_total",
-                description="Errors in pipeline stages, by stage and error type.",
+            pipeline_errors=counter(
+                "hsi_pipeline_errors_total", "Errors in pipeline stages, by stage and error type."
             ),
-            ai_request_duration=meter.create_histogram(
+            ai_request_duration=histogram(
                 "hsi_ai_request_duration_seconds",
-                unit="s",
-                description="Duration of requests to the detector and analyzer services.",
-                explicit_bucket_boundaries_advisory=AI_BUCKETS,
+                AI_BUCKETS,
+                "Duration of requests to the detector and analyzer services.",
             ),
-            ai_request_errors=meter.create_counter(
+            ai_request_errors=counter(
                 "hsi_ai_request_errors_total",
-                description="Failed requests to the detector and analyzer services.",
+                "Failed requests to the detector and analyzer services.",
             ),
-            end_to_end_latency=meter.create_histogram(
+            end_to_end_latency=histogram(
                 "hsi_end_to_end_latency_seconds",
-                unit="s",
-                description="From a file appearing to its event being stored.",
-                explicit_bucket_boundaries_advisory=END_TO_END_BUCKETS,
+                END_TO_END_BUCKETS,
+                "From a file appearing to its event being stored.",
             ),
-            dedupe_hits=meter.create_counter(
-                "hsi_dedupe_hits_total",
-                description="Files skipped because their content was seen before.",
+            dedupe_hits=counter(
+                "hsi_dedupe_hits_total", "Files skipped because their content was seen before."
             ),
-            batch_size=meter.create_histogram(
+            batch_size=histogram(
                 "hsi_batch_size",
-                description="Detections in a batch when it closes.",
-                explicit_bucket_boundaries_advisory=BATCH_SIZE_BUCKETS,
+                BATCH_SIZE_BUCKETS,
+                "Detections in a batch when it closes.",
+                unit="",  # a count
             ),
-            alerts_sent=meter.create_counter(
+            alerts_sent=counter(
                 "hsi_alerts_sent_total",
-                description="Alerts delivered, by channel (once per event and channel).",
+                "Alerts delivered, by channel (once per event and channel).",
             ),
-            alerts_failed=meter.create_counter(
+            alerts_failed=counter(
                 "hsi_alerts_failed_total",
-                description="Alert delivery attempts that failed or whose outcome is unknown.",
+                "Alert delivery attempts that failed or whose outcome is unknown.",
             ),
-            alert_delivery_latency=meter.create_histogram(
+            alert_delivery_latency=histogram(
                 "hsi_alert_delivery_seconds",
-                unit="s",
-                description="From an analysis being written to its alert being delivered.",
-                explicit_bucket_boundaries_advisory=ALERT_BUCKETS,
+                ALERT_BUCKETS,
+                "From an analysis being written to its alert being delivered.",
             ),
         )
 

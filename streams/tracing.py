@@ -354,10 +354,10 @@ async def ai_request(
     with trace.use_span(
         span, end_on_exit=True, record_exception=False, set_status_on_exception=False
     ):
+        outcome = OK
         try:
             yield span
         except BaseException as exc:
-            elapsed = time.perf_counter() - started
             if isinstance(exc, bad_input):
                 outcome = "bad_input"
             else:
@@ -367,14 +367,13 @@ async def ai_request(
                 )
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:300]))
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
             span.set_attribute("hsi.ai.outcome", outcome)
             instruments.ai_request_duration.record(
                 elapsed, {"backend": backend, "outcome": outcome}
             )
-            raise
-        elapsed = time.perf_counter() - started
-        span.set_attribute("hsi.ai.outcome", OK)
-        instruments.ai_request_duration.record(elapsed, {"backend": backend, "outcome": OK})
 
 
 def root_span(

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from streams.alerts.rules import LEVEL_RANK, AlertRule
+from streams.replies import reply_text
 from streams.schemas import AnalysisCompleted, BatchClosed
 
 
@@ -76,7 +77,7 @@ class CooldownMark:
     def parse(cls, value: bytes | str | None) -> CooldownMark | None:
         if value is None:
             return None
-        text = value.decode() if isinstance(value, bytes) else value
+        text = reply_text(value)
         event_id, _, at = text.partition("|")
         try:
             moment = datetime.fromisoformat(at)
@@ -175,7 +176,7 @@ class DeliveryState:
         """The state, or None when there is none; an unreadable value reads as abandoned."""
         if value is None:
             return None
-        text = value.decode() if isinstance(value, bytes) else value
+        text = reply_text(value)
         parts = text.split("|", 3)
         try:
             return cls(DeliveryStatus(parts[0]), int(parts[1]), int(parts[2]), parts[3])

@@ -23,6 +23,7 @@ from redis.asyncio import Redis, RedisCluster
 from streams.alerts.decisions import CooldownMark, DeliveryState, Plan
 from streams.envelope import entry_fields
 from streams.names import StreamNames
+from streams.replies import reply_text
 from streams.schemas import AlertFailed, AlertSent
 from streams.transactions import transaction
 
@@ -49,10 +50,6 @@ return {1, id}
 
 # A cooldown mark outlives its cooldown by this much (the decision compares event times).
 COOLDOWN_MARGIN_MS = 3600 * 1000
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class AlertLedger:
@@ -113,7 +110,7 @@ class AlertLedger:
     ) -> tuple[str | None, DeliveryState | None]:
         """The raw stored state (for the compare-and-set) and its parsed form."""
         raw = await self._redis.get(self._names.alert_delivery(camera, event_id, channel))
-        text = None if raw is None else _text(raw)
+        text = None if raw is None else reply_text(raw)
         return text, DeliveryState.parse(text)
 
     async def transition(
@@ -137,5 +134,5 @@ class AlertLedger:
             self._names.alerts(camera),
         ]
         done, entry_id = await self._transition(keys=keys, args=args)
-        written = _text(entry_id) if entry is not None and int(done) else None
+        written = reply_text(entry_id) if entry is not None and int(done) else None
         return bool(int(done)), written

@@ -372,21 +372,24 @@ class LLMAnalyzer:
                 f"{url} answered {exc.response.status_code} on {attempts} attempts: "
                 f"{excerpt(exc.response.text)}"
             ) from None
-        except httpx.TimeoutException as exc:
+        except httpx.TransportError as exc:  # a timeout too
             self.breaker.record_failure(self._clock())
-            raise AnalyzerUnavailableError(
+            raise AnalyzerUnavailableError(self._unreachable(url, attempts, exc)) from exc
+        self.breaker.record_success(self._clock())
+        return response
+
+    def _unreachable(self, url: str, attempts: int, exc: httpx.TransportError) -> str:
+        """Why no attempt got an answer, in words that point at the likely cause."""
+        if isinstance(exc, httpx.TimeoutException):
+            return (
                 f"{url} timed out on {attempts} attempts ({type(exc).__name__}; connect timeout "
                 f"{self.config.connect_timeout_seconds}s, read timeout "
                 f"{self.config.read_timeout_seconds}s)"
-            ) from exc
-        except httpx.TransportError as exc:
-            self.breaker.record_failure(self._clock())
-            raise AnalyzerUnavailableError(
-                f"cannot reach {url} on {attempts} attempts ({type(exc).__name__}: {exc}); is the "
-                "LLM server running at LLM_URL?"
-            ) from exc
-        self.breaker.record_success(self._clock())
-        return response
+            )
+        return (
+            f"cannot reach {url} on {attempts} attempts ({type(exc).__name__}: {exc}); is the "
+            "LLM server running at LLM_URL?"
+        )
 
     def _http(self) -> httpx.AsyncClient:
         if self._closed:

@@ -96,6 +96,15 @@ def check_kind(kind: str) -> MediaKind:
     raise ValueError(f"kind must be one of {MEDIA_KINDS}, got {kind!r}")
 
 
+def check_sampling(frame_interval_seconds: float, max_frames: int) -> None:
+    """Refuse video sampling settings that would sample nothing (`DetectorConfigError`)."""
+    if frame_interval_seconds <= 0 or max_frames < 1:
+        raise DetectorConfigError(
+            "frame_interval_seconds must be > 0 and max_frames >= 1, got "
+            f"{frame_interval_seconds} and {max_frames}"
+        )
+
+
 def filter_objects(
     objects: Iterable[DetectedObject],
     threshold: float,

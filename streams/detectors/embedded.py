@@ -24,6 +24,7 @@ from streams.detectors.base import (
     DetectorError,
     DetectorUnavailableError,
     check_kind,
+    check_sampling,
     filter_objects,
     lowest_threshold,
     merge_frames,
@@ -58,11 +59,7 @@ class EmbeddedDetector:
     ) -> None:
         if threads < 1:
             raise DetectorConfigError(f"threads must be >= 1, got {threads}")
-        if frame_interval_seconds <= 0 or max_frames < 1:
-            raise DetectorConfigError(
-                "frame_interval_seconds must be > 0 and max_frames >= 1, got "
-                f"{frame_interval_seconds} and {max_frames}"
-            )
+        check_sampling(frame_interval_seconds, max_frames)
         self.threads = threads
         self.confidence_threshold = confidence_threshold
         self.class_thresholds: Mapping[str, float] = dict(class_thresholds or {})

@@ -44,6 +44,7 @@ from streams.detectors.base import (
     DetectorUnavailableError,
     UndecodableMediaError,
     check_kind,
+    check_sampling,
     filter_objects,
     merge_frames,
 )
@@ -104,11 +105,7 @@ class RtDetrDetector:
             )
         if max_response_bytes < 1:
             raise DetectorConfigError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
-        if frame_interval_seconds <= 0 or max_frames < 1:
-            raise DetectorConfigError(
-                "frame_interval_seconds must be > 0 and max_frames >= 1, got "
-                f"{frame_interval_seconds} and {max_frames}"
-            )
+        check_sampling(frame_interval_seconds, max_frames)
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
         self.backoff_base = backoff_base
@@ -220,27 +217,29 @@ class RtDetrDetector:
                     max_bytes=self.max_response_bytes,
                     files={"file": (filename, content, content_type)},
                 )
-        except ResponseTooLargeError as exc:
+        except (ResponseTooLargeError, httpx.TransportError) as exc:
             self.breaker.record_failure(self._clock())
-            raise DetectorProtocolError(
+            raise self._post_error(exc) from exc
+        return response, (time.perf_counter() - started) * 1000.0
+
+    def _post_error(self, exc: ResponseTooLargeError | httpx.TransportError) -> DetectorError:
+        """What a failed POST is reported as: its likely cause and the fix."""
+        if isinstance(exc, ResponseTooLargeError):
+            return DetectorProtocolError(
                 f"the RT-DETR service at {self.base_url} sent an answer that is too large ({exc}); "
                 "a detection answer is a few kilobytes, so RTDETR_URL probably points at "
                 "something else. Fix: correct RTDETR_URL."
-            ) from exc
-        except httpx.TimeoutException as exc:
-            self.breaker.record_failure(self._clock())
-            raise _TransientError(
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return _TransientError(
                 f"timed out ({type(exc).__name__}); the service is probably overloaded or the "
                 "read timeout is too short for it. Fix: check the service, or raise "
                 "DETECTOR_READ_TIMEOUT_SECONDS."
-            ) from exc
-        except httpx.TransportError as exc:
-            self.breaker.record_failure(self._clock())
-            raise _TransientError(
-                f"cannot connect ({type(exc).__name__}: {exc}); the service is probably not "
-                "running or RTDETR_URL is wrong. Fix: start the service or correct RTDETR_URL."
-            ) from exc
-        return response, (time.perf_counter() - started) * 1000.0
+            )
+        return _TransientError(
+            f"cannot connect ({type(exc).__name__}: {exc}); the service is probably not "
+            "running or RTDETR_URL is wrong. Fix: start the service or correct RTDETR_URL."
+        )
 
     def _check_status(self, filename: str, response: httpx.Response) -> None:
         """Raise for an answer other than 200, as the module doc says for each status."""

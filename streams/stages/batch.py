@@ -368,9 +368,7 @@ class BatchStage:
         for batch, entry_id in zip(closing, results, strict=False):
             close = batch.close
             if isinstance(entry_id, bytes | str):
-                batch.span.set_attribute(
-                    ATTR_ENTRY_ID, entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                )
+                batch.span.set_attribute(ATTR_ENTRY_ID, reply_text(entry_id))
             end_span(batch.span, OK)
             telemetry.instruments.batch_size.record(
                 close.batch.detection_count, {"camera": camera, "reason": close.reason.value}

@@ -48,6 +48,7 @@ from redis.asyncio import Redis, RedisCluster
 from streams.contract import BatchHandler, StreamEntry, error_text
 from streams.groups import GroupPositions, ensure_group
 from streams.names import Group, StreamKind, StreamNames
+from streams.replies import reply_text
 
 logger = logging.getLogger("hsi.stage")
 
@@ -113,7 +114,7 @@ class RawBatch:
     async def decode(message: StreamMessage[Any]) -> list[StreamEntry]:
         raw = message.raw_message
         return [
-            (entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields)
+            (reply_text(entry_id), fields)
             for entry_id, fields in zip(raw["message_ids"], raw["data"], strict=True)
         ]
 

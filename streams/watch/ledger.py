@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 
 from streams.envelope import entry_fields
 from streams.names import StreamNames
+from streams.replies import reply_text
 from streams.schemas import CameraRegistered, FileObserved
 
 PUBLISH_ONCE = """
@@ -47,10 +47,6 @@ class Published:
 
     new: bool  # False: a duplicate, nothing was written
     entry_id: str  # the new entry's id, or the first one's for a duplicate
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Ledger:
@@ -77,7 +73,7 @@ class Ledger:
             self._names.files(entry.camera_id),
         ]
         new, entry_id = await self._script(keys=keys, args=args)
-        return Published(new=bool(int(new)), entry_id=_text(entry_id))
+        return Published(new=bool(int(new)), entry_id=reply_text(entry_id))
 
     async def register_camera(
         self, entry: CameraRegistered, headers: Mapping[str, str] | None = None
@@ -99,4 +95,4 @@ class Ledger:
             )
             await self._client.sadd(self._names.camera_set, camera)
             self._known.add(camera)
-            return _text(entry_id)
+            return reply_text(entry_id)
