@@ -53,7 +53,7 @@ from benchmarks.floor import FIELD, RawPipeline, now_iso
 from benchmarks.http import Connection
 from benchmarks.options import Options
 from benchmarks.query import free_port
-from benchmarks.report import Figure, Target, median, percentile
+from benchmarks.report import Figure, Target, cost, median, percentile, record
 from benchmarks.throughput import settings_for
 from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
 from hsi.infra.telemetry import TelemetryConfig, reset_telemetry, setup_telemetry
@@ -370,29 +370,19 @@ def run(servers: Servers, options: Options) -> list[Figure]:
 def _load(servers: Servers, options: Options, camera_count: int, seconds: float) -> list[Figure]:
     cameras = [f"cam_{index:02d}" for index in range(camera_count)]
     label = f"{camera_count} cameras × {FILES_PER_SECOND:g} files/s"
-    p50 = Figure(
+    p50 = cost(
         "B2",
         f"file written → scored event in /api/events, p50 ({label}, {seconds:g} s a round)",
         "ms",
-        higher_is_better=False,
-        floor=[],
         target=Target(max_value=50.0),
     )
-    p99 = Figure(
+    p99 = cost(
         "B2",
         f"file written → scored event in /api/events, p99 ({label})",
         "ms",
-        higher_is_better=False,
-        floor=[],
         target=Target(max_value=250.0),
     )
-    after_watch = Figure(
-        "B2",
-        f"observed (watcher published) → scored event, p50 ({label})",
-        "ms",
-        higher_is_better=False,
-        floor=[],
-    )
+    after_watch = cost("B2", f"observed (watcher published) → scored event, p50 ({label})", "ms")
     hsi_stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
     floor_stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
     missing = [0, 0]
@@ -411,10 +401,7 @@ def _load(servers: Servers, options: Options, camera_count: int, seconds: float)
                 percentile(result.total_ms, 0.99) if result.total_ms else float("nan"),
                 median(after) if after else float("nan"),
             )
-            for figure, value in zip((p50, p99, after_watch), figures_values, strict=True):
-                target = figure.hsi if who == "hsi" else figure.floor
-                assert target is not None
-                target.append(value)
+            record((p50, p99, after_watch), figures_values, floor=who == "floor")
 
     def breakdown(stages: dict[str, list[float]]) -> str:
         return ", ".join(f"{stage} {median(values):.1f}" for stage, values in stages.items())

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 
 from benchmarks.environment import Servers, fresh_prefix, fresh_schema
 from benchmarks.options import Options
-from benchmarks.report import Figure, Target
+from benchmarks.report import Figure, Target, rate
 from benchmarks.streamdata import Layout, write
 from hsi.infra.db import create_engine
 from projections.projector import DEFAULT_PROJECTION
@@ -291,12 +291,10 @@ async def measure_floor(
 
 def run(servers: Servers, options: Options) -> list[Figure]:
     layout = layout_for(options)
-    figure = Figure(
+    figure = rate(
         "B3",
         f"replay, {layout.entries} stream entries ({len(layout.cameras)} cameras)",
         "entries/s",
-        higher_is_better=True,
-        floor=[],
         target=Target(min_ratio=0.5),
         note=(
             "projections.replay.rebuild into an empty schema (shadow tables, deferred indexes, "

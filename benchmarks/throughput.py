@@ -31,7 +31,7 @@ from benchmarks.environment import Servers, fresh_prefix, fresh_schema
 from benchmarks.fakes import CAR_AND_PERSON, FixedDetector
 from benchmarks.floor import RawPipeline, publish_files
 from benchmarks.options import Options
-from benchmarks.report import Figure, Target
+from benchmarks.report import Figure, Target, rate
 from benchmarks.timing import alternate, wait_for_rows
 from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
 from hsi.infra.telemetry import TelemetryConfig, reset_telemetry, setup_telemetry, stage_telemetry
@@ -177,12 +177,10 @@ async def measure_floor(servers: Servers, files: int, camera_count: int) -> floa
 
 def run(servers: Servers, options: Options) -> list[Figure]:
     files, camera_count = sizes(options)
-    figure = Figure(
+    figure = rate(
         "B1",
         f"pipeline throughput, {files} files over {camera_count} cameras",
         "files/s",
-        higher_is_better=True,
-        floor=[],
         target=Target(min_ratio=0.5),
         note=(
             "first file.observed → last event analysed and file detected in PostgreSQL; "
