@@ -107,6 +107,13 @@ _DETECTION_COLUMNS = (
     "confidence, bbox_x, bbox_y, bbox_width, bbox_height, image_width, image_height, detector, "
     "captured_at"
 )
+# The COPY statements the floors (this write side and replay's) share.
+COPY_CHECKPOINTS = "COPY projection_checkpoints (projection, stream, entry_id) FROM STDIN"
+COPY_DETECTIONS = f"COPY detections ({_DETECTION_COLUMNS}) FROM STDIN"
+COPY_MEMBERS = (
+    "COPY event_detections (event_id, detection_entry_id, file_entry_id, camera_id, position) "
+    "FROM STDIN"
+)
 
 # What `done_counts` reads: media files detected and events analysed.
 DONE_SQL = (
@@ -117,6 +124,13 @@ DONE_SQL = (
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
+
+
+async def copy_rows(cur: psycopg.AsyncCursor[Any], sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    """Write `rows` by one COPY … FROM STDIN."""
+    async with cur.copy(sql) as copy:
+        for row in rows:
+            await copy.write_row(row)
 
 
 def _text(value: bytes | str) -> str:
@@ -464,27 +478,16 @@ async def project(
                     )
                 )
     async with conn.cursor() as cur:
-        async with cur.copy(
-            "COPY projection_checkpoints (projection, stream, entry_id) FROM STDIN"
-        ) as copy:
-            for row in checkpoints:
-                await copy.write_row(row)
+        await copy_rows(cur, COPY_CHECKPOINTS, checkpoints)
         if files:
             await cur.executemany(_MEDIA_FILE, files)
         if media:
             await cur.executemany(_MEDIA_DETECTION, media)
         if detections:
-            async with cur.copy(f"COPY detections ({_DETECTION_COLUMNS}) FROM STDIN") as copy:
-                for row in detections:
-                    await copy.write_row(row)
+            await copy_rows(cur, COPY_DETECTIONS, detections)
         if events:
             await cur.executemany(_EVENT_BATCH, events)
-            async with cur.copy(
-                "COPY event_detections (event_id, detection_entry_id, file_entry_id, camera_id, "
-                "position) FROM STDIN"
-            ) as copy:
-                for row in members:
-                    await copy.write_row(row)
+            await copy_rows(cur, COPY_MEMBERS, members)
         if analyses:
             await cur.executemany(_EVENT_ANALYSIS, analyses)
         if files or events:

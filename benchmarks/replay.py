@@ -26,6 +26,7 @@ import psycopg
 from redis.asyncio import Redis
 
 from benchmarks.environment import Servers, fresh_prefix, fresh_schema
+from benchmarks.floor import COPY_CHECKPOINTS, COPY_DETECTIONS, COPY_MEMBERS, copy_rows
 from benchmarks.options import Options
 from benchmarks.report import Figure, Target, rate
 from benchmarks.streamdata import Layout, write
@@ -82,23 +83,12 @@ _MEDIA_COLUMNS = (
     "id, camera_id, entry_id, path, sha256, size, mime, media_kind, captured_at, capture_source, "
     "observed_at, detection_status, detector, image_width, image_height, object_count, detected_at"
 )
-_DETECTION_COLUMNS = (
-    "id, camera_id, detection_entry_id, object_index, file_id, file_entry_id, path, label, "
-    "confidence, bbox_x, bbox_y, bbox_width, bbox_height, image_width, image_height, detector, "
-    "captured_at"
-)
 _EVENT_COLUMNS = (
     "id, camera_id, batch_entry_id, window_start, window_end, close_reason, detection_count, "
     "object_types, max_confidence, fast_path, closed_at, analysis_status, analysis_entry_id, "
     "risk_score, risk_level, summary, reasoning, analyzer, model, prompt_hash, "
     "analysis_latency_ms, analyzed_at"
 )
-
-
-async def _copy(cur: psycopg.AsyncCursor[Any], sql: str, rows: list[tuple[Any, ...]]) -> None:
-    async with cur.copy(sql) as copy:
-        for row in rows:
-            await copy.write_row(row)
 
 
 async def _floor_camera(
@@ -176,10 +166,10 @@ async def _floor_camera(
                 )
         read += len(entries)
     files = len(media)
-    await _copy(
+    await copy_rows(
         cur, f"COPY media_files ({_MEDIA_COLUMNS}) FROM STDIN", [tuple(r) for r in media.values()]
     )
-    await _copy(cur, f"COPY detections ({_DETECTION_COLUMNS}) FROM STDIN", detections)
+    await copy_rows(cur, COPY_DETECTIONS, detections)
     media.clear()
     detections.clear()
     events: dict[str, list[Any]] = {}
@@ -230,18 +220,11 @@ async def _floor_camera(
                 body["analyzed_at"],
             ]
         read += len(entries)
-    await _copy(
+    await copy_rows(
         cur, f"COPY events ({_EVENT_COLUMNS}) FROM STDIN", [tuple(e) for e in events.values()]
     )
-    await _copy(
-        cur,
-        "COPY event_detections (event_id, detection_entry_id, file_entry_id, camera_id, position) "
-        "FROM STDIN",
-        members,
-    )
-    await _copy(
-        cur, "COPY projection_checkpoints (projection, stream, entry_id) FROM STDIN", checkpoints
-    )
+    await copy_rows(cur, COPY_MEMBERS, members)
+    await copy_rows(cur, COPY_CHECKPOINTS, checkpoints)
     camera_row = (camera, camera, camera, first, last, files, len(events), last_event)
     return read, camera_row
 
@@ -269,12 +252,8 @@ async def measure_floor(
                         camera_read, row = await _floor_camera(redis, cur, names, camera, page)
                         read += camera_read
                         cameras.append(row)
-                    await _copy(
-                        cur,
-                        "COPY projection_checkpoints (projection, stream, entry_id) FROM STDIN",
-                        checkpoints,
-                    )
-                    await _copy(
+                    await copy_rows(cur, COPY_CHECKPOINTS, checkpoints)
+                    await copy_rows(
                         cur,
                         "COPY cameras (id, name, folder, first_seen, last_seen, file_count, "
                         "event_count, last_event_at) FROM STDIN",
