@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -362,6 +362,72 @@ def media_id(camera: str, file_entry_id: str) -> uuid.UUID:
     return uuid.uuid5(_NAMESPACE, f"{camera}/{file_entry_id}")
 
 
+def file_columns(body: dict[str, Any]) -> tuple[Any, ...]:
+    """A `files` body's columns of its media_files row, `path` to `observed_at`."""
+    return (
+        body["path"],
+        body["sha256"],
+        body["size"],
+        body["mime"],
+        body["media_kind"],
+        body["captured_at"],
+        body["capture_source"],
+        body["observed_at"],
+    )
+
+
+def detection_row(
+    row_id: Any,
+    camera: str,
+    entry_id: str,
+    index: int,
+    file_id: Any,
+    body: dict[str, Any],
+    obj: dict[str, Any],
+    box: tuple[float, float, float, float],
+) -> tuple[Any, ...]:
+    """The detections row (`_DETECTION_COLUMNS`) of `obj`, object `index` of a `detections`
+    body, whose box is (x, y, width, height)."""
+    return (
+        row_id,
+        camera,
+        entry_id,
+        index,
+        file_id,
+        body["file_entry_id"],
+        body["path"],
+        obj["label"],
+        obj["confidence"],
+        *box,
+        body["image_width"],
+        body["image_height"],
+        body["detector"],
+        body["captured_at"],
+    )
+
+
+def batch_columns(body: dict[str, Any]) -> tuple[Any, ...]:
+    """A `batches` body's columns of its events row, `window_start` to `closed_at`."""
+    return (
+        body["window_start"],
+        body["window_end"],
+        body["close_reason"],
+        body["detection_count"],
+        body["object_types"],
+        body["max_confidence"],
+        body["fast_path"],
+        body["closed_at"],
+    )
+
+
+def member_rows(event: Any, camera: str, body: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
+    """The event_detections rows of a `batches` body."""
+    return (
+        (event, m["entry_id"], m["file_entry_id"], camera, position)
+        for position, m in enumerate(body["detections"])
+    )
+
+
 async def project(
     conn: psycopg.AsyncConnection[Any],
     camera: str,
@@ -384,21 +450,7 @@ async def project(
             checkpoints.append((PROJECTION, stream, entry_id))
             body = orjson.loads(fields[FIELD])
             if kind == "files":
-                files.append(
-                    (
-                        media_id(camera, entry_id),
-                        camera,
-                        entry_id,
-                        body["path"],
-                        body["sha256"],
-                        body["size"],
-                        body["mime"],
-                        body["media_kind"],
-                        body["captured_at"],
-                        body["capture_source"],
-                        body["observed_at"],
-                    )
-                )
+                files.append((media_id(camera, entry_id), camera, entry_id, *file_columns(body)))
                 first = first or body["observed_at"]
                 last = body["observed_at"]
             elif kind == "detections":
@@ -422,47 +474,21 @@ async def project(
                 for index, obj in enumerate(body["objects"]):
                     box = obj["bbox"]
                     detections.append(
-                        (
+                        detection_row(
                             uuid.uuid5(_NAMESPACE, f"{camera}/{entry_id}/{index}"),
                             camera,
                             entry_id,
                             index,
                             file_id,
-                            body["file_entry_id"],
-                            body["path"],
-                            obj["label"],
-                            obj["confidence"],
-                            box["x"],
-                            box["y"],
-                            box["w"],
-                            box["h"],
-                            body["image_width"],
-                            body["image_height"],
-                            body["detector"],
-                            body["captured_at"],
+                            body,
+                            obj,
+                            (box["x"], box["y"], box["w"], box["h"]),
                         )
                     )
             elif kind == "batches":
                 event = uuid.UUID(body["batch_id"])
-                events.append(
-                    (
-                        event,
-                        camera,
-                        entry_id,
-                        body["window_start"],
-                        body["window_end"],
-                        body["close_reason"],
-                        body["detection_count"],
-                        body["object_types"],
-                        body["max_confidence"],
-                        body["fast_path"],
-                        body["closed_at"],
-                    )
-                )
-                members.extend(
-                    (event, m["entry_id"], m["file_entry_id"], camera, position)
-                    for position, m in enumerate(body["detections"])
-                )
+                events.append((event, camera, entry_id, *batch_columns(body)))
+                members.extend(member_rows(event, camera, body))
             else:
                 analyses.append(
                     (

@@ -26,7 +26,16 @@ import psycopg
 from redis.asyncio import Redis
 
 from benchmarks.environment import Servers, fresh_prefix, fresh_schema
-from benchmarks.floor import COPY_CHECKPOINTS, COPY_DETECTIONS, COPY_MEMBERS, copy_rows
+from benchmarks.floor import (
+    COPY_CHECKPOINTS,
+    COPY_DETECTIONS,
+    COPY_MEMBERS,
+    batch_columns,
+    copy_rows,
+    detection_row,
+    file_columns,
+    member_rows,
+)
 from benchmarks.options import Options
 from benchmarks.report import Figure, Target, rate
 from benchmarks.streamdata import Layout, write
@@ -109,14 +118,7 @@ async def _floor_camera(
                 media_file_id(camera, entry_id),
                 camera,
                 entry_id,
-                body["path"],
-                body["sha256"],
-                body["size"],
-                body["mime"],
-                body["media_kind"],
-                body["captured_at"],
-                body["capture_source"],
-                body["observed_at"],
+                *file_columns(body),
                 "pending",
                 None,
                 None,
@@ -144,24 +146,15 @@ async def _floor_camera(
             for index, obj in enumerate(body["objects"]):
                 box = obj["bbox"]
                 detections.append(
-                    (
+                    detection_row(
                         detection_id(camera, entry_id, index),
                         camera,
                         entry_id,
                         index,
                         row[0],
-                        body["file_entry_id"],
-                        body["path"],
-                        obj["label"],
-                        obj["confidence"],
-                        box["x"],
-                        box["y"],
-                        box["width"],
-                        box["height"],
-                        body["image_width"],
-                        body["image_height"],
-                        body["detector"],
-                        body["captured_at"],
+                        body,
+                        obj,
+                        (box["x"], box["y"], box["width"], box["height"]),
                     )
                 )
         read += len(entries)
@@ -184,21 +177,11 @@ async def _floor_camera(
                 event,
                 camera,
                 entry_id,
-                body["window_start"],
-                body["window_end"],
-                body["close_reason"],
-                body["detection_count"],
-                body["object_types"],
-                body["max_confidence"],
-                body["fast_path"],
-                body["closed_at"],
+                *batch_columns(body),
                 "pending",
                 *([None] * 10),
             ]
-            members.extend(
-                (event, m["entry_id"], m["file_entry_id"], camera, position)
-                for position, m in enumerate(body["detections"])
-            )
+            members.extend(member_rows(event, camera, body))
             last_event = body["window_start"]
         read += len(entries)
     stream = names.analyses(camera)
