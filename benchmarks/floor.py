@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -362,6 +362,10 @@ def media_id(camera: str, file_entry_id: str) -> uuid.UUID:
     return uuid.uuid5(_NAMESPACE, f"{camera}/{file_entry_id}")
 
 
+def _detection_id(camera: str, entry_id: str, index: int) -> uuid.UUID:
+    return uuid.uuid5(_NAMESPACE, f"{camera}/{entry_id}/{index}")
+
+
 def file_columns(body: dict[str, Any]) -> tuple[Any, ...]:
     """A `files` body's columns of its media_files row, `path` to `observed_at`."""
     return (
@@ -376,34 +380,39 @@ def file_columns(body: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def detection_row(
-    row_id: Any,
+def detection_rows(
     camera: str,
     entry_id: str,
-    index: int,
     file_id: Any,
     body: dict[str, Any],
-    obj: dict[str, Any],
-    box: tuple[float, float, float, float],
-) -> tuple[Any, ...]:
-    """The detections row (`_DETECTION_COLUMNS`) of `obj`, object `index` of a `detections`
-    body, whose box is (x, y, width, height)."""
-    return (
-        row_id,
-        camera,
-        entry_id,
-        index,
-        file_id,
-        body["file_entry_id"],
-        body["path"],
-        obj["label"],
-        obj["confidence"],
-        *box,
-        body["image_width"],
-        body["image_height"],
-        body["detector"],
-        body["captured_at"],
-    )
+    row_id: Callable[[str, str, int], Any],
+    size: tuple[str, str],
+) -> Iterator[tuple[Any, ...]]:
+    """The detections rows (`_DETECTION_COLUMNS`) of a `detections` body's objects:
+    `row_id(camera, entry_id, index)` gives each row's id; `size` names the keys of the box's
+    width and height."""
+    width, height = size
+    for index, obj in enumerate(body["objects"]):
+        box = obj["bbox"]
+        yield (
+            row_id(camera, entry_id, index),
+            camera,
+            entry_id,
+            index,
+            file_id,
+            body["file_entry_id"],
+            body["path"],
+            obj["label"],
+            obj["confidence"],
+            box["x"],
+            box["y"],
+            box[width],
+            box[height],
+            body["image_width"],
+            body["image_height"],
+            body["detector"],
+            body["captured_at"],
+        )
 
 
 def batch_columns(body: dict[str, Any]) -> tuple[Any, ...]:
@@ -471,20 +480,16 @@ async def project(
                         body["completed_at"],
                     )
                 )
-                for index, obj in enumerate(body["objects"]):
-                    box = obj["bbox"]
-                    detections.append(
-                        detection_row(
-                            uuid.uuid5(_NAMESPACE, f"{camera}/{entry_id}/{index}"),
-                            camera,
-                            entry_id,
-                            index,
-                            file_id,
-                            body,
-                            obj,
-                            (box["x"], box["y"], box["w"], box["h"]),
-                        )
+                detections.extend(
+                    detection_rows(
+                        camera,
+                        entry_id,
+                        file_id,
+                        body,
+                        _detection_id,
+                        ("w", "h"),
                     )
+                )
             elif kind == "batches":
                 event = uuid.UUID(body["batch_id"])
                 events.append((event, camera, entry_id, *batch_columns(body)))

@@ -32,7 +32,7 @@ from benchmarks.floor import (
     COPY_MEMBERS,
     batch_columns,
     copy_rows,
-    detection_row,
+    detection_rows,
     file_columns,
     member_rows,
 )
@@ -88,6 +88,16 @@ def _body(fields: dict[bytes, bytes]) -> Any:
     return orjson.loads(data[start:])
 
 
+async def _bodies(
+    redis: Redis, stream: str, size: int, checkpoints: list[tuple[Any, ...]]
+) -> AsyncIterator[list[tuple[str, Any]]]:
+    """Pages of `stream`'s entries as (entry id, body), their tracking rows added to
+    `checkpoints`."""
+    async for entries in _pages(redis, stream, size):
+        checkpoints.extend((DEFAULT_PROJECTION, stream, entry_id) for entry_id, _ in entries)
+        yield [(entry_id, _body(fields)) for entry_id, fields in entries]
+
+
 _MEDIA_COLUMNS = (
     "id, camera_id, entry_id, path, sha256, size, mime, media_kind, captured_at, capture_source, "
     "observed_at, detection_status, detector, image_width, image_height, object_count, detected_at"
@@ -104,16 +114,12 @@ async def _floor_camera(
     redis: Redis, cur: psycopg.AsyncCursor[Any], names: StreamNames, camera: str, page: int
 ) -> tuple[int, tuple[Any, ...]]:
     """Read one camera's streams and COPY its rows; (entries read, the camera's row)."""
-    read = 0
     checkpoints: list[tuple[Any, ...]] = []
     media: dict[str, list[Any]] = {}
     detections: list[tuple[Any, ...]] = []
     first = last = last_event = None
-    stream = names.files(camera)
-    async for entries in _pages(redis, stream, page):
-        for entry_id, fields in entries:
-            body = _body(fields)
-            checkpoints.append((DEFAULT_PROJECTION, stream, entry_id))
+    async for entries in _bodies(redis, names.files(camera), page, checkpoints):
+        for entry_id, body in entries:
             media[entry_id] = [
                 media_file_id(camera, entry_id),
                 camera,
@@ -128,12 +134,8 @@ async def _floor_camera(
             ]
             first = first or body["observed_at"]
             last = body["observed_at"]
-        read += len(entries)
-    stream = names.detections(camera)
-    async for entries in _pages(redis, stream, page):
-        for entry_id, fields in entries:
-            body = _body(fields)
-            checkpoints.append((DEFAULT_PROJECTION, stream, entry_id))
+    async for entries in _bodies(redis, names.detections(camera), page, checkpoints):
+        for entry_id, body in entries:
             row = media[body["file_entry_id"]]
             row[11:17] = [
                 "completed",
@@ -143,21 +145,16 @@ async def _floor_camera(
                 len(body["objects"]),
                 body["completed_at"],
             ]
-            for index, obj in enumerate(body["objects"]):
-                box = obj["bbox"]
-                detections.append(
-                    detection_row(
-                        detection_id(camera, entry_id, index),
-                        camera,
-                        entry_id,
-                        index,
-                        row[0],
-                        body,
-                        obj,
-                        (box["x"], box["y"], box["width"], box["height"]),
-                    )
+            detections.extend(
+                detection_rows(
+                    camera,
+                    entry_id,
+                    row[0],
+                    body,
+                    detection_id,
+                    ("width", "height"),
                 )
-        read += len(entries)
+            )
     files = len(media)
     await copy_rows(
         cur, f"COPY media_files ({_MEDIA_COLUMNS}) FROM STDIN", [tuple(r) for r in media.values()]
@@ -167,11 +164,8 @@ async def _floor_camera(
     detections.clear()
     events: dict[str, list[Any]] = {}
     members: list[tuple[Any, ...]] = []
-    stream = names.batches(camera)
-    async for entries in _pages(redis, stream, page):
-        for entry_id, fields in entries:
-            body = _body(fields)
-            checkpoints.append((DEFAULT_PROJECTION, stream, entry_id))
+    async for entries in _bodies(redis, names.batches(camera), page, checkpoints):
+        for entry_id, body in entries:
             event = event_id(camera, body["batch_id"])
             events[body["batch_id"]] = [
                 event,
@@ -183,12 +177,8 @@ async def _floor_camera(
             ]
             members.extend(member_rows(event, camera, body))
             last_event = body["window_start"]
-        read += len(entries)
-    stream = names.analyses(camera)
-    async for entries in _pages(redis, stream, page):
-        for entry_id, fields in entries:
-            body = _body(fields)
-            checkpoints.append((DEFAULT_PROJECTION, stream, entry_id))
+    async for entries in _bodies(redis, names.analyses(camera), page, checkpoints):
+        for entry_id, body in entries:
             events[body["batch_id"]][11:22] = [
                 "completed",
                 entry_id,
@@ -202,14 +192,13 @@ async def _floor_camera(
                 body["latency_ms"],
                 body["analyzed_at"],
             ]
-        read += len(entries)
     await copy_rows(
         cur, f"COPY events ({_EVENT_COLUMNS}) FROM STDIN", [tuple(e) for e in events.values()]
     )
     await copy_rows(cur, COPY_MEMBERS, members)
     await copy_rows(cur, COPY_CHECKPOINTS, checkpoints)
     camera_row = (camera, camera, camera, first, last, files, len(events), last_event)
-    return read, camera_row
+    return len(checkpoints), camera_row
 
 
 async def measure_floor(
