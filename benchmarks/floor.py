@@ -415,6 +415,18 @@ def detection_rows(
         )
 
 
+def detected_columns(body: dict[str, Any]) -> tuple[Any, ...]:
+    """A `detections` body's columns of its file's media_files row, `detector` to
+    `detected_at`."""
+    return (
+        body["detector"],
+        body["image_width"],
+        body["image_height"],
+        len(body["objects"]),
+        body["completed_at"],
+    )
+
+
 def batch_columns(body: dict[str, Any]) -> tuple[Any, ...]:
     """A `batches` body's columns of its events row, `window_start` to `closed_at`."""
     return (
@@ -473,11 +485,7 @@ async def project(
                         body["sha256"],
                         body["captured_at"],
                         body["observed_at"],
-                        body["detector"],
-                        body["image_width"],
-                        body["image_height"],
-                        len(body["objects"]),
-                        body["completed_at"],
+                        *detected_columns(body),
                     )
                 )
                 detections.extend(

@@ -55,6 +55,7 @@ from benchmarks.http import Connection
 from benchmarks.options import Options
 from benchmarks.query import free_port
 from benchmarks.report import Figure, Target, cost, median, percentile, record
+from benchmarks.throughput import cameras as camera_ids
 from benchmarks.throughput import running_pipeline, settings_for
 from hsi.settings.components import watch_config
 from streams.names import StreamNames
@@ -351,7 +352,7 @@ def run(servers: Servers, options: Options) -> list[Figure]:
 
 
 def _load(servers: Servers, options: Options, camera_count: int, seconds: float) -> list[Figure]:
-    cameras = [f"cam_{index:02d}" for index in range(camera_count)]
+    cameras = camera_ids(camera_count)
     label = f"{camera_count} cameras × {FILES_PER_SECOND:g} files/s"
     p50 = cost(
         "B2",

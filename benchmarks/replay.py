@@ -32,6 +32,7 @@ from benchmarks.floor import (
     COPY_MEMBERS,
     batch_columns,
     copy_rows,
+    detected_columns,
     detection_rows,
     file_columns,
     member_rows,
@@ -137,14 +138,7 @@ async def _floor_camera(
     async for entries in _bodies(redis, names.detections(camera), page, checkpoints):
         for entry_id, body in entries:
             row = media[body["file_entry_id"]]
-            row[11:17] = [
-                "completed",
-                body["detector"],
-                body["image_width"],
-                body["image_height"],
-                len(body["objects"]),
-                body["completed_at"],
-            ]
+            row[11:17] = ["completed", *detected_columns(body)]
             detections.extend(
                 detection_rows(
                     camera,
