@@ -441,6 +441,17 @@ def batch_columns(body: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def verdict_columns(body: dict[str, Any]) -> tuple[Any, ...]:
+    """An `analyses` body's verdict columns of its events row, `risk_score` to `analyzer`."""
+    return (
+        body["risk_score"],
+        body["risk_level"],
+        body["summary"],
+        body["reasoning"],
+        body["analyzer"],
+    )
+
+
 def member_rows(event: Any, camera: str, body: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
     """The event_detections rows of a `batches` body."""
     return (
@@ -508,11 +519,7 @@ async def project(
                         uuid.UUID(body["batch_id"]),
                         camera,
                         entry_id,
-                        body["risk_score"],
-                        body["risk_level"],
-                        body["summary"],
-                        body["reasoning"],
-                        body["analyzer"],
+                        *verdict_columns(body),
                         body["analyzed_at"],
                     )
                 )

@@ -36,6 +36,7 @@ from benchmarks.floor import (
     detection_rows,
     file_columns,
     member_rows,
+    verdict_columns,
 )
 from benchmarks.options import Options
 from benchmarks.report import Figure, Target, rate
@@ -176,11 +177,7 @@ async def _floor_camera(
             events[body["batch_id"]][11:22] = [
                 "completed",
                 entry_id,
-                body["risk_score"],
-                body["risk_level"],
-                body["summary"],
-                body["reasoning"],
-                body["analyzer"],
+                *verdict_columns(body),
                 body["model"],
                 body["prompt_hash"],
                 body["latency_ms"],
