@@ -139,3 +139,15 @@ async def fresh_prefix(redis: Redis) -> AsyncIterator[str]:
         yield prefix
     finally:
         await drop_keys(redis, prefix)
+
+
+@asynccontextmanager
+async def fresh_round(servers: Servers) -> AsyncIterator[tuple[Redis, str, str]]:
+    """(a Redis client, a fresh key prefix, a fresh migrated schema) of one measurement; the
+    keys and the schema are deleted and the client closed afterwards."""
+    redis = Redis.from_url(servers.redis_url)
+    try:
+        async with fresh_prefix(redis) as prefix, fresh_schema(servers) as schema:
+            yield redis, prefix, schema
+    finally:
+        await redis.aclose()

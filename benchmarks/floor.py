@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -107,6 +107,13 @@ _DETECTION_COLUMNS = (
     "confidence, bbox_x, bbox_y, bbox_width, bbox_height, image_width, image_height, detector, "
     "captured_at"
 )
+# The COPY statements the floors (this write side and replay's) share.
+COPY_CHECKPOINTS = "COPY projection_checkpoints (projection, stream, entry_id) FROM STDIN"
+COPY_DETECTIONS = f"COPY detections ({_DETECTION_COLUMNS}) FROM STDIN"
+COPY_MEMBERS = (
+    "COPY event_detections (event_id, detection_entry_id, file_entry_id, camera_id, position) "
+    "FROM STDIN"
+)
 
 # What `done_counts` reads: media files detected and events analysed.
 DONE_SQL = (
@@ -117,6 +124,13 @@ DONE_SQL = (
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
+
+
+async def copy_rows(cur: psycopg.AsyncCursor[Any], sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    """Write `rows` by one COPY … FROM STDIN."""
+    async with cur.copy(sql) as copy:
+        for row in rows:
+            await copy.write_row(row)
 
 
 def _text(value: bytes | str) -> str:
@@ -348,6 +362,104 @@ def media_id(camera: str, file_entry_id: str) -> uuid.UUID:
     return uuid.uuid5(_NAMESPACE, f"{camera}/{file_entry_id}")
 
 
+def _detection_id(camera: str, entry_id: str, index: int) -> uuid.UUID:
+    return uuid.uuid5(_NAMESPACE, f"{camera}/{entry_id}/{index}")
+
+
+def file_columns(body: dict[str, Any]) -> tuple[Any, ...]:
+    """A `files` body's columns of its media_files row, `path` to `observed_at`."""
+    return (
+        body["path"],
+        body["sha256"],
+        body["size"],
+        body["mime"],
+        body["media_kind"],
+        body["captured_at"],
+        body["capture_source"],
+        body["observed_at"],
+    )
+
+
+def detection_rows(
+    camera: str,
+    entry_id: str,
+    file_id: Any,
+    body: dict[str, Any],
+    row_id: Callable[[str, str, int], Any],
+    size: tuple[str, str],
+) -> Iterator[tuple[Any, ...]]:
+    """The detections rows (`_DETECTION_COLUMNS`) of a `detections` body's objects:
+    `row_id(camera, entry_id, index)` gives each row's id; `size` names the keys of the box's
+    width and height."""
+    width, height = size
+    for index, obj in enumerate(body["objects"]):
+        box = obj["bbox"]
+        yield (
+            row_id(camera, entry_id, index),
+            camera,
+            entry_id,
+            index,
+            file_id,
+            body["file_entry_id"],
+            body["path"],
+            obj["label"],
+            obj["confidence"],
+            box["x"],
+            box["y"],
+            box[width],
+            box[height],
+            body["image_width"],
+            body["image_height"],
+            body["detector"],
+            body["captured_at"],
+        )
+
+
+def detected_columns(body: dict[str, Any]) -> tuple[Any, ...]:
+    """A `detections` body's columns of its file's media_files row, `detector` to
+    `detected_at`."""
+    return (
+        body["detector"],
+        body["image_width"],
+        body["image_height"],
+        len(body["objects"]),
+        body["completed_at"],
+    )
+
+
+def batch_columns(body: dict[str, Any]) -> tuple[Any, ...]:
+    """A `batches` body's columns of its events row, `window_start` to `closed_at`."""
+    return (
+        body["window_start"],
+        body["window_end"],
+        body["close_reason"],
+        body["detection_count"],
+        body["object_types"],
+        body["max_confidence"],
+        body["fast_path"],
+        body["closed_at"],
+    )
+
+
+def verdict_columns(body: dict[str, Any]) -> tuple[Any, ...]:
+    """An `analyses` body's verdict columns of its events row, `risk_score` to `analyzer`."""
+    return (
+        body["risk_score"],
+        body["risk_level"],
+        body["summary"],
+        body["reasoning"],
+        body["analyzer"],
+    )
+
+
+def member_rows(event: Any, camera: str, body: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
+    """The event_detections rows of a `batches` body."""
+    return (
+        (event, m["entry_id"], m["file_entry_id"], camera, position)
+        for position, m in enumerate(body["detections"])
+    )
+
+
 async def project(
     conn: psycopg.AsyncConnection[Any],
     camera: str,
@@ -370,21 +482,7 @@ async def project(
             checkpoints.append((PROJECTION, stream, entry_id))
             body = orjson.loads(fields[FIELD])
             if kind == "files":
-                files.append(
-                    (
-                        media_id(camera, entry_id),
-                        camera,
-                        entry_id,
-                        body["path"],
-                        body["sha256"],
-                        body["size"],
-                        body["mime"],
-                        body["media_kind"],
-                        body["captured_at"],
-                        body["capture_source"],
-                        body["observed_at"],
-                    )
-                )
+                files.append((media_id(camera, entry_id), camera, entry_id, *file_columns(body)))
                 first = first or body["observed_at"]
                 last = body["observed_at"]
             elif kind == "detections":
@@ -398,93 +496,44 @@ async def project(
                         body["sha256"],
                         body["captured_at"],
                         body["observed_at"],
-                        body["detector"],
-                        body["image_width"],
-                        body["image_height"],
-                        len(body["objects"]),
-                        body["completed_at"],
+                        *detected_columns(body),
                     )
                 )
-                for index, obj in enumerate(body["objects"]):
-                    box = obj["bbox"]
-                    detections.append(
-                        (
-                            uuid.uuid5(_NAMESPACE, f"{camera}/{entry_id}/{index}"),
-                            camera,
-                            entry_id,
-                            index,
-                            file_id,
-                            body["file_entry_id"],
-                            body["path"],
-                            obj["label"],
-                            obj["confidence"],
-                            box["x"],
-                            box["y"],
-                            box["w"],
-                            box["h"],
-                            body["image_width"],
-                            body["image_height"],
-                            body["detector"],
-                            body["captured_at"],
-                        )
-                    )
-            elif kind == "batches":
-                event = uuid.UUID(body["batch_id"])
-                events.append(
-                    (
-                        event,
+                detections.extend(
+                    detection_rows(
                         camera,
                         entry_id,
-                        body["window_start"],
-                        body["window_end"],
-                        body["close_reason"],
-                        body["detection_count"],
-                        body["object_types"],
-                        body["max_confidence"],
-                        body["fast_path"],
-                        body["closed_at"],
+                        file_id,
+                        body,
+                        _detection_id,
+                        ("w", "h"),
                     )
                 )
-                members.extend(
-                    (event, m["entry_id"], m["file_entry_id"], camera, position)
-                    for position, m in enumerate(body["detections"])
-                )
+            elif kind == "batches":
+                event = uuid.UUID(body["batch_id"])
+                events.append((event, camera, entry_id, *batch_columns(body)))
+                members.extend(member_rows(event, camera, body))
             else:
                 analyses.append(
                     (
                         uuid.UUID(body["batch_id"]),
                         camera,
                         entry_id,
-                        body["risk_score"],
-                        body["risk_level"],
-                        body["summary"],
-                        body["reasoning"],
-                        body["analyzer"],
+                        *verdict_columns(body),
                         body["analyzed_at"],
                     )
                 )
     async with conn.cursor() as cur:
-        async with cur.copy(
-            "COPY projection_checkpoints (projection, stream, entry_id) FROM STDIN"
-        ) as copy:
-            for row in checkpoints:
-                await copy.write_row(row)
+        await copy_rows(cur, COPY_CHECKPOINTS, checkpoints)
         if files:
             await cur.executemany(_MEDIA_FILE, files)
         if media:
             await cur.executemany(_MEDIA_DETECTION, media)
         if detections:
-            async with cur.copy(f"COPY detections ({_DETECTION_COLUMNS}) FROM STDIN") as copy:
-                for row in detections:
-                    await copy.write_row(row)
+            await copy_rows(cur, COPY_DETECTIONS, detections)
         if events:
             await cur.executemany(_EVENT_BATCH, events)
-            async with cur.copy(
-                "COPY event_detections (event_id, detection_entry_id, file_entry_id, camera_id, "
-                "position) FROM STDIN"
-            ) as copy:
-                for row in members:
-                    await copy.write_row(row)
+            await copy_rows(cur, COPY_MEMBERS, members)
         if analyses:
             await cur.executemany(_EVENT_ANALYSIS, analyses)
         if files or events:

@@ -32,7 +32,8 @@ import io
 import itertools
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -47,16 +48,15 @@ from watchdog.events import FileClosedEvent, FileSystemEvent, FileSystemEventHan
 from watchdog.observers import Observer
 
 from benchmarks.apiserver import serve
-from benchmarks.environment import Servers, fresh_prefix, fresh_schema
-from benchmarks.fakes import CONFIDENT_PERSON, FixedDetector
+from benchmarks.environment import Servers, fresh_round
+from benchmarks.fakes import CONFIDENT_PERSON
 from benchmarks.floor import FIELD, RawPipeline, now_iso
 from benchmarks.http import Connection
 from benchmarks.options import Options
 from benchmarks.query import free_port
-from benchmarks.report import Figure, Target, median, percentile
-from benchmarks.throughput import settings_for
-from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
-from hsi.infra.telemetry import TelemetryConfig, reset_telemetry, setup_telemetry
+from benchmarks.report import Figure, Target, cost, median, percentile, record
+from benchmarks.throughput import cameras as camera_ids
+from benchmarks.throughput import running_pipeline, settings_for
 from hsi.settings.components import watch_config
 from streams.names import StreamNames
 from streams.watch.watcher import Watcher
@@ -208,27 +208,24 @@ def _epoch(moment: datetime | None) -> float | None:
     return None if moment is None else moment.timestamp()
 
 
+@contextmanager
+def camera_root(cameras: Sequence[str]) -> Iterator[Path]:
+    """A temporary camera root with an empty folder per camera; removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="hsi-bench-latency-") as folder:
+        root = Path(folder) / "cameras"
+        for camera in cameras:
+            (root / camera).mkdir(parents=True)
+        yield root
+
+
 # --- HSI ------------------------------------------------------------------------------------
 
 
 async def measure_hsi(servers: Servers, cameras: Sequence[str], seconds: float) -> Latencies:
-    redis = Redis.from_url(servers.redis_url)
-    try:
-        async with fresh_prefix(redis) as prefix, fresh_schema(servers) as schema:
-            with tempfile.TemporaryDirectory(prefix="hsi-bench-latency-") as folder:
-                root = Path(folder) / "cameras"
-                for camera in cameras:
-                    (root / camera).mkdir(parents=True)
-                settings = settings_for(prefix, root, watch_stable_seconds=STABLE_SECONDS)
-                setup_telemetry(TelemetryConfig())
-                pipeline = Pipeline(
-                    settings,
-                    servers.redis_url,
-                    PipelineOptions(stages=ALL_STAGES),
-                    detector=FixedDetector(CONFIDENT_PERSON),
-                    database_url=servers.database_url_for(schema),
-                )
-                await pipeline.start()
+    async with fresh_round(servers) as (redis, prefix, schema):
+        with camera_root(cameras) as root:
+            settings = settings_for(prefix, root, watch_stable_seconds=STABLE_SECONDS)
+            async with running_pipeline(servers, settings, schema, CONFIDENT_PERSON) as pipeline:
                 watcher = Watcher(redis, pipeline.names, root, watch_config(settings))
                 await watcher.start()
                 try:
@@ -246,10 +243,6 @@ async def measure_hsi(servers: Servers, cameras: Sequence[str], seconds: float) 
                         )
                 finally:
                     await watcher.stop()
-                    await pipeline.stop()
-                    reset_telemetry()
-    finally:
-        await redis.aclose()
 
 
 async def _rounds(
@@ -321,43 +314,34 @@ async def _floor_watch(
 
 
 async def measure_floor(servers: Servers, cameras: Sequence[str], seconds: float) -> Latencies:
-    redis = Redis.from_url(servers.redis_url)
-    try:
-        async with fresh_prefix(redis) as prefix, fresh_schema(servers) as schema:
-            with tempfile.TemporaryDirectory(prefix="hsi-bench-latency-") as folder:
-                root = Path(folder) / "cameras"
-                for camera in cameras:
-                    (root / camera).mkdir(parents=True)
-                names = StreamNames(prefix)
-                raw = RawPipeline(
-                    redis, servers.conninfo(schema), names, cameras, fast_path=True, count=100
+    async with fresh_round(servers) as (redis, prefix, schema):
+        with camera_root(cameras) as root:
+            names = StreamNames(prefix)
+            raw = RawPipeline(
+                redis, servers.conninfo(schema), names, cameras, fast_path=True, count=100
+            )
+            await raw.start()
+            queue: asyncio.Queue[str] = asyncio.Queue()
+            observer = Observer()
+            observer.schedule(_Closed(asyncio.get_running_loop(), queue), str(root), recursive=True)
+            observer.start()
+            watching = asyncio.create_task(_floor_watch(root, redis, names, queue))
+            conninfo = servers.conninfo(schema)
+            try:
+                return await _rounds(
+                    root,
+                    cameras,
+                    seconds,
+                    lambda run, stop: poll_sql(conninfo, run, stop),
+                    conninfo,
+                    prefix,
                 )
-                await raw.start()
-                queue: asyncio.Queue[str] = asyncio.Queue()
-                observer = Observer()
-                observer.schedule(
-                    _Closed(asyncio.get_running_loop(), queue), str(root), recursive=True
-                )
-                observer.start()
-                watching = asyncio.create_task(_floor_watch(root, redis, names, queue))
-                conninfo = servers.conninfo(schema)
-                try:
-                    return await _rounds(
-                        root,
-                        cameras,
-                        seconds,
-                        lambda run, stop: poll_sql(conninfo, run, stop),
-                        conninfo,
-                        prefix,
-                    )
-                finally:
-                    watching.cancel()
-                    await asyncio.gather(watching, return_exceptions=True)
-                    observer.stop()
-                    await asyncio.to_thread(observer.join)
-                    await raw.stop()
-    finally:
-        await redis.aclose()
+            finally:
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
+                observer.stop()
+                await asyncio.to_thread(observer.join)
+                await raw.stop()
 
 
 def run(servers: Servers, options: Options) -> list[Figure]:
@@ -368,31 +352,21 @@ def run(servers: Servers, options: Options) -> list[Figure]:
 
 
 def _load(servers: Servers, options: Options, camera_count: int, seconds: float) -> list[Figure]:
-    cameras = [f"cam_{index:02d}" for index in range(camera_count)]
+    cameras = camera_ids(camera_count)
     label = f"{camera_count} cameras × {FILES_PER_SECOND:g} files/s"
-    p50 = Figure(
+    p50 = cost(
         "B2",
         f"file written → scored event in /api/events, p50 ({label}, {seconds:g} s a round)",
         "ms",
-        higher_is_better=False,
-        floor=[],
         target=Target(max_value=50.0),
     )
-    p99 = Figure(
+    p99 = cost(
         "B2",
         f"file written → scored event in /api/events, p99 ({label})",
         "ms",
-        higher_is_better=False,
-        floor=[],
         target=Target(max_value=250.0),
     )
-    after_watch = Figure(
-        "B2",
-        f"observed (watcher published) → scored event, p50 ({label})",
-        "ms",
-        higher_is_better=False,
-        floor=[],
-    )
+    after_watch = cost("B2", f"observed (watcher published) → scored event, p50 ({label})", "ms")
     hsi_stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
     floor_stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
     missing = [0, 0]
@@ -411,10 +385,7 @@ def _load(servers: Servers, options: Options, camera_count: int, seconds: float)
                 percentile(result.total_ms, 0.99) if result.total_ms else float("nan"),
                 median(after) if after else float("nan"),
             )
-            for figure, value in zip((p50, p99, after_watch), figures_values, strict=True):
-                target = figure.hsi if who == "hsi" else figure.floor
-                assert target is not None
-                target.append(value)
+            record((p50, p99, after_watch), figures_values, floor=who == "floor")
 
     def breakdown(stages: dict[str, list[float]]) -> str:
         return ", ".join(f"{stage} {median(values):.1f}" for stage, values in stages.items())

@@ -41,7 +41,7 @@ from benchmarks.fakes import serve_rtdetr
 from benchmarks.latency import unique_jpeg
 from benchmarks.options import Options
 from benchmarks.query import free_port
-from benchmarks.report import Figure, Target
+from benchmarks.report import Figure, Target, cost, rate, record
 from benchmarks.timing import BenchmarkError
 from hsi.settings.model import Settings
 
@@ -235,40 +235,35 @@ async def _drop_prefix(servers: Servers, prefix: str) -> None:
 
 def run(servers: Servers, options: Options) -> list[Figure]:
     total = file_count(options)
-    idle = Figure(
+    idle = cost(
         "B5",
         "hsi up RSS, idle after start-up",
         "MB",
-        higher_is_better=False,
-        floor=[],
         target=Target(max_value=200.0),
         note="floor: python importing hsi up's libraries, running nothing",
     )
-    after = Figure(
-        "B5",
-        f"hsi up RSS after {total} files",
-        "MB",
-        higher_is_better=False,
-        target=Target(max_value=200.0),
+    after = cost(
+        "B5", f"hsi up RSS after {total} files", "MB", floor=False, target=Target(max_value=200.0)
     )
-    growth = Figure(
+    growth = cost(
         "B5",
         f"hsi up RSS growth from 25 % to 100 % of {total} files",
         "MB",
-        higher_is_better=False,
+        floor=False,
         target=Target(max_value=10.0),
         note="'no growth', with 10 MB of allowance for allocator noise",
     )
-    rate = Figure("B5", "hsi up files/s meanwhile (watcher, RT-DETR over HTTP)", "files/s", True)
+    speed = rate(
+        "B5", "hsi up files/s meanwhile (watcher, RT-DETR over HTTP)", "files/s", floor=False
+    )
     # One round: RSS hardly varies between runs, and a run takes minutes.
-    assert idle.floor is not None
-    idle.floor.append(floor_rss())
+    record([idle], [floor_rss()], floor=True)
     rss_idle, points, files_per_second = measure_hsi(servers, total)
-    idle.hsi.append(rss_idle)
-    after.hsi.append(points[-1])
-    growth.hsi.append(points[-1] - points[0])
-    rate.hsi.append(files_per_second)
+    record(
+        [idle, after, growth, speed],
+        [rss_idle, points[-1], points[-1] - points[0], files_per_second],
+    )
     after.note = "RSS at 0 / 25 / 50 / 75 / 100 % of the files (MB): " + " / ".join(
         f"{value:.0f}" for value in [rss_idle, *points]
     )
-    return [idle, after, growth, rate]
+    return [idle, after, growth, speed]

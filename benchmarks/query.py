@@ -35,7 +35,7 @@ from benchmarks.apiserver import serve
 from benchmarks.environment import Servers, fresh_schema
 from benchmarks.http import Connection
 from benchmarks.options import Options
-from benchmarks.report import Figure, Target, median, percentile
+from benchmarks.report import Figure, Target, cost, median, percentile, rate, record
 from hsi.api.cursor import decode_cursor
 from hsi.api.params import Query, parse_limit
 from hsi.api.queries import events as q
@@ -243,37 +243,25 @@ def run(servers: Servers, options: Options) -> list[Figure]:
     total = request_count(options)
     paced_total = options.pick(full=500, quick=200, smoke=20)
     label = f"{count} events, {CLIENTS} clients"
-    throughput = Figure(
+    throughput = rate(
         "B4",
         f"/api/events requests/s at saturation ({label})",
         "req/s",
-        higher_is_better=True,
-        floor=[],
         target=Target(min_ratio=0.5),
         note="closed loop: each client asks again as soon as it has the answer; floor: the "
         "same SQL through psycopg (pool of 30), no HTTP/JSON",
     )
-    saturated_p99 = Figure(
+    saturated_p99 = cost(
         "B4",
         "/api/events p99 at saturation",
         "ms",
-        higher_is_better=False,
-        floor=[],
         note="queueing: 50 requests always in flight, so p50 ≈ 50 / (requests/s)",
     )
-    paced_p50 = Figure(
-        "B4",
-        f"/api/events p50 at {PACED_RATE:.0f} req/s",
-        "ms",
-        higher_is_better=False,
-        floor=[],
-    )
-    paced_p99 = Figure(
+    paced_p50 = cost("B4", f"/api/events p50 at {PACED_RATE:.0f} req/s", "ms")
+    paced_p99 = cost(
         "B4",
         f"/api/events p99 at {PACED_RATE:.0f} req/s",
         "ms",
-        higher_is_better=False,
-        floor=[],
         target=Target(max_value=20.0),
         note=f"{PACED_RATE:.0f} requests/s spread over {CLIENTS} clients; typical filters, "
         f"first {PAGES} pages of each",
@@ -306,17 +294,14 @@ def run(servers: Servers, options: Options) -> list[Figure]:
                     ] = {}
                     for measure in order:
                         results[measure] = await measure()
-                    for who, (saturated, paced) in ((0, results[hsi]), (1, results[floor])):
+                    for side, (saturated, paced) in results.items():
                         values = (
                             saturated.rate,
                             percentile(saturated.latencies_ms, 0.99),
                             median(paced.latencies_ms),
                             percentile(paced.latencies_ms, 0.99),
                         )
-                        for figure, value in zip(figures, values, strict=True):
-                            target = figure.hsi if who == 0 else figure.floor
-                            assert target is not None
-                            target.append(value)
+                        record(figures, values, floor=side is floor)
 
     asyncio.run(body())
     return figures

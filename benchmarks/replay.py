@@ -26,8 +26,20 @@ import psycopg
 from redis.asyncio import Redis
 
 from benchmarks.environment import Servers, fresh_prefix, fresh_schema
+from benchmarks.floor import (
+    COPY_CHECKPOINTS,
+    COPY_DETECTIONS,
+    COPY_MEMBERS,
+    batch_columns,
+    copy_rows,
+    detected_columns,
+    detection_rows,
+    file_columns,
+    member_rows,
+    verdict_columns,
+)
 from benchmarks.options import Options
-from benchmarks.report import Figure, Target
+from benchmarks.report import Figure, Target, rate
 from benchmarks.streamdata import Layout, write
 from hsi.infra.db import create_engine
 from projections.projector import DEFAULT_PROJECTION
@@ -78,14 +90,19 @@ def _body(fields: dict[bytes, bytes]) -> Any:
     return orjson.loads(data[start:])
 
 
+async def _bodies(
+    redis: Redis, stream: str, size: int, checkpoints: list[tuple[Any, ...]]
+) -> AsyncIterator[list[tuple[str, Any]]]:
+    """Pages of `stream`'s entries as (entry id, body), their tracking rows added to
+    `checkpoints`."""
+    async for entries in _pages(redis, stream, size):
+        checkpoints.extend((DEFAULT_PROJECTION, stream, entry_id) for entry_id, _ in entries)
+        yield [(entry_id, _body(fields)) for entry_id, fields in entries]
+
+
 _MEDIA_COLUMNS = (
     "id, camera_id, entry_id, path, sha256, size, mime, media_kind, captured_at, capture_source, "
     "observed_at, detection_status, detector, image_width, image_height, object_count, detected_at"
-)
-_DETECTION_COLUMNS = (
-    "id, camera_id, detection_entry_id, object_index, file_id, file_entry_id, path, label, "
-    "confidence, bbox_x, bbox_y, bbox_width, bbox_height, image_width, image_height, detector, "
-    "captured_at"
 )
 _EVENT_COLUMNS = (
     "id, camera_id, batch_entry_id, window_start, window_end, close_reason, detection_count, "
@@ -95,38 +112,21 @@ _EVENT_COLUMNS = (
 )
 
 
-async def _copy(cur: psycopg.AsyncCursor[Any], sql: str, rows: list[tuple[Any, ...]]) -> None:
-    async with cur.copy(sql) as copy:
-        for row in rows:
-            await copy.write_row(row)
-
-
 async def _floor_camera(
     redis: Redis, cur: psycopg.AsyncCursor[Any], names: StreamNames, camera: str, page: int
 ) -> tuple[int, tuple[Any, ...]]:
     """Read one camera's streams and COPY its rows; (entries read, the camera's row)."""
-    read = 0
     checkpoints: list[tuple[Any, ...]] = []
     media: dict[str, list[Any]] = {}
     detections: list[tuple[Any, ...]] = []
     first = last = last_event = None
-    stream = names.files(camera)
-    async for entries in _pages(redis, stream, page):
-        for entry_id, fields in entries:
-            body = _body(fields)
-            checkpoints.append((DEFAULT_PROJECTION, stream, entry_id))
+    async for entries in _bodies(redis, names.files(camera), page, checkpoints):
+        for entry_id, body in entries:
             media[entry_id] = [
                 media_file_id(camera, entry_id),
                 camera,
                 entry_id,
-                body["path"],
-                body["sha256"],
-                body["size"],
-                body["mime"],
-                body["media_kind"],
-                body["captured_at"],
-                body["capture_source"],
-                body["observed_at"],
+                *file_columns(body),
                 "pending",
                 None,
                 None,
@@ -136,114 +136,60 @@ async def _floor_camera(
             ]
             first = first or body["observed_at"]
             last = body["observed_at"]
-        read += len(entries)
-    stream = names.detections(camera)
-    async for entries in _pages(redis, stream, page):
-        for entry_id, fields in entries:
-            body = _body(fields)
-            checkpoints.append((DEFAULT_PROJECTION, stream, entry_id))
+    async for entries in _bodies(redis, names.detections(camera), page, checkpoints):
+        for entry_id, body in entries:
             row = media[body["file_entry_id"]]
-            row[11:17] = [
-                "completed",
-                body["detector"],
-                body["image_width"],
-                body["image_height"],
-                len(body["objects"]),
-                body["completed_at"],
-            ]
-            for index, obj in enumerate(body["objects"]):
-                box = obj["bbox"]
-                detections.append(
-                    (
-                        detection_id(camera, entry_id, index),
-                        camera,
-                        entry_id,
-                        index,
-                        row[0],
-                        body["file_entry_id"],
-                        body["path"],
-                        obj["label"],
-                        obj["confidence"],
-                        box["x"],
-                        box["y"],
-                        box["width"],
-                        box["height"],
-                        body["image_width"],
-                        body["image_height"],
-                        body["detector"],
-                        body["captured_at"],
-                    )
+            row[11:17] = ["completed", *detected_columns(body)]
+            detections.extend(
+                detection_rows(
+                    camera,
+                    entry_id,
+                    row[0],
+                    body,
+                    detection_id,
+                    ("width", "height"),
                 )
-        read += len(entries)
+            )
     files = len(media)
-    await _copy(
+    await copy_rows(
         cur, f"COPY media_files ({_MEDIA_COLUMNS}) FROM STDIN", [tuple(r) for r in media.values()]
     )
-    await _copy(cur, f"COPY detections ({_DETECTION_COLUMNS}) FROM STDIN", detections)
+    await copy_rows(cur, COPY_DETECTIONS, detections)
     media.clear()
     detections.clear()
     events: dict[str, list[Any]] = {}
     members: list[tuple[Any, ...]] = []
-    stream = names.batches(camera)
-    async for entries in _pages(redis, stream, page):
-        for entry_id, fields in entries:
-            body = _body(fields)
-            checkpoints.append((DEFAULT_PROJECTION, stream, entry_id))
+    async for entries in _bodies(redis, names.batches(camera), page, checkpoints):
+        for entry_id, body in entries:
             event = event_id(camera, body["batch_id"])
             events[body["batch_id"]] = [
                 event,
                 camera,
                 entry_id,
-                body["window_start"],
-                body["window_end"],
-                body["close_reason"],
-                body["detection_count"],
-                body["object_types"],
-                body["max_confidence"],
-                body["fast_path"],
-                body["closed_at"],
+                *batch_columns(body),
                 "pending",
                 *([None] * 10),
             ]
-            members.extend(
-                (event, m["entry_id"], m["file_entry_id"], camera, position)
-                for position, m in enumerate(body["detections"])
-            )
+            members.extend(member_rows(event, camera, body))
             last_event = body["window_start"]
-        read += len(entries)
-    stream = names.analyses(camera)
-    async for entries in _pages(redis, stream, page):
-        for entry_id, fields in entries:
-            body = _body(fields)
-            checkpoints.append((DEFAULT_PROJECTION, stream, entry_id))
+    async for entries in _bodies(redis, names.analyses(camera), page, checkpoints):
+        for entry_id, body in entries:
             events[body["batch_id"]][11:22] = [
                 "completed",
                 entry_id,
-                body["risk_score"],
-                body["risk_level"],
-                body["summary"],
-                body["reasoning"],
-                body["analyzer"],
+                *verdict_columns(body),
                 body["model"],
                 body["prompt_hash"],
                 body["latency_ms"],
                 body["analyzed_at"],
             ]
-        read += len(entries)
-    await _copy(
+    await copy_rows(
         cur, f"COPY events ({_EVENT_COLUMNS}) FROM STDIN", [tuple(e) for e in events.values()]
     )
-    await _copy(
-        cur,
-        "COPY event_detections (event_id, detection_entry_id, file_entry_id, camera_id, position) "
-        "FROM STDIN",
-        members,
-    )
-    await _copy(
-        cur, "COPY projection_checkpoints (projection, stream, entry_id) FROM STDIN", checkpoints
-    )
+    await copy_rows(cur, COPY_MEMBERS, members)
+    await copy_rows(cur, COPY_CHECKPOINTS, checkpoints)
     camera_row = (camera, camera, camera, first, last, files, len(events), last_event)
-    return read, camera_row
+    return len(checkpoints), camera_row
 
 
 async def measure_floor(
@@ -269,12 +215,8 @@ async def measure_floor(
                         camera_read, row = await _floor_camera(redis, cur, names, camera, page)
                         read += camera_read
                         cameras.append(row)
-                    await _copy(
-                        cur,
-                        "COPY projection_checkpoints (projection, stream, entry_id) FROM STDIN",
-                        checkpoints,
-                    )
-                    await _copy(
+                    await copy_rows(cur, COPY_CHECKPOINTS, checkpoints)
+                    await copy_rows(
                         cur,
                         "COPY cameras (id, name, folder, first_seen, last_seen, file_count, "
                         "event_count, last_event_at) FROM STDIN",
@@ -291,12 +233,10 @@ async def measure_floor(
 
 def run(servers: Servers, options: Options) -> list[Figure]:
     layout = layout_for(options)
-    figure = Figure(
+    figure = rate(
         "B3",
         f"replay, {layout.entries} stream entries ({len(layout.cameras)} cameras)",
         "entries/s",
-        higher_is_better=True,
-        floor=[],
         target=Target(min_ratio=0.5),
         note=(
             "projections.replay.rebuild into an empty schema (shadow tables, deferred indexes, "

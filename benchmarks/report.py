@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -90,6 +91,38 @@ class Figure:
         return all(checks) if checks else None
 
 
+def rate(benchmark: str, name: str, unit: str, **details: Any) -> Figure:
+    """A figure where more is better (files/s, requests/s); `details` as `figure`'s."""
+    return figure(benchmark, name, unit, True, **details)
+
+
+def cost(benchmark: str, name: str, unit: str, **details: Any) -> Figure:
+    """A figure where less is better (times, sizes); `details` as `figure`'s."""
+    return figure(benchmark, name, unit, False, **details)
+
+
+def figure(
+    benchmark: str,
+    name: str,
+    unit: str,
+    higher_is_better: bool,
+    *,
+    floor: bool = True,
+    target: Target = Target(),
+    note: str = "",
+) -> Figure:
+    """An empty figure, measured beside its floor unless `floor=False`."""
+    return Figure(
+        benchmark,
+        name,
+        unit,
+        higher_is_better,
+        floor=[] if floor else None,
+        target=target,
+        note=note,
+    )
+
+
 def _number(value: float) -> str:
     if value >= 1000:
         return f"{value:,.0f}".replace(",", " ")
@@ -126,3 +159,11 @@ def table(figures: Sequence[Figure]) -> str:
         lines.append("")
         lines.extend(notes)
     return "\n".join(lines)
+
+
+def record(figures: Sequence[Figure], values: Sequence[float], *, floor: bool = False) -> None:
+    """Append one round's values, one a figure, to HSI's runs or (`floor=True`) the floor's."""
+    for each, value in zip(figures, values, strict=True):
+        runs = each.floor if floor else each.hsi
+        assert runs is not None, f"{each.name} has no floor"
+        runs.append(value)

@@ -19,23 +19,24 @@ import asyncio
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from redis.asyncio import Redis
 
-from benchmarks.environment import Servers, fresh_prefix, fresh_schema
+from benchmarks.environment import Servers, fresh_round
 from benchmarks.fakes import CAR_AND_PERSON, FixedDetector
 from benchmarks.floor import RawPipeline, publish_files
 from benchmarks.options import Options
-from benchmarks.report import Figure, Target
+from benchmarks.report import Figure, Target, rate
 from benchmarks.timing import alternate, wait_for_rows
 from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
 from hsi.infra.telemetry import TelemetryConfig, reset_telemetry, setup_telemetry, stage_telemetry
 from hsi.settings.model import Settings
+from streams.detectors import DetectedObject
 from streams.envelope import HEADER_TRACEPARENT
 from streams.names import StreamNames
 from streams.schemas import CameraRegistered, FileObserved
@@ -111,78 +112,89 @@ def settings_for(prefix: str, root: Path, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)
 
 
+@asynccontextmanager
+async def running_pipeline(
+    servers: Servers, settings: Settings, schema: str, objects: tuple[DetectedObject, ...]
+) -> AsyncIterator[Pipeline]:
+    """HSI's pipeline with every stage and `hsi up`'s telemetry, answering `objects` for each
+    file and projecting into `schema`; stopped afterwards."""
+    setup_telemetry(TelemetryConfig())
+    pipeline = Pipeline(
+        settings,
+        servers.redis_url,
+        PipelineOptions(stages=ALL_STAGES),
+        detector=FixedDetector(objects),
+        database_url=servers.database_url_for(schema),
+    )
+    await pipeline.start()
+    try:
+        yield pipeline
+    finally:
+        await pipeline.stop()
+        reset_telemetry()
+
+
+async def _files_per_second(
+    servers: Servers,
+    schema: str,
+    files: int,
+    camera_count: int,
+    publish: Callable[[], Coroutine[Any, Any, None]],
+    what: str,
+) -> float:
+    """Files/s from starting `publish` to every file detected and every event analysed."""
+    events = camera_count * (files // camera_count // FILES_PER_BATCH)
+    async with await psycopg.AsyncConnection.connect(
+        servers.conninfo(schema), autocommit=True
+    ) as conn:
+        started = time.perf_counter()
+        publishing = asyncio.create_task(publish())
+        ended = await wait_for_rows(conn, files, events, within_seconds=600, what=what)
+        await publishing
+    return files / (ended - started)
+
+
 async def measure_hsi(servers: Servers, files: int, camera_count: int) -> float:
     """Files/s of HSI's pipeline for one round."""
     ids = cameras(camera_count)
-    events = camera_count * (files // camera_count // FILES_PER_BATCH)
-    redis = Redis.from_url(servers.redis_url)
-    try:
-        async with fresh_prefix(redis) as prefix, fresh_schema(servers) as schema:
-            with tempfile.TemporaryDirectory(prefix="hsi-bench-root-") as folder:
-                settings = settings_for(prefix, Path(folder) / "cameras")
-                setup_telemetry(TelemetryConfig())
-                pipeline = Pipeline(
-                    settings,
-                    servers.redis_url,
-                    PipelineOptions(stages=ALL_STAGES),
-                    detector=FixedDetector(CAR_AND_PERSON),
-                    database_url=servers.database_url_for(schema),
+    async with fresh_round(servers) as (redis, prefix, schema):
+        with tempfile.TemporaryDirectory(prefix="hsi-bench-root-") as folder:
+            settings = settings_for(prefix, Path(folder) / "cameras")
+            async with running_pipeline(servers, settings, schema, CAR_AND_PERSON) as pipeline:
+                ledger = Ledger(redis, pipeline.names, settings.dedupe_ttl)
+                await register_cameras(ledger, ids)
+                await pipeline.discover()
+                return await _files_per_second(
+                    servers, schema, files, camera_count, lambda: ingest(ledger, ids, files), "HSI"
                 )
-                await pipeline.start()
-                try:
-                    ledger = Ledger(redis, pipeline.names, settings.dedupe_ttl)
-                    await register_cameras(ledger, ids)
-                    await pipeline.discover()
-                    async with await psycopg.AsyncConnection.connect(
-                        servers.conninfo(schema), autocommit=True
-                    ) as conn:
-                        started = time.perf_counter()
-                        publishing = asyncio.create_task(ingest(ledger, ids, files))
-                        ended = await wait_for_rows(conn, files, events, within_seconds=600)
-                        await publishing
-                finally:
-                    await pipeline.stop()
-                    reset_telemetry()
-    finally:
-        await redis.aclose()
-    return files / (ended - started)
 
 
 async def measure_floor(servers: Servers, files: int, camera_count: int) -> float:
     """Files/s of the raw floor for one round."""
     ids = cameras(camera_count)
-    events = camera_count * (files // camera_count // FILES_PER_BATCH)
-    redis = Redis.from_url(servers.redis_url)
-    try:
-        async with fresh_prefix(redis) as prefix, fresh_schema(servers) as schema:
-            names = StreamNames(prefix)
-            raw = RawPipeline(redis, servers.conninfo(schema), names, ids)
-            await raw.start()
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    servers.conninfo(schema), autocommit=True
-                ) as conn:
-                    started = time.perf_counter()
-                    publishing = asyncio.create_task(publish_files(redis, names, ids, files))
-                    ended = await wait_for_rows(
-                        conn, files, events, within_seconds=600, what="floor"
-                    )
-                    await publishing
-            finally:
-                await raw.stop()
-    finally:
-        await redis.aclose()
-    return files / (ended - started)
+    async with fresh_round(servers) as (redis, prefix, schema):
+        names = StreamNames(prefix)
+        raw = RawPipeline(redis, servers.conninfo(schema), names, ids)
+        await raw.start()
+        try:
+            return await _files_per_second(
+                servers,
+                schema,
+                files,
+                camera_count,
+                lambda: publish_files(redis, names, ids, files),
+                "floor",
+            )
+        finally:
+            await raw.stop()
 
 
 def run(servers: Servers, options: Options) -> list[Figure]:
     files, camera_count = sizes(options)
-    figure = Figure(
+    figure = rate(
         "B1",
         f"pipeline throughput, {files} files over {camera_count} cameras",
         "files/s",
-        higher_is_better=True,
-        floor=[],
         target=Target(min_ratio=0.5),
         note=(
             "first file.observed → last event analysed and file detected in PostgreSQL; "
