@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hsi.api import links
 from hsi.api.cursor import Cursor
-from hsi.api.queries.paging import Page, uuid_keyset_page
+from hsi.api.queries.paging import Page, in_window, uuid_keyset_page
 from hsi.api.responses import iso, stored_error
 from projections.tables import alerts
 from streams.alerts.kinds import CHANNELS as CHANNELS
@@ -42,10 +42,7 @@ class AlertFilters:
             out.append(alerts.c.status.in_(self.statuses))
         if self.event_id is not None:
             out.append(alerts.c.event_id == self.event_id)
-        if self.since is not None:
-            out.append(alerts.c.recorded_at >= self.since)
-        if self.until is not None:
-            out.append(alerts.c.recorded_at < self.until)
+        out.extend(in_window(alerts.c.recorded_at, self.since, self.until))
         return out
 
 

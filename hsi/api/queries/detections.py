@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hsi.api import links
 from hsi.api.cursor import Cursor
-from hsi.api.queries.paging import Page, uuid_keyset_page
+from hsi.api.queries.paging import Page, in_window, uuid_keyset_page
 from hsi.api.responses import iso
 from projections.tables import detections
 
@@ -45,10 +45,7 @@ class DetectionFilters:
             # The column is `real`: compare in `real` so that 0.9 means the stored 0.9.
             bound = real_threshold(self.min_confidence)
             out.append(detections.c.confidence >= cast(literal(bound), REAL))
-        if self.since is not None:
-            out.append(detections.c.captured_at >= self.since)
-        if self.until is not None:
-            out.append(detections.c.captured_at < self.until)
+        out.extend(in_window(detections.c.captured_at, self.since, self.until))
         return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Select, Table, select, tuple_
@@ -33,6 +34,18 @@ def make_page(
     shown = rows[:limit]
     next_cursor = encode_cursor(key(shown[-1])) if has_more and shown else None
     return Page([item(row) for row in shown], next_cursor, has_more)
+
+
+def in_window(
+    column: ColumnElement[Any], since: datetime | None, until: datetime | None
+) -> list[ColumnElement[bool]]:
+    """The conditions of a listing's time window on `column`: from `since` on, before `until`."""
+    out: list[ColumnElement[bool]] = []
+    if since is not None:
+        out.append(column >= since)
+    if until is not None:
+        out.append(column < until)
+    return out
 
 
 def uuid_keyset(
