@@ -17,8 +17,9 @@ def detection_thumbnail_url(detection_id: object) -> str:
     return f"/api/detections/{detection_id}/thumbnail"
 
 
-def media_url(camera_id: str, path: str | None) -> str | None:
-    """`/api/media/front_door/Front%20Door/snap/x.jpg` for a path relative to the camera root."""
+def media_url(camera_id: str, path: str | None, root: str = "/api") -> str | None:
+    """`/api/media/front_door/Front%20Door/snap/x.jpg` for a path relative to the camera root
+    (under `root`: the dashboard's are under `/ui`)."""
     if not path:
         return None
-    return f"/api/media/{camera_id}/{quote(path, safe='/')}"
+    return f"{root}/media/{camera_id}/{quote(path, safe='/')}"

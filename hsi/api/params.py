@@ -116,6 +116,11 @@ def parse_time_range(since: str | None, until: str | None) -> TimeRange:
     return TimeRange(start, end)
 
 
+def parse_window(query: Query) -> TimeRange:
+    """`since` and `until` of a query string."""
+    return parse_time_range(query.get("since"), query.get("until"))
+
+
 def parse_choices(name: str, values: Sequence[str], allowed: Sequence[str]) -> tuple[str, ...]:
     """Values that must each be one of `allowed` (duplicates dropped, order kept)."""
     out: list[str] = []
@@ -133,6 +138,11 @@ def parse_camera_id(name: str, value: str | None) -> str | None:
     if not is_camera_id(value):
         raise BadParameter(name, f"{value!r} is not a camera id (lower case, digits, _)")
     return value
+
+
+def parse_camera(query: Query) -> str | None:
+    """`camera_id` of a query string."""
+    return parse_camera_id("camera_id", query.get("camera_id"))
 
 
 def parse_labels(name: str, values: Sequence[str]) -> tuple[str, ...]:

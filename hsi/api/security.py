@@ -40,15 +40,21 @@ _OPEN_PATHS = frozenset({"/health", "/ready", "/openapi.json", "/asyncapi.json"}
 # --- API keys -----------------------------------------------------------------------------------
 
 
-def key_matches(provided: str | None, keys: Sequence[SecretStr]) -> bool:
-    """Whether `provided` equals one of `keys`, compared in constant time against every key."""
+def key_matches(
+    provided: str | None,
+    keys: Sequence[SecretStr],
+    token: Callable[[str], str] | None = None,
+) -> bool:
+    """Whether `provided` equals one of `keys` (or, given `token`, the token of one), compared
+    in constant time against every key; an empty key matches nothing."""
     if not provided:
         return False
     given = provided.encode()
     found = False
     for key in keys:
-        secret = key.get_secret_value().encode()
-        found |= bool(secret) and hmac.compare_digest(given, secret)
+        secret = key.get_secret_value()
+        expected = secret if token is None else token(secret)
+        found |= bool(secret) and hmac.compare_digest(given, expected.encode())
     return found
 
 

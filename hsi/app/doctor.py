@@ -41,14 +41,19 @@ class Verdict:
         return f"{text}\n       fix: {self.fix}" if self.fix else text
 
 
+def _not_running(check: str, server: str) -> Verdict:
+    """The verdict on an embedded server that is not running."""
+    return Verdict(
+        check,
+        Status.FAIL,
+        f"embedded {server} is not running",
+        "run `hsi services start` (or `hsi up`, which starts it)",
+    )
+
+
 async def check_redis(settings: Settings, url: str | None) -> Verdict:
     if url is None:
-        return Verdict(
-            "redis",
-            Status.FAIL,
-            "embedded Redis is not running",
-            "run `hsi services start` (or `hsi up`, which starts it)",
-        )
+        return _not_running("redis", "Redis")
     client = create_redis(RedisConfig(url=url, retry_attempts=1, connect_timeout=2.0))
     try:
         health = await check_server(client)
@@ -72,12 +77,7 @@ async def check_redis(settings: Settings, url: str | None) -> Verdict:
 
 async def check_postgres(settings: Settings, url: str | None) -> Verdict:
     if url is None:
-        return Verdict(
-            "postgres",
-            Status.FAIL,
-            "embedded PostgreSQL is not running",
-            "run `hsi services start` (or `hsi up`, which starts it)",
-        )
+        return _not_running("postgres", "PostgreSQL")
     engine = create_engine(url)
     try:
         version = await server_version(engine)

@@ -1,12 +1,13 @@
 """What the CLI and the process wiring call for the read side: `hsi replay`, `hsi replay
---verify`, retention. Thin wrappers over `projections`; the command owns the engine
-and the Redis client and closes them.
+--verify`, retention. Thin wrappers over `projections` (`replay` is `projections.replay.rebuild`,
+`verify` is `projections.replay.verify`); the command owns the engine and the Redis client and
+closes them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from projections.dead_letters import forget_dead_letter
-from projections.replay import Progress, ReplayConfig, ReplayReport, VerifyReport, rebuild
-from projections.replay import verify as verify_projection
+from projections.replay import VerifyReport, rebuild
+from projections.replay import verify as verify
 from projections.retention import RetentionReport, run_retention
 from streams.names import StreamNames, is_camera_id
+
+replay = rebuild  # `hsi replay`: rebuild the projection from the streams and swap it in
 
 
 async def known_cameras(
@@ -31,43 +34,6 @@ async def known_cameras(
     async with engine.connect() as conn:
         cameras.update(str(row[0]) for row in await conn.execute(text("SELECT id FROM cameras")))
     return sorted(c for c in cameras if is_camera_id(c))
-
-
-async def replay(
-    engine: AsyncEngine,
-    redis: Redis | RedisCluster,
-    names: StreamNames,
-    *,
-    progress: Progress | None = None,
-    cameras: Iterable[str] = (),
-    config: ReplayConfig | None = None,
-    before_swap: Callable[[], Awaitable[None]] | None = None,
-) -> ReplayReport:
-    """`hsi replay`: rebuild the projection from the streams and swap it in."""
-    return await rebuild(
-        engine,
-        redis,
-        names,
-        cameras=cameras,
-        progress=progress,
-        config=config,
-        before_swap=before_swap,
-    )
-
-
-async def verify(
-    engine: AsyncEngine,
-    redis: Redis | RedisCluster,
-    names: StreamNames,
-    *,
-    progress: Progress | None = None,
-    cameras: Iterable[str] = (),
-    config: ReplayConfig | None = None,
-) -> VerifyReport:
-    """`hsi replay --verify`: rebuild aside and compare with the live projection."""
-    return await verify_projection(
-        engine, redis, names, cameras=cameras, progress=progress, config=config
-    )
 
 
 async def retention(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hsi.cli.common import cli_settings
+from hsi.cli.common import cli_settings, click_errors
 
 
 @click.group()
@@ -20,12 +20,10 @@ def alerts_check() -> None:
     from streams.alerts.rules import check_channels
 
     settings = cli_settings()
-    try:
+    with click_errors(AlertError):
         notify = components.notify_config(settings)
         rules = load_rules(notify.rules_path)
         check_channels(rules, notify.channel_names)
-    except AlertError as exc:
-        raise click.ClickException(str(exc)) from None
     state = "on" if settings.notification_enabled else "off (NOTIFICATION_ENABLED=false)"
     click.echo(f"notifications: {state}")
     click.echo(f"channels: {', '.join(notify.channel_names)}")

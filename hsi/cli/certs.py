@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hsi.cli.common import cli_settings
+from hsi.cli.common import cli_settings, click_errors
 
 
 @click.group()
@@ -24,7 +24,7 @@ def certs_generate(force: bool) -> None:
     cert, key = config.cert_dir / "hsi.crt", config.cert_dir / "hsi.key"
     if cert.exists() and not force:
         raise click.ClickException(f"{cert} exists; pass --force to replace it")
-    try:
+    with click_errors(certificates.TLSError):
         info = certificates.generate_self_signed(
             cert,
             key,
@@ -32,8 +32,6 @@ def certs_generate(force: bool) -> None:
             ip_addresses=config.ip_addresses,
             days=config.days,
         )
-    except certificates.TLSError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(f"certificate: {cert}\nkey:         {key}")
     click.echo(certificates.describe(info))
 
@@ -50,7 +48,5 @@ def certs_show(path: str | None) -> None:
     settings = cli_settings()
     config = components.tls_config(settings)
     target = Path(path) if path else (config.cert_path or config.cert_dir / "hsi.crt")
-    try:
+    with click_errors(certificates.TLSError):
         click.echo(certificates.describe(certificates.inspect_certificate(target)))
-    except certificates.TLSError as exc:
-        raise click.ClickException(str(exc)) from None

@@ -4,7 +4,8 @@ a one-line message instead of a traceback."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
@@ -14,12 +15,26 @@ from hsi.settings.model import Settings, SettingsError, get_settings
 T = TypeVar("T")
 
 
+ErrorTypes = type[Exception] | tuple[type[Exception], ...]
+
+
+@contextmanager
+def click_errors(*errors: ErrorTypes) -> Iterator[None]:
+    """An error of these types (each a type or a tuple of types) ends the command with its message
+    (a `ClickException`) instead of a traceback."""
+    caught: list[type[Exception]] = []
+    for error in errors:
+        caught.extend(error if isinstance(error, tuple) else (error,))
+    try:
+        yield
+    except tuple(caught) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def cli_settings() -> Settings:
     """The settings; a `ClickException` listing every bad variable when they cannot be used."""
-    try:
+    with click_errors(SettingsError):
         return get_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hsi.cli.common import cli_settings, run
+from hsi.cli.common import cli_settings, click_errors, run
 from hsi.cli.read_side import read_side_call
 
 T = TypeVar("T")
@@ -37,10 +37,8 @@ def _dlq_call(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         finally:
             await client.aclose()
 
-    try:
+    with click_errors(DeadLetterError):
         return run(call())
-    except DeadLetterError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 async def _cameras(client: Any, names: Any) -> list[str]:

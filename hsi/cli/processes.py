@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from hsi.cli.common import cli_settings, startup_errors
+from hsi.cli.common import cli_settings, click_errors, startup_errors
 
 
 @click.command("up")
@@ -20,10 +20,8 @@ def up(host: str | None, port: int | None, no_watch: bool) -> None:
     from hsi.app.runner import UpOptions, run_up
 
     settings = cli_settings()
-    try:
+    with click_errors(startup_errors()):
         run_up(settings, UpOptions(host=host, port=port, watch=not no_watch))
-    except startup_errors() as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @click.command("api")
@@ -34,10 +32,8 @@ def api(host: str | None, port: int | None) -> None:
     from hsi.app.runner import UpOptions, run_api
 
     settings = cli_settings()
-    try:
+    with click_errors(startup_errors()):
         run_api(settings, UpOptions(host=host, port=port, watch=False))
-    except startup_errors() as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @click.command("demo")
@@ -62,10 +58,8 @@ def demo(no_wait: bool, speed: float, port: int | None) -> None:
     from hsi.demo import DemoError, DemoOptions, run_demo
 
     errors: tuple[type[Exception], ...] = (DemoError, *startup_errors())
-    try:
+    with click_errors(errors):
         report = run_demo(cli_settings(), DemoOptions(speed=speed, wait=not no_wait, port=port))
-    except errors as exc:
-        raise click.ClickException(str(exc)) from None
     sys.exit(report.exit_code)
 
 
@@ -96,10 +90,8 @@ def worker(stages: tuple[str, ...], cameras: str | None, shard: str | None) -> N
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     groups = ALL_STAGES if "all" in stages else tuple(Group(s) for s in dict.fromkeys(stages))
-    try:
+    with click_errors(startup_errors()):
         run_worker(cli_settings(), PipelineOptions(stages=groups, selection=selection))
-    except startup_errors() as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @click.command("watch")
@@ -107,10 +99,8 @@ def watch() -> None:
     """Watch the camera root only (the other stages run elsewhere)."""
     from hsi.app.runner import run_watch
 
-    try:
+    with click_errors(startup_errors()):
         run_watch(cli_settings())
-    except startup_errors() as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @click.command("ftp")
@@ -121,10 +111,8 @@ def ftp() -> None:
     settings = cli_settings()
     if settings.ftp_accounts is None:
         raise click.ClickException("set FTP_ACCOUNTS (user:password:folder,…) to serve FTP")
-    try:
+    with click_errors(startup_errors()):
         run_ftp(settings)
-    except startup_errors() as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @click.command("ingest")
@@ -133,10 +121,8 @@ def ingest(paths: tuple[str, ...]) -> None:
     """Backfill files or folders under the camera root through the watcher's checks."""
     from hsi.app.runner import run_ingest
 
-    try:
+    with click_errors(startup_errors()):
         outcomes = run_ingest(cli_settings(), [Path(p) for p in paths])
-    except startup_errors() as exc:
-        raise click.ClickException(str(exc)) from None
     counts: dict[str, int] = {}
     for outcome in outcomes:
         kind = str(outcome.kind)

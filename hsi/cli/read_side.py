@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hsi.cli.common import cli_settings, embedded_error, run
+from hsi.cli.common import cli_settings, click_errors, embedded_error, run
 
 T = TypeVar("T")
 
@@ -21,10 +21,8 @@ def read_side_call(fn: Callable[..., Coroutine[Any, Any, T]], **kwargs: Any) -> 
     from hsi.settings import components
 
     settings = cli_settings()
-    try:
+    with click_errors(embedded_error()):
         urls = ensure_services(settings)
-    except embedded_error() as exc:
-        raise click.ClickException(str(exc)) from None
     assert urls.database_url is not None
 
     async def call() -> T:
@@ -36,10 +34,8 @@ def read_side_call(fn: Callable[..., Coroutine[Any, Any, T]], **kwargs: Any) -> 
             await client.aclose()
             await engine.dispose()
 
-    try:
+    with click_errors(DatabaseError):
         return run(call())
-    except DatabaseError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 class ProgressLine:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hsi.cli.common import cli_settings, embedded_error, run
+from hsi.cli.common import cli_settings, click_errors, embedded_error, run
 
 
 @click.group()
@@ -18,10 +18,8 @@ def services_start() -> None:
     from hsi.app.services import ensure_services
 
     settings = cli_settings()
-    try:
+    with click_errors(embedded_error()):
         urls = ensure_services(settings)
-    except embedded_error() as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(f"redis     {urls.redis_url}")
     click.echo(f"postgres  {urls.database_url}")
 
@@ -63,10 +61,8 @@ def migrate_command() -> None:
     from hsi.infra.db import DatabaseError
 
     settings = cli_settings()
-    try:
+    with click_errors(DatabaseError, embedded_error()):
         urls = ensure_services(settings)
         assert urls.database_url is not None  # asked for by default
         applied = run(_migrate(urls.database_url))
-    except (DatabaseError, embedded_error()) as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo("applied: " + ", ".join(applied) if applied else "migrations are current")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from hsi.infra.embedded.processes import LOOPBACK, free_port, port_is_free
 from hsi.settings.model import Settings, TLSMode
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ DEMO_SUFFIX = "demo"
 LOG_NAME = "demo.log"
 BATCH_WINDOW_SECONDS = 20.0
 BATCH_IDLE_SECONDS = 4.0
-_LOOPBACK = "127.0.0.1"
 
 
 class DemoError(RuntimeError):
@@ -89,7 +88,7 @@ def sandbox(settings: Settings, speed: float = 1.0) -> Sandbox:
             "foscam_base_path": data_dir / "cameras",
             "stream_prefix": prefix,
             "database_url": database_url,
-            "api_host": _LOOPBACK,
+            "api_host": LOOPBACK,
             "tls_mode": TLSMode.DISABLED,
             "api_key_enabled": False,
             "ftp_enabled": False,
@@ -100,25 +99,6 @@ def sandbox(settings: Settings, speed: float = 1.0) -> Sandbox:
         }
     )
     return Sandbox(demo, schema)
-
-
-def port_is_free(port: int, host: str = _LOOPBACK) -> bool:
-    """Whether a server could listen on `port` (as uvicorn binds: SO_REUSEADDR, so connections
-    of an earlier run in TIME_WAIT do not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _any_free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((_LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def choose_port(
@@ -136,7 +116,7 @@ def choose_port(
         return explicit, None
     if api_port and port_is_free(api_port):
         return api_port, None
-    port = _any_free_port()
+    port = free_port()
     if not api_port:
         return port, None
     return port, f"port {api_port} is in use (by `hsi up`?): the demo's API uses port {port}"

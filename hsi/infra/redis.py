@@ -64,30 +64,22 @@ def create_redis(config: RedisConfig, *, decode_responses: bool = False) -> Redi
         ExponentialWithJitterBackoff(cap=config.backoff_cap, base=config.backoff_base),
         config.retry_attempts,
     )
+    # The same for both clients; `max_connections` bounds each node's pool of a cluster.
+    options: dict[str, Any] = {
+        "max_connections": config.max_connections,
+        "socket_timeout": config.socket_timeout,
+        "socket_connect_timeout": config.connect_timeout,
+        "health_check_interval": config.health_check_interval,
+        "retry": retry,
+        "retry_on_error": _RETRY_ON,
+        "decode_responses": decode_responses,
+    }
     if not config.cluster:
-        return Redis.from_url(
-            config.url,
-            max_connections=config.max_connections,
-            socket_timeout=config.socket_timeout,
-            socket_connect_timeout=config.connect_timeout,
-            health_check_interval=config.health_check_interval,
-            retry=retry,
-            retry_on_error=_RETRY_ON,
-            decode_responses=decode_responses,
-        )
+        return Redis.from_url(config.url, **options)
     try:
         # The cluster client retries a failed command itself (refreshing the slot map on the
-        # way), with this policy; `max_connections` bounds each node's pool.
-        cluster = RedisCluster.from_url(
-            config.url,
-            max_connections=config.max_connections,
-            socket_timeout=config.socket_timeout,
-            socket_connect_timeout=config.connect_timeout,
-            health_check_interval=config.health_check_interval,
-            retry=retry,
-            retry_on_error=_RETRY_ON,
-            decode_responses=decode_responses,
-        )
+        # way), with this policy.
+        cluster = RedisCluster.from_url(config.url, **options)
     except RedisClusterException as exc:
         raise RedisUnavailableError(
             f"cannot use REDIS_URL as a Redis Cluster node: {exc}. A cluster has only database 0 "

@@ -153,23 +153,25 @@ def _type_name(annotation: Any, info: FieldInfo) -> str:
     return str(getattr(annotation, "__name__", annotation))
 
 
+# Each annotated-types constraint: the attribute holding its bound, and how the docs write it.
+_CONSTRAINTS: tuple[tuple[type[Any], str, str], ...] = (
+    (annotated_types.Ge, "ge", ">= {}"),
+    (annotated_types.Gt, "gt", "> {}"),
+    (annotated_types.Le, "le", "<= {}"),
+    (annotated_types.Lt, "lt", "< {}"),
+    (annotated_types.MultipleOf, "multiple_of", "multiple of {}"),
+    (annotated_types.MinLen, "min_length", "at least {} long"),
+    (annotated_types.MaxLen, "max_length", "at most {} long"),
+)
+
+
 def _constraints(info: FieldInfo) -> tuple[str, ...]:
     out: list[str] = []
     for item in info.metadata:
-        if isinstance(item, annotated_types.Ge):
-            out.append(f">= {item.ge}")
-        elif isinstance(item, annotated_types.Gt):
-            out.append(f"> {item.gt}")
-        elif isinstance(item, annotated_types.Le):
-            out.append(f"<= {item.le}")
-        elif isinstance(item, annotated_types.Lt):
-            out.append(f"< {item.lt}")
-        elif isinstance(item, annotated_types.MultipleOf):
-            out.append(f"multiple of {item.multiple_of}")
-        elif isinstance(item, annotated_types.MinLen):
-            out.append(f"at least {item.min_length} long")
-        elif isinstance(item, annotated_types.MaxLen):
-            out.append(f"at most {item.max_length} long")
+        for kind, bound, text in _CONSTRAINTS:
+            if isinstance(item, kind):
+                out.append(text.format(getattr(item, bound)))
+                break
         else:
             pattern = getattr(item, "pattern", None)
             if pattern is not None:

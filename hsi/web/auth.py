@@ -49,14 +49,7 @@ def cookie_token(key: str) -> str:
 
 def cookie_matches(token: str | None, keys: Sequence[SecretStr]) -> bool:
     """Whether `token` is the cookie of one of `keys`, compared in constant time against each."""
-    if not token:
-        return False
-    given = token.encode()
-    found = False
-    for key in keys:
-        secret = key.get_secret_value()
-        found |= bool(secret) and hmac.compare_digest(given, cookie_token(secret).encode())
-    return found
+    return key_matches(token, keys, cookie_token)
 
 
 def safe_next(value: str | None) -> str:

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, tuple_
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hsi.api.cursor import Cursor, encode_cursor
 from hsi.api.queries import events as q
+from hsi.api.queries.paging import uuid_keyset
 from hsi.web.format import UNSCORED
 from projections.tables import cameras, detections, event_detections, events, media_files
 
@@ -100,16 +101,7 @@ async def events_before(
 ) -> NewerPage:
     """The `limit` events just newer than `before` (the first item of the page shown), for
     the "previous page" link of a keyset listing that only pages forward."""
-    conditions = filters.conditions()
-    conditions.append(
-        tuple_(events.c.window_start, events.c.id) > tuple_(before.at, uuid.UUID(before.key[0]))
-    )
-    query = (
-        select(events)
-        .where(*conditions)
-        .order_by(events.c.window_start.asc(), events.c.id.asc())
-        .limit(limit + 1)
-    )
+    query = uuid_keyset(events, "window_start", filters.conditions(), limit, before, older=False)
     rows = (await conn.execute(query)).all()
     shown = list(reversed(rows[:limit]))
     return NewerPage([q.event_item(row) for row in shown], len(rows) > limit)

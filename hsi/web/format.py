@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from urllib.parse import quote
 
+from hsi.api import links
 from streams.severity import RiskLevel
 
 UNSCORED = "unscored"  # the chart/legend key of events without a risk level (pending or failed)
@@ -129,9 +129,7 @@ UI = "/ui"
 
 def media_url(camera_id: str, path: str | None) -> str | None:
     """The dashboard URL of an original camera file (`path` relative to the camera root)."""
-    if not path:
-        return None
-    return f"{UI}/media/{camera_id}/{quote(path, safe='/')}"
+    return links.media_url(camera_id, path, root=UI)
 
 
 def thumbnail_url(detection_id: object) -> str:

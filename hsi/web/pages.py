@@ -19,6 +19,7 @@ from hsi.api.params import parse_uuid
 from hsi.api.queries import events as q
 from hsi.api.queries.cameras import list_cameras
 from hsi.api.responses import BadParameter
+from hsi.api.routes.events import event_in_path
 from hsi.api.state import resources
 from hsi.web import data
 from hsi.web import format as fmt
@@ -123,11 +124,7 @@ class _EventPages:
 
     async def fragment(self, request: Request) -> Response:
         """One event card (an `<li>`), for the live page's script; 404 until it is projected."""
-        event_id = parse_uuid(request.path_params["event_id"])
-        detail = None
-        if event_id is not None:
-            async with resources(request).engine.connect() as conn:
-                detail = await q.get_event(conn, event_id)
+        detail = await event_in_path(request)
         if detail is None or detail["window_start"] is None:
             return HTMLResponse("", status_code=404, headers=SECURITY_HEADERS)
         context = _card(self.site, detail, cover_from_detail(detail))
@@ -177,17 +174,16 @@ class _EventPages:
 
     async def event(self, request: Request) -> Response:
         """One event: every picture with its boxes, the detections and the analysis."""
-        raw = request.path_params["event_id"]
-        event_id = parse_uuid(raw)
-        detail = None
-        if event_id is not None:
-            async with resources(request).engine.connect() as conn:
-                detail = await q.get_event(conn, event_id)
+        detail = await event_in_path(request)
         if detail is None:
             return self.render.page(
                 request,
                 "not_found.html",
-                {"title": "No such event", "current": "/events", "what": f"event {raw}"},
+                {
+                    "title": "No such event",
+                    "current": "/events",
+                    "what": f"event {request.path_params['event_id']}",
+                },
                 status_code=404,
             )
         return self.render.page(

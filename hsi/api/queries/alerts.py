@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, select, tuple_
+from sqlalchemy import ColumnElement, Row, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hsi.api import links
 from hsi.api.cursor import Cursor
-from hsi.api.queries.paging import Page, make_page
+from hsi.api.queries.paging import Page, in_window, uuid_keyset_page
 from hsi.api.responses import iso, stored_error
 from projections.tables import alerts
 from streams.alerts.kinds import CHANNELS as CHANNELS
@@ -42,10 +42,7 @@ class AlertFilters:
             out.append(alerts.c.status.in_(self.statuses))
         if self.event_id is not None:
             out.append(alerts.c.event_id == self.event_id)
-        if self.since is not None:
-            out.append(alerts.c.recorded_at >= self.since)
-        if self.until is not None:
-            out.append(alerts.c.recorded_at < self.until)
+        out.extend(in_window(alerts.c.recorded_at, self.since, self.until))
         return out
 
 
@@ -71,26 +68,13 @@ def alert_item(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def _cursor_of(row: Row[Any]) -> Cursor:
-    return Cursor(CURSOR_KIND, row.recorded_at, (str(row.id),))
-
-
 async def list_alerts(
     conn: AsyncConnection, filters: AlertFilters, limit: int, after: Cursor | None
 ) -> Page:
     conditions = filters.conditions()
-    if after is not None:
-        conditions.append(
-            tuple_(alerts.c.recorded_at, alerts.c.id) < tuple_(after.at, uuid.UUID(after.key[0]))
-        )
-    query = (
-        select(alerts)
-        .where(*conditions)
-        .order_by(alerts.c.recorded_at.desc(), alerts.c.id.desc())
-        .limit(limit + 1)
+    return await uuid_keyset_page(
+        conn, alerts, "recorded_at", CURSOR_KIND, conditions, limit, after, alert_item
     )
-    rows = (await conn.execute(query)).all()
-    return make_page(rows, limit, alert_item, _cursor_of)
 
 
 async def event_alerts(conn: AsyncConnection, event_id: uuid.UUID) -> list[dict[str, Any]]:

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import REAL, ColumnElement, Row, cast, literal, select, tuple_
+from sqlalchemy import REAL, ColumnElement, Row, cast, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hsi.api import links
 from hsi.api.cursor import Cursor
-from hsi.api.queries.paging import Page, make_page
+from hsi.api.queries.paging import Page, in_window, uuid_keyset_page
 from hsi.api.responses import iso
 from projections.tables import detections
 
@@ -45,10 +45,7 @@ class DetectionFilters:
             # The column is `real`: compare in `real` so that 0.9 means the stored 0.9.
             bound = real_threshold(self.min_confidence)
             out.append(detections.c.confidence >= cast(literal(bound), REAL))
-        if self.since is not None:
-            out.append(detections.c.captured_at >= self.since)
-        if self.until is not None:
-            out.append(detections.c.captured_at < self.until)
+        out.extend(in_window(detections.c.captured_at, self.since, self.until))
         return out
 
 
@@ -78,27 +75,13 @@ def detection_item(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def _cursor_of(row: Row[Any]) -> Cursor:
-    return Cursor(CURSOR_KIND, row.captured_at, (str(row.id),))
-
-
 async def list_detections(
     conn: AsyncConnection, filters: DetectionFilters, limit: int, after: Cursor | None
 ) -> Page:
     conditions = filters.conditions()
-    if after is not None:
-        conditions.append(
-            tuple_(detections.c.captured_at, detections.c.id)
-            < tuple_(after.at, uuid.UUID(after.key[0]))
-        )
-    query = (
-        select(detections)
-        .where(*conditions)
-        .order_by(detections.c.captured_at.desc(), detections.c.id.desc())
-        .limit(limit + 1)
+    return await uuid_keyset_page(
+        conn, detections, "captured_at", CURSOR_KIND, conditions, limit, after, detection_item
     )
-    rows = (await conn.execute(query)).all()
-    return make_page(rows, limit, detection_item, _cursor_of)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from hsi.api import links
 from hsi.api.cursor import Cursor
 from hsi.api.queries.alerts import event_alerts
 from hsi.api.queries.detections import detection_item
-from hsi.api.queries.paging import Page, make_page
+from hsi.api.queries.paging import Page, in_window, make_page
 from hsi.api.responses import iso, stored_error
 from projections.tables import detections, event_detections, events, media_files
 from streams.severity import RiskLevel, SeverityThresholds
@@ -75,10 +75,7 @@ class EventFilters:
             out.append(events.c.risk_score >= self.min_score)
         if self.object_types:
             out.append(events.c.object_types.overlap(list(self.object_types)))
-        if self.since is not None:
-            out.append(events.c.window_start >= self.since)
-        if self.until is not None:
-            out.append(events.c.window_start < self.until)
+        out.extend(in_window(events.c.window_start, self.since, self.until))
         if self.analysis_statuses:
             out.append(events.c.analysis_status.in_(self.analysis_statuses))
         return out

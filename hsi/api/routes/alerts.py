@@ -18,26 +18,26 @@ from hsi.api.endpoint import (
 )
 from hsi.api.params import (
     Query,
-    parse_camera_id,
+    parse_camera,
     parse_choices,
-    parse_time_range,
     parse_uuid,
     parse_uuid_page,
+    parse_window,
 )
 from hsi.api.queries import alerts as q
-from hsi.api.responses import JSON, BadParameter
-from hsi.api.state import resources
+from hsi.api.responses import BadParameter
+from hsi.api.routes.listing import page_response
 
 
 def alert_filters(query: Query) -> q.AlertFilters:
     """The filters of /api/alerts from its query string (400 naming the bad parameter)."""
-    window = parse_time_range(query.get("since"), query.get("until"))
+    window = parse_window(query)
     raw_event = query.get("event_id")
     event_id = None if raw_event is None else parse_uuid(raw_event)
     if raw_event is not None and event_id is None:
         raise BadParameter("event_id", f"{raw_event!r} is not an event id (a UUID)")
     return q.AlertFilters(
-        camera_id=parse_camera_id("camera_id", query.get("camera_id")),
+        camera_id=parse_camera(query),
         channels=parse_choices("channel", query.get_list("channel"), q.CHANNELS),
         statuses=parse_choices("status", query.get_list("status"), q.STATUSES),
         event_id=event_id,
@@ -50,9 +50,7 @@ async def alerts_list(request: Request, query: Query) -> Response:
     """Alert deliveries, newest first, filtered and keyset-paged."""
     filters = alert_filters(query)
     limit, after = parse_uuid_page(query, q.CURSOR_KIND)
-    async with resources(request).engine.connect() as conn:
-        page = await q.list_alerts(conn, filters, limit, after)
-    return JSON(page.body())
+    return await page_response(request, lambda conn: q.list_alerts(conn, filters, limit, after))
 
 
 _CHANNEL = Param(

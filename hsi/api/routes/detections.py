@@ -18,21 +18,20 @@ from hsi.api.endpoint import (
 )
 from hsi.api.params import (
     Query,
-    parse_camera_id,
+    parse_camera,
     parse_float,
     parse_labels,
-    parse_time_range,
     parse_uuid_page,
+    parse_window,
 )
 from hsi.api.queries import detections as q
-from hsi.api.responses import JSON
-from hsi.api.state import resources
+from hsi.api.routes.listing import page_response
 
 
 def detection_filters(query: Query) -> q.DetectionFilters:
-    window = parse_time_range(query.get("since"), query.get("until"))
+    window = parse_window(query)
     return q.DetectionFilters(
-        camera_id=parse_camera_id("camera_id", query.get("camera_id")),
+        camera_id=parse_camera(query),
         labels=parse_labels("label", query.get_list("label")),
         min_confidence=parse_float("min_confidence", query.get("min_confidence"), 0.0, 1.0),
         since=window.since,
@@ -44,9 +43,7 @@ async def detections_list(request: Request, query: Query) -> Response:
     """Detected objects, newest first, filtered and keyset-paged."""
     filters = detection_filters(query)
     limit, after = parse_uuid_page(query, q.CURSOR_KIND)
-    async with resources(request).engine.connect() as conn:
-        page = await q.list_detections(conn, filters, limit, after)
-    return JSON(page.body())
+    return await page_response(request, lambda conn: q.list_detections(conn, filters, limit, after))
 
 
 ENDPOINTS = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,24 +23,25 @@ from hsi.api.endpoint import (
 )
 from hsi.api.params import (
     Query,
-    parse_camera_id,
+    parse_camera,
     parse_choices,
     parse_int,
     parse_labels,
-    parse_time_range,
     parse_uuid,
     parse_uuid_page,
+    parse_window,
 )
 from hsi.api.queries import events as q
 from hsi.api.responses import JSON, BadParameter, NotFound
+from hsi.api.routes.listing import page_response
 from hsi.api.state import resources
 
 
 def event_filters(query: Query) -> q.EventFilters:
     """The filters of /api/events from its query string (400 naming the bad parameter)."""
-    window = parse_time_range(query.get("since"), query.get("until"))
+    window = parse_window(query)
     return q.EventFilters(
-        camera_id=parse_camera_id("camera_id", query.get("camera_id")),
+        camera_id=parse_camera(query),
         risk_levels=parse_choices("risk_level", query.get_list("risk_level"), q.RISK_LEVELS),
         min_score=parse_int("min_score", query.get("min_score"), 0, 100),
         object_types=parse_labels("object_type", query.get_list("object_type")),
@@ -55,28 +57,33 @@ async def events_list(request: Request, query: Query) -> Response:
     """Events, newest first, filtered and keyset-paged."""
     filters = event_filters(query)
     limit, after = parse_uuid_page(query, q.CURSOR_KIND)
+    return await page_response(
+        request, lambda conn: q.list_events(conn, filters, limit, after, q.event_values)
+    )
+
+
+async def event_in_path(request: Request) -> dict[str, Any] | None:
+    """The event its `event_id` path parameter names (`q.get_event`), or None: not a UUID, or
+    no such event."""
+    event_id = parse_uuid(request.path_params["event_id"])
+    if event_id is None:
+        return None
     async with resources(request).engine.connect() as conn:
-        page = await q.list_events(conn, filters, limit, after, q.event_values)
-    return JSON(page.body())
+        return await q.get_event(conn, event_id)
 
 
 async def event_detail(request: Request, _: Query) -> Response:
     """One event with its files and detections."""
-    raw = request.path_params["event_id"]
-    event_id = parse_uuid(raw)
-    found = None
-    if event_id is not None:
-        async with resources(request).engine.connect() as conn:
-            found = await q.get_event(conn, event_id)
+    found = await event_in_path(request)
     if found is None:
-        raise NotFound(f"no event {raw!r}")
+        raise NotFound(f"no event {request.path_params['event_id']!r}")
     return JSON(found)
 
 
 async def events_stats(request: Request, query: Query) -> Response:
     """Event counts by level, analysis status, camera and hour."""
-    window = parse_time_range(query.get("since"), query.get("until"))
-    camera_id = parse_camera_id("camera_id", query.get("camera_id"))
+    window = parse_window(query)
+    camera_id = parse_camera(query)
     start, end = q.stats_range(window.since, window.until, datetime.now(UTC))
     if end <= start:
         raise BadParameter("since", "must be earlier than until (default: now)")

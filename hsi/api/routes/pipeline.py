@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from hsi.api.asyncapi import asyncapi_document
 from hsi.api.endpoint import CAMERA_ID, Endpoint, Param
-from hsi.api.params import Query, parse_camera_id
+from hsi.api.params import Query, parse_camera
 from hsi.api.queries.latency import END_TO_END, QUANTILES, STAGES, pipeline_latency
 from hsi.api.responses import JSON, BadParameter, iso
 from hsi.api.state import resources
@@ -47,7 +47,7 @@ async def pipeline_latency_report(request: Request, query: Query) -> Response:
     """Latency percentiles per stage and end to end, from the projected tables."""
     res = resources(request)
     window = parse_window(query.get("window"))
-    camera_id = parse_camera_id("camera_id", query.get("camera_id"))
+    camera_id = parse_camera(query)
     until = datetime.now(UTC)
     since = until - timedelta(seconds=window)
     async with res.engine.connect() as conn:

@@ -7,17 +7,18 @@ from starlette.responses import Response
 
 from hsi.api.cursor import decode_cursor
 from hsi.api.endpoint import CAMERA_ID, CURSOR, LIMIT, PAGE_SCHEMA_NOTE, Endpoint
-from hsi.api.params import Query, parse_camera_id, parse_limit
+from hsi.api.params import Query, parse_camera, parse_limit
 from hsi.api.queries import dead_letters as dl
 from hsi.api.queries.streams import camera_ids, stream_health, streams_report
 from hsi.api.responses import JSON
+from hsi.api.routes.listing import page_response
 from hsi.api.state import resources
 
 
 async def streams_status(request: Request, query: Query) -> Response:
     """Per camera and stream: length, last id, groups with lag and pending, dead letters."""
     res = resources(request)
-    only = parse_camera_id("camera_id", query.get("camera_id"))
+    only = parse_camera(query)
     cameras = await camera_ids(res.redis, res.names)
     if only is not None:
         cameras = [c for c in cameras if c == only]
@@ -27,13 +28,13 @@ async def streams_status(request: Request, query: Query) -> Response:
 
 async def dead_letters_list(request: Request, query: Query) -> Response:
     """Projected dead letters, newest first, keyset-paged."""
-    camera_id = parse_camera_id("camera_id", query.get("camera_id"))
+    camera_id = parse_camera(query)
     limit = parse_limit(query.get("limit"))
     token = query.get("cursor")
     after = None if token is None else decode_cursor(token, dl.CURSOR_KIND, dl.CURSOR_KEY_LENGTH)
-    async with resources(request).engine.connect() as conn:
-        page = await dl.list_dead_letters(conn, camera_id, limit, after)
-    return JSON(page.body())
+    return await page_response(
+        request, lambda conn: dl.list_dead_letters(conn, camera_id, limit, after)
+    )
 
 
 ENDPOINTS = (

