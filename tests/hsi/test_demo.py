@@ -272,7 +272,7 @@ def _free_port() -> int:
 
 
 def _demo(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hsi.demo", *args]
+    return [sys.executable, "-m", "hsi.cli", "demo", *args]
 
 
 def _event_cameras(output: str) -> set[str]:
