@@ -190,9 +190,14 @@ async def _last_id(redis: Redis | RedisCluster, stream: str) -> str | None:
     return reply_text(rows[0][0]) if rows else None
 
 
-async def _known_cameras(
-    redis: Redis | RedisCluster, names: StreamNames, conn: AsyncConnection, schemas: Iterable[str]
+async def known_cameras(
+    redis: Redis | RedisCluster,
+    names: StreamNames,
+    conn: AsyncConnection,
+    schemas: Iterable[str | None],
 ) -> set[str]:
+    """Cameras of the `camera-ids` set and of the `cameras` table of each schema (None: the one
+    the search_path finds)."""
     members: Any = await redis.smembers(names.camera_set)
     found = {reply_text(member) for member in members}
     for schema in schemas:
@@ -258,7 +263,7 @@ class _Rebuild:
     async def _discover(self, conn: AsyncConnection, extra: Iterable[str]) -> None:
         schemas = (self._tables.live, self._tables.shadow)
         self._run.add_cameras(extra)
-        self._run.add_cameras(await _known_cameras(self._redis, self._names, conn, schemas))
+        self._run.add_cameras(await known_cameras(self._redis, self._names, conn, schemas))
 
     async def load(self, extra_cameras: Iterable[str]) -> None:
         """Steps 2–3: the snapshot, read up to its ids."""

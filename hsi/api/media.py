@@ -15,7 +15,7 @@ import os
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path, PurePosixPath
 
-from hsi.api.mime import mime_type
+from streams.media import mime_type
 from streams.paths import PathOutsideRootError, confine
 
 CACHE_CONTROL = "private, max-age=86400"

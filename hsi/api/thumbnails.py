@@ -19,10 +19,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from hsi.api.mime import MediaKind, media_kind
 from hsi.api.queries.detections import Box
 from streams.detectors.frames import sample_frames
 from streams.detectors.images import decode_image
+from streams.media import MediaKind, media_kind
 
 HIGHLIGHT = (255, 0, 0)
 OTHER = (255, 214, 0)

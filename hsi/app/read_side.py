@@ -10,12 +10,11 @@ import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from projections import replay as replay_module
 from projections.dead_letters import forget_dead_letter
 from projections.replay import VerifyReport, rebuild
 from projections.replay import verify as verify
@@ -29,10 +28,8 @@ async def known_cameras(
     engine: AsyncEngine, redis: Redis | RedisCluster, names: StreamNames
 ) -> list[str]:
     """Cameras of the `camera-ids` set and of the `cameras` table."""
-    members: Any = await redis.smembers(names.camera_set)
-    cameras = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
     async with engine.connect() as conn:
-        cameras.update(str(row[0]) for row in await conn.execute(text("SELECT id FROM cameras")))
+        cameras = await replay_module.known_cameras(redis, names, conn, (None,))
     return sorted(c for c in cameras if is_camera_id(c))
 
 

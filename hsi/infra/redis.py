@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from redis import __version__ as redis_version
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -84,13 +83,6 @@ def create_redis(config: RedisConfig, *, decode_responses: bool = False) -> Redi
         raise RedisUnavailableError(
             f"cannot use REDIS_URL as a Redis Cluster node: {exc}. A cluster has only database 0 "
             "and no unix sockets: give redis://host:port of any node, or unset REDIS_CLUSTER."
-        ) from exc
-    try:
-        cluster.pipeline(transaction=True)  # no I/O: older redis-py refuses it right here
-    except RedisClusterException as exc:
-        raise RedisUnavailableError(
-            f"this redis-py ({redis_version}) cannot run MULTI on Redis Cluster ({exc}), and HSI "
-            "writes each camera's outputs in one MULTI: upgrade it with `pip install -U redis`."
         ) from exc
     return cluster
 

@@ -15,7 +15,6 @@ from starlette.responses import FileResponse, Response
 
 from hsi.api.endpoint import CAMERA_ID_PATTERN, UUID, Endpoint, path_param
 from hsi.api.media import MediaRefused, caching_headers, not_modified, resolve_media
-from hsi.api.mime import MEDIA_EXTENSIONS, mime_type
 from hsi.api.params import Query, parse_uuid
 from hsi.api.queries.cameras import camera_folder
 from hsi.api.queries.detections import detection_image
@@ -24,6 +23,7 @@ from hsi.api.state import resources
 from hsi.api.thumbnails import ThumbnailSpec, render_thumbnail_file
 from hsi.logs.setup import log_event
 from streams.detectors.base import UndecodableMediaError
+from streams.media import MEDIA_EXTENSIONS, mime_type
 from streams.names import is_camera_id
 
 log = logging.getLogger("hsi.api.media")

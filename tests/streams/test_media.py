@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hsi.api.mime import (
+from streams.media import (
     IMAGE_EXTENSIONS,
     SNIFF_BYTES,
     VIDEO_EXTENSIONS,
