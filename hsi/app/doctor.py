@@ -122,7 +122,7 @@ async def check_detector(settings: Settings) -> Verdict:
             return Verdict(
                 "detector", Status.FAIL, "onnxruntime is not installed", "pip install onnxruntime"
             )
-        return Verdict("detector", Status.OK, "embedded CPU detector (NanoDet-m, onnxruntime)")
+        return Verdict("detector", Status.OK, "embedded CPU detector (NanoDet-g 416, onnxruntime)")
     failure = await _http_reachable(settings.rtdetr_url, settings.detector_connect_timeout_seconds)
     if failure:
         return Verdict(

@@ -335,7 +335,7 @@ def web_config(settings: Settings) -> WebConfig:
 def ai_backends(settings: Settings) -> tuple[AIBackend, ...]:
     if settings.detector_backend is DetectorBackend.EMBEDDED:
         detector = AIBackend(
-            "detector", "embedded CPU detector (NanoDet-m, onnxruntime)", module="onnxruntime"
+            "detector", "embedded CPU detector (NanoDet-g 416, onnxruntime)", module="onnxruntime"
         )
     else:
         detector = AIBackend(

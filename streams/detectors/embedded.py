@@ -1,4 +1,4 @@
-"""The default CPU detector: NanoDet-m 416 (COCO-80) run by onnxruntime, shipped with the package.
+"""The default CPU detector: NanoDet-g 416 (COCO-80) run by onnxruntime, shipped with the package.
 
 The ONNX session is created on first use, in a worker thread; every decode and inference runs in a
 worker thread too (`asyncio.to_thread`), one at a time, so the event loop is never blocked and the
@@ -36,12 +36,12 @@ from streams.detectors.images import (
     decode_image,
 )
 
-MODEL_PATH = Path(__file__).resolve().parent / "models" / "nanodet_m_416.onnx"
+MODEL_PATH = Path(__file__).resolve().parent / "models" / "nanodet_g_416.onnx"
 INPUT_NAME = "input_1:0"
 
 
 class EmbeddedDetector:
-    """NanoDet-m on onnxruntime's CPUExecutionProvider; see `streams.detectors.nanodet`."""
+    """NanoDet-g 416 on onnxruntime's CPUExecutionProvider; see `streams.detectors.nanodet`."""
 
     name: str = "embedded"
 

@@ -1,4 +1,4 @@
-"""NanoDet-m 416 input preparation and output decoding, in numpy (no onnxruntime here).
+"""NanoDet-g 416 input preparation and output decoding, in numpy (no onnxruntime here).
 
 Input: letterbox to 416×416 (scale = min(416/w, 416/h), picture at the top-left, right/bottom
 padded with 0), BGR, per-channel normalization, NCHW float32.
