@@ -39,6 +39,7 @@ class FixedDetector:
     """A `Detector` that finds the same objects in every file, in no time."""
 
     name = "fixed"
+    uses_reference = False
 
     def __init__(
         self, objects: tuple[DetectedObject, ...], width: int = 1920, height: int = 1080
@@ -52,7 +53,9 @@ class FixedDetector:
         )
         self.calls = 0
 
-    async def detect(self, path: Path, kind: str) -> DetectionResult:
+    async def detect(
+        self, path: Path, kind: str, *, reference: Path | None = None
+    ) -> DetectionResult:
         self.calls += 1
         return self._result
 

@@ -83,6 +83,8 @@ class DetectionCompleted(_Entry):
     inference_ms: float
     frames: int = 1
     completed_at: datetime
+    passes: int = 1  # model runs: the full frame, and each tile or motion region
+    reference_entry_id: str | None = None  # the camera's previous file, compared for motion
 
 
 class DetectionFailed(_Entry):

@@ -42,6 +42,12 @@ class DetectorBackend(StrEnum):
     RTDETR = "rtdetr"
 
 
+class DetectionMode(StrEnum):
+    FULL = "full"
+    TILES = "tiles"
+    MOTION = "motion"
+
+
 class AnalyzerBackend(StrEnum):
     RULES = "rules"
     LLM = "llm"
@@ -212,7 +218,23 @@ class Settings(BaseSettings):
     detector_connect_timeout_seconds: float = Field(5.0, gt=0)
     detector_read_timeout_seconds: float = Field(30.0, gt=0)
     detector_max_concurrency: int = Field(4, ge=1, le=256)
-    detector_threads: int = Field(1, ge=1, le=64)
+    detector_threads: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Embedded: inferences at once, one core each. Default: every core.",
+    )
+    detection_mode: DetectionMode = Field(
+        DetectionMode.MOTION,
+        description="Embedded: full frame only; plus overlapping tiles; or plus crops where the "
+        "picture changed since the camera's previous one (tiles when there is none).",
+    )
+    detection_tile_size: int = Field(
+        640, ge=416, le=4096, description="Embedded: side of a tile in frame pixels."
+    )
+    detection_motion_regions: int = Field(
+        2, ge=0, le=16, description="Embedded: crops around changes per frame, at most."
+    )
 
     # --- analysis ----------------------------------------------------------------------------
     analyzer_backend: AnalyzerBackend = AnalyzerBackend.RULES

@@ -22,7 +22,7 @@ from streams.detectors.base import (
     filter_objects,
     merge_frames,
 )
-from streams.detectors.embedded import EmbeddedDetector
+from streams.detectors.embedded import MODES, EmbeddedDetector
 from streams.detectors.images import DEFAULT_MAX_IMAGE_BYTES
 from streams.detectors.rtdetr import RtDetrDetector
 from streams.resilience import DEFAULT_MAX_RESPONSE_BYTES
@@ -62,7 +62,10 @@ class DetectorConfig:
     circuit_failure_threshold: int = 5
     circuit_reset_seconds: float = 30.0
     max_concurrency: int = 4
-    threads: int = 1
+    threads: int | None = None  # embedded: sessions at once; None: every core
+    mode: str = "full"
+    tile_size: int = 640
+    motion_regions: int = 2
     confidence_threshold: float = 0.5
     class_thresholds: Mapping[str, float] = field(default_factory=dict)
     video_frame_interval_seconds: float = 2.0
@@ -93,9 +96,11 @@ class DetectorConfig:
         at_least_one = {
             "circuit_failure_threshold": self.circuit_failure_threshold,
             "max_concurrency": self.max_concurrency,
-            "threads": self.threads,
+            "threads": 1 if self.threads is None else self.threads,
             "video_max_frames": self.video_max_frames,
         }
+        if self.mode not in MODES:
+            problems.append(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         problems.extend(
             f"{name} = {value} must be >= 1" for name, value in at_least_one.items() if value < 1
         )
@@ -128,6 +133,9 @@ def build_detector(config: DetectorConfig) -> Detector:
         )
     return EmbeddedDetector(
         threads=config.threads,
+        mode=config.mode,
+        tile_size=config.tile_size,
+        motion_regions=config.motion_regions,
         confidence_threshold=config.confidence_threshold,
         class_thresholds=config.class_thresholds,
         frame_interval_seconds=config.video_frame_interval_seconds,

@@ -67,15 +67,22 @@ class DetectionResult:
     inference_ms: float
     detector: str
     frames: int = 1
+    passes: int = 1  # model runs over the frames: the full frame and each tile or region
 
 
 class Detector(Protocol):
     """An object detector backend; `detect` never blocks the event loop."""
 
     name: str
+    # Whether `detect` compares a file with the camera's previous one (`reference`): the stage
+    # looks the previous file up only for such a detector.
+    uses_reference: bool
 
-    async def detect(self, path: Path, kind: str) -> DetectionResult:
-        """Detect objects in the image or video at `path` (`kind` is "image" or "video").
+    async def detect(
+        self, path: Path, kind: str, *, reference: Path | None = None
+    ) -> DetectionResult:
+        """Detect objects in the image or video at `path` (`kind` is "image" or "video");
+        `reference` is the camera's previous image, if the detector `uses_reference`.
 
         Raises `UndecodableMediaError` for a file that cannot be decoded,
         `DetectorUnavailableError` / `DetectorProtocolError` for transient service problems.
@@ -153,4 +160,5 @@ def merge_frames(results: Iterable[DetectionResult], detector: str) -> Detection
         inference_ms=sum(frame.inference_ms for frame in frames),
         detector=detector,
         frames=sum(frame.frames for frame in frames),
+        passes=sum(frame.passes for frame in frames),
     )

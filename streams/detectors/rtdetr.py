@@ -70,6 +70,7 @@ class RtDetrDetector:
     """Detector backed by a remote RT-DETR service (see the module docstring for the contract)."""
 
     name: str = "rtdetr"
+    uses_reference: bool = False
 
     def __init__(
         self,
@@ -133,8 +134,11 @@ class RtDetrDetector:
             ),
         )
 
-    async def detect(self, path: Path, kind: str) -> DetectionResult:
-        """Send the image (as is) or sampled video frames (as JPEG) to the service."""
+    async def detect(
+        self, path: Path, kind: str, *, reference: Path | None = None
+    ) -> DetectionResult:
+        """Send the image (as is) or sampled video frames (as JPEG) to the service (the service
+        looks at each frame alone: `reference` is not used)."""
         media = check_kind(kind)
         if self._client.is_closed:
             raise DetectorError(

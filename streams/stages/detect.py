@@ -3,6 +3,11 @@
 An undecodable (or vanished) file is a fact at once (`detection.failed`). A detector that is
 unreachable, timing out or answering garbage leaves the entry pending: the reclaimer runs it
 again later and, after `max_deliveries`, buries it in the camera's dead stream.
+
+A detector that compares a file with the camera's previous one (the embedded detector's motion
+mode) gets the image entry that precedes the file on the camera's files stream: the stream
+itself is the state, so a file detected again (reclaimed, replayed) is compared with the same
+file, whichever consumer runs it and in whatever order; the detection entry names it.
 """
 
 from __future__ import annotations
@@ -24,14 +29,17 @@ from streams.detectors import (
     DetectorUnavailableError,
     UndecodableMediaError,
 )
+from streams.envelope import read_fields
 from streams.names import Group, StreamNames
 from streams.paths import PathOutsideRootError, confine
+from streams.replies import reply_text
 from streams.schemas import (
     Box,
     DetectedObject,
     DetectionCompleted,
     DetectionFailed,
     Entry,
+    EntryError,
     FileObserved,
 )
 from streams.stages.loop import EntryBatch, EntryVerdict, Headers, StageLoop
@@ -39,6 +47,8 @@ from streams.stages.outcome import commit
 from streams.tracing import OK, REJECTED, StageTelemetry, ai_request
 
 logger = logging.getLogger("hsi.detect")
+
+REFERENCE_LOOKBACK = 4  # entries read back for the previous image (a video between is skipped)
 
 
 class DetectStage:
@@ -57,6 +67,7 @@ class DetectStage:
         clock: Callable[[], datetime] = utc_now,
         telemetry: StageTelemetry | None = None,
     ) -> None:
+        self._redis = redis
         self._detector = detector
         self._root = camera_root
         self._limit = asyncio.Semaphore(concurrency)
@@ -74,7 +85,8 @@ class DetectStage:
 
     async def handle(self, stream: str, entries: list[StreamEntry]) -> HandlerResult:
         root = self._root.resolve()  # once per batch, not per file (`confine`)
-        decide = functools.partial(self._decide, root=root)
+        references = await self._references(stream, entries)
+        decide = functools.partial(self._decide, root=root, references=references)
         handled = await self._loop.run(stream, entries, decide, self._loop.writing(commit))
         labels: dict[str, int] = {}
         for _, verdict in handled.verdicts:
@@ -86,10 +98,40 @@ class DetectStage:
             detections_processed.add(count, {"camera": handled.batch.camera, "label": label})
         return handled.result
 
+    async def _references(
+        self, stream: str, entries: list[StreamEntry]
+    ) -> dict[str, tuple[str, FileObserved]]:
+        """Each entry's previous image on `stream` (id and entry), for a detector that
+        `uses_reference`; one pipelined read for the batch."""
+        if not self._detector.uses_reference or not entries:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry_id, _ in entries:
+                pipe.xrevrange(stream, max=f"({entry_id}", min="-", count=REFERENCE_LOOKBACK)
+            replies = await pipe.execute()
+        found: dict[str, tuple[str, FileObserved]] = {}
+        for (entry_id, _), earlier in zip(entries, replies, strict=True):
+            for reference_id, fields in earlier:
+                try:
+                    reference, _ = read_fields(fields)
+                except EntryError:
+                    continue
+                if isinstance(reference, FileObserved) and reference.media_kind == "image":
+                    found[entry_id] = (reply_text(reference_id), reference)
+                    break
+        return found
+
     async def _decide(
-        self, batch: EntryBatch, entry_id: str, entry: FileObserved, _: Headers, *, root: Path
+        self,
+        batch: EntryBatch,
+        entry_id: str,
+        entry: FileObserved,
+        _: Headers,
+        *,
+        root: Path,
+        references: dict[str, tuple[str, FileObserved]],
     ) -> EntryVerdict:
-        result = await self._one(batch.telemetry, root, entry_id, entry)
+        result = await self._one(batch.telemetry, root, entry_id, entry, references.get(entry_id))
         if isinstance(result, str):
             return EntryVerdict.pending("detector_unavailable", result)
         headers = batch.spans.headers(entry_id)
@@ -102,10 +144,22 @@ class DetectStage:
         logger.warning("detect.unexpected_entry", extra={"entry_id": entry_id, "type": entry.type})
 
     async def _one(
-        self, telemetry: StageTelemetry, root: Path, entry_id: str, entry: FileObserved
+        self,
+        telemetry: StageTelemetry,
+        root: Path,
+        entry_id: str,
+        entry: FileObserved,
+        previous: tuple[str, FileObserved] | None,
     ) -> DetectionCompleted | DetectionFailed | str:
         """The output entry, or an error text to leave the input pending (`root`: the camera
-        root, resolved)."""
+        root, resolved; `previous`: the camera's previous image, id and entry)."""
+        reference_id, reference = None, None
+        if previous is not None:
+            try:
+                reference = confine(root, previous[1].path, root_resolved=True)
+                reference_id = previous[0]
+            except PathOutsideRootError:
+                pass  # a previous entry naming a path outside the root is no reference
         try:
             path = confine(root, entry.path, root_resolved=True)
             async with (
@@ -118,7 +172,7 @@ class DetectStage:
                     attributes={"hsi.media_kind": entry.media_kind},
                 ) as span,
             ):
-                result = await self._detector.detect(path, entry.media_kind)
+                result = await self._detector.detect(path, entry.media_kind, reference=reference)
                 span.set_attribute("hsi.ai.model", result.detector)
                 span.set_attribute("hsi.ai.inference_ms", round(result.inference_ms, 2))
                 span.set_attribute("hsi.ai.frames", result.frames)
@@ -159,6 +213,8 @@ class DetectStage:
             inference_ms=round(result.inference_ms, 2),
             frames=result.frames,
             completed_at=self._clock(),
+            passes=result.passes,
+            reference_entry_id=reference_id,
         )
         return completed
 

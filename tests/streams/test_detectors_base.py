@@ -65,6 +65,7 @@ def test_merge_frames_keeps_each_label_from_its_best_frame() -> None:
         inference_ms=60.0,
         detector="merged",
         frames=3,
+        passes=3,
     )
 
 
