@@ -247,6 +247,7 @@ class Pipeline:
                 names=self.names,
                 config=components.batch_config(settings),
                 telemetry=self._telemetry,
+                confirmation=components.confirmation(settings),
             )
             return self.batch_stage
         if group is Group.ANALYZE:

@@ -33,6 +33,7 @@ from streams.alerts import (
 from streams.alerts.config import parse_mqtt_url
 from streams.analyzers.llm import LLMConfig
 from streams.batching import BatchConfig
+from streams.confirmation import Confirmation
 from streams.detectors import DetectorConfig
 from streams.names import StreamNames
 from streams.reclaim import ReclaimConfig
@@ -119,6 +120,13 @@ def batch_config(settings: Settings) -> BatchConfig:
         fast_path_enabled=settings.fast_path_enabled,
         fast_path_threshold=settings.fast_path_confidence_threshold,
         fast_path_labels=frozenset(settings.fast_path_object_types),
+    )
+
+
+def confirmation(settings: Settings) -> Confirmation:
+    return Confirmation(
+        bar=settings.detection_confirm_threshold,
+        class_bars=dict(settings.detection_confirm_class_thresholds),
     )
 
 

@@ -215,6 +215,16 @@ class Settings(BaseSettings):
     detection_class_thresholds: dict[str, float] = Field(
         default_factory=dict, description='Per-class thresholds, JSON: {"car": 0.6}.'
     )
+    detection_confirm_threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="An object whose label is in one file of a batch only counts from this "
+        "confidence; in two or more files, the detection threshold is enough.",
+    )
+    detection_confirm_class_thresholds: dict[str, float] = Field(
+        default_factory=dict, description='Per-class confirmation bars, JSON: {"person": 0.55}.'
+    )
     detector_connect_timeout_seconds: float = Field(5.0, gt=0)
     detector_read_timeout_seconds: float = Field(30.0, gt=0)
     detector_max_concurrency: int = Field(4, ge=1, le=256)
@@ -404,7 +414,7 @@ class Settings(BaseSettings):
             raise ValueError("expected an IANA time zone such as Europe/Berlin or UTC") from None
         return value.strip()
 
-    @field_validator("detection_class_thresholds")
+    @field_validator("detection_class_thresholds", "detection_confirm_class_thresholds")
     @classmethod
     def _class_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
         for label, threshold in value.items():

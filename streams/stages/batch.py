@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +35,7 @@ from redis.exceptions import WatchError
 
 from streams.batching import BatchConfig, Closed, DetectionItem, OpenBatch, decide, tick
 from streams.clock import epoch_now
+from streams.confirmation import Confirmation, confirmed
 from streams.contract import HandlerResult, StreamEntry
 from streams.envelope import HEADER_TRACEPARENT, entry_fields
 from streams.names import Group, StreamNames
@@ -152,10 +153,12 @@ class BatchStage:
         config: BatchConfig,
         clock: Callable[[], float] = epoch_now,
         telemetry: StageTelemetry | None = None,
+        confirmation: Confirmation | None = None,
     ) -> None:
         self._redis = redis
         self._names = names
         self._config = config
+        self._confirmation = confirmation or Confirmation()
         self._clock = clock
         self._telemetry = telemetry
         # Every entry of the detections stream is an item (one without objects too: it moves
@@ -246,7 +249,7 @@ class BatchStage:
                         state.batch = decision.open_batch
                     # Spans of an attempt lost to a WATCH race are never ended, so never exported.
                     closing = [
-                        self._start_span(telemetry, camera, stream, close, members)
+                        self._start_span(telemetry, camera, stream, close, self._confirm(members))
                         for close, members in closed
                     ]
                     pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
@@ -287,7 +290,11 @@ class BatchStage:
                         state.members[i] for i in close.batch.entry_ids if i in state.members
                     ]
                     batch = self._start_span(
-                        telemetry, camera, self._names.detections(camera), close, members
+                        telemetry,
+                        camera,
+                        self._names.detections(camera),
+                        close,
+                        self._confirm(members),
                     )
                     pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
                     self._emit(pipe, camera, batch)
@@ -331,9 +338,24 @@ class BatchStage:
         )
         return _Closing(close, members, span)
 
+    def _confirm(self, members: list[_Member]) -> list[_Member]:
+        """The members with the objects the batch confirms (`streams.confirmation`)."""
+        kept = {
+            d.entry_id: d for d in confirmed([m.detection for m in members], self._confirmation)
+        }
+        return [
+            replace(m, detection=kept[m.detection.entry_id])
+            for m in members
+            if m.detection.entry_id in kept
+        ]
+
     def _emit(self, pipe: Any, camera: str, closing: _Closing) -> None:
+        """XADD the batch, unless no object of it was confirmed (then it makes no event)."""
         batch = closing.close.batch
         members = closing.members
+        if not members:
+            return
+        objects = [o for m in members for o in m.detection.objects]
         entry = BatchClosed(
             camera_id=camera,
             batch_id=batch.batch_id,
@@ -341,9 +363,9 @@ class BatchStage:
             window_start=_moment(batch.started_at),
             window_end=_moment(batch.last_at),
             close_reason=closing.close.reason.value,
-            detection_count=batch.detection_count,
-            object_types=tuple(sorted(batch.labels)),
-            max_confidence=round(batch.max_confidence, 4),
+            detection_count=len(objects),
+            object_types=tuple(sorted({o.label for o in objects})),
+            max_confidence=round(max(o.confidence for o in objects), 4),
             fast_path=closing.close.reason.value == "fast_path",
             closed_at=_moment(closing.close.closed_at),
         )
@@ -365,8 +387,17 @@ class BatchStage:
         results: list[Any],
     ) -> None:
         """After the MULTI: end the batch spans (named by their new entry ids), count, log."""
-        for batch, entry_id in zip(closing, results, strict=False):
+        replies = iter(results)  # one XADD reply per batch `_emit` wrote, in order
+        for batch in closing:
             close = batch.close
+            if not batch.members:
+                end_span(batch.span, OK)
+                logger.info(
+                    "batch.unconfirmed",
+                    extra={"camera": camera, "batch_id": close.batch.batch_id},
+                )
+                continue
+            entry_id = next(replies, None)
             if isinstance(entry_id, bytes | str):
                 batch.span.set_attribute(ATTR_ENTRY_ID, reply_text(entry_id))
             end_span(batch.span, OK)

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from hsi.infra.redis import RedisConfig, create_redis
 from streams.batching import BatchConfig, batch_id_for
+from streams.confirmation import Confirmation
 from streams.envelope import entry_fields, read_fields
 from streams.groups import ensure_group
 from streams.names import Group, StreamNames
@@ -216,3 +217,42 @@ async def test_an_arrival_racing_a_tick_closes_the_expired_batch_once(
     clock.now = START + 200
     assert await _stage(redis_client, names, clock).tick_camera(CAMERA)
     assert [_members(b) for b in await _closed(redis_client, names)] == [[first], [second]]
+
+
+async def test_a_burst_confirms_its_objects_and_a_lone_faint_one_makes_no_event(
+    redis_client: Redis, key_prefix: str
+) -> None:
+    """Bar 0.6: a faint person in two files of a burst counts; a faint dog in one file does not,
+    and a batch holding nothing else is never written (no event for a lone faint sighting)."""
+    names = StreamNames(key_prefix)
+    faint_person, faint_dog = detected("person", 0.45), detected("dog", 0.5)
+    ids = await _detections(redis_client, names, (faint_person, faint_dog), (faint_person,))
+    clock = Clock(START + 100)
+    stage = BatchStage(
+        redis=redis_client,
+        names=names,
+        config=CONFIG,
+        clock=clock,
+        confirmation=Confirmation(bar=0.6),
+    )
+    stream = names.detections(CAMERA)
+    assert (await stage.handle(stream, await _read(redis_client, names))).failed == {}
+    clock.now = START + 3 + CONFIG.idle_seconds
+    assert await stage.tick_camera(CAMERA)
+    (batch,) = await _closed(redis_client, names)
+    assert _members(batch) == ids
+    assert [[o.label for o in d.objects] for d in batch.detections] == [["person"], ["person"]]
+    assert (batch.detection_count, batch.object_types, batch.max_confidence) == (
+        2,
+        ("person",),
+        0.45,
+    )
+
+    await _detections(redis_client, names, (faint_dog,), gap=200)
+    clock.now = START + 1000
+    assert (await stage.handle(stream, await _read(redis_client, names))).failed == {}
+    clock.now = START + 2000
+    assert await stage.tick_camera(CAMERA)  # closed, but nothing confirmed: nothing written
+    assert len(await _closed(redis_client, names)) == 1
+    assert not await redis_client.exists(names.open_batch(CAMERA))
+    assert await _pending(redis_client, names) == 0
