@@ -3,10 +3,11 @@
 The frames are `benchmarks.corpus`'s: people and a cat pasted at heights of 80–450 px into
 1080p backgrounds, empty backgrounds, and the five test photos. Each mode of `MODES` runs once
 per frame at a low threshold (`DETECT_THRESHOLD`); the scores for every threshold of
-`THRESHOLDS` come from those detections (keeping a detection at or above the threshold gives
-what the detector itself returns at that threshold: its per-class NMS keeps a box only when no
-better-scoring box of the class overlaps it, whatever the threshold). The modes take turns frame
-by frame, so a noisy machine hurts none of them more than another.
+`THRESHOLDS` come from those detections. For `full` that is exactly what the detector returns
+at each threshold (its per-class NMS keeps a box only when no better-scoring box of the class
+overlaps it, whatever the threshold); a mode that merges its passes' boxes in another way may
+differ a little. The modes take turns frame by frame, so a noisy machine hurts none of them
+more than another.
 
 A truth is found when a detection of its label overlaps it with an IoU of `MIN_IOU` or more
 (each detection finds at most one truth, best confidence first). A detection that finds no
