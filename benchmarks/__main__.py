@@ -1,8 +1,9 @@
 """`python -m benchmarks [names…] [--quick]`: run the benchmarks and print the results table.
 
-Names: throughput (B1), latency (B2), replay (B3), query (B4), memory (B5); none means all.
-The servers are embedded ones in a temporary folder, or those named by HSI_BENCH_REDIS_URL and
-HSI_BENCH_DATABASE_URL. See benchmarks/README.md.
+Names: throughput (B1), latency (B2), replay (B3), query (B4), memory (B5), accuracy (B6); none
+means all. The servers are embedded ones in a temporary folder, or those named by
+HSI_BENCH_REDIS_URL and HSI_BENCH_DATABASE_URL; they are started only when a chosen benchmark
+needs them (accuracy does not). See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 
-from benchmarks import latency, memory, query, replay, throughput
+from benchmarks import accuracy, latency, memory, query, replay, throughput
 from benchmarks.environment import Servers, servers
 from benchmarks.options import Options, Size
 from benchmarks.report import Figure, table
@@ -31,6 +33,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "replay": replay,
     "query": query,
     "memory": memory,
+    "accuracy": accuracy,
 }
 ALIASES = {f"b{index}": name for index, name in enumerate(BENCHMARKS, start=1)}
 
@@ -77,7 +80,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "names",
         nargs="*",
         metavar="name",
-        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (or b1…b5); default all",
+        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (or b1…b6); default all",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (about 3 minutes)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per benchmark (default 3)")
@@ -103,21 +106,31 @@ def selected(names: Sequence[str]) -> list[str]:
     return chosen
 
 
+def needs_servers(name: str) -> bool:
+    """Whether a benchmark uses Redis and PostgreSQL (a module says no by NEEDS_SERVERS)."""
+    return bool(getattr(BENCHMARKS[name], "NEEDS_SERVERS", True))
+
+
 def run(
     names: Sequence[str],
     options: Options,
-    on_start: Callable[[Servers], None] | None = None,
+    on_start: Callable[[Servers | None], None] | None = None,
     on_done: Callable[[str, float], None] | None = None,
 ) -> list[Figure]:
-    """Run the named benchmarks on one set of servers; every figure, in order."""
+    """Run the named benchmarks on one set of servers, started only if one of them needs them
+    (`on_start` gets None otherwise); every figure, in order."""
     figures: list[Figure] = []
-    with servers() as found:
+    wanted = any(needs_servers(name) for name in names)
+    with servers() if wanted else nullcontext() as found:
         if on_start is not None:
             on_start(found)
         for name in names:
             started = time.monotonic()
-            runner: Runner = BENCHMARKS[name].run
-            figures.extend(runner(found, options))
+            if found is None:  # no benchmark of this run needs servers
+                figures.extend(BENCHMARKS[name].run(None, options))
+            else:
+                runner: Runner = BENCHMARKS[name].run
+                figures.extend(runner(found, options))
             if on_done is not None:
                 on_done(name, time.monotonic() - started)
     return figures
@@ -138,8 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     started = time.monotonic()
 
-    def servers_up(found: Servers) -> None:
-        print(f"# servers: {found.describe()}", flush=True)
+    def servers_up(found: Servers | None) -> None:
+        print(f"# servers: {'none needed' if found is None else found.describe()}", flush=True)
 
     def progress(name: str, seconds: float) -> None:
         print(f"# {name}: {seconds:.0f} s", file=sys.stderr, flush=True)

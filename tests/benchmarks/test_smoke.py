@@ -62,6 +62,18 @@ def test_memory_runs(servers: Servers) -> None:
     _numbers(memory.run(servers, SMOKE))
 
 
+def test_accuracy_runs_without_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """B6 runs the embedded detector over a tiny corpus; the runner starts no server for it."""
+
+    def no_servers() -> None:
+        raise AssertionError("the accuracy benchmark needs no servers")
+
+    monkeypatch.setattr(runner, "servers", no_servers)
+    figures = runner.run(["accuracy"], SMOKE)
+    _numbers(figures)
+    assert any(f.name.startswith("person recall") for f in figures)
+
+
 def test_runner_prints_the_table(
     redis_url: str,
     database_url: str,
