@@ -42,6 +42,12 @@ class DetectorBackend(StrEnum):
     RTDETR = "rtdetr"
 
 
+# Chosen on the accuracy benchmark (B6, motion mode): the lowest thresholds that put no false
+# person or cat on its 50 empty frames; below the confirmation bar, a label must be seen in two
+# files of a batch to count (`streams.confirmation`).
+CLASS_THRESHOLDS: dict[str, float] = {"person": 0.4, "cat": 0.35}
+
+
 class DetectionMode(StrEnum):
     FULL = "full"
     TILES = "tiles"
@@ -213,7 +219,9 @@ class Settings(BaseSettings):
     rtdetr_url: str = "http://127.0.0.1:8090"
     detection_confidence_threshold: float = Field(0.5, ge=0, le=1)
     detection_class_thresholds: dict[str, float] = Field(
-        default_factory=dict, description='Per-class thresholds, JSON: {"car": 0.6}.'
+        default_factory=lambda: dict(CLASS_THRESHOLDS),
+        description='Per-class thresholds, JSON: {"car": 0.6}; the defaults come from the '
+        "accuracy benchmark (benchmarks/README.md, B6).",
     )
     detection_confirm_threshold: float = Field(
         0.5,

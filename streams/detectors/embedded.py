@@ -146,12 +146,14 @@ class EmbeddedDetector:
             self._busy.release()
 
     def detect_picture(
-        self, picture: Image.Image, reference: GreyArray | None = None
+        self, picture: Image.Image, reference: Image.Image | None = None
     ) -> DetectionResult:
-        """Objects in one RGB picture (blocking); `reference`: the previous frame's
-        `regions.motion_grey`, for `motion` mode."""
-        grey = regions.motion_grey(picture) if self.mode == "motion" else None
-        return self._detect_picture(picture, grey, reference)
+        """Objects in one RGB picture (blocking); `reference`: the camera's previous picture,
+        compared in `motion` mode."""
+        if self.mode != "motion":
+            return self._detect_picture(picture, None, None)
+        previous = None if reference is None else regions.motion_grey(reference)
+        return self._detect_picture(picture, regions.motion_grey(picture), previous)
 
     def _detect_image(self, path: Path, reference: Path | None) -> DetectionResult:
         picture = decode_image(path, self.max_image_pixels, self.max_image_bytes)

@@ -11,10 +11,9 @@ A 416-pixel model sees a 1920×1080 frame at a fifth of its size: a person 150 p
   `calculate_region`); a camera's motion snapshots come in bursts, so the previous frame is
   usually seconds old and what changed is what moved.
 
-`merge_passes` merges the objects of the full pass and the region passes as SAHI does by default
-(greedy non-maximum *merging*, intersection over the smaller box, 0.5): boxes of one class that
-mostly overlap become one box, their union, with the best confidence — so a person cut in two by a
-tile's edge is one person again.
+`merge_passes` keeps one box per object over the full pass and the region passes, matching boxes
+as SAHI does (intersection over the smaller box, 0.5), so that a person cut by a tile's edge and the
+same person whole are one person.
 """
 
 from __future__ import annotations
@@ -265,27 +264,27 @@ def _joined(first: Region, second: Region, width: int, height: int, size: int) -
 def merge_passes(
     objects: Iterable[DetectedObject], *, overlap: float = MERGE_OVERLAP
 ) -> list[DetectedObject]:
-    """SAHI's greedy non-maximum merging per label, best confidence first.
+    """One box per object over all passes: per label, best confidence first, a box is dropped
+    when its intersection over the smaller of it and a kept box exceeds `overlap`.
 
-    The best remaining box absorbs every other box of its label whose intersection over the
-    smaller of the two exceeds `overlap` (as compared with the best box itself, not the growing
-    union): the merged box is their union, its confidence the best one.
+    SAHI's matching (intersection over the smaller box, so a box cut by a crop's edge matches the
+    whole one), but suppression rather than SAHI's default merging into the union: on the accuracy
+    benchmark (`benchmarks/accuracy.py`) the union inflated boxes past their object and lost
+    matches, while the crops around changes rarely cut an object, and the full pass still sees
+    one that a tile cuts.
     """
     by_label: dict[str, list[DetectedObject]] = {}
     for found in objects:
         by_label.setdefault(found.label, []).append(found)
-    merged: list[DetectedObject] = []
-    for label, group in by_label.items():
+    kept: list[DetectedObject] = []
+    for group in by_label.values():
         remaining = sorted(group, key=lambda o: (-o.confidence, _corners(o)))
         while remaining:
             best = remaining.pop(0)
-            absorbed = [other for other in remaining if _over_smaller(best, other) > overlap]
-            remaining = [other for other in remaining if other not in absorbed]
-            if absorbed:
-                best = DetectedObject(label, best.confidence, _union([best, *absorbed]))
-            merged.append(best)
-    merged.sort(key=lambda o: (-o.confidence, o.label, _corners(o)))
-    return merged
+            remaining = [other for other in remaining if _over_smaller(best, other) <= overlap]
+            kept.append(best)
+    kept.sort(key=lambda o: (-o.confidence, o.label, _corners(o)))
+    return kept
 
 
 def _corners(found: DetectedObject) -> tuple[float, float, float, float]:
@@ -299,13 +298,6 @@ def _over_smaller(first: DetectedObject, second: DetectedObject) -> float:
     inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
     smaller = min((ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1))
     return inter / smaller if smaller > 0 else 0.0
-
-
-def _union(objects: Sequence[DetectedObject]) -> BoundingBox:
-    corners = [_corners(o) for o in objects]
-    x1, y1 = min(c[0] for c in corners), min(c[1] for c in corners)
-    x2, y2 = max(c[2] for c in corners), max(c[3] for c in corners)
-    return BoundingBox(x1, y1, x2 - x1, y2 - y1)
 
 
 def shifted(objects: Iterable[DetectedObject], region: Region) -> list[DetectedObject]:

@@ -241,7 +241,7 @@ class _Moded:
 
     made: list[dict[str, Any]] = []  # noqa: RUF012 - a test's record
 
-    def __init__(self, *, mode: str, threads: int, confidence_threshold: float) -> None:
+    def __init__(self, *, mode: str, threads: int, confidence_threshold: float, **_: Any) -> None:
         self.made.append({"mode": mode, "threads": threads, "threshold": confidence_threshold})
         self.mode = mode
 
@@ -255,20 +255,7 @@ class _Moded:
         return Result()
 
 
-class _Unmoded:
-    """A stand-in for today's `EmbeddedDetector`: one full-frame pass, no modes."""
-
-    def __init__(self, *, threads: int, confidence_threshold: float) -> None:
-        self.threshold = confidence_threshold
-
-    def _detect_picture(self, picture: Image.Image) -> Any:
-        class Result:
-            objects = (seen("full", self.threshold, box(0, 0, 1, 1)),)
-
-        return Result()
-
-
-def test_modes_use_the_detectors_modes_when_it_has_them(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_mode_is_the_detectors_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(accuracy, "EmbeddedDetector", _Moded)
     _Moded.made.clear()
     modes = accuracy.available_modes(0.2)
@@ -277,14 +264,6 @@ def test_modes_use_the_detectors_modes_when_it_has_them(monkeypatch: pytest.Monk
     assert modes["motion"](picture, picture)[0].label == "motion+reference"
     assert modes["tiles"](picture, None)[0].label == "tiles"
     assert _Moded.made[0] == {"mode": "full", "threads": 1, "threshold": 0.2}
-
-
-def test_only_full_before_the_detector_has_modes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(accuracy, "EmbeddedDetector", _Unmoded)
-    modes = accuracy.available_modes(0.2)
-    assert list(modes) == ["full"]
-    picture = Image.new("RGB", (8, 4))
-    assert modes["full"](picture, picture)[0].confidence == 0.2
 
 
 def test_corpus_sizes() -> None:

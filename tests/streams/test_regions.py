@@ -195,13 +195,21 @@ def _object(
 @pytest.mark.parametrize(
     ("found", "merged"),
     [
-        # a person cut by a tile's edge and the same person whole: one person, the union
+        # a person cut by a crop's edge and the same person whole: one person, the best box
         (
             [
                 _object("person", 0.6, 100, 100, 140, 220),
-                _object("person", 0.8, 100, 150, 140, 260),
+                _object("person", 0.8, 100, 90, 140, 260),
             ],
-            [_object("person", 0.8, 100, 100, 140, 260)],
+            [_object("person", 0.8, 100, 90, 140, 260)],
+        ),
+        # the cut box is the better one: it stays, not inflated by the other (no union)
+        (
+            [
+                _object("person", 0.8, 100, 100, 140, 220),
+                _object("person", 0.6, 100, 90, 140, 260),
+            ],
+            [_object("person", 0.8, 100, 100, 140, 220)],
         ),
         # two people side by side stay two
         (
@@ -219,10 +227,10 @@ def _object(
             [_object("dog", 0.5, 100, 100, 140, 220), _object("person", 0.9, 100, 100, 140, 220)],
             [_object("person", 0.9, 100, 100, 140, 220), _object("dog", 0.5, 100, 100, 140, 220)],
         ),
-        # a small box inside a big one of the label is absorbed (intersection over the smaller)
+        # a small box inside a big one of the label is one object (intersection over the smaller)
         (
             [_object("car", 0.5, 0, 0, 400, 200), _object("car", 0.55, 10, 10, 60, 60)],
-            [_object("car", 0.55, 0, 0, 400, 200)],
+            [_object("car", 0.55, 10, 10, 60, 60)],
         ),
         ([], []),
     ],
