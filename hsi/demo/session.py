@@ -1,4 +1,4 @@
-"""`hsi demo`: the whole system, as `hsi up` runs it, on a scripted scene from three cameras.
+"""`hsi demo`: the whole system, as `hsi up` runs it, on a scripted scene from four cameras.
 
 `run_demo()` starts (or reuses) the servers of the demo's sandbox (`hsi.demo.sandbox`), clears the
 previous run, starts what `hsi up` runs (`hsi.app.runner._up`: watcher, stages, reclaimers,

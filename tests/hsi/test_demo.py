@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import itertools
 import os
 import signal
 import socket
@@ -14,16 +16,27 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsi.demo import DemoError
 from hsi.demo.sandbox import choose_port, demo_prefix, pin_schema, sandbox
-from hsi.demo.scene import CAMERAS, SCENE, photo_bytes, pieces, upload, upload_name
+from hsi.demo.scene import (
+    CAMERAS,
+    SCENE,
+    WIDE,
+    WIDE_SIZE,
+    photo_bytes,
+    pieces,
+    upload,
+    upload_name,
+)
 from hsi.demo.view import DemoView, Snapshot
 from hsi.infra.embedded import EmbeddedServers
-from hsi.settings.model import Settings, TLSMode
+from hsi.settings.model import CLASS_THRESHOLDS, Settings, TLSMode
+from streams.detectors import EmbeddedDetector
 from streams.names import camera_id
 from tests.conftest import PHOTOS
 
@@ -128,14 +141,40 @@ def test_port_choice() -> None:
 # --- the scene ----------------------------------------------------------------------------------
 
 
-def test_scene_uses_three_cameras_and_shipped_photos() -> None:
-    """The scene has the three demo cameras; its photos ship with the package and are the test
-    photographs; no camera gets the same photo twice (it would be a duplicate)."""
-    assert CAMERAS == ("Back Yard", "Driveway", "Front Door")
+def test_scene_uses_four_cameras_and_shipped_photos() -> None:
+    """The scene has the four demo cameras; its photos ship with the package and are the test
+    photographs, or the gate's 1080p views made from them; no camera gets the same photo twice
+    (it would be a duplicate)."""
+    assert CAMERAS == ("Back Yard", "Driveway", "Front Door", "Gate")
     for shot in SCENE:
-        assert photo_bytes(shot.photo) == (PHOTOS / shot.photo).read_bytes()
-    pairs = [(s.camera, s.photo) for s in SCENE]
+        data = photo_bytes(shot.photo)
+        if shot.photo in WIDE:
+            with Image.open(io.BytesIO(data)) as wide:
+                assert (wide.format, wide.size) == ("JPEG", WIDE_SIZE)
+        else:
+            assert data == (PHOTOS / shot.photo).read_bytes()
+    pairs = [(s.camera, photo_bytes(s.photo)) for s in SCENE]
     assert len(pairs) == len(set(pairs))
+
+
+async def test_the_gate_visitor_is_found_only_by_looking_closer() -> None:
+    """The gate's visitor (150 px tall in 1080p) is missed by one full-frame pass and found, in
+    both pictures of the burst, by the motion mode HSI runs by default."""
+    views = [Image.open(io.BytesIO(photo_bytes(name))).convert("RGB") for name in WIDE]
+    full = EmbeddedDetector(mode="full", class_thresholds=CLASS_THRESHOLDS)
+    motion = EmbeddedDetector(mode="motion", class_thresholds=CLASS_THRESHOLDS)
+    try:
+        assert not any(o.label == "person" for v in views for o in full.detect_picture(v).objects)
+        found = [motion.detect_picture(now, before) for before, now in itertools.pairwise(views)]
+    finally:
+        await full.aclose()
+        await motion.aclose()
+    for result, place in zip(found, list(WIDE.values())[1:], strict=True):
+        assert place is not None
+        (person,) = [o for o in result.objects if o.label == "person"]
+        assert abs(person.bbox.x - place[0]) < 10
+        assert abs(person.bbox.y - place[1]) < 10
+        assert person.confidence >= CLASS_THRESHOLDS["person"]
 
 
 def test_upload_names_are_foscam_names_and_unique() -> None:
@@ -290,9 +329,10 @@ def _event_cameras(output: str) -> set[str]:
 async def test_demo_plays_the_scene_and_runs_again(
     demo_env: dict[str, str], db_engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    """`hsi demo --no-wait` shows events of the three cameras and exits 0; a second run starts
-    afresh: the same events again, not twice as many."""
-    counts = []
+    """`hsi demo --no-wait` shows events of the four cameras and exits 0; a second run starts
+    afresh: its tables hold exactly the events it printed, not the first run's as well. (How
+    many events a camera's burst makes may differ between runs: a batch closes after 1 s without
+    detections at speed 4, and a busy machine can delay a detection that long.)"""
     for _ in range(2):
         done = await asyncio.to_thread(
             subprocess.run,
@@ -312,9 +352,7 @@ async def test_demo_plays_the_scene_and_runs_again(
         async with db_engine.connect() as conn:
             rows = (await conn.execute(text("SELECT camera_id FROM events"))).all()
         assert {r.camera_id for r in rows} == DEMO_CAMERAS
-        counts.append(len(rows))
         assert len(rows) == sum(1 for line in output.splitlines() if line.startswith("event "))
-    assert counts[0] == counts[1]
 
 
 def _wait_for_output(path: Path, marker: str, proc: subprocess.Popen[str], within: float) -> str:
