@@ -1,6 +1,7 @@
 """`python -m benchmarks [names…] [--quick]`: run the benchmarks and print the results table.
 
-Names: throughput (B1), latency (B2), replay (B3), query (B4), memory (B5); none means all.
+Names: throughput (B1), latency (B2), replay (B3), query (B4), memory (B5), detection (B6); none
+means all.
 The servers are embedded ones in a temporary folder, or those named by HSI_BENCH_REDIS_URL and
 HSI_BENCH_DATABASE_URL. See benchmarks/README.md.
 """
@@ -20,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 
-from benchmarks import latency, memory, query, replay, throughput
+from benchmarks import detection, latency, memory, query, replay, throughput
 from benchmarks.environment import Servers, servers
 from benchmarks.options import Options, Size
 from benchmarks.report import Figure, table
@@ -31,6 +32,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "replay": replay,
     "query": query,
     "memory": memory,
+    "detection": detection,
 }
 ALIASES = {f"b{index}": name for index, name in enumerate(BENCHMARKS, start=1)}
 
@@ -77,7 +79,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "names",
         nargs="*",
         metavar="name",
-        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (or b1…b5); default all",
+        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (or b1…b6); default all",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (about 3 minutes)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per benchmark (default 3)")
