@@ -10,7 +10,7 @@ import math
 import pytest
 
 from benchmarks import __main__ as runner
-from benchmarks import latency, memory, query, replay, throughput
+from benchmarks import detection, latency, memory, query, replay, throughput
 from benchmarks.environment import DATABASE_ENV, REDIS_ENV, Servers
 from benchmarks.options import Options, Size
 from benchmarks.report import Figure
@@ -60,6 +60,13 @@ def test_query_runs(servers: Servers) -> None:
 def test_memory_runs(servers: Servers) -> None:
     """B5 runs `hsi up` through its files and reads its memory."""
     _numbers(memory.run(servers, SMOKE))
+
+
+def test_detection_runs(servers: Servers) -> None:
+    """B6 detects the same generated pictures through HSI's pipeline and through onnxruntime."""
+    figures = detection.run(servers, SMOKE)
+    _numbers(figures)
+    assert [f.floor is not None for f in figures] == [True, False, False]
 
 
 def test_runner_prints_the_table(
