@@ -81,7 +81,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="name",
         help=f"benchmarks to run: {', '.join(BENCHMARKS)} (or b1…b6); default all",
     )
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (about 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (about 4 minutes)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per benchmark (default 3)")
     parser.add_argument(
         "--memory-files",
