@@ -1,4 +1,4 @@
-"""B6 accuracy: what the embedded detector finds in 1080p camera frames, by mode, and its cost.
+"""B7 accuracy: what the embedded detector finds in 1080p camera frames, by mode, and its cost.
 
 The frames are `benchmarks.corpus`'s: people and a cat pasted at heights of 80–450 px into
 1080p backgrounds, empty backgrounds, and the five test photos. Each mode of `MODES` runs once
@@ -261,7 +261,7 @@ def observe(frames: Iterable[Frame], modes: Mapping[str, Detect]) -> dict[str, l
 
 
 def run(servers: Servers | None, options: Options) -> list[Figure]:
-    """B6; `servers` is not used."""
+    """B7; `servers` is not used."""
     layout = corpus.layout_for(options)
     modes = available_modes()
     observed = observe(corpus.frames(layout), modes)
@@ -299,7 +299,7 @@ def figures(
                     continue
                 goal = RECALL_TARGETS.get((label, heights)) if targeted else None
                 figure = rate(
-                    "B6",
+                    "B7",
                     f"{label} recall, {words} tall in 1080p, {name}",
                     "%",
                     floor=floor,
@@ -313,7 +313,7 @@ def figures(
                 result.append(figure)
         scores = _at(curve, threshold_of("person"))
         persons = cost(
-            "B6",
+            "B7",
             f"false persons per {EMPTY_SCALE} empty 1080p frames, {name}",
             "persons",
             floor=floor,
@@ -333,7 +333,7 @@ def figures(
         synthetic = [o for o in observed[name] if o.annotation.kind != "real"]
         relative = "" if name == FLOOR_MODE else f"; {costs[name] / floor_cost:.1f}× full's cost"
         spent = cost(
-            "B6",
+            "B7",
             f"ms per 1080p frame, one thread, {name}",
             "ms",
             floor=floor,
@@ -376,7 +376,7 @@ def report_curves(curves: Mapping[str, Sequence[Scores]]) -> str:
     for name, scores in curves.items():
         heights = sorted({height for each in scores for (_, height) in each.truths})
         for label in LABELS:
-            lines.append(f"\n## B6 {name}, {label}: recall % by height in 1080p, false {label}s")
+            lines.append(f"\n## B7 {name}, {label}: recall % by height in 1080p, false {label}s")
             lines.append(
                 "| threshold | "
                 + " | ".join(f"{height} px" for height in heights)
@@ -389,7 +389,7 @@ def report_curves(curves: Mapping[str, Sequence[Scores]]) -> str:
                     f"| {each.threshold:.2f} | {' | '.join(cells)} "
                     f"| {each.false_per_empty(label):.2f} | {each.false_per_frame(label):.2f} |"
                 )
-        lines.append(f"\n## B6 {name}, any label: false detections; the real photos")
+        lines.append(f"\n## B7 {name}, any label: false detections; the real photos")
         lines.append(
             "| threshold | false / frame | false / empty frame | most frequent false "
             "| real photos: found | real photos: false |"

@@ -19,7 +19,7 @@ import asyncio
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,18 +83,23 @@ async def register_cameras(ledger: Ledger, ids: Sequence[str]) -> None:
 
 async def ingest(ledger: Ledger, ids: Sequence[str], count: int) -> None:
     """Publish `count` files round robin over the cameras, as the watcher publishes each file."""
+    await publish(ledger, (file_entry(ids[index % len(ids)], index) for index in range(count)))
+
+
+async def publish(ledger: Ledger, entries: Iterable[FileObserved]) -> None:
+    """Publish `entries` as the watcher publishes each file: `IN_FLIGHT` at a time, each in its
+    own `watch` root span whose `traceparent` goes into the entry's headers."""
     telemetry = stage_telemetry()
-    queue = iter(range(count))
+    queue = iter(entries)
 
     async def worker() -> None:
-        for index in queue:
-            camera = ids[index % len(ids)]
+        for entry in queue:
             span = root_span(telemetry, "watch")
             headers = {}
             traceparent = traceparent_of(span)
             if traceparent is not None:
                 headers[HEADER_TRACEPARENT] = traceparent
-            await ledger.publish_once(file_entry(camera, index), headers)
+            await ledger.publish_once(entry, headers)
             end_span(span, OK)
 
     await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
@@ -114,16 +119,17 @@ def settings_for(prefix: str, root: Path, **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def running_pipeline(
-    servers: Servers, settings: Settings, schema: str, objects: tuple[DetectedObject, ...]
+    servers: Servers, settings: Settings, schema: str, objects: tuple[DetectedObject, ...] | None
 ) -> AsyncIterator[Pipeline]:
     """HSI's pipeline with every stage and `hsi up`'s telemetry, answering `objects` for each
-    file and projecting into `schema`; stopped afterwards."""
+    file (`None`: with the detector `hsi up` builds from `settings`) and projecting into
+    `schema`; stopped afterwards."""
     setup_telemetry(TelemetryConfig())
     pipeline = Pipeline(
         settings,
         servers.redis_url,
         PipelineOptions(stages=ALL_STAGES),
-        detector=FixedDetector(objects),
+        detector=None if objects is None else FixedDetector(objects),
         database_url=servers.database_url_for(schema),
     )
     await pipeline.start()

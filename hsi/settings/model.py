@@ -42,7 +42,7 @@ class DetectorBackend(StrEnum):
     RTDETR = "rtdetr"
 
 
-# Chosen on the accuracy benchmark (B6, motion mode): the lowest thresholds that put no false
+# Chosen on the accuracy benchmark (B7, motion mode): the lowest thresholds that put no false
 # person or cat on its 50 empty frames; below the confirmation bar, a label must be seen in two
 # files of a batch to count (`streams.confirmation`).
 CLASS_THRESHOLDS: dict[str, float] = {"person": 0.4, "cat": 0.35}
@@ -221,7 +221,7 @@ class Settings(BaseSettings):
     detection_class_thresholds: dict[str, float] = Field(
         default_factory=lambda: dict(CLASS_THRESHOLDS),
         description='Per-class thresholds, JSON: {"car": 0.6}; the defaults come from the '
-        "accuracy benchmark (benchmarks/README.md, B6).",
+        "accuracy benchmark (benchmarks/README.md, B7).",
     )
     detection_confirm_threshold: float = Field(
         0.5,

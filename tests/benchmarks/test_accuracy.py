@@ -230,8 +230,8 @@ def test_figures_put_full_as_the_floor_of_the_other_modes() -> None:
 def test_curves_print_every_threshold() -> None:
     curves: dict[str, list[Scores]] = {"full": [score(OBSERVED, t) for t in accuracy.THRESHOLDS]}
     text = accuracy.report_curves(curves)
-    assert "## B6 full, person" in text
-    assert "## B6 full, cat" in text
+    assert "## B7 full, person" in text
+    assert "## B7 full, cat" in text
     assert "| 0.25 | 100 | - | 100 |" in text  # person at 100 and 300 px, none at 150 px
     assert text.count("| 0.70 |") == 3
 

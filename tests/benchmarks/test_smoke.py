@@ -10,7 +10,7 @@ import math
 import pytest
 
 from benchmarks import __main__ as runner
-from benchmarks import latency, memory, query, replay, throughput
+from benchmarks import detection, latency, memory, query, replay, throughput
 from benchmarks.environment import DATABASE_ENV, REDIS_ENV, Servers
 from benchmarks.options import Options, Size
 from benchmarks.report import Figure
@@ -62,8 +62,15 @@ def test_memory_runs(servers: Servers) -> None:
     _numbers(memory.run(servers, SMOKE))
 
 
+def test_detection_runs(servers: Servers) -> None:
+    """B6 detects the same generated pictures through HSI's pipeline and through onnxruntime."""
+    figures = detection.run(servers, SMOKE)
+    _numbers(figures)
+    assert [f.floor is not None for f in figures] == [True, False, False]
+
+
 def test_accuracy_runs_without_servers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """B6 runs the embedded detector over a tiny corpus; the runner starts no server for it."""
+    """B7 runs the embedded detector over a tiny corpus; the runner starts no server for it."""
 
     def no_servers() -> None:
         raise AssertionError("the accuracy benchmark needs no servers")
