@@ -2,9 +2,10 @@
 using every core.
 
 Files: `N` distinct 1280×720 JPEGs over 4 camera folders, made once per run from the photos in
-`tests/data/photos/` (a background photo scaled to cover the frame, one or two subject photos —
-people, a cat — pasted at seeded positions and sizes), so HSI and the floor decode and detect the
-same pixels.
+`tests/data/photos/`: each camera has its view (a background photo scaled to cover the frame), and
+each of its files is the view with one or two subject photos — people, a cat — pasted at seeded
+positions and sizes, as a camera's snapshots of things moving in front of it. HSI and the floor
+decode and detect the same pixels.
 
 HSI: the files are published as `hsi ingest` publishes them (B1's `publish`: `Ledger.publish_once`,
 64 in flight, each in its `watch` span) while one `Pipeline` runs every stage as `hsi up` runs
@@ -21,11 +22,13 @@ leaving them out would hide what they take from the detect stage's cores and eve
 `hsi up`. What the watcher does before publishing (the probe: read, hash, decode) is not part of
 this figure; B2 measures it.
 
-Floor: the same files through onnxruntime and nothing else — PIL decode, `nanodet.letterbox`,
-`session.run`, `nanodet.decode_outputs` and the same confidence thresholds — on every core, in two
-ways: (a) one session per core with one intra-op thread, each driven by a thread of its own taking
-files from a shared queue; (b) one session with as many intra-op threads as cores, driven by one
-thread. Both are printed; the floor is the faster of the two (by median).
+Floor: the same detection work through onnxruntime and nothing else — PIL decode, the passes the
+detection mode makes (the regions of `streams.detectors.regions` against the camera's previous
+picture, held in a local variable), `nanodet.letterbox`, `session.run`, `nanodet.decode_outputs`,
+the merging and the same thresholds — on every core, in two ways: (a) one session per core with
+one intra-op thread, each driven by a thread of its own that takes its share of the cameras and
+goes through their files in order; (b) one session with as many intra-op threads as cores, driven
+by one thread. Both are printed; the floor is the faster of the two (by median).
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ import os
 import random
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -56,8 +58,8 @@ from benchmarks.throughput import publish, register_cameras, running_pipeline, s
 from benchmarks.timing import BenchmarkError
 from hsi.settings import components
 from hsi.settings.model import Settings
-from streams.detectors import DetectorConfig, filter_objects, nanodet
-from streams.detectors.base import lowest_threshold
+from streams.detectors import DetectorConfig, filter_objects, nanodet, regions
+from streams.detectors.base import DetectedObject, lowest_threshold
 from streams.detectors.embedded import INPUT_NAME, MODEL_PATH
 from streams.envelope import read_fields
 from streams.schemas import DetectionCompleted, FileObserved
@@ -123,16 +125,20 @@ def make_pictures(
     root: Path, ids: Sequence[str], count: int, warm: int, *, seed: int = SEED
 ) -> tuple[list[Picture], list[Picture]]:
     """(`warm` pictures for the warm-up, `count` to measure): distinct 1280×720 scenes, round
-    robin over the camera folders under `root`. Each is a background photo scaled to cover the
-    frame (a seeded crop), with one or two subject photos pasted at seeded sizes and positions,
-    sometimes mirrored."""
+    robin over the camera folders under `root`. Each camera has its view, a background photo
+    scaled to cover the frame (a seeded crop); each picture is the view with one or two subject
+    photos pasted at seeded sizes and positions, sometimes mirrored — a camera's snapshots of
+    things moving in front of it."""
     rng = random.Random(seed)  # noqa: S311 - pictures, not secrets
     backgrounds = [_load(name) for name in BACKGROUNDS]
     subjects = [_load(name) for name in SUBJECTS]
+    views = {
+        camera: _background(rng, backgrounds[i % len(backgrounds)]) for i, camera in enumerate(ids)
+    }
     pictures: list[Picture] = []
     for index in range(warm + count):
         camera = ids[index % len(ids)]
-        frame = _background(rng, rng.choice(backgrounds))
+        frame = views[camera].copy()
         for _ in range(rng.randint(1, 2)):
             subject = rng.choice(subjects)
             height = rng.randint(HEIGHT * 3 // 10, HEIGHT * 8 // 10)
@@ -282,73 +288,111 @@ def open_session(threads: int) -> Any:
 
 
 class RawDetector:
-    """Decode, letterbox, run, decode the outputs: the embedded detector's work, nothing else."""
+    """The embedded detector's work with nothing else: decode, the regions its mode looks at
+    (`streams.detectors.regions`, against the camera's previous picture), letterbox, run and
+    output decoding per pass, merging, thresholds."""
 
     def __init__(self, config: DetectorConfig) -> None:
+        self._config = config
         self._confidence = config.confidence_threshold
         self._classes = dict(config.class_thresholds)
         self._threshold = lowest_threshold(self._confidence, self._classes)
 
-    def detect(self, session: Any, path: Path) -> tuple[int, float]:
-        """(objects found, ms of letterbox + run + output decoding) for the file at `path`."""
+    def detect(
+        self, session: Any, path: Path, previous: regions.GreyArray | None
+    ) -> tuple[int, float, regions.GreyArray]:
+        """(objects found, ms from the decoded picture to the objects, the picture's motion
+        grey) for the file at `path`; `previous`: the camera's previous picture's grey."""
         with Image.open(path) as opened:
             picture = opened.convert("RGB")
         started = time.perf_counter()
+        grey = regions.motion_grey(picture)
+        looked = self._regions(picture, grey, previous)
+        candidates = self._pass(session, picture)
+        for region in looked:
+            crop = picture.crop((region.x, region.y, region.right, region.bottom))
+            candidates.extend(regions.shifted(self._pass(session, crop), region))
+        merged = regions.merge_passes(candidates) if looked else candidates
+        objects = filter_objects(merged, self._confidence, self._classes)
+        return len(objects), (time.perf_counter() - started) * 1000.0, grey
+
+    def _regions(
+        self, picture: Image.Image, grey: regions.GreyArray, previous: regions.GreyArray | None
+    ) -> tuple[regions.Region, ...]:
+        config = self._config
+        if config.mode == "full":
+            return ()
+        if config.mode == "motion" and previous is not None:
+            moved = regions.motion_regions(
+                previous,
+                grey,
+                width=picture.width,
+                height=picture.height,
+                size=nanodet.INPUT_SIZE,
+                budget=config.motion_regions,
+            )
+            if moved is not None:
+                return moved
+        return regions.tile_grid(picture.width, picture.height, tile=config.tile_size)
+
+    def _pass(self, session: Any, picture: Image.Image) -> list[DetectedObject]:
         tensor, scale = nanodet.letterbox(picture)
         outputs = session.run(None, {INPUT_NAME: tensor})
-        candidates = nanodet.decode_outputs(
+        return nanodet.decode_outputs(
             outputs,
             scale=scale,
             width=picture.width,
             height=picture.height,
             threshold=self._threshold,
         )
-        objects = filter_objects(candidates, self._confidence, self._classes)
-        return len(objects), (time.perf_counter() - started) * 1000.0
 
 
 def _run_sessions(
-    raw: RawDetector, sessions: Sequence[Any], paths: Sequence[Path], warm: Path
+    raw: RawDetector, sessions: Sequence[Any], cameras: Sequence[Sequence[Path]], warm: Path
 ) -> Measured:
-    """`paths` through `sessions`, each driven by a thread of its own taking the next file from a
-    shared queue (every session has run `warm` once before the clock starts)."""
+    """Each camera's files in order (each compared with the one before), the cameras shared out
+    over `sessions`, each session driven by a thread of its own (every session has run `warm`
+    once before the clock starts)."""
     for session in sessions:
-        raw.detect(session, warm)
-    queue = iter(paths)
-    lock = threading.Lock()
+        raw.detect(session, warm, None)
+    shares = [list(cameras[i :: len(sessions)]) for i in range(len(sessions))]
 
-    def drive(session: Any) -> tuple[int, list[float]]:
+    def drive(session: Any, share: list[Sequence[Path]]) -> tuple[int, list[float]]:
         objects = 0
         times: list[float] = []
-        while True:
-            with lock:
-                path = next(queue, None)
-            if path is None:
-                return objects, times
-            found, ms = raw.detect(session, path)
-            objects += found
-            times.append(ms)
+        previous: dict[int, regions.GreyArray] = {}
+        for position in range(max((len(files) for files in share), default=0)):
+            for camera, files in enumerate(share):  # the cameras' files interleaved
+                if position < len(files):
+                    found, ms, previous[camera] = raw.detect(
+                        session, files[position], previous.get(camera)
+                    )
+                    objects += found
+                    times.append(ms)
+        return objects, times
 
     started = time.perf_counter()
     with ThreadPoolExecutor(len(sessions), thread_name_prefix="floor") as pool:
-        results = list(pool.map(drive, sessions))
+        results = list(pool.map(drive, sessions, shares))
     elapsed = time.perf_counter() - started
     return Measured(
-        len(paths) / elapsed,
+        sum(len(files) for files in cameras) / elapsed,
         sum(objects for objects, _ in results),
         statistics.median([ms for _, times in results for ms in times]),
     )
 
 
-def floor_per_core(config: DetectorConfig, paths: Sequence[Path], warm: Path) -> Measured:
+def floor_per_core(
+    config: DetectorConfig, cameras: Sequence[Sequence[Path]], warm: Path
+) -> Measured:
     """(a) one session per core, one intra-op thread each, each driven by its own thread."""
     sessions = [open_session(1) for _ in range(cores())]
-    return _run_sessions(RawDetector(config), sessions, paths, warm)
+    return _run_sessions(RawDetector(config), sessions, cameras, warm)
 
 
-def floor_shared(config: DetectorConfig, paths: Sequence[Path], warm: Path) -> Measured:
+def floor_shared(config: DetectorConfig, cameras: Sequence[Sequence[Path]], warm: Path) -> Measured:
     """(b) one session with an intra-op thread per core, driven by one thread."""
-    return _run_sessions(RawDetector(config), [open_session(cores())], paths, warm)
+    return _run_sessions(RawDetector(config), [open_session(cores())], cameras, warm)
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -364,7 +408,10 @@ def _round(
 ) -> tuple[Measured, Measured, Measured]:
     """(HSI, floor a, floor b) of one round: HSI first in even rounds, the floor first in odd
     ones (and its two variants swapped too)."""
-    paths = [p.path for p in pictures]
+    by_camera: dict[str, list[Path]] = {}
+    for picture in pictures:
+        by_camera.setdefault(picture.camera, []).append(picture.path)
+    paths = list(by_camera.values())
 
     def floors() -> tuple[Measured, Measured]:
         if index % 2 == 0:
@@ -422,7 +469,8 @@ def run(servers: Servers, options: Options) -> list[Figure]:
         target=Target(min_ratio=0.85),
         note=(
             f"first publish → last detection entry in Redis; hsi up's pipeline, default settings "
-            f"(detector {config.backend}, DETECTOR_THREADS={config.threads}, "
+            f"(detector {config.backend}, DETECTION_MODE={config.mode}, "
+            f"DETECTOR_THREADS={config.threads or 'every core'}, "
             f"DETECTOR_MAX_CONCURRENCY={config.max_concurrency}); {_measured_note(hsi)}; "
             f"floor: ({best_name}), the faster on this machine ({count} cores)"
         ),
