@@ -117,9 +117,10 @@ def probe_open(
     """Hash the open file `handle` (found at `path`) and check that it decodes completely.
 
     Images: at most `max_bytes` are read; Pillow opens JPEG or PNG only, refuses more than
-    `max_pixels` before decoding, decodes every pixel, and the file must end with its end
-    marker. Videos: the first bytes must name an MP4/MOV, Matroska or AVI container, which must
-    be as long as it declares (`containers`), and PyAV must decode a frame.
+    `max_pixels` before decoding, decodes all of the data (a JPEG's at 1/8 scale: every block
+    is read, the pixels are made by the detector), and the file must end with its end marker.
+    Videos: the first bytes must name an MP4/MOV, Matroska or AVI container, which must be as
+    long as it declares (`containers`), and PyAV must decode a frame.
 
     Raises `OSError` when the file cannot be read.
     """
@@ -147,6 +148,11 @@ def _probe_image(handle: BinaryIO, path: Path, max_pixels: int, max_bytes: int) 
     try:
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as opened:
             check_pixels(path, opened.width, opened.height, max_pixels)
+            if opened.format == "JPEG":
+                # Every entropy-coded block is still read and checked (a truncated or corrupt
+                # upload fails here as in a full decode), but the inverse DCT runs at 1/8 scale:
+                # the pixels are made once, by the detector, not twice.
+                opened.draft(opened.mode, (max(1, opened.width // 8), max(1, opened.height // 8)))
             opened.load()
             image_format = opened.format
     except Exception as exc:  # Pillow raises many types for broken input; all mean "not yet"
