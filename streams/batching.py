@@ -6,17 +6,24 @@ return values and never read a clock; the stage does all I/O.
 
 Clock
 -----
-Batches run on **item time**: `DetectionItem.at`, the detection's observed time (epoch seconds)
-that the stage puts on the item (capture time when known, else when the file was processed).
-`started_at` and `last_at` of a batch are item times, so a backlog replayed after an outage is
-batched by when things happened, not by how fast they are processed now.
+Batches run on **item time**: `DetectionItem.at`, when the file's picture was taken (epoch
+seconds): its capture time (`item_time`: from the file name, EXIF or, failing those, the file's
+modification time), unless that lies more than `clock_tolerance_seconds` after the file was
+observed — a camera clock running fast — when the observation time is used instead. `started_at`
+and `last_at` of a batch are item times, so an outage's backlog or a backfill of last week is
+batched by when things happened, not by when HSI processed them, and an event's window is the
+time its pictures show.
 
 - `decide(open_batch, item, now, config)`: the item counts at `min(item.at, now)`, so an item
-  stamped in the future (a camera clock running fast) cannot hold a batch open beyond what the
-  timer sees; and at least at the open batch's `last_at`, because detectors work concurrently and
-  items of one camera may arrive slightly out of order (an older item joins; it never stretches
-  the batch into the past). `now` is the stage's wall clock and has no other role.
-- `tick(open_batch, now, config)`: `now` is the wall clock of the stage's timer.
+  stamped in the future cannot hold a batch open beyond what the timer sees; and at least at the
+  open batch's `last_at`, because detectors work concurrently and items of one camera may arrive
+  slightly out of order (an older item joins; it never stretches the batch into the past). `now`
+  (the stage's wall clock) also becomes the batch's `arrived_at`.
+- `tick(open_batch, now, config)`: the timer runs the **camera's clock**: the batch's `last_at`
+  plus the wall time since its last item arrived (`now - arrived_at`). For live uploads that is the
+  wall clock (less the few seconds an upload and its detection take); for a backlog whose
+  pictures were taken hours ago it moves on only as time passes without items, so the timer does
+  not close a backlog's batch between two of its files.
 
 Rules
 -----
@@ -75,6 +82,7 @@ class BatchConfig:
     fast_path_enabled: bool = True
     fast_path_threshold: float = 0.9
     fast_path_labels: frozenset[str] = frozenset({"person"})
+    clock_tolerance_seconds: float = 300.0  # capture time may lie this far after observation
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.window_seconds) and self.window_seconds > 0):
@@ -83,6 +91,10 @@ class BatchConfig:
             raise ValueError(f"idle_seconds must be > 0, got {self.idle_seconds}")
         if self.max_detections < 1:
             raise ValueError(f"max_detections must be >= 1, got {self.max_detections}")
+        if not (math.isfinite(self.clock_tolerance_seconds) and self.clock_tolerance_seconds >= 0):
+            raise ValueError(
+                f"clock_tolerance_seconds must be >= 0, got {self.clock_tolerance_seconds}"
+            )
         if not 0.0 <= self.fast_path_threshold <= 1.0:
             raise ValueError(
                 f"fast_path_threshold must be between 0 and 1, got {self.fast_path_threshold}"
@@ -110,6 +122,12 @@ class OpenBatch:
     entry_ids: tuple[str, ...]
     detection_count: int
     label_confidence: tuple[tuple[str, float], ...]  # highest confidence per label, by label
+    arrived_at: float | None = None  # wall clock of the last item's arrival; None: `last_at`
+
+    def camera_now(self, now: float) -> float:
+        """The camera's clock at wall clock `now` (see "Clock" above)."""
+        arrived = self.last_at if self.arrived_at is None else self.arrived_at
+        return self.last_at + max(0.0, now - arrived)
 
     @property
     def labels(self) -> frozenset[str]:
@@ -143,17 +161,31 @@ def batch_id_for(camera: str, first_entry_id: str) -> str:
     return str(uuid.uuid5(_BATCH_NAMESPACE, f"{camera}\x1f{first_entry_id}"))
 
 
+def item_time(captured: float, observed: float, config: BatchConfig) -> float:
+    """When a file's picture was taken, for batching: its capture time, or its observation time
+    when the capture time lies more than `clock_tolerance_seconds` after it (epoch seconds)."""
+    if captured > observed + config.clock_tolerance_seconds:
+        return observed
+    return captured
+
+
 def tick(open_batch: OpenBatch | None, now: float, config: BatchConfig) -> Closed | None:
-    """Close `open_batch` if it has expired at `now` (reason `window` or `idle`), else None."""
+    """Close `open_batch` if it has expired at wall clock `now` — on the camera's clock
+    (`OpenBatch.camera_now`) — with reason `window` or `idle`, else None."""
     if open_batch is None:
         return None
+    return _expired(open_batch, open_batch.camera_now(now), config)
+
+
+def _expired(open_batch: OpenBatch, at: float, config: BatchConfig) -> Closed | None:
+    """`open_batch` closed if it has expired at item time `at`, else None."""
     window_deadline = open_batch.started_at + config.window_seconds
     idle_deadline = open_batch.last_at + config.idle_seconds
     if window_deadline <= idle_deadline:
         deadline, reason = window_deadline, CloseReason.WINDOW
     else:
         deadline, reason = idle_deadline, CloseReason.IDLE
-    if now < deadline:
+    if at < deadline:
         return None
     return Closed(batch=open_batch, reason=reason, closed_at=deadline)
 
@@ -172,14 +204,14 @@ def decide(
     batch = open_batch
     if batch is not None:
         at = max(at, batch.last_at)
-        expired = tick(batch, at, config)
+        expired = _expired(batch, at, config)
         if expired is not None:
             closed.append(expired)
             batch = None
     if not item.objects:
         return Decision(open_batch=batch, closed=tuple(closed))
 
-    batch = _start(item, at) if batch is None else _join(batch, item, at)
+    batch = _start(item, at, now) if batch is None else _join(batch, item, at, now)
     if _is_fast_path(item, config):
         closed.append(Closed(batch=batch, reason=CloseReason.FAST_PATH, closed_at=at))
         batch = None
@@ -189,7 +221,7 @@ def decide(
     return Decision(open_batch=batch, closed=tuple(closed))
 
 
-def _start(item: DetectionItem, at: float) -> OpenBatch:
+def _start(item: DetectionItem, at: float, now: float) -> OpenBatch:
     return OpenBatch(
         batch_id=batch_id_for(item.camera, item.entry_id),
         camera=item.camera,
@@ -198,10 +230,11 @@ def _start(item: DetectionItem, at: float) -> OpenBatch:
         entry_ids=(item.entry_id,),
         detection_count=len(item.objects),
         label_confidence=_merge_confidence((), item.objects),
+        arrived_at=now,
     )
 
 
-def _join(batch: OpenBatch, item: DetectionItem, at: float) -> OpenBatch:
+def _join(batch: OpenBatch, item: DetectionItem, at: float, now: float) -> OpenBatch:
     return OpenBatch(
         batch_id=batch.batch_id,
         camera=batch.camera,
@@ -210,6 +243,7 @@ def _join(batch: OpenBatch, item: DetectionItem, at: float) -> OpenBatch:
         entry_ids=(*batch.entry_ids, item.entry_id),
         detection_count=batch.detection_count + len(item.objects),
         label_confidence=_merge_confidence(batch.label_confidence, item.objects),
+        arrived_at=now,
     )
 
 

@@ -129,6 +129,9 @@ class BatchClosed(_Entry):
     max_confidence: float
     fast_path: bool
     closed_at: datetime
+    # The least time between one of its pictures being taken and HSI seeing the file: seconds for
+    # a live event, hours for an outage's backlog (`streams.alerts` calls it late). None: before.
+    arrival_delay_seconds: float | None = None
 
 
 class AnalysisCompleted(_Entry):

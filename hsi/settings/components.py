@@ -120,6 +120,7 @@ def batch_config(settings: Settings) -> BatchConfig:
         fast_path_enabled=settings.fast_path_enabled,
         fast_path_threshold=settings.fast_path_confidence_threshold,
         fast_path_labels=frozenset(settings.fast_path_object_types),
+        clock_tolerance_seconds=settings.batch_clock_tolerance_seconds,
     )
 
 
@@ -218,6 +219,7 @@ def notify_config(settings: Settings) -> NotifyConfig:
         backoff_base_seconds=settings.alert_retry_backoff_seconds,
         claim_lease_seconds=settings.alert_claim_lease_seconds,
         state_ttl_seconds=settings.alert_state_ttl_days * 86_400,
+        late_after_seconds=settings.alert_late_after_seconds,
     )
 
 

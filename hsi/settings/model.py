@@ -210,6 +210,12 @@ class Settings(BaseSettings):
     batch_window_seconds: float = Field(90.0, gt=0)
     batch_idle_timeout_seconds: float = Field(30.0, gt=0)
     batch_max_detections: int = Field(50, ge=1)
+    batch_clock_tolerance_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="A file is batched by when it was taken, unless that lies more than this "
+        "after it arrived (a camera clock running fast): then by when it arrived.",
+    )
     fast_path_enabled: bool = True
     fast_path_confidence_threshold: float = Field(0.90, ge=0, le=1)
     fast_path_object_types: CsvList = Field(default_factory=lambda: ["person"])
@@ -344,6 +350,12 @@ class Settings(BaseSettings):
     )
     alert_state_ttl_days: int = Field(
         7, ge=1, le=365, description="How long an event's alerts are remembered (exactly once)."
+    )
+    alert_late_after_seconds: float = Field(
+        600.0,
+        ge=0,
+        description="An event whose pictures reached HSI later than this after they were taken "
+        "is late: its alerts say so, and rules with skip_late send none.",
     )
     mqtt_topic_prefix: str = Field(
         "hsi", description="MQTT topics <prefix>/<camera>/event and …/last_event."

@@ -104,6 +104,8 @@ class NotifyConfig:
       `send_attempts × send_timeout_seconds` plus the backoff.
     - `state_ttl_seconds`: how long delivery states, plans and cooldowns are kept (the horizon of
       exactly-once: an analysis re-published later than that alerts again).
+    - `late_after_seconds`: an event whose pictures reached HSI later than this after they were
+      taken is late (`decisions.late_by`): its alerts say so; rules may skip it.
     """
 
     rules_path: Path | None = None
@@ -120,6 +122,7 @@ class NotifyConfig:
     claim_lease_seconds: float = 180.0
     state_ttl_seconds: int = 7 * 24 * 3600
     snapshot_max_width: int = 1280
+    late_after_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         if self.send_attempts < 1:

@@ -1,6 +1,8 @@
 """The notify stage's decisions, as pure functions of data and time (STYLE rule 5).
 
-- `matches`: does a rule fire for an analysis (level, score, camera, object types, schedule)?
+- `matches`: does a rule fire for an analysis (level, score, camera, object types, schedule,
+  lateness)?
+- `late_by`: how late an event reached HSI, if later than the lateness bound;
 - `cooldown_allows`: is a rule outside its cooldown on a camera?
 - `plan_alerts`: which channel alerts under which rule, for one event;
 - `claim_decision`: given the delivery state of (event, channel), send now, or not (done, in
@@ -36,17 +38,29 @@ def event_time(analysis: AnalysisCompleted, batch: BatchClosed | None) -> dateti
     return batch.window_start if batch is not None else analysis.analyzed_at
 
 
+def late_by(batch: BatchClosed | None, late_after_seconds: float) -> float | None:
+    """Seconds between the event's pictures being taken and HSI seeing them, when more than
+    `late_after_seconds` (the event is late: a backlog or a backfill), else None."""
+    if batch is None or batch.arrival_delay_seconds is None:
+        return None
+    return batch.arrival_delay_seconds if batch.arrival_delay_seconds > late_after_seconds else None
+
+
 def matches(
     rule: AlertRule,
     analysis: AnalysisCompleted,
     batch: BatchClosed | None,
     now_local: datetime,
+    late: bool = False,
 ) -> bool:
-    """Whether `rule` fires for `analysis` at the local time `now_local`.
+    """Whether `rule` fires for `analysis` at the local time `now_local`; `late`: the event
+    reached HSI late (`late_by`).
 
     Object types need the batch (`batch.closed` carries them): without it a rule that names
     object types does not fire.
     """
+    if late and rule.skip_late:
+        return False
     if rule.cameras and analysis.camera_id not in rule.cameras:
         return False
     if rule.min_level is not None and LEVEL_RANK[analysis.risk_level] < LEVEL_RANK[rule.min_level]:
@@ -128,6 +142,7 @@ def plan_alerts(
     batch: BatchClosed | None,
     now_local: datetime,
     cooldowns: Mapping[str, CooldownMark | None],
+    late: bool = False,
 ) -> Plan:
     """Every rule that matches and is outside its cooldown fires; each configured channel of a
     fired rule alerts once for the event."""
@@ -135,7 +150,7 @@ def plan_alerts(
     fired: list[str] = []
     cooled: list[str] = []
     for rule in rules:
-        if not matches(rule, analysis, batch, now_local):
+        if not matches(rule, analysis, batch, now_local, late):
             continue
         if not cooldown_allows(rule, cooldowns.get(rule.name), analysis.batch_id, now_local):
             cooled.append(rule.name)

@@ -51,6 +51,7 @@ class Alert:
     event_url: str
     thumbnail_url: str | None
     snapshot: Snapshot | None
+    late_seconds: float | None = None  # the pictures reached HSI this late (`late_by`)
 
     def payload(self, key: str) -> dict[str, Any]:
         """The JSON body of the webhook and the MQTT event message."""
@@ -67,12 +68,34 @@ class Alert:
             "object_types": list(self.object_types),
             "time": _iso(self.time),
             "analyzed_at": _iso(self.analyzed_at),
+            "late_seconds": self.late_seconds,
             "links": {"event": self.event_url, "thumbnail": self.thumbnail_url},
         }
 
     @property
     def subject(self) -> str:
-        return f"[HSI] {self.risk_level.upper()} risk ({self.risk_score}) at {self.camera_id}"
+        late = " (late)" if self.late_seconds is not None else ""
+        return f"[HSI]{late} {self.risk_level.upper()} risk ({self.risk_score}) at {self.camera_id}"
+
+    @property
+    def late_note(self) -> str | None:
+        """For people: that this is not happening now, and how late it is."""
+        if self.late_seconds is None:
+            return None
+        return (
+            f"Late: the pictures reached HSI {_duration(self.late_seconds)} after they were taken "
+            "(a delayed upload or a backfill); this is not happening now."
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{max(1, minutes)} min"
+    hours = seconds / 3600
+    if hours < 48:
+        return f"{hours:.0f} h"
+    return f"{hours / 24:.0f} days"
 
 
 def _iso(moment: datetime) -> str:
@@ -85,8 +108,10 @@ def build_alert(
     rule: str,
     base_url: str,
     when: datetime,
+    late_seconds: float | None = None,
 ) -> Alert:
-    """The alert of an analysis (and its batch, when still on its stream) under `rule`."""
+    """The alert of an analysis (and its batch, when still on its stream) under `rule`;
+    `late_seconds`: how late the event reached HSI, if it is late."""
     base = base_url.rstrip("/")
     camera = analysis.camera_id
     snapshot = None
@@ -110,4 +135,5 @@ def build_alert(
         event_url=f"{base}/api/events/{analysis.batch_id}",
         thumbnail_url=thumbnail,
         snapshot=snapshot,
+        late_seconds=late_seconds,
     )

@@ -10,11 +10,15 @@
     object_types = ["person", "car"]    # any of them in the event; default any event
     channels = ["webhook", "mqtt"]      # webhook | email | mqtt; default every configured one
     cooldown_seconds = 300              # per camera and rule; default 0 (none)
+    skip_late = true                    # no alert for a late event (default false: "late")
     [rules.schedule]                    # optional; local wall-clock time in the zone above
     windows = ["22:00-06:00"]           # HH:MM-HH:MM, may cross midnight; "24:00" ends a day
     days = ["fri", "sat"]               # the day a window starts on; default every day
 
-A rule without `min_level` and `min_score` matches every level. Without a file there is one rule,
+An event is late when its pictures reached HSI more than `ALERT_LATE_AFTER_SECONDS` after they
+were taken (an outage's backlog, a backfill): its alerts say so and when the pictures were taken,
+and a rule with `skip_late = true` does not alert for it. A rule without `min_level` and
+`min_score` matches every level. Without a file there is one rule,
 `default`: high and critical events, every camera, every configured channel, no cooldown.
 
 A file that cannot be used stops HSI with a message naming the file, the rule, the field, the
@@ -52,6 +56,7 @@ _RULE_FIELDS: Final = (
     "object_types",
     "channels",
     "cooldown_seconds",
+    "skip_late",
     "schedule",
 )
 _SCHEDULE_FIELDS: Final = ("windows", "days")
@@ -118,6 +123,7 @@ class AlertRule:
     channels: tuple[str, ...] = ()
     cooldown_seconds: float = 0.0
     schedule: Schedule | None = None
+    skip_late: bool = False
 
     @property
     def cooldown(self) -> timedelta:
@@ -289,6 +295,9 @@ def _rule(table: Mapping[str, Any], where: str) -> AlertRule:
         or not 0 <= cooldown <= 30 * 24 * 3600
     ):
         raise fields.error("cooldown_seconds", cooldown, "use seconds from 0 to 2592000 (30 days)")
+    skip_late = table.get("skip_late", False)
+    if not isinstance(skip_late, bool):
+        raise fields.error("skip_late", skip_late, "use true or false")
     schedule = table.get("schedule")
     return AlertRule(
         name=name,
@@ -299,6 +308,7 @@ def _rule(table: Mapping[str, Any], where: str) -> AlertRule:
         channels=tuple(dict.fromkeys(channels or ())),
         cooldown_seconds=float(cooldown),
         schedule=None if schedule is None else _schedule(schedule, fields.where),
+        skip_late=skip_late,
     )
 
 

@@ -9,8 +9,9 @@ derived from the camera and the first entry id, so a batch is closed exactly onc
 the detections and the batches streams carry the camera's hash tag, so the WATCH/MULTI stays in
 one slot and runs unchanged on Redis Cluster (redis-py's cluster transactions support WATCH).
 
-Items are timed by the detection's `observed_at` (HSI's own clock at upload time), not the
-camera's capture time, so a camera with a wrong clock still batches correctly.
+Items are timed by the file's capture time (`streams.batching.item_time`; the observation time
+when the capture time lies in the future), so an event's window is when its pictures were taken;
+the timer runs on the camera's clock (`OpenBatch.camera_now`).
 
 Tracing: the open-batch state also keeps each member's `traceparent` and `observed_at`. A closed
 batch starts a trace of its own: the `batch` span (from the batch's first item to its close)
@@ -33,7 +34,15 @@ from opentelemetry.trace import Link, Span
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import WatchError
 
-from streams.batching import BatchConfig, Closed, DetectionItem, OpenBatch, decide, tick
+from streams.batching import (
+    BatchConfig,
+    Closed,
+    DetectionItem,
+    OpenBatch,
+    decide,
+    item_time,
+    tick,
+)
 from streams.clock import epoch_now
 from streams.confirmation import Confirmation, confirmed
 from streams.contract import HandlerResult, StreamEntry
@@ -102,6 +111,7 @@ class _State:
             entry_ids=tuple(batch_data["entry_ids"]),
             detection_count=batch_data["detection_count"],
             label_confidence=tuple((k, v) for k, v in batch_data["label_confidence"]),
+            arrived_at=batch_data.get("arrived_at"),  # a state stored before has none
         )
         # `traces` and `observed` came with tracing: a state stored before has neither.
         traces: dict[str, str] = data.get("traces") or {}
@@ -193,7 +203,7 @@ class BatchStage:
         """The batching item of an entry of the detections stream, and the member it adds to the
         open batch (a detection with objects)."""
         at = (
-            entry.observed_at.timestamp()
+            item_time(entry.captured_at.timestamp(), entry.observed_at.timestamp(), self._config)
             if isinstance(entry, DetectionCompleted | DetectionFailed)
             else self._clock()
         )
@@ -210,7 +220,7 @@ class BatchStage:
         trace = headers.get(HEADER_TRACEPARENT)
         return (
             DetectionItem(entry_id, camera, at, hits),
-            _Member(member, None if trace is None else str(trace), at),
+            _Member(member, None if trace is None else str(trace), entry.observed_at.timestamp()),
         )
 
     async def _apply(
@@ -356,6 +366,7 @@ class BatchStage:
         if not members:
             return
         objects = [o for m in members for o in m.detection.objects]
+        delay = min(m.observed_at - m.detection.captured_at.timestamp() for m in members)
         entry = BatchClosed(
             camera_id=camera,
             batch_id=batch.batch_id,
@@ -368,6 +379,7 @@ class BatchStage:
             max_confidence=round(max(o.confidence for o in objects), 4),
             fast_path=closing.close.reason.value == "fast_path",
             closed_at=_moment(closing.close.closed_at),
+            arrival_delay_seconds=round(max(0.0, delay), 1),
         )
         headers: dict[str, str] = {}
         traceparent = traceparent_of(closing.span)

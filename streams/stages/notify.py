@@ -60,6 +60,7 @@ from streams.alerts.decisions import (
     Verdict,
     claim_decision,
     event_time,
+    late_by,
     plan_alerts,
     zone_of,
 )
@@ -186,7 +187,8 @@ class NotifyStage:
     ) -> list[Delivery]:
         batch = await self._batch(camera, analysis.batch_entry_id)
         when = event_time(analysis, batch).astimezone(self._zone)
-        plan = await self._plan(camera, analysis, batch, when)
+        late = late_by(batch, self._config.late_after_seconds)
+        plan = await self._plan(camera, analysis, batch, when, late is not None)
         if not plan.channels:
             return []
         return list(
@@ -225,6 +227,7 @@ class NotifyStage:
         analysis: AnalysisCompleted,
         batch: BatchClosed | None,
         when: datetime,
+        late: bool,
     ) -> Plan:
         event = analysis.batch_id
         stored = await self._ledger.plan(camera, event)
@@ -232,7 +235,9 @@ class NotifyStage:
             return stored
         with_cooldown = [r.name for r in self._rules.rules if r.cooldown_seconds > 0]
         marks = await self._ledger.cooldowns(camera, with_cooldown)
-        plan = plan_alerts(self._rules.rules, tuple(self._channels), analysis, batch, when, marks)
+        plan = plan_alerts(
+            self._rules.rules, tuple(self._channels), analysis, batch, when, marks, late
+        )
         if plan.cooled:
             logger.info(
                 "notify.cooldown",
@@ -326,7 +331,8 @@ class NotifyStage:
             return Delivery(channel, True, "outcome_unknown")
         assert claim.new_state is not None
         key = idempotency_key(camera, event, channel)
-        alert = build_alert(analysis, batch, rule, self._config.public_base_url, when)
+        late = late_by(batch, self._config.late_after_seconds)
+        alert = build_alert(analysis, batch, rule, self._config.public_base_url, when, late)
         send_error = await self._send(sender, alert, key)
         now = self._clock()
         if send_error is None:

@@ -45,6 +45,7 @@ def batch(
     labels: tuple[str, ...] = ("person",),
     path: str = "Front Door/a.jpg",
     detection_entry_id: str = "1-0",
+    arrival_delay: float | None = None,
 ) -> BatchClosed:
     objects = tuple(
         DetectedObject(label=label, confidence=0.9, bbox=Box(x=10, y=20, width=50, height=80))
@@ -70,6 +71,7 @@ def batch(
         max_confidence=0.9 if objects else 0.0,
         fast_path=False,
         closed_at=at + timedelta(seconds=35),
+        arrival_delay_seconds=arrival_delay,
     )
 
 
@@ -105,9 +107,10 @@ async def publish_event(
     camera: str = CAMERA,
     labels: tuple[str, ...] = ("person",),
     path: str = "Front Door/a.jpg",
+    arrival_delay: float | None = None,
 ) -> tuple[BatchClosed, str, AnalysisCompleted, str]:
     """XADD a `batch.closed` and its `analysis.completed`: (batch, its id, analysis, its id)."""
-    closed = batch(camera, at=at, labels=labels, path=path)
+    closed = batch(camera, at=at, labels=labels, path=path, arrival_delay=arrival_delay)
     batch_id = (await redis.xadd(names.batches(camera), entry_fields(closed))).decode()
     assessed = analysis(closed, batch_id, score=score, level=level)
     analysis_id = (await redis.xadd(names.analyses(camera), entry_fields(assessed))).decode()

@@ -17,6 +17,7 @@ from streams.alerts.decisions import (
     claim_decision,
     cooldown_allows,
     event_time,
+    late_by,
     matches,
     plan_alerts,
 )
@@ -310,3 +311,37 @@ def test_alert_links_match_the_api_ids() -> None:
     assert body["risk_level"] == "high"
     assert body["object_types"] == ["person"]
     assert body["time"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("delay", "late"),
+    [(None, None), (3.0, None), (600.0, None), (600.5, 600.5), (86_400.0, 86_400.0)],
+)
+def test_late_by(delay: float | None, late: float | None) -> None:
+    """Late: the pictures reached HSI more than the bound after they were taken."""
+    assert late_by(batch(arrival_delay=delay), 600.0) == late
+    assert late_by(None, 600.0) is None
+
+
+def test_a_rule_that_skips_late_events_does_not_fire_for_them() -> None:
+    assessed, closed = _event()
+    skipping = AlertRule("r", skip_late=True)
+    assert matches(skipping, assessed, closed, NOON, late=False)
+    assert not matches(skipping, assessed, closed, NOON, late=True)
+    assert matches(AlertRule("r"), assessed, closed, NOON, late=True)
+
+
+@pytest.mark.parametrize(
+    ("late", "words"),
+    [(700.0, "12 min"), (5400.0, "2 h"), (26 * 3600.0, "26 h"), (3 * 86_400.0, "3 days")],
+)
+def test_a_late_alert_says_it_is_not_happening_now(late: float, words: str) -> None:
+    assessed, closed = _event()
+    alert = build_alert(assessed, closed, "r", "http://hsi.test", NOON, late)
+    assert alert.subject.startswith("[HSI] (late) HIGH risk")
+    assert alert.late_note is not None
+    assert f"reached HSI {words} after they were taken" in alert.late_note
+    assert "not happening now" in alert.late_note
+    on_time = build_alert(assessed, closed, "r", "http://hsi.test", NOON)
+    assert on_time.late_note is None
+    assert on_time.subject.startswith("[HSI] HIGH risk")

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -17,7 +18,7 @@ from streams.alerts import NotifyConfig, RuleSet, WebhookConfig, load_rules
 from streams.alerts.channels import build_channels
 from streams.alerts.channels.base import Channel
 from streams.alerts.message import Alert
-from streams.alerts.rules import AlertRule
+from streams.alerts.rules import AlertRule, parse_rules
 from streams.envelope import entry_fields
 from streams.metrics import Instruments
 from streams.names import Group, StreamNames
@@ -396,3 +397,27 @@ async def test_deliveries_are_counted_per_channel(
     (latency,) = points["hsi_alert_delivery_seconds"]
     assert latency.count == 1
     provider.shutdown()
+
+
+async def test_a_late_event_says_so_and_a_rule_may_skip_it(
+    redis_client: Redis, names: StreamNames, receiver: Receiver, make_stage: MakeStage
+) -> None:
+    """Yesterday's pictures arriving today (a backlog): the default rule alerts, and the alert
+    says how late; a rule with `skip_late` sends nothing for it, and the analysis is done."""
+    stage = make_stage(_config(receiver))
+    await publish_event(redis_client, names, arrival_delay=26 * 3600.0)
+    await drain(redis_client, names, stage.handle)
+    (delivered,) = receiver.delivered
+    assert orjson.loads(delivered.body)["late_seconds"] == 26 * 3600.0
+
+    skipping = make_stage(
+        _config(receiver),
+        rules=parse_rules({"rules": [{"name": "now-only", "skip_late": True}]}),
+        consumer="c2",
+    )
+    await publish_event(redis_client, names, arrival_delay=26 * 3600.0)
+    await publish_event(redis_client, names, arrival_delay=3.0)  # live: alerted
+    await drain(redis_client, names, skipping.handle)
+    assert len(receiver.delivered) == 2
+    assert orjson.loads(receiver.delivered[1].body)["late_seconds"] is None
+    assert await pending(redis_client, names) == 0

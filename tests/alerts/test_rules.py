@@ -101,6 +101,7 @@ def test_without_a_file_the_default_rule_applies() -> None:
             "schedule: field 'days': 'fr' is not accepted; use mon, tue",
         ),
         ({"rules": [{"name": "a", "schedule": {"hours": []}}]}, "unknown field 'hours'"),
+        ({"rules": [{"name": "a", "skip_late": "yes"}]}, "field 'skip_late': 'yes'"),
     ],
 )
 def test_bad_rules_are_refused_with_a_clear_message(
@@ -135,3 +136,8 @@ def test_alerts_without_any_channel_are_refused() -> None:
     """NOTIFICATION_ENABLED with no channel configured cannot alert anyone."""
     with pytest.raises(AlertConfigError, match="no channel is configured"):
         check_channels(load_rules(None), ())
+
+
+def test_a_rule_may_skip_late_events() -> None:
+    rules = parse_rules({"rules": [{"name": "now-only", "skip_late": True}, {"name": "all"}]})
+    assert [r.skip_late for r in rules.rules] == [True, False]

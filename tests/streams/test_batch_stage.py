@@ -132,16 +132,18 @@ def _members(batch: BatchClosed) -> list[str]:
 async def test_a_tick_closes_the_open_batch_once_its_deadline_has_passed(
     redis_client: Redis, key_prefix: str
 ) -> None:
-    """The timer closes the open batch at its idle deadline, not before, once, with its entries."""
+    """The timer closes the open batch at its idle deadline on the camera's clock — idle seconds
+    after its last item arrived — not before, once, with its entries; the batch's close time is
+    the deadline in capture time."""
     names = StreamNames(key_prefix)
     ids = await _detections(redis_client, names, (CAR,), (CAR, CAR))
-    clock = Clock(START + 100)
+    clock = Clock(START + 100)  # the items arrive 100 s after the first picture was taken
     stage = _stage(redis_client, names, clock)
     result = await stage.handle(names.detections(CAMERA), await _read(redis_client, names))
     assert result.failed == {}
     assert await _pending(redis_client, names) == 0
     assert await redis_client.exists(names.open_batch(CAMERA))
-    deadline = START + 3 + CONFIG.idle_seconds  # the last file was observed at T0 + 3 s
+    deadline = START + 100 + CONFIG.idle_seconds
 
     clock.now = deadline - 0.001
     assert not await stage.tick_camera(CAMERA)
@@ -154,7 +156,8 @@ async def test_a_tick_closes_the_open_batch_once_its_deadline_has_passed(
     assert _members(batch) == ids
     assert batch.batch_id == batch_id_for(CAMERA, ids[0])
     assert (batch.close_reason, batch.detection_count) == ("idle", 3)
-    assert batch.closed_at.timestamp() == deadline
+    assert batch.closed_at.timestamp() == START + 2 + CONFIG.idle_seconds  # taken at T0 + 2 s
+    assert batch.arrival_delay_seconds == 1.0  # each file was seen a second after it was taken
     assert not await redis_client.exists(names.open_batch(CAMERA))
 
 
@@ -201,11 +204,14 @@ async def test_an_arrival_racing_a_tick_closes_the_expired_batch_once(
     """An arrival racing a timer closes the expired batch once and opens the next batch."""
     names = StreamNames(key_prefix)
     stream = names.detections(CAMERA)
-    # The first observed at T0 + 31 s, the second at T0 + 61 s: past the first's idle deadline.
+    # The first taken at T0 + 30 s, the second at T0 + 60 s: past the first's idle deadline. The
+    # first arrives at START + 100; the second arrives, and the rival's timer fires, idle seconds
+    # later (the first's deadline on the camera's clock).
     first, second = await _detections(redis_client, names, (CAR,), (CAR,), gap=30)
     entries = await _read(redis_client, names)
     await _stage(redis_client, names, Clock(START + 100)).handle(stream, entries[:1])
-    clock = RacingClock(START + 100, _rival_tick(redis_url, names, START + 100))
+    later = START + 100 + CONFIG.idle_seconds
+    clock = RacingClock(later, _rival_tick(redis_url, names, later))
     result = await _stage(redis_client, names, clock).handle(stream, entries[1:])
     assert result.failed == {}
     assert clock.rival_result is True
@@ -237,7 +243,7 @@ async def test_a_burst_confirms_its_objects_and_a_lone_faint_one_makes_no_event(
     )
     stream = names.detections(CAMERA)
     assert (await stage.handle(stream, await _read(redis_client, names))).failed == {}
-    clock.now = START + 3 + CONFIG.idle_seconds
+    clock.now = START + 100 + CONFIG.idle_seconds
     assert await stage.tick_camera(CAMERA)
     (batch,) = await _closed(redis_client, names)
     assert _members(batch) == ids

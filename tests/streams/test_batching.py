@@ -16,6 +16,7 @@ from streams.batching import (
     OpenBatch,
     batch_id_for,
     decide,
+    item_time,
     tick,
 )
 
@@ -340,3 +341,61 @@ def test_batch_config_refuses_impossible_values(overrides: dict[str, float]) -> 
     """Non-positive durations, empty batches and thresholds outside 0–1 are refused."""
     with pytest.raises(ValueError, match="must be"):
         BatchConfig(**overrides)  # type: ignore[arg-type]
+
+
+DAY = 86_400.0
+
+
+@pytest.mark.parametrize(
+    ("captured", "observed", "expected"),
+    [
+        (1000.0, 1001.0, 1000.0),  # a live upload: taken a second before it was seen
+        (1000.0 - DAY, 1000.0, 1000.0 - DAY),  # yesterday's picture, late: its own time
+        (1000.0 + 300.0, 1000.0, 1300.0),  # a camera clock a little fast: within tolerance
+        (1000.0 + 301.0, 1000.0, 1000.0),  # further in the future: the observation time
+        (1000.0 + DAY, 1000.0, 1000.0),
+    ],
+)
+def test_item_time_is_capture_time_unless_it_lies_in_the_future(
+    captured: float, observed: float, expected: float
+) -> None:
+    assert item_time(captured, observed, DEFAULT) == expected
+
+
+def test_a_backlog_is_batched_by_capture_time_and_the_timer_waits_for_it() -> None:
+    """Yesterday's burst (pictures 20 s apart) arrives today within a second, the timer firing
+    in between: one batch, closed by the timer idle seconds after its last item arrived, its
+    window and close time on yesterday's clock. A second burst ten minutes later (capture time)
+    arriving right after is a batch of its own."""
+    now = 10 * DAY
+    steps: list[Step] = [
+        Item("a", 0.0, now=now),
+        Tick(now + 0.3),
+        Item("b", 20.0, now=now + 0.5),
+        Tick(now + 0.7),
+        Item("c", 40.0, now=now + 1.0),
+        Tick(now + 1.0 + DEFAULT.idle_seconds - 0.001),
+    ]
+    closed, batch = run(steps, DEFAULT)
+    assert closed == []
+    assert batch is not None
+    assert (batch.entry_ids, batch.started_at, batch.last_at) == (("a", "b", "c"), 0.0, 40.0)
+    closed, batch = run([*steps, Tick(now + 1.0 + DEFAULT.idle_seconds)], DEFAULT)
+    assert batch is None
+    (only,) = closed
+    assert (only.batch.entry_ids, only.reason) == (("a", "b", "c"), CloseReason.IDLE)
+    assert only.closed_at == 40.0 + DEFAULT.idle_seconds
+
+    closed, batch = run([*steps, Item("d", 640.0, now=now + 1.2)], DEFAULT)
+    assert [(c.batch.entry_ids, c.reason) for c in closed] == [(("a", "b", "c"), CloseReason.IDLE)]
+    assert batch is not None
+    assert batch.entry_ids == ("d",)
+
+
+def test_a_state_stored_before_arrival_times_runs_on_the_wall_clock() -> None:
+    """An open batch without `arrived_at` (stored by an earlier version) ticks as before."""
+    batch = OpenBatch("b", CAMERA, 0.0, 10.0, ("a",), 1, (("car", 0.8),))
+    assert tick(batch, 10.0 + DEFAULT.idle_seconds - 0.001, DEFAULT) is None
+    closed = tick(batch, 10.0 + DEFAULT.idle_seconds, DEFAULT)
+    assert closed is not None
+    assert closed.reason is CloseReason.IDLE

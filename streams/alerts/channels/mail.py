@@ -46,6 +46,7 @@ def build_message(
         f"Camera: {alert.camera_id}",
         f"Risk: {alert.risk_level} ({alert.risk_score}/100)",
         f"When: {alert.time.isoformat()}",
+        *([alert.late_note] if alert.late_note else []),
         f"Objects: {', '.join(alert.object_types) or '-'}",
         f"Rule: {alert.rule}",
         "",

@@ -1,0 +1,93 @@
+"""An event's time is when its pictures were taken: a Foscam snapshot named for yesterday 10:15
+that arrives today is an event of yesterday 10:15 — listed by a `since`/`until` query for
+yesterday, and summarised at 10:15 local time — through the whole pipeline, watcher to API."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
+from hsi.infra.db import migrate
+from streams.watch.config import WatchConfig
+from streams.watch.watcher import Watcher
+from tests.conftest import PHOTOS
+from tests.observability.support import api_config, schema_url, serve, settings
+
+ZONE = "Europe/Berlin"
+FOLDER = "Front Door/FI9821P_C4D655300BB8/snap"  # as a Foscam camera lays out its uploads
+
+
+async def _analyzed(engine: AsyncEngine, count: int) -> None:
+    async with asyncio.timeout(60):
+        while True:
+            async with engine.connect() as conn:
+                done = await conn.scalar(
+                    text("SELECT count(*) FROM events WHERE analysis_status = 'completed'")
+                )
+            if (done or 0) >= count:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_a_late_snapshot_is_an_event_of_its_own_time(
+    redis_client: Redis,
+    redis_url: str,
+    database_url: str,
+    db_schema: str,
+    db_engine: AsyncEngine,
+    key_prefix: str,
+    tmp_path: Path,
+) -> None:
+    await migrate(db_engine)
+    root = tmp_path / "cameras"
+    folder = root / FOLDER
+    folder.mkdir(parents=True)
+    zone = ZoneInfo(ZONE)
+    today = datetime.now(zone).date()
+    yesterday = today - timedelta(days=1)
+    late = folder / f"MDAlarm_{yesterday:%Y%m%d}-101500.jpg"
+    shutil.copy(PHOTOS / "person-astronaut.jpg", late)
+
+    pipeline = Pipeline(
+        settings(root, key_prefix, timezone=ZONE),
+        redis_url,
+        PipelineOptions(
+            stages=ALL_STAGES,
+            discovery_interval_seconds=0.1,
+            batch_tick_seconds=0.1,
+            stream_gauges_interval_seconds=60,
+        ),
+        database_url=schema_url(database_url, db_schema),
+    )
+    await pipeline.start()
+    try:
+        watch = WatchConfig(stable_seconds=0.2, min_image_bytes=100, timezone=ZONE)
+        (outcome,) = await Watcher(redis_client, pipeline.names, root, watch).ingest(late)
+        assert outcome.entry_id is not None
+        await _analyzed(db_engine, 1)
+    finally:
+        await pipeline.stop()
+
+    taken = datetime(yesterday.year, yesterday.month, yesterday.day, 10, 15, tzinfo=zone)
+    config = api_config(database_url, db_schema, redis_url, key_prefix, tmp_path)
+    async with serve(config) as client:
+        day = {
+            "since": datetime(yesterday.year, yesterday.month, yesterday.day, tzinfo=zone),
+            "until": datetime(today.year, today.month, today.day, tzinfo=zone),
+        }
+        listed = await client.get("/api/events", params={k: v.isoformat() for k, v in day.items()})
+        today_only = await client.get("/api/events", params={"since": day["until"].isoformat()})
+    assert listed.status_code == 200, listed.text
+    (event,) = listed.json()["items"]
+    assert datetime.fromisoformat(event["window_start"]) == taken
+    assert datetime.fromisoformat(event["window_end"]) == taken
+    assert "at 10:15" in event["summary"], event
+    assert today_only.json()["items"] == []
