@@ -80,6 +80,7 @@ media_files = Table(
 )
 Index("media_files_camera_captured_idx", media_files.c.camera_id, media_files.c.captured_at.desc())
 Index("media_files_captured_idx", media_files.c.captured_at.desc())
+Index("media_files_camera_observed_idx", media_files.c.camera_id, media_files.c.observed_at.desc())
 
 # One row per detected object of a `detection.completed`.
 detections = Table(

@@ -65,6 +65,9 @@ class APIConfig:
     live: LiveConfig = field(default_factory=LiveConfig)
     # /ready answers 503 once the projector is this many entries behind (lag + pending).
     ready_max_projector_lag: int = 10_000
+    # A camera whose latest upload was taken more than this after it arrived has a fast clock
+    # (BATCH_CLOCK_TOLERANCE_SECONDS: its files are batched by arrival time).
+    clock_tolerance_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         if self.api_key_enabled and not any(k.get_secret_value() for k in self.api_keys):

@@ -316,6 +316,7 @@ def api_config(settings: Settings, *, database_url: str, redis: RedisConfig) -> 
         data_dir=settings.data_dir,
         thumbnail_max_width=settings.thumbnail_max_width,
         thumbnail_jpeg_quality=settings.thumbnail_jpeg_quality,
+        clock_tolerance_seconds=settings.batch_clock_tolerance_seconds,
         severity=SeverityThresholds(
             settings.severity_low_max, settings.severity_medium_max, settings.severity_high_max
         ),

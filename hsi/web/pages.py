@@ -201,8 +201,9 @@ class _EventPages:
         """Every camera with its latest picture, last activity, and today's files and events."""
         now = datetime.now(UTC)
         since = fmt.day_start(now, self.web.timezone)
-        async with resources(request).engine.connect() as conn:
-            found = await list_cameras(conn)
+        held = resources(request)
+        async with held.engine.connect() as conn:
+            found = await list_cameras(conn, held.config.clock_tolerance_seconds)
             today = await data.today_counts(conn, since)
         return self.render.page(
             request,

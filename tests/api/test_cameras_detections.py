@@ -53,6 +53,45 @@ async def test_cameras_have_counts_activity_and_latest_links(
         assert "error" in response.json()
 
 
+async def test_a_camera_whose_latest_upload_was_taken_after_it_arrived_has_a_fast_clock(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """The clock check reads each camera's most recently arrived file: taken a second before it
+    arrived is fine; "taken" an hour after it arrived is a clock running fast (flagged, and on
+    the dashboard); taken a day before it arrived is a late upload (shown, not flagged)."""
+    for camera in ("live", "fast", "late"):
+        await add_camera(engine, camera, camera.title())
+    arrived = BASE + timedelta(hours=2)
+    taken = {
+        "live": arrived - timedelta(seconds=1),
+        "fast": arrived + timedelta(hours=1),
+        "late": arrived - timedelta(days=1),
+    }
+    rows = [
+        media_row(camera, "1-0", f"{camera}/old.jpg", BASE, observed_at=BASE)  # arrived earlier
+        for camera in taken
+    ] + [
+        media_row(camera, "2-0", f"{camera}/new.jpg", at, observed_at=arrived)
+        for camera, at in taken.items()
+    ]
+    await insert(engine, "media_files", rows)
+
+    by_id = {c["id"]: c for c in (await client.get("/api/cameras")).json()["items"]}
+    clocks = {camera: by_id[camera]["clock"] for camera in taken}
+    assert clocks["live"] == {"skewed": False, "offset_seconds": 1.0, "checked_at": iso(arrived)}
+    assert clocks["fast"] == {"skewed": True, "offset_seconds": -3600.0, "checked_at": iso(arrived)}
+    assert clocks["late"] == {
+        "skewed": False,
+        "offset_seconds": 86400.0,
+        "checked_at": iso(arrived),
+    }
+    assert (await client.get("/api/cameras/fast")).json()["clock"]["skewed"] is True
+
+    page = (await client.get("/cameras")).text
+    assert page.count('class="clock-skewed"') == 1
+    assert "taken 60 min after it arrived" in page
+
+
 @pytest.fixture
 async def detections(engine: AsyncEngine) -> list[dict[str, Any]]:
     """250 detections of 125 files, two per file, two files per timestamp."""

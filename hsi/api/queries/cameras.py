@@ -1,7 +1,14 @@
-"""Cameras with their counts, last activity, latest file and latest event.
+"""Cameras with their counts, last activity, latest file and latest event, and their clock.
 
 Counts are counted from the rows (index-only scans per camera), not read from the `cameras`
 counter columns, so they agree with the listings whatever order entries were projected in.
+
+The clock check reads the camera's most recently arrived file: `offset_seconds` is how long after
+it was taken it arrived (its observation time less its capture time). A negative offset beyond
+the tolerance means a picture "taken" after it arrived: the camera's clock runs fast, and its
+files are batched by arrival time (`streams.batching.item_time`), so `skewed` is true. A large
+positive offset is a late upload (an outage, a backfill) or a clock running slow: a single file
+cannot tell them apart, so it is shown, not flagged.
 """
 
 from __future__ import annotations
@@ -28,6 +35,13 @@ def _query() -> Select[Any]:
         .limit(1)
         .lateral("latest_file")
     )
+    latest_arrival = (
+        select(m.c.captured_at, m.c.observed_at)
+        .where(m.c.camera_id == cameras.c.id, m.c.observed_at.is_not(None))
+        .order_by(m.c.observed_at.desc())
+        .limit(1)
+        .lateral("latest_arrival")
+    )
     latest_event = (
         select(e.c.id, e.c.window_start, e.c.window_end, e.c.risk_level, e.c.risk_score)
         .where(e.c.camera_id == cameras.c.id, e.c.window_start.is_not(None))
@@ -44,13 +58,17 @@ def _query() -> Select[Any]:
         latest_file.c.captured_at.label("file_captured_at"),
         latest_file.c.observed_at.label("file_observed_at"),
         latest_file.c.media_kind.label("file_media_kind"),
+        latest_arrival.c.captured_at.label("arrival_captured_at"),
+        latest_arrival.c.observed_at.label("arrival_observed_at"),
         latest_event.c.id.label("event_id"),
         latest_event.c.window_start.label("event_window_start"),
         latest_event.c.window_end.label("event_window_end"),
         latest_event.c.risk_level.label("event_risk_level"),
         latest_event.c.risk_score.label("event_risk_score"),
     ).select_from(
-        cameras.outerjoin(latest_file, true()).outerjoin(latest_event, true()),
+        cameras.outerjoin(latest_file, true())
+        .outerjoin(latest_arrival, true())
+        .outerjoin(latest_event, true()),
     )
 
 
@@ -59,7 +77,21 @@ def _latest(*values: datetime | None) -> datetime | None:
     return max(present) if present else None
 
 
-def camera_item(row: Row[Any]) -> dict[str, Any]:
+def clock_check(
+    captured: datetime | None, observed: datetime | None, tolerance_seconds: float
+) -> dict[str, Any] | None:
+    """The clock check of a camera's most recently arrived file (see the module doc)."""
+    if captured is None or observed is None:
+        return None
+    offset = (observed - captured).total_seconds()
+    return {
+        "skewed": offset < -tolerance_seconds,
+        "offset_seconds": round(offset, 1),
+        "checked_at": iso(observed),
+    }
+
+
+def camera_item(row: Row[Any], clock_tolerance_seconds: float) -> dict[str, Any]:
     latest_file = None
     if row.file_id is not None:
         latest_file = {
@@ -93,6 +125,9 @@ def camera_item(row: Row[Any]) -> dict[str, Any]:
         ),
         "latest_file": latest_file,
         "latest_event": latest_event,
+        "clock": clock_check(
+            row.arrival_captured_at, row.arrival_observed_at, clock_tolerance_seconds
+        ),
         "links": {
             "self": links.camera_url(row.id),
             "events": f"/api/events?camera_id={row.id}",
@@ -101,14 +136,18 @@ def camera_item(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-async def list_cameras(conn: AsyncConnection) -> list[dict[str, Any]]:
+async def list_cameras(
+    conn: AsyncConnection, clock_tolerance_seconds: float
+) -> list[dict[str, Any]]:
     rows = (await conn.execute(_query().order_by(cameras.c.id))).all()
-    return [camera_item(row) for row in rows]
+    return [camera_item(row, clock_tolerance_seconds) for row in rows]
 
 
-async def get_camera(conn: AsyncConnection, camera_id: str) -> dict[str, Any] | None:
+async def get_camera(
+    conn: AsyncConnection, camera_id: str, clock_tolerance_seconds: float
+) -> dict[str, Any] | None:
     row = (await conn.execute(_query().where(cameras.c.id == camera_id))).first()
-    return None if row is None else camera_item(row)
+    return None if row is None else camera_item(row, clock_tolerance_seconds)
 
 
 async def camera_folder(conn: AsyncConnection, camera_id: str) -> str | None:

@@ -14,9 +14,11 @@ from streams.names import is_camera_id
 
 
 async def cameras_list(request: Request, _: Query) -> Response:
-    """Every camera with its counts, last activity, latest file and latest event."""
-    async with resources(request).engine.connect() as conn:
-        return JSON({"items": await list_cameras(conn)})
+    """Every camera with its counts, last activity, latest file and latest event, and the
+    clock check of its latest upload (`clock.skewed`: its clock runs fast)."""
+    found = resources(request)
+    async with found.engine.connect() as conn:
+        return JSON({"items": await list_cameras(conn, found.config.clock_tolerance_seconds)})
 
 
 async def camera_detail(request: Request, _: Query) -> Response:
@@ -24,8 +26,9 @@ async def camera_detail(request: Request, _: Query) -> Response:
     camera_id = request.path_params["camera_id"]
     found = None
     if is_camera_id(camera_id):
-        async with resources(request).engine.connect() as conn:
-            found = await get_camera(conn, camera_id)
+        held = resources(request)
+        async with held.engine.connect() as conn:
+            found = await get_camera(conn, camera_id, held.config.clock_tolerance_seconds)
     if found is None:
         raise NotFound(f"no camera {camera_id!r}")
     return JSON(found)
