@@ -41,20 +41,37 @@ _EXIF_FORMAT = "%Y:%m:%d %H:%M:%S"
 _EXIF_OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 
 
-def capture_time_from_name(name: str, tz: str) -> datetime | None:
+def capture_time_from_name(name: str, tz: str, near: float | None = None) -> datetime | None:
     """The capture time written in a camera file name, aware in zone `tz`; None if there is none.
 
     The first date-and-time found wins (patterns: `20260101-120000`, `20260101_120000`,
     `20260101120000`, `20260101T120000`, `20260101120000123`, `2026-01-01_12-00-00`, …);
-    impossible dates (month 13) and implausible years are skipped.
+    impossible dates (month 13) and implausible years are skipped. A local time that the zone's
+    clocks show twice (the hour repeated when summer time ends) or never (the hour skipped when it
+    begins) is taken as the instant nearer to `near` (epoch seconds: the file's modification time).
     """
     zone = ZoneInfo(tz)
     for pattern in _PATTERNS:
         for match in pattern.finditer(name):
             found = _datetime_of(match, zone)
             if found is not None:
-                return found
+                return nearest_fold(found, near)
     return None
+
+
+def nearest_fold(moment: datetime, near: float | None) -> datetime:
+    """`moment` (a zone's local time); for a wall time of the repeated or skipped hour of a
+    change between summer and winter time, the one of its two instants nearer to `near` (epoch
+    seconds), with that instant's fixed UTC offset (so it compares and prints unambiguously)."""
+    other = moment.replace(fold=1 - moment.fold)
+    if other.utcoffset() == moment.utcoffset():
+        return moment
+    chosen = moment
+    if near is not None and abs(other.timestamp() - near) < abs(moment.timestamp() - near):
+        chosen = other
+    offset = chosen.utcoffset()
+    assert offset is not None  # a zone's local time always has one
+    return chosen.astimezone(timezone(offset))
 
 
 def _datetime_of(match: re.Match[str], zone: ZoneInfo) -> datetime | None:
@@ -77,9 +94,12 @@ def _datetime_of(match: re.Match[str], zone: ZoneInfo) -> datetime | None:
         return None
 
 
-def parse_exif_time(value: str, offset: str | None, tz: str) -> datetime | None:
+def parse_exif_time(
+    value: str, offset: str | None, tz: str, near: float | None = None
+) -> datetime | None:
     """An EXIF `YYYY:MM:DD HH:MM:SS` time, aware: with its `OffsetTimeOriginal` when given,
-    else in zone `tz`; None when it is blank or malformed (cameras write `0000:00:00 00:00:00`)."""
+    else in zone `tz` (an ambiguous local time: `nearest_fold` to `near`); None when it is blank
+    or malformed (cameras write `0000:00:00 00:00:00`)."""
     try:
         naive = datetime.strptime(value.strip().rstrip("\x00"), _EXIF_FORMAT)
     except ValueError:
@@ -88,13 +108,13 @@ def parse_exif_time(value: str, offset: str | None, tz: str) -> datetime | None:
         return None
     match = _EXIF_OFFSET.match(offset.strip().rstrip("\x00")) if offset else None
     if match is None:
-        return naive.replace(tzinfo=ZoneInfo(tz))
+        return nearest_fold(naive.replace(tzinfo=ZoneInfo(tz)), near)
     sign = -1 if match.group(1) == "-" else 1
     delta = timedelta(hours=int(match.group(2)), minutes=int(match.group(3)))
     return naive.replace(tzinfo=timezone(sign * delta))
 
 
-def exif_capture_time(path: Path, tz: str) -> datetime | None:
+def exif_capture_time(path: Path, tz: str, near: float | None = None) -> datetime | None:
     """EXIF DateTimeOriginal of the image at `path`, or None (no EXIF, not an image, unreadable)."""
     try:
         with Image.open(path, formats=IMAGE_FORMATS) as opened:
@@ -105,7 +125,7 @@ def exif_capture_time(path: Path, tz: str) -> datetime | None:
     offset = exif.get(ExifTags.Base.OffsetTimeOriginal)
     if not isinstance(value, str):
         return None
-    return parse_exif_time(value, offset if isinstance(offset, str) else None, tz)
+    return parse_exif_time(value, offset if isinstance(offset, str) else None, tz, near)
 
 
 def capture_time(
@@ -115,11 +135,11 @@ def capture_time(
 
     `read_exif=False` skips the EXIF step (videos). Blocking when it reads EXIF.
     """
-    from_name = capture_time_from_name(name, tz)
+    from_name = capture_time_from_name(name, tz, near=mtime)
     if from_name is not None:
         return from_name, "filename"
     if read_exif:
-        from_exif = exif_capture_time(path, tz)
+        from_exif = exif_capture_time(path, tz, near=mtime)
         if from_exif is not None:
             return from_exif, "exif"
     return datetime.fromtimestamp(mtime, tz=ZoneInfo(tz)), "mtime"

@@ -68,6 +68,75 @@ def test_capture_time_from_camera_file_names(name: str, expected: datetime) -> N
     assert found.tzinfo is not None
 
 
+BERLIN = "Europe/Berlin"
+
+
+@pytest.mark.parametrize(
+    ("name", "mtime_utc", "expected_utc"),
+    [
+        # summer time ends 2026-10-25 03:00 CEST -> 02:00 CET: 02:30 happens twice
+        (
+            "MDAlarm_20261025-023000.jpg",
+            datetime(2026, 10, 25, 0, 30, 5, tzinfo=UTC),
+            datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
+        ),  # the first 02:30 (CEST)
+        (
+            "MDAlarm_20261025-023000.jpg",
+            datetime(2026, 10, 25, 1, 30, 5, tzinfo=UTC),
+            datetime(2026, 10, 25, 1, 30, tzinfo=UTC),
+        ),  # the second 02:30 (CET)
+        # summer time begins 2026-03-29 02:00 CET -> 03:00 CEST: 02:30 never happens
+        (
+            "MDAlarm_20260329-023000.jpg",
+            datetime(2026, 3, 29, 1, 30, 5, tzinfo=UTC),
+            datetime(2026, 3, 29, 1, 30, tzinfo=UTC),
+        ),
+        (
+            "MDAlarm_20260329-023000.jpg",
+            datetime(2026, 3, 29, 0, 30, 5, tzinfo=UTC),
+            datetime(2026, 3, 29, 0, 30, tzinfo=UTC),
+        ),
+        # ordinary times are what they say, whatever the modification time
+        (
+            "MDAlarm_20261025-043000.jpg",
+            datetime(2026, 10, 26, 12, 0, tzinfo=UTC),
+            datetime(2026, 10, 25, 3, 30, tzinfo=UTC),
+        ),
+        (
+            "MDAlarm_20260715-101500.jpg",
+            datetime(2026, 7, 15, 8, 15, 2, tzinfo=UTC),
+            datetime(2026, 7, 15, 8, 15, tzinfo=UTC),
+        ),
+    ],
+)
+def test_a_wall_time_of_a_clock_change_is_the_instant_nearest_the_upload(
+    name: str, mtime_utc: datetime, expected_utc: datetime
+) -> None:
+    """The hour repeated (or skipped) when summer time ends (or begins) in TIMEZONE: the file
+    name's local time is taken as the instant nearer to when the file was written, so the second
+    02:30 of the night is not an hour early (and not 'late')."""
+    found = capture_time_from_name(name, BERLIN, near=mtime_utc.timestamp())
+    assert found is not None
+    assert found == expected_utc
+    exif = parse_exif_time(
+        name[8:12]
+        + ":"
+        + name[12:14]
+        + ":"
+        + name[14:16]
+        + " "
+        + name[17:19]
+        + ":"
+        + name[19:21]
+        + ":"
+        + name[21:23],
+        None,
+        BERLIN,
+        near=mtime_utc.timestamp(),
+    )
+    assert exif == expected_utc
+
+
 @pytest.mark.parametrize(
     "name",
     [
