@@ -81,6 +81,14 @@ def camera_id(folder_name: str) -> str:
     return normalized
 
 
+def camera_folder(path: str) -> str | None:
+    """The camera's folder name in a file path relative to the camera root (its first part:
+    "Front Door" of "Front Door/snap/x.jpg"), which is what people call the camera; None for a
+    path without one."""
+    parts = [part for part in path.split("/") if part]
+    return parts[0] if len(parts) > 1 else None
+
+
 def is_camera_id(value: str) -> bool:
     return bool(_CAMERA_ID.fullmatch(value))
 

@@ -168,6 +168,7 @@ async def object_types(conn: AsyncConnection, limit: int = 100) -> list[str]:
     return [str(r.label) for r in rows.all()]
 
 
-async def camera_ids(conn: AsyncConnection) -> list[str]:
-    rows = await conn.execute(select(cameras.c.id).order_by(cameras.c.id))
-    return [str(r.id) for r in rows.all()]
+async def camera_names(conn: AsyncConnection) -> dict[str, str]:
+    """Each camera's id → what people call it (its folder's name), by id."""
+    rows = await conn.execute(select(cameras.c.id, cameras.c.name).order_by(cameras.c.id))
+    return {str(r.id): str(r.name or r.id) for r in rows.all()}

@@ -29,10 +29,13 @@ from hsi.web.render import SECURITY_HEADERS
 from hsi.web.site import Site
 
 
-def cover_alt(event: dict[str, Any], cover: Cover | None, zone: tzinfo) -> str:
-    """The alt text of an event's picture: what, where, when, and whether boxes are drawn."""
+def cover_alt(
+    event: dict[str, Any], cover: Cover | None, zone: tzinfo, camera: str | None = None
+) -> str:
+    """The alt text of an event's picture: what, where (`camera`: the camera's name), when, and
+    whether boxes are drawn."""
     when = fmt.format_time(event.get("window_start"), zone)
-    where = event["camera_id"]
+    where = camera or event["camera_id"]
     if cover is None:
         return ""
     if cover.detection_id is None:
@@ -76,8 +79,21 @@ def file_views(detail: dict[str, Any]) -> list[dict[str, Any]]:
     return views
 
 
-def _card(site: Site, event: dict[str, Any], cover: Cover | None) -> dict[str, Any]:
-    return {"e": event, "cover": cover, "alt": cover_alt(event, cover, site.web.timezone)}
+def _card(
+    site: Site, event: dict[str, Any], cover: Cover | None, names: dict[str, str]
+) -> dict[str, Any]:
+    camera = names.get(event["camera_id"], event["camera_id"])
+    return {
+        "e": event,
+        "camera": camera,
+        "cover": cover,
+        "alt": cover_alt(event, cover, site.web.timezone, camera),
+    }
+
+
+async def _camera_names(request: Request) -> dict[str, str]:
+    async with resources(request).engine.connect() as conn:
+        return await data.camera_names(conn)
 
 
 _STALE_PAGE = "That page link is out of date; showing the newest events."
@@ -115,7 +131,8 @@ class _EventPages:
         async with resources(request).engine.connect() as conn:
             page = await q.list_events(conn, q.EventFilters(), web.live_count, None)
             covers = await data.event_covers(conn, [e["id"] for e in page.items])
-        cards = [_card(self.site, e, covers.get(e["id"])) for e in page.items]
+            names = await data.camera_names(conn)
+        cards = [_card(self.site, e, covers.get(e["id"]), names) for e in page.items]
         return self.render.page(
             request,
             "live.html",
@@ -127,7 +144,7 @@ class _EventPages:
         detail = await event_in_path(request)
         if detail is None or detail["window_start"] is None:
             return HTMLResponse("", status_code=404, headers=SECURITY_HEADERS)
-        context = _card(self.site, detail, cover_from_detail(detail))
+        context = _card(self.site, detail, cover_from_detail(detail), await _camera_names(request))
         return HTMLResponse(self.render.html("_card.html", context), headers=SECURITY_HEADERS)
 
     async def events(self, request: Request) -> Response:
@@ -144,7 +161,7 @@ class _EventPages:
                 page = await q.list_events(conn, filters, size, after)
                 items, has_newer, has_older = page.items, after is not None, page.has_more
             covers = await data.event_covers(conn, [e["id"] for e in items])
-            cameras = await data.camera_ids(conn)
+            cameras = await data.camera_names(conn)
             types = await data.object_types(conn)
         newer_url = older_url = None
         if items and has_newer:
@@ -162,7 +179,7 @@ class _EventPages:
                 "cameras": cameras,
                 "object_types": types,
                 "risk_levels": q.RISK_LEVELS,
-                "cards": [_card(self.site, e, covers.get(e["id"])) for e in items],
+                "cards": [_card(self.site, e, covers.get(e["id"]), cameras) for e in items],
                 "newer_url": newer_url,
                 "older_url": older_url,
                 "first_url": first_url,
@@ -186,13 +203,15 @@ class _EventPages:
                 },
                 status_code=404,
             )
+        camera = (await _camera_names(request)).get(detail["camera_id"], detail["camera_id"])
         return self.render.page(
             request,
             "event.html",
             {
-                "title": f"Event at {detail['camera_id']}",
+                "title": f"Event at {camera}",
                 "current": "/events",
                 "e": detail,
+                "camera": camera,
                 "files": file_views(detail),
             },
         )

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from streams.ids import detection_id
+from streams.names import camera_folder
 from streams.schemas import AnalysisCompleted, BatchClosed, Box
 
 PAYLOAD_TYPE: Final = "hsi.alert"
@@ -40,6 +41,7 @@ class Alert:
 
     event_id: str
     camera_id: str
+    camera_name: str  # what people call the camera: its folder's name, else its id
     rule: str
     risk_level: str
     risk_score: int
@@ -66,7 +68,9 @@ class Alert:
             "risk_score": self.risk_score,
             "summary": self.summary,
             "object_types": list(self.object_types),
+            "camera_name": self.camera_name,
             "time": _iso(self.time),
+            "local_time": self.local_time,
             "analyzed_at": _iso(self.analyzed_at),
             "late_seconds": self.late_seconds,
             "links": {"event": self.event_url, "thumbnail": self.thumbnail_url},
@@ -75,7 +79,14 @@ class Alert:
     @property
     def subject(self) -> str:
         late = " (late)" if self.late_seconds is not None else ""
-        return f"[HSI]{late} {self.risk_level.upper()} risk ({self.risk_score}) at {self.camera_id}"
+        return (
+            f"[HSI]{late} {self.risk_level.upper()} risk ({self.risk_score}) at {self.camera_name}"
+        )
+
+    @property
+    def local_time(self) -> str:
+        """When it happened, for people: local time in the rules' zone, with the zone's name."""
+        return f"{self.time:%Y-%m-%d %H:%M} {self.time.tzname()}"
 
     @property
     def late_note(self) -> str | None:
@@ -121,9 +132,13 @@ def build_alert(
         if first is not None:
             snapshot = Snapshot(first.path, tuple(o.bbox for o in first.objects))
             thumbnail = f"{base}/api/detections/{detection_id(camera, first.entry_id, 0)}/thumbnail"
+    folder = None
+    if batch is not None:
+        folder = next((f for d in batch.detections if (f := camera_folder(d.path))), None)
     return Alert(
         event_id=analysis.batch_id,
         camera_id=camera,
+        camera_name=folder or camera,
         rule=rule,
         risk_level=analysis.risk_level,
         risk_score=analysis.risk_score,

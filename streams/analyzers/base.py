@@ -62,6 +62,12 @@ class BatchSummary:
     window_end: datetime
     detections: tuple[DetectionLine, ...]
     timezone: str | tzinfo = "UTC"
+    camera_name: str | None = None  # what people call it: its folder's name ("Front Door")
+
+    @property
+    def display_name(self) -> str:
+        """The camera as people read it: its folder's name, else its id."""
+        return self.camera_name or self.camera
 
     def __post_init__(self) -> None:
         if as_utc(self.window_end) < as_utc(self.window_start):

@@ -175,7 +175,7 @@ def build_messages(
     moments = [line.captured_at for line in batch.detections] or [batch.window_start]
     night = any(is_night(batch.local(moment)) for moment in moments)
     lines = [
-        f"Camera: {clean_text(batch.camera)}",
+        f"Camera: {clean_text(batch.display_name)}",
         f"Time window: {start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} "
         f"(local time, {clean_text(zone)}; {'night' if night else 'day'})",
     ]

@@ -203,7 +203,16 @@ def _summary(batch: BatchSummary, counts: dict[str, int], night: bool) -> str:
         counts.items(), key=lambda item: (order[category_of(item[0]).name], -item[1], item[0])
     )
     what = join_words([plural(label, n) for label, n in ranked]) or "No objects"
-    start = batch.local(batch.window_start).strftime("%H:%M")
-    end = batch.local(batch.window_end).strftime("%H:%M")
-    span = f"at {start}" if start == end else f"between {start} and {end}"
-    return f"{what} at {batch.camera} {span}{' (night)' if night else ''}"
+    return f"{what} at {batch.display_name} {local_span(batch)}{' (night)' if night else ''}"
+
+
+def local_span(batch: BatchSummary) -> str:
+    """'at 10:15 CET', or 'between 23:58 and 00:02 CET': the window in the batch's local time,
+    with the zone's name (each end's, when a change of summer time falls between them)."""
+    start, end = batch.local(batch.window_start), batch.local(batch.window_end)
+    first, last = start.strftime("%H:%M"), end.strftime("%H:%M")
+    if start.tzname() != end.tzname():
+        return f"between {first} {start.tzname()} and {last} {end.tzname()}"
+    if first == last:
+        return f"at {first} {start.tzname()}"
+    return f"between {first} and {last} {start.tzname()}"

@@ -122,11 +122,13 @@ async def test_email_carries_the_snapshot(smtp_server: Mailbox, tmp_path: Path) 
     await channel.send(alert, key)
     (message,) = smtp_server.received()
     assert smtp_server.recipients == [["me@home.test", "you@home.test"]]
-    assert message["Subject"].startswith("[HSI] HIGH risk (75) at front_door")
+    assert message["Subject"].startswith("[HSI] HIGH risk (75) at Front Door")  # its folder
     assert message["Message-ID"] == message_id(key)
     body = message.get_body(preferencelist=("plain",))
     assert body is not None
     assert alert.event_url in body.get_content()
+    assert "Camera: Front Door (front_door)" in body.get_content()
+    assert f"When: {alert.time:%Y-%m-%d %H:%M} {alert.time.tzname()}" in body.get_content()
     (attachment,) = list(message.iter_attachments())
     assert attachment.get_content_type() == "image/jpeg"
     picture = Image.open(io.BytesIO(attachment.get_content()))

@@ -345,3 +345,25 @@ def test_a_late_alert_says_it_is_not_happening_now(late: float, words: str) -> N
     on_time = build_alert(assessed, closed, "r", "http://hsi.test", NOON)
     assert on_time.late_note is None
     assert on_time.subject.startswith("[HSI] HIGH risk")
+
+
+def test_people_read_the_camera_by_its_folder_and_the_time_in_local_time() -> None:
+    """The subject, mail and MQTT/webhook texts name the camera as its folder does and give the
+    local time with the zone's name; the JSON keeps the id and ISO 8601."""
+    closed = batch("front_door", path="Front Door/FI9821P_C4D655300BB8/snap/a.jpg")
+    alert = build_alert(analysis(closed, "2-0"), closed, "r", "http://hsi.test", NOON)
+    assert alert.subject == "[HSI] HIGH risk (75) at Front Door"
+    assert alert.local_time == "2026-01-15 12:00 CET"
+    body = alert.payload("k")
+    assert (body["camera_id"], body["camera_name"]) == ("front_door", "Front Door")
+    assert (body["time"], body["local_time"]) == ("2026-01-15T11:00:00Z", "2026-01-15 12:00 CET")
+    summer = build_alert(
+        analysis(closed, "2-0"),
+        closed,
+        "r",
+        "http://hsi.test",
+        datetime(2026, 7, 1, 9, 5, tzinfo=BERLIN),
+    )
+    assert summer.local_time == "2026-07-01 09:05 CEST"
+    without_batch = build_alert(analysis(closed, "2-0"), None, "r", "http://hsi.test", NOON)
+    assert without_batch.camera_name == "front_door"  # no file to name it by: its id

@@ -18,7 +18,9 @@ from streams.analyzers import (
     score_batch,
 )
 from streams.analyzers.rules import is_night, label_counts, plural
+from streams.schemas import BatchClosed, BatchDetection, Box, DetectedObject
 from streams.severity import RiskLevel, SeverityThresholds
+from streams.stages.analyze import summarize
 
 DAY = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 NIGHT = datetime(2024, 1, 15, 23, 10, tzinfo=UTC)
@@ -155,14 +157,14 @@ def test_batch_across_midnight_is_night_and_says_so() -> None:
     )
     analysis = score_batch(batch)
     assert analysis.risk_score == 62
-    assert analysis.summary == "1 person at Front Door between 23:58 and 00:02 (night)"
+    assert analysis.summary == "1 person at Front Door between 23:58 and 00:02 CET (night)"
 
 
 def test_morning_after_midnight_window_is_day() -> None:
     """A window from 06:00 to 06:05 local is day, even right after the night ends."""
     start = datetime(2024, 1, 16, 6, 0, tzinfo=UTC)
     analysis = score_batch(summary_of(line("person", 0.9, start), end=start + timedelta(minutes=5)))
-    assert analysis.summary == "1 person at Front Door between 06:00 and 06:05"
+    assert analysis.summary == "1 person at Front Door between 06:00 and 06:05 UTC"
 
 
 def test_summary_and_reasoning_state_the_facts() -> None:
@@ -173,7 +175,9 @@ def test_summary_and_reasoning_state_the_facts() -> None:
         line("person", 0.8, NIGHT),
     )
     analysis = score_batch(batch)
-    assert analysis.summary == "2 persons and 1 car at Front Door between 23:10 and 23:11 (night)"
+    assert (
+        analysis.summary == "2 persons and 1 car at Front Door between 23:10 and 23:11 UTC (night)"
+    )
     assert "person ×2" in analysis.reasoning
     assert "car ×1" in analysis.reasoning
     assert "night" in analysis.reasoning
@@ -183,7 +187,7 @@ def test_summary_and_reasoning_state_the_facts() -> None:
 def test_empty_batch_summary_says_nothing_was_seen() -> None:
     """A batch without detections still gets a readable summary."""
     analysis = score_batch(summary_of())
-    assert analysis.summary == "No objects at Front Door at 12:00"
+    assert analysis.summary == "No objects at Front Door at 12:00 UTC"
     assert analysis.reasoning.startswith("No objects detected")
 
 
@@ -266,3 +270,46 @@ def test_build_analyzer_refuses_unknown_backends() -> None:
     """A typo in ANALYZER_BACKEND names the accepted values."""
     with pytest.raises(AnalyzerConfigError, match="rules"):
         build_analyzer("gpt")
+
+
+def test_a_window_across_the_end_of_summer_time_names_both_zones() -> None:
+    """Summer time ends at 03:00 CEST (02:00 CET): each end of the window says its own zone."""
+    start = datetime(2026, 10, 25, 0, 50, tzinfo=UTC)  # 02:50 CEST
+    batch = summary_of(
+        line("person", 0.9, start), end=start + timedelta(minutes=20), zone="Europe/Berlin"
+    )
+    assert score_batch(batch).summary.startswith(
+        "1 person at Front Door between 02:50 CEST and 02:10 CET"
+    )
+
+
+def test_the_summary_names_the_camera_by_its_folder() -> None:
+    """The analyze stage's view of a batch names the camera as its files' folder does."""
+    batch = BatchClosed(
+        camera_id="front_door",
+        batch_id="b",
+        detections=(
+            BatchDetection(
+                entry_id="2-0",
+                file_entry_id="1-0",
+                path="Front Door/FI9821P_C4D655300BB8/snap/MDAlarm_20261206-101500.jpg",
+                captured_at=DAY,
+                objects=(
+                    DetectedObject(
+                        label="person", confidence=0.9, bbox=Box(x=1, y=2, width=3, height=4)
+                    ),
+                ),
+            ),
+        ),
+        window_start=DAY,
+        window_end=DAY,
+        close_reason="idle",
+        detection_count=1,
+        object_types=("person",),
+        max_confidence=0.9,
+        fast_path=False,
+        closed_at=DAY,
+    )
+    view = summarize(batch, "UTC")
+    assert (view.camera, view.display_name) == ("front_door", "Front Door")
+    assert score_batch(view).summary.startswith("1 person at Front Door at ")

@@ -174,9 +174,9 @@ async def test_a_dropped_image_appears_live_and_on_its_event_page(
             )
             page = await call(driver.execute_script, "return window.hsiTestPage")
             assert page == "the first load", "the page was reloaded to show the card"
-            assert "front_door" in card["text"]
+            assert "Front Door" in card["text"]  # the camera's folder name
             assert "person" in card["text"].lower()
-            assert "front_door" in card["alt"]
+            assert "Front Door" in card["alt"]
             assert "person" in card["alt"]
             assert driver.current_url == base + "/"  # still the live page
             await call(screenshot, driver, shots / "live.png")

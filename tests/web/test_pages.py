@@ -62,7 +62,8 @@ async def test_the_live_page_lists_the_newest_events_with_their_pictures(
     assert "Awaiting analysis" in html
     assert "A person and a cat at the front door" in html
     assert f'src="/ui/thumbnails/{home.person["id"]}"' in html
-    assert 'alt="Picture from front_door at ' in html
+    assert 'alt="Picture from Front Door at ' in html  # the camera's name, not its id
+    assert '<span class="card-camera">Front Door</span>' in html
     assert "with boxes around: cat, person" in html
     assert 'src="/ui/media/back_yard/Back%20Yard/c.jpg"' in html
     assert "nothing detected in it" in html

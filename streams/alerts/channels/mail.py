@@ -43,9 +43,9 @@ def build_message(
     message["Message-ID"] = message_id(key) if key else make_msgid()
     message["X-HSI-Idempotency-Key"] = key
     lines = [
-        f"Camera: {alert.camera_id}",
+        f"Camera: {alert.camera_name} ({alert.camera_id})",
         f"Risk: {alert.risk_level} ({alert.risk_score}/100)",
-        f"When: {alert.time.isoformat()}",
+        f"When: {alert.local_time}",
         *([alert.late_note] if alert.late_note else []),
         f"Objects: {', '.join(alert.object_types) or '-'}",
         f"Rule: {alert.rule}",

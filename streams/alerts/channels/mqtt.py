@@ -36,8 +36,9 @@ def topics(config: MqttConfig, camera: str) -> tuple[str, str, str]:
     )
 
 
-def discovery_config(config: MqttConfig, camera: str) -> dict[str, Any]:
-    """The Home Assistant MQTT discovery payload that makes `camera` a sensor."""
+def discovery_config(config: MqttConfig, camera: str, name: str | None = None) -> dict[str, Any]:
+    """The Home Assistant MQTT discovery payload that makes `camera` a sensor (`name`: what
+    people call the camera, its folder's name)."""
     _, last_event, _ = topics(config, camera)
     return {
         "name": "Last event",
@@ -48,7 +49,7 @@ def discovery_config(config: MqttConfig, camera: str) -> dict[str, Any]:
         "icon": "mdi:cctv",
         "device": {
             "identifiers": [f"hsi_{camera}"],
-            "name": f"HSI {camera}",
+            "name": f"HSI {name or camera}",
             "manufacturer": "HSI",
             "model": "Camera",
         },
@@ -79,7 +80,7 @@ class MqttChannel:
             async with asyncio.timeout(config.timeout_seconds), client:
                 await client.publish(
                     discovery_topic,
-                    orjson.dumps(discovery_config(config, alert.camera_id)),
+                    orjson.dumps(discovery_config(config, alert.camera_id, alert.camera_name)),
                     qos=1,
                     retain=True,
                 )
