@@ -1,7 +1,8 @@
 """The `hsi` command line: the composition root that reads settings and wires everything.
 
 `main` is the command group. The small commands are here; each larger group of commands has a
-module of its own (`config`, `services`, `certs`, `processes`, `read_side`, `alerts`, `dlq`).
+module of its own (`config`, `services`, `certs`, `processes`, `read_side`, `alerts`, `zones`,
+`dlq`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from hsi.cli import alerts, certs, config, dlq, processes, read_side, services
+from hsi.cli import alerts, certs, config, dlq, processes, read_side, services, zones
 from hsi.cli.common import cli_settings, run
 
 
@@ -90,4 +91,5 @@ main.add_command(processes.ingest)
 main.add_command(read_side.replay)
 main.add_command(read_side.retention)
 main.add_command(alerts.alerts)
+main.add_command(zones.zones)
 main.add_command(dlq.dlq)

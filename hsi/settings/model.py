@@ -229,6 +229,11 @@ class Settings(BaseSettings):
         description='Per-class thresholds, JSON: {"car": 0.6}; the defaults come from the '
         "accuracy benchmark (benchmarks/README.md, B7).",
     )
+    zones_path: Path | None = Field(
+        None,
+        description="TOML file of zones per camera (ignore: objects there are dropped; tag: "
+        "objects there are tagged); read at start, so a changed file applies to new files.",
+    )
     detection_confirm_threshold: float = Field(
         0.5,
         ge=0,

@@ -249,3 +249,26 @@ def test_bench_outside_a_checkout_says_where_to_run_it(
     result = CliRunner().invoke(main, ["bench", "--quick"])
     assert result.exit_code == 1
     assert "source checkout" in result.output
+
+
+def test_zones_check_lists_the_zones_or_names_what_is_wrong(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    zones = tmp_path / "zones.toml"
+    zones.write_text(
+        '[[cameras.front_door.zones]]\nname = "street"\nkind = "ignore"\n'
+        "points = [[0, 0.8], [1, 0.8], [1, 1], [0, 1]]\n"
+    )
+    monkeypatch.setenv("ZONES_PATH", str(zones))
+    result = CliRunner().invoke(main, ["zones", "check"])
+    assert result.exit_code == 0, result.output
+    assert "- front_door:" in result.output
+    assert "street (ignore): (0, 0.8) (1, 0.8) (1, 1) (0, 1)" in result.output
+
+    zones.write_text(
+        '[[cameras.front_door.zones]]\nname = "gate"\npoints = [[0, 0], [1, 1], [1, 0], [0, 1]]\n'
+    )
+    result = CliRunner().invoke(main, ["zones", "check"])
+    assert result.exit_code == 1
+    assert "camera 'front_door', zones[0] (zone 'gate'): field 'points'" in result.output
+    assert "crosses the edge" in result.output
