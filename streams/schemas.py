@@ -65,6 +65,7 @@ class DetectedObject(BaseModel):
     label: str
     confidence: float
     bbox: Box
+    zones: tuple[str, ...] = ()  # the tagging zones its reference point is in (`streams.zones`)
 
 
 class DetectionCompleted(_Entry):
@@ -85,6 +86,8 @@ class DetectionCompleted(_Entry):
     completed_at: datetime
     passes: int = 1  # model runs: the full frame, and each tile or motion region
     reference_entry_id: str | None = None  # the camera's previous file, compared for motion
+    zones_version: str | None = None  # the zones file that tagged `objects` (None: no file)
+    ignored: int = 0  # objects dropped because they stood in an ignore zone
 
 
 class DetectionFailed(_Entry):

@@ -49,6 +49,7 @@ from streams.stages.detect import DetectStage
 from streams.stages.notify import NotifyStage
 from streams.stages.runtime import CameraSelection, StageRunner
 from streams.tracing import StageTelemetry
+from streams.zones import NO_ZONES, load_zones
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -118,6 +119,8 @@ class Pipeline:
             rules = load_rules(notify.rules_path)
             check_channels(rules, notify.channel_names)
             self._notify = (notify, rules)
+        # Read once at start (a changed file applies to files detected after a restart).
+        self._zones = load_zones(settings.zones_path) if Group.DETECT in options.stages else None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._telemetry: StageTelemetry = stage_telemetry()
@@ -240,6 +243,7 @@ class Pipeline:
                 camera_root=settings.camera_root,
                 concurrency=settings.detector_max_concurrency,
                 telemetry=self._telemetry,
+                zones=self._zones or NO_ZONES,
             )
         if group is Group.BATCH:
             self.batch_stage = BatchStage(

@@ -45,6 +45,7 @@ from hsi.settings import components
 from streams.alerts import AlertError
 from streams.names import Group
 from streams.watch.watcher import Watcher
+from streams.zones import ZonesError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -59,6 +60,7 @@ class MetricsServerError(Exception):
 
 STARTUP_ERRORS: tuple[type[Exception], ...] = (
     AlertError,
+    ZonesError,
     FTPError,
     DatabaseError,
     EmbeddedServerError,

@@ -4,6 +4,10 @@ An undecodable (or vanished) file is a fact at once (`detection.failed`). A dete
 unreachable, timing out or answering garbage leaves the entry pending: the reclaimer runs it
 again later and, after `max_deliveries`, buries it in the camera's dead stream.
 
+Zones (`streams.zones`): an object whose reference point lies in one of the camera's `ignore`
+zones is dropped (counted in `ignored`), every other object is tagged with the zones it is in,
+and the entry names the zones file's version.
+
 A detector that compares a file with the camera's previous one (the embedded detector's motion
 mode) gets the image entry that precedes the file on the camera's files stream: the stream
 itself is the state, so a file detected again (reclaimed, replayed) is compared with the same
@@ -45,6 +49,7 @@ from streams.schemas import (
 from streams.stages.loop import EntryBatch, EntryVerdict, Headers, StageLoop
 from streams.stages.outcome import commit
 from streams.tracing import OK, REJECTED, StageTelemetry, ai_request
+from streams.zones import NO_ZONES, ZoneSet, reference_point, zones_at
 
 logger = logging.getLogger("hsi.detect")
 
@@ -66,7 +71,9 @@ class DetectStage:
         concurrency: int = 2,
         clock: Callable[[], datetime] = utc_now,
         telemetry: StageTelemetry | None = None,
+        zones: ZoneSet = NO_ZONES,
     ) -> None:
+        self._zones = zones
         self._redis = redis
         self._detector = detector
         self._root = camera_root
@@ -185,19 +192,28 @@ class DetectStage:
             return self._failed(entry_id, entry, str(exc))
         except (DetectorUnavailableError, DetectorError) as exc:
             return f"{type(exc).__name__}: {exc}"
-        objects = tuple(
-            DetectedObject(
-                label=o.label,
-                confidence=round(o.confidence, 4),
-                bbox=Box(
-                    x=round(o.bbox.x, 1),
-                    y=round(o.bbox.y, 1),
-                    width=round(o.bbox.width, 1),
-                    height=round(o.bbox.height, 1),
-                ),
+        zones = self._zones.of(entry.camera_id)
+        objects: list[DetectedObject] = []
+        ignored = 0
+        for o in result.objects:
+            box = Box(
+                x=round(o.bbox.x, 1),
+                y=round(o.bbox.y, 1),
+                width=round(o.bbox.width, 1),
+                height=round(o.bbox.height, 1),
             )
-            for o in result.objects
-        )
+            point = reference_point(
+                box.x, box.y, box.width, box.height, result.image_width, result.image_height
+            )
+            tags, ignore = zones_at(zones, point)
+            if ignore:
+                ignored += 1
+                continue
+            objects.append(
+                DetectedObject(
+                    label=o.label, confidence=round(o.confidence, 4), bbox=box, zones=tags
+                )
+            )
         completed = DetectionCompleted(
             camera_id=entry.camera_id,
             file_entry_id=entry_id,
@@ -206,7 +222,7 @@ class DetectStage:
             media_kind=entry.media_kind,
             captured_at=entry.captured_at,
             observed_at=entry.observed_at,
-            objects=objects,
+            objects=tuple(objects),
             image_width=result.image_width,
             image_height=result.image_height,
             detector=result.detector,
@@ -215,6 +231,8 @@ class DetectStage:
             completed_at=self._clock(),
             passes=result.passes,
             reference_entry_id=reference_id,
+            zones_version=self._zones.version if zones else None,
+            ignored=ignored,
         )
         return completed
 

@@ -1,6 +1,7 @@
 """An event's time is when its pictures were taken: a Foscam snapshot named for yesterday 10:15
 that arrives today is an event of yesterday 10:15 — listed by a `since`/`until` query for
-yesterday, and summarised at 10:15 local time — through the whole pipeline, watcher to API."""
+yesterday, and summarised at 10:15 local time — through the whole pipeline, watcher to API; and
+an object standing in an ignore zone makes no event."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
 from hsi.infra.db import migrate
+from streams.envelope import read_fields
+from streams.schemas import DetectionCompleted
 from streams.watch.config import WatchConfig
 from streams.watch.watcher import Watcher
 from tests.conftest import PHOTOS
@@ -91,3 +94,63 @@ async def test_a_late_snapshot_is_an_event_of_its_own_time(
     assert datetime.fromisoformat(event["window_end"]) == taken
     assert "at 10:15" in event["summary"], event
     assert today_only.json()["items"] == []
+
+
+async def test_an_object_in_an_ignore_zone_makes_no_event_and_its_file_stays_queryable(
+    redis_client: Redis,
+    redis_url: str,
+    database_url: str,
+    db_schema: str,
+    db_engine: AsyncEngine,
+    key_prefix: str,
+    tmp_path: Path,
+) -> None:
+    """The only person stands in the camera's `street` zone (ignore): the file is detected and
+    listed, with no object and one ignored; no event is made."""
+    await migrate(db_engine)
+    zones = tmp_path / "zones.toml"
+    zones.write_text(
+        '[[cameras.front_door.zones]]\nname = "street"\nkind = "ignore"\n'
+        "points = [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]\n"
+    )
+    root = tmp_path / "cameras"
+    folder = root / "Front Door"
+    folder.mkdir(parents=True)
+    shutil.copy(PHOTOS / "person-astronaut.jpg", folder / "a.jpg")
+    pipeline = Pipeline(
+        settings(root, key_prefix, zones_path=zones),
+        redis_url,
+        PipelineOptions(
+            stages=ALL_STAGES,
+            discovery_interval_seconds=0.1,
+            batch_tick_seconds=0.1,
+            stream_gauges_interval_seconds=60,
+        ),
+        database_url=schema_url(database_url, db_schema),
+    )
+    await pipeline.start()
+    try:
+        watch = WatchConfig(stable_seconds=0.2, min_image_bytes=100, timezone="UTC")
+        await Watcher(redis_client, pipeline.names, root, watch).ingest(folder / "a.jpg")
+        async with asyncio.timeout(60):
+            while True:
+                async with db_engine.connect() as conn:
+                    status = await conn.scalar(
+                        text("SELECT detection_status FROM media_files WHERE path = :p"),
+                        {"p": "Front Door/a.jpg"},
+                    )
+                if status == "completed":
+                    break
+                await asyncio.sleep(0.05)
+        await pipeline.drain(15)
+    finally:
+        await pipeline.stop()
+    detections = await redis_client.xrange(pipeline.names.detections("front_door"))
+    ((_, fields),) = detections
+    entry, _ = read_fields(fields)
+    assert isinstance(entry, DetectionCompleted)
+    assert (len(entry.objects), entry.ignored) == (0, 1)
+    assert entry.zones_version is not None
+    async with db_engine.connect() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM events")) == 0
+        assert await conn.scalar(text("SELECT object_count FROM media_files")) == 0
