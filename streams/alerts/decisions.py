@@ -1,7 +1,7 @@
 """The notify stage's decisions, as pure functions of data and time (STYLE rule 5).
 
-- `matches`: does a rule fire for an analysis (level, score, camera, object types, schedule,
-  lateness)?
+- `matches`: does a rule fire for an analysis (level, score, camera, object types, zones,
+  schedule, lateness)?
 - `late_by`: how late an event reached HSI, if later than the lateness bound;
 - `cooldown_allows`: is a rule outside its cooldown on a camera?
 - `plan_alerts`: which channel alerts under which rule, for one event;
@@ -46,6 +46,11 @@ def late_by(batch: BatchClosed | None, late_after_seconds: float) -> float | Non
     return batch.arrival_delay_seconds if batch.arrival_delay_seconds > late_after_seconds else None
 
 
+def zones_of(batch: BatchClosed) -> set[str]:
+    """The zones objects of the event stood in (as the detect stage tagged them)."""
+    return {zone for d in batch.detections for found in d.objects for zone in found.zones}
+
+
 def matches(
     rule: AlertRule,
     analysis: AnalysisCompleted,
@@ -56,8 +61,8 @@ def matches(
     """Whether `rule` fires for `analysis` at the local time `now_local`; `late`: the event
     reached HSI late (`late_by`).
 
-    Object types need the batch (`batch.closed` carries them): without it a rule that names
-    object types does not fire.
+    Object types and zones need the batch (`batch.closed` carries them): without it a rule that
+    names object types or zones does not fire.
     """
     if late and rule.skip_late:
         return False
@@ -70,6 +75,12 @@ def matches(
     if rule.object_types:
         seen = set() if batch is None else {t.lower() for t in batch.object_types}
         if not seen & rule.object_types:
+            return False
+    if rule.zones or rule.required_zones:
+        stood = set() if batch is None else zones_of(batch)
+        if rule.zones and not stood & rule.zones:
+            return False
+        if not rule.required_zones <= stood:
             return False
     return rule.schedule is None or rule.schedule.contains(now_local)
 

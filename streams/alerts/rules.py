@@ -8,6 +8,8 @@
     min_score = 70                      # 0–100 (with min_level: both must hold)
     cameras = ["front_door"]            # camera ids; default every camera
     object_types = ["person", "car"]    # any of them in the event; default any event
+    zones = ["porch", "drive"]          # an object standing in any of them (ZONES_PATH)
+    required_zones = ["drive", "porch"] # objects standing in each of them, in the one event
     channels = ["webhook", "mqtt"]      # webhook | email | mqtt; default every configured one
     cooldown_seconds = 300              # per camera and rule; default 0 (none)
     skip_late = true                    # no alert for a late event (default false: "late")
@@ -47,6 +49,7 @@ DAYS: Final[tuple[str, ...]] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_RULE_NAME: Final = "default"
 
 _RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_ZONE_NAME = _RULE_NAME  # as `streams.zones` names them
 _WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 _RULE_FIELDS: Final = (
     "name",
@@ -54,6 +57,8 @@ _RULE_FIELDS: Final = (
     "min_score",
     "cameras",
     "object_types",
+    "zones",
+    "required_zones",
     "channels",
     "cooldown_seconds",
     "skip_late",
@@ -124,6 +129,8 @@ class AlertRule:
     cooldown_seconds: float = 0.0
     schedule: Schedule | None = None
     skip_late: bool = False
+    zones: frozenset[str] = frozenset()
+    required_zones: frozenset[str] = frozenset()
 
     @property
     def cooldown(self) -> timedelta:
@@ -295,6 +302,12 @@ def _rule(table: Mapping[str, Any], where: str) -> AlertRule:
         or not 0 <= cooldown <= 30 * 24 * 3600
     ):
         raise fields.error("cooldown_seconds", cooldown, "use seconds from 0 to 2592000 (30 days)")
+    zones = fields.strings("zones") or []
+    required_zones = fields.strings("required_zones") or []
+    for field_name, names in (("zones", zones), ("required_zones", required_zones)):
+        for zone in names:
+            if not _ZONE_NAME.match(zone):
+                raise fields.error(field_name, zone, "use zone names of a-z, 0-9, _ and -")
     skip_late = table.get("skip_late", False)
     if not isinstance(skip_late, bool):
         raise fields.error("skip_late", skip_late, "use true or false")
@@ -309,6 +322,8 @@ def _rule(table: Mapping[str, Any], where: str) -> AlertRule:
         cooldown_seconds=float(cooldown),
         schedule=None if schedule is None else _schedule(schedule, fields.where),
         skip_late=skip_late,
+        zones=frozenset(zones),
+        required_zones=frozenset(required_zones),
     )
 
 

@@ -46,10 +46,16 @@ def batch(
     path: str = "Front Door/a.jpg",
     detection_entry_id: str = "1-0",
     arrival_delay: float | None = None,
+    zones: tuple[str, ...] = (),
 ) -> BatchClosed:
     objects = tuple(
-        DetectedObject(label=label, confidence=0.9, bbox=Box(x=10, y=20, width=50, height=80))
-        for label in labels
+        DetectedObject(
+            label=label,
+            confidence=0.9,
+            bbox=Box(x=10, y=20, width=50, height=80),
+            zones=zones if index == 0 else (),
+        )
+        for index, label in enumerate(labels)
     )
     return BatchClosed(
         camera_id=camera,

@@ -367,3 +367,30 @@ def test_people_read_the_camera_by_its_folder_and_the_time_in_local_time() -> No
     assert summer.local_time == "2026-07-01 09:05 CEST"
     without_batch = build_alert(analysis(closed, "2-0"), None, "r", "http://hsi.test", NOON)
     assert without_batch.camera_name == "front_door"  # no file to name it by: its id
+
+
+@pytest.mark.parametrize(
+    ("rule", "stood", "fires"),
+    [
+        (AlertRule("r", zones=frozenset({"porch"})), ("porch",), True),
+        (AlertRule("r", zones=frozenset({"porch", "drive"})), ("drive",), True),
+        (AlertRule("r", zones=frozenset({"porch"})), ("lawn",), False),
+        (AlertRule("r", zones=frozenset({"porch"})), (), False),
+        (AlertRule("r", required_zones=frozenset({"drive", "porch"})), ("drive", "porch"), True),
+        (AlertRule("r", required_zones=frozenset({"drive", "porch"})), ("porch",), False),
+        (
+            AlertRule("r", zones=frozenset({"porch"}), required_zones=frozenset({"drive"})),
+            ("drive", "porch"),
+            True,
+        ),
+        (AlertRule("r"), (), True),  # no zones named: any event
+    ],
+)
+def test_a_rule_with_zones_needs_an_object_standing_in_them(
+    rule: AlertRule, stood: tuple[str, ...], fires: bool
+) -> None:
+    closed = batch(zones=stood)
+    assert matches(rule, analysis(closed, "2-0"), closed, NOON) is fires
+    assert not matches(
+        AlertRule("r", zones=frozenset({"porch"})), analysis(closed, "2-0"), None, NOON
+    )

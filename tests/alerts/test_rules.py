@@ -102,6 +102,8 @@ def test_without_a_file_the_default_rule_applies() -> None:
         ),
         ({"rules": [{"name": "a", "schedule": {"hours": []}}]}, "unknown field 'hours'"),
         ({"rules": [{"name": "a", "skip_late": "yes"}]}, "field 'skip_late': 'yes'"),
+        ({"rules": [{"name": "a", "zones": ["Front Porch"]}]}, "field 'zones': 'Front Porch'"),
+        ({"rules": [{"name": "a", "required_zones": "porch"}]}, "a list of strings"),
     ],
 )
 def test_bad_rules_are_refused_with_a_clear_message(
@@ -141,3 +143,13 @@ def test_alerts_without_any_channel_are_refused() -> None:
 def test_a_rule_may_skip_late_events() -> None:
     rules = parse_rules({"rules": [{"name": "now-only", "skip_late": True}, {"name": "all"}]})
     assert [r.skip_late for r in rules.rules] == [True, False]
+
+
+def test_a_rule_may_name_zones() -> None:
+    (rule,) = parse_rules(
+        {"rules": [{"name": "porch", "zones": ["porch"], "required_zones": ["drive", "porch"]}]}
+    ).rules
+    assert (rule.zones, rule.required_zones) == (
+        frozenset({"porch"}),
+        frozenset({"drive", "porch"}),
+    )
