@@ -104,6 +104,7 @@ detections = Table(
     Column("image_height", Integer, nullable=False),
     Column("detector", Text, nullable=False),
     _ts("captured_at", nullable=False),
+    Column("zones", ARRAY(Text), nullable=False, server_default=text("'{}'")),
     UniqueConstraint(
         "camera_id",
         "detection_entry_id",
@@ -153,6 +154,7 @@ events = Table(
     Column("analysis_latency_ms", REAL),
     Column("analysis_error", Text),
     _ts("analyzed_at"),
+    Column("zones", ARRAY(Text), nullable=False, server_default=text("'{}'")),
 )
 Index("events_window_idx", events.c.window_start.desc(), events.c.id.desc())
 Index(
@@ -163,6 +165,7 @@ Index(
 )
 Index("events_score_idx", events.c.risk_score)
 Index("events_object_types_idx", events.c.object_types, postgresql_using="gin")
+Index("events_zones_idx", events.c.zones, postgresql_using="gin")
 
 # The detections entries (files) of each event, in batch order.
 event_detections = Table(

@@ -152,6 +152,17 @@ def parse_labels(name: str, values: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
 
+ZONE_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"  # as `streams.zones` names zones
+_ZONE = re.compile(ZONE_PATTERN)
+
+
+def parse_zones(name: str, values: Sequence[str]) -> tuple[str, ...]:
+    for value in values:
+        if not _ZONE.fullmatch(value):
+            raise BadParameter(name, f"{value!r} is not a zone name (a-z, 0-9, _ and -)")
+    return tuple(dict.fromkeys(values))
+
+
 def parse_uuid(value: str) -> uuid.UUID | None:
     """A UUID from a path segment, or None (the caller answers 404: no such thing)."""
     try:

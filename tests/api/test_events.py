@@ -145,6 +145,7 @@ async def test_list_items_carry_links_and_utc_times(
         ("camera_id=Front%20Door", "camera_id"),
         ("risk=high", "risk"),
         ("limit=1&limit=2", "limit"),
+        ("zone=Front%20Porch", "zone"),
     ],
 )
 async def test_bad_parameters_are_400_naming_the_parameter(
@@ -277,3 +278,31 @@ async def test_stats_count_by_level_camera_and_hour(
     too_long = await client.get("/api/events/stats", params={"since": "2020-01-01"})
     assert too_long.status_code == 400
     assert too_long.json()["parameter"] == "since"
+
+
+async def test_events_are_filtered_by_the_zones_their_objects_stood_in(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """`zone` (repeatable, comma-separated) keeps events with an object in any of the zones,
+    combined with the other filters and the cursor; the items say their zones."""
+    rows = [
+        event_row(0, "front_door", BASE, zones=["porch"]),
+        event_row(1, "front_door", BASE + timedelta(minutes=1), zones=["drive", "porch"]),
+        event_row(2, "front_door", BASE + timedelta(minutes=2), zones=["drive"]),
+        event_row(3, "back_yard", BASE + timedelta(minutes=3), zones=["porch"]),
+        event_row(4, "front_door", BASE + timedelta(minutes=4), zones=[]),
+    ]
+    await insert(engine, "events", rows)
+
+    async def ids(query: str) -> list[int]:
+        body = (await client.get(f"/api/events?{query}")).json()
+        return [int(uuid.UUID(item["id"])) - 1 for item in body["items"]]
+
+    assert await ids("zone=porch") == [3, 1, 0]
+    assert await ids("zone=drive&zone=porch&camera_id=front_door") == [2, 1, 0]
+    assert await ids("zone=drive,porch&limit=1") == [3]
+    assert await ids("zone=lawn") == []
+    first = (await client.get("/api/events?zone=porch&limit=2")).json()
+    assert [item["zones"] for item in first["items"]] == [["porch"], ["drive", "porch"]]
+    rest = (await client.get(f"/api/events?zone=porch&cursor={first['next_cursor']}")).json()
+    assert [int(uuid.UUID(item["id"])) - 1 for item in rest["items"]] == [0]

@@ -308,3 +308,22 @@ def test_times_keep_their_zone() -> None:
     op = rows_for(StreamKind.FILES, CAMERA, "1-0", file_observed(3, captured=at(3)))[0]
     assert op.values["captured_at"] == at(3)
     assert op.values["captured_at"].tzinfo is not None
+
+
+def test_zones_go_to_the_detection_rows_and_their_union_to_the_event() -> None:
+    """Each detected object's zones are on its row; the event holds every zone of its objects,
+    sorted, so that events can be filtered by zone."""
+    porch = detected("person", 0.9).model_copy(update={"zones": ("porch", "drive")})
+    lawn = detected("cat", 0.8).model_copy(update={"zones": ("lawn",)})
+    found = detection_completed(FILE, "10-0", [porch, lawn, detected("car", 0.5)])
+    rows = rows_for(StreamKind.DETECTIONS, CAMERA, "20-0", found)
+    assert [r.values["zones"] for r in rows if r.table == "detections"] == [
+        ["porch", "drive"],
+        ["lawn"],
+        [],
+    ]
+    closed = batch_closed(BATCH_ID, [("20-0", found), ("20-1", EMPTY)])
+    (event,) = [
+        r for r in rows_for(StreamKind.BATCHES, CAMERA, "30-0", closed) if r.table == "events"
+    ]
+    assert event.values["zones"] == ["drive", "lawn", "porch"]

@@ -42,6 +42,7 @@ _LIST_KEYS = (
     "close_reason",
     "detection_count",
     "object_types",
+    "zones",
     "max_confidence",
     "fast_path",
     "closed_at",
@@ -61,6 +62,7 @@ class EventFilters:
     risk_levels: tuple[str, ...] = ()
     min_score: int | None = None
     object_types: tuple[str, ...] = ()  # any of them
+    zones: tuple[str, ...] = ()  # an object stood in any of them
     since: datetime | None = None
     until: datetime | None = None
     analysis_statuses: tuple[str, ...] = ()
@@ -75,6 +77,8 @@ class EventFilters:
             out.append(events.c.risk_score >= self.min_score)
         if self.object_types:
             out.append(events.c.object_types.overlap(list(self.object_types)))
+        if self.zones:
+            out.append(events.c.zones.overlap(list(self.zones)))
         out.extend(in_window(events.c.window_start, self.since, self.until))
         if self.analysis_statuses:
             out.append(events.c.analysis_status.in_(self.analysis_statuses))
@@ -91,6 +95,8 @@ class EventFilters:
             params["min_score"] = self.min_score
         if self.object_types:
             params["object_types"] = list(self.object_types)
+        if self.zones:
+            params["zones"] = list(self.zones)
         if self.since is not None:
             params["since"] = self.since
         if self.until is not None:
@@ -110,6 +116,7 @@ _TIMES = ("window_start", "window_end", "closed_at", "analyzed_at")
 
 def _values(item: dict[str, Any]) -> dict[str, Any]:
     item["object_types"] = item["object_types"] or []
+    item["zones"] = item["zones"] or []
     item["max_confidence"] = _rounded(item["max_confidence"])
     for key in _TIMES:
         at = item[key]
@@ -149,6 +156,7 @@ _WHERE = {
     "risk_levels": " AND risk_level = ANY(%(risk_levels)s::text[])",
     "min_score": " AND risk_score >= %(min_score)s",
     "object_types": " AND object_types && %(object_types)s::text[]",
+    "zones": " AND zones && %(zones)s::text[]",
     "since": " AND window_start >= %(since)s",
     "until": " AND window_start < %(until)s",
     "analysis_statuses": " AND analysis_status = ANY(%(analysis_statuses)s::text[])",

@@ -22,6 +22,7 @@ from hsi.api.endpoint import (
     path_param,
 )
 from hsi.api.params import (
+    ZONE_PATTERN,
     Query,
     parse_camera,
     parse_choices,
@@ -30,6 +31,7 @@ from hsi.api.params import (
     parse_uuid,
     parse_uuid_page,
     parse_window,
+    parse_zones,
 )
 from hsi.api.queries import events as q
 from hsi.api.responses import JSON, BadParameter, NotFound
@@ -45,6 +47,7 @@ def event_filters(query: Query) -> q.EventFilters:
         risk_levels=parse_choices("risk_level", query.get_list("risk_level"), q.RISK_LEVELS),
         min_score=parse_int("min_score", query.get("min_score"), 0, 100),
         object_types=parse_labels("object_type", query.get_list("object_type")),
+        zones=parse_zones("zone", query.get_list("zone")),
         since=window.since,
         until=window.until,
         analysis_statuses=parse_choices(
@@ -116,7 +119,13 @@ _OBJECT_TYPE = Param(
     LABELS,
     repeatable=True,
 )
-_WINDOW_NOTE = " Times filter on the event's window start."
+_ZONE = Param(
+    "zone",
+    "Events with an object standing in any of these zones (ZONES_PATH; repeatable), e.g. `porch`.",
+    {"type": "array", "items": {"type": "string", "pattern": ZONE_PATTERN}},
+    repeatable=True,
+)
+_WINDOW_NOTE = " Times filter on the event's window start (when its pictures were taken)."
 
 ENDPOINTS = (
     Endpoint(
@@ -124,7 +133,18 @@ ENDPOINTS = (
         events_list,
         "Events, newest first (window_start DESC, id DESC), filtered, keyset-paged." + _WINDOW_NOTE,
         "events",
-        params=(CAMERA_ID, _LEVELS, _MIN_SCORE, _OBJECT_TYPE, SINCE, UNTIL, _STATUS, LIMIT, CURSOR),
+        params=(
+            CAMERA_ID,
+            _LEVELS,
+            _MIN_SCORE,
+            _OBJECT_TYPE,
+            _ZONE,
+            SINCE,
+            UNTIL,
+            _STATUS,
+            LIMIT,
+            CURSOR,
+        ),
         responses={200: PAGE_SCHEMA_NOTE, 400: "A bad parameter (named in `parameter`)."},
     ),
     Endpoint(
