@@ -40,6 +40,7 @@ from streams.reclaim import ReclaimConfig
 from streams.severity import SeverityThresholds
 from streams.stages.runtime import ConsumeConfig
 from streams.watch.config import WatchConfig
+from streams.zones import load_zones
 
 if TYPE_CHECKING:
     from hsi.settings.model import Settings
@@ -343,6 +344,7 @@ def web_config(settings: Settings) -> WebConfig:
     return WebConfig(
         timezone=ZoneInfo(zone) if isinstance(zone, str) else zone,
         backends=ai_backends(settings),
+        zones=load_zones(settings.zones_path),
     )
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
 
+from streams.zones import NO_ZONES, ZoneSet
+
 
 @dataclass(frozen=True)
 class AIBackend:
@@ -33,3 +35,4 @@ class WebConfig:
     live_count: int = 20  # events the live page starts with and keeps
     backends: tuple[AIBackend, ...] = ()
     probe_timeout_seconds: float = 2.0
+    zones: ZoneSet = NO_ZONES  # drawn faintly over the event pictures

@@ -213,6 +213,14 @@ class _EventPages:
                 "e": detail,
                 "camera": camera,
                 "files": file_views(detail),
+                "zones": [
+                    {
+                        "name": zone.name,
+                        "kind": zone.kind,
+                        "points": " ".join(f"{x * 100:g},{y * 100:g}" for x, y in zone.points),
+                    }
+                    for zone in self.web.zones.of(detail["camera_id"])
+                ],
             },
         )
 

@@ -17,6 +17,7 @@ from hsi.settings.model import Settings
 from hsi.web import WebConfig
 from hsi.web.format import day_start
 from hsi.web.status import LATENCY_PATH
+from streams.zones import parse_zones
 from tests.api.rows import event_row, insert
 from tests.web.conftest import MakeConfig, serve, web_app
 from tests.web.home import Home, Markup, event_id, new_id
@@ -115,6 +116,38 @@ async def test_times_in_the_form_are_in_the_homes_zone(
         html = (await client.get(f"/events?since={start}")).text
     assert card_ids(html) == [event_id(home.pending), event_id(home.high)]
     assert f'name="since" value="{start}"' in html
+
+
+async def test_the_event_page_draws_the_cameras_zones_faintly(
+    engine: AsyncEngine, make_config: MakeConfig, home: Home
+) -> None:
+    """The zones of the event's camera are drawn over each picture (SVG, frame-relative), named
+    in the hint; another camera's zones are not; the page stays accessible."""
+    zones = parse_zones(
+        {
+            "cameras": {
+                "front_door": {
+                    "zones": [
+                        {"name": "porch", "points": [[0.1, 0.5], [0.6, 0.5], [0.6, 1]]},
+                        {
+                            "name": "street",
+                            "kind": "ignore",
+                            "points": [[0, 0.9], [1, 0.9], [1, 1]],
+                        },
+                    ]
+                },
+                "back_yard": {"zones": [{"name": "shed", "points": [[0, 0], [1, 0], [0, 1]]}]},
+            }
+        }
+    )
+    async with serve(make_config(), WebConfig(zones=zones)) as client:
+        html = (await client.get(f"/events/{event_id(home.high)}")).text
+    assert '<svg class="zones"' in html
+    assert '<polygon class="zone zone-tag" points="10,50 60,50 60,100">' in html
+    assert 'class="zone zone-ignore" points="0,90 100,90 100,100"' in html
+    assert "Zones of this camera, faint: porch (tagged), street (ignored)." in html
+    assert "shed" not in html
+    assert Markup(html).problems() == []
 
 
 async def test_bad_filters_are_explained_on_their_field(
