@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hsi.api.queries.cameras import clock_check
 from hsi.api.responses import iso
 from tests.api.rows import BASE, add_camera, detection_row, event_row, insert, media_row
 
@@ -78,18 +79,47 @@ async def test_a_camera_whose_latest_upload_was_taken_after_it_arrived_has_a_fas
 
     by_id = {c["id"]: c for c in (await client.get("/api/cameras")).json()["items"]}
     clocks = {camera: by_id[camera]["clock"] for camera in taken}
-    assert clocks["live"] == {"skewed": False, "offset_seconds": 1.0, "checked_at": iso(arrived)}
-    assert clocks["fast"] == {"skewed": True, "offset_seconds": -3600.0, "checked_at": iso(arrived)}
+    at = iso(arrived)
+    assert clocks["live"] == {
+        "skewed": False, "clock": None, "offset_seconds": 1.0, "checked_at": at
+    }  # fmt: skip
+    assert clocks["fast"] == {
+        "skewed": True, "clock": "fast", "offset_seconds": -3600.0, "checked_at": at
+    }  # fmt: skip
     assert clocks["late"] == {
-        "skewed": False,
-        "offset_seconds": 86400.0,
-        "checked_at": iso(arrived),
-    }
+        "skewed": False, "clock": None, "offset_seconds": 86400.0, "checked_at": at
+    }  # fmt: skip
     assert (await client.get("/api/cameras/fast")).json()["clock"]["skewed"] is True
 
     page = (await client.get("/cameras")).text
     assert page.count('class="clock-skewed"') == 1
     assert "taken 60 min after it arrived" in page
+
+
+def _arrival(lag: float, arrived_minutes: float) -> tuple[datetime, datetime]:
+    arrived = BASE + timedelta(minutes=arrived_minutes)
+    return arrived - timedelta(seconds=lag), arrived
+
+
+@pytest.mark.parametrize(
+    ("latest", "previous", "clock"),
+    [
+        (_arrival(3600, 10), _arrival(3610, 5), "slow"),  # an hour behind, twice, 5 min apart
+        (_arrival(3600, 10), _arrival(3600, 9.99), None),  # one burst of a backlog
+        (_arrival(3600, 10), _arrival(7200, 5), None),  # a backlog catching up
+        (_arrival(3600, 10), _arrival(2, 5), None),  # one late upload after a live one
+        (_arrival(2, 10), _arrival(3600, 5), None),  # live again
+        (_arrival(-3600, 10), _arrival(2, 5), "fast"),
+        (_arrival(3600, 10), (None, None), None),  # the camera's first file
+    ],
+)
+def test_the_clock_check_tells_a_slow_clock_from_a_backlog(
+    latest: tuple[datetime, datetime], previous: Any, clock: str | None
+) -> None:
+    found = clock_check(latest, previous, 300.0)
+    assert found is not None
+    assert found["clock"] == clock
+    assert found["skewed"] is (clock is not None)
 
 
 @pytest.fixture

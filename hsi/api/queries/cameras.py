@@ -3,12 +3,17 @@
 Counts are counted from the rows (index-only scans per camera), not read from the `cameras`
 counter columns, so they agree with the listings whatever order entries were projected in.
 
-The clock check reads the camera's most recently arrived file: `offset_seconds` is how long after
-it was taken it arrived (its observation time less its capture time). A negative offset beyond
-the tolerance means a picture "taken" after it arrived: the camera's clock runs fast, and its
-files are batched by arrival time (`streams.batching.item_time`), so `skewed` is true. A large
-positive offset is a late upload (an outage, a backfill) or a clock running slow: a single file
-cannot tell them apart, so it is shown, not flagged.
+The clock check reads the camera's two most recently arrived files: `offset_seconds` is how long
+after it was taken the latest arrived (its observation time less its capture time).
+
+- A negative offset beyond the tolerance: a picture "taken" after it arrived. The camera's clock
+  runs fast (`clock: "fast"`); its files are batched by arrival time (`streams.batching.item_time`).
+- A large positive offset is a late upload (an outage's backlog, a backfill) or a clock running
+  slow. One file cannot tell them apart; two can: uploads arriving minutes apart that are both
+  late by the same amount (within `SAME_LAG_SECONDS`) are a clock running slow (`clock: "slow"`),
+  while a backlog's files arrive close together with very different lags. A slow clock keeps a
+  camera's files in the right order (they are batched by its own times), but its events are
+  listed at its wrong times and their alerts say they are late: the fix is the camera's clock.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hsi.api import links
 from hsi.api.responses import iso
 from projections.tables import cameras, events, media_files
+
+LATE_SECONDS = 600.0  # a lag below this is an ordinary upload, not a wrong clock
+SAME_LAG_SECONDS = 120.0  # two lags this close are one constant lag
+APART_SECONDS = 60.0  # two uploads this far apart are not one burst of a backlog
 
 
 def _query() -> Select[Any]:
@@ -42,6 +51,14 @@ def _query() -> Select[Any]:
         .limit(1)
         .lateral("latest_arrival")
     )
+    previous_arrival = (
+        select(m.c.captured_at, m.c.observed_at)
+        .where(m.c.camera_id == cameras.c.id, m.c.observed_at.is_not(None))
+        .order_by(m.c.observed_at.desc())
+        .offset(1)
+        .limit(1)
+        .lateral("previous_arrival")
+    )
     latest_event = (
         select(e.c.id, e.c.window_start, e.c.window_end, e.c.risk_level, e.c.risk_score)
         .where(e.c.camera_id == cameras.c.id, e.c.window_start.is_not(None))
@@ -60,6 +77,8 @@ def _query() -> Select[Any]:
         latest_file.c.media_kind.label("file_media_kind"),
         latest_arrival.c.captured_at.label("arrival_captured_at"),
         latest_arrival.c.observed_at.label("arrival_observed_at"),
+        previous_arrival.c.captured_at.label("previous_captured_at"),
+        previous_arrival.c.observed_at.label("previous_observed_at"),
         latest_event.c.id.label("event_id"),
         latest_event.c.window_start.label("event_window_start"),
         latest_event.c.window_end.label("event_window_end"),
@@ -68,6 +87,7 @@ def _query() -> Select[Any]:
     ).select_from(
         cameras.outerjoin(latest_file, true())
         .outerjoin(latest_arrival, true())
+        .outerjoin(previous_arrival, true())
         .outerjoin(latest_event, true()),
     )
 
@@ -77,15 +97,30 @@ def _latest(*values: datetime | None) -> datetime | None:
     return max(present) if present else None
 
 
+Arrival = tuple[datetime | None, datetime | None]  # (captured_at, observed_at) of one file
+
+
 def clock_check(
-    captured: datetime | None, observed: datetime | None, tolerance_seconds: float
+    latest: Arrival, previous: Arrival, tolerance_seconds: float
 ) -> dict[str, Any] | None:
-    """The clock check of a camera's most recently arrived file (see the module doc)."""
+    """The clock check of a camera's two most recently arrived files (see the module doc)."""
+    captured, observed = latest
     if captured is None or observed is None:
         return None
     offset = (observed - captured).total_seconds()
+    clock = "fast" if offset < -tolerance_seconds else None
+    before_captured, before_observed = previous
+    if clock is None and before_captured is not None and before_observed is not None:
+        before = (before_observed - before_captured).total_seconds()
+        if (
+            min(offset, before) > LATE_SECONDS
+            and abs(offset - before) <= SAME_LAG_SECONDS
+            and (observed - before_observed).total_seconds() >= APART_SECONDS
+        ):
+            clock = "slow"
     return {
-        "skewed": offset < -tolerance_seconds,
+        "skewed": clock is not None,
+        "clock": clock,
         "offset_seconds": round(offset, 1),
         "checked_at": iso(observed),
     }
@@ -126,7 +161,9 @@ def camera_item(row: Row[Any], clock_tolerance_seconds: float) -> dict[str, Any]
         "latest_file": latest_file,
         "latest_event": latest_event,
         "clock": clock_check(
-            row.arrival_captured_at, row.arrival_observed_at, clock_tolerance_seconds
+            (row.arrival_captured_at, row.arrival_observed_at),
+            (row.previous_captured_at, row.previous_observed_at),
+            clock_tolerance_seconds,
         ),
         "links": {
             "self": links.camera_url(row.id),
