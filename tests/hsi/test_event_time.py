@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,7 +41,9 @@ async def _analyzed(engine: AsyncEngine, count: int) -> None:
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.parametrize("days_ago", [1, 7], ids=["yesterday", "last-week-backfill"])
 async def test_a_late_snapshot_is_an_event_of_its_own_time(
+    days_ago: int,
     redis_client: Redis,
     redis_url: str,
     database_url: str,
@@ -55,7 +58,7 @@ async def test_a_late_snapshot_is_an_event_of_its_own_time(
     folder.mkdir(parents=True)
     zone = ZoneInfo(ZONE)
     today = datetime.now(zone).date()
-    yesterday = today - timedelta(days=1)
+    yesterday = today - timedelta(days=days_ago)  # the day the picture was taken
     late = folder / f"MDAlarm_{yesterday:%Y%m%d}-101500.jpg"
     shutil.copy(PHOTOS / "person-astronaut.jpg", late)
 
@@ -84,16 +87,17 @@ async def test_a_late_snapshot_is_an_event_of_its_own_time(
     async with serve(config) as client:
         day = {
             "since": datetime(yesterday.year, yesterday.month, yesterday.day, tzinfo=zone),
-            "until": datetime(today.year, today.month, today.day, tzinfo=zone),
+            "until": datetime(yesterday.year, yesterday.month, yesterday.day, tzinfo=zone)
+            + timedelta(days=1),
         }
         listed = await client.get("/api/events", params={k: v.isoformat() for k, v in day.items()})
-        today_only = await client.get("/api/events", params={"since": day["until"].isoformat()})
+        after_that_day = await client.get("/api/events", params={"since": day["until"].isoformat()})
     assert listed.status_code == 200, listed.text
     (event,) = listed.json()["items"]
     assert datetime.fromisoformat(event["window_start"]) == taken
     assert datetime.fromisoformat(event["window_end"]) == taken
     assert "at 10:15" in event["summary"], event
-    assert today_only.json()["items"] == []
+    assert after_that_day.json()["items"] == []
 
 
 async def test_an_object_in_an_ignore_zone_makes_no_event_and_its_file_stays_queryable(

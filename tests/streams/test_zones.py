@@ -147,3 +147,11 @@ def test_an_unreadable_or_broken_file_says_so(tmp_path: Path) -> None:
     broken.write_text("[[cameras.front_door.zones]\n")
     with pytest.raises(ZonesError, match="not a valid TOML file"):
         load_zones(broken)
+
+
+def test_a_box_standing_on_a_zone_border_is_in_the_zone() -> None:
+    """A 1000×1000 frame, a zone whose top edge is y = 0.5: a person whose box ends at y = 500
+    stands on the border (inside); one ending a pixel higher stands outside."""
+    porch = (Zone("porch", "tag", ((0.0, 0.5), (1.0, 0.5), (1.0, 1.0), (0.0, 1.0))),)
+    assert zones_at(porch, reference_point(100, 300, 50, 200, 1000, 1000)) == (("porch",), False)
+    assert zones_at(porch, reference_point(100, 299, 50, 200, 1000, 1000)) == ((), False)
