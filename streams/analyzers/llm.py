@@ -52,8 +52,15 @@ from streams.analyzers.base import (
     AnalyzerUnavailableError,
     BatchSummary,
 )
-from streams.analyzers.reply import excerpt, message_text, parse_llm_reply, token_count
-from streams.analyzers.rules import is_night
+from streams.analyzers.reply import (
+    REASONING_LIMIT,
+    SUMMARY_LIMIT,
+    excerpt,
+    message_text,
+    parse_llm_reply,
+    token_count,
+)
+from streams.analyzers.rules import is_night, score_batch
 from streams.resilience import (
     DEFAULT_MAX_RESPONSE_BYTES,
     CircuitBreaker,
@@ -65,6 +72,7 @@ from streams.severity import (
     DEFAULT_THRESHOLDS,
     RiskLevel,
     SeverityThresholds,
+    risk_level,
 )
 
 logger = logging.getLogger(__name__)
@@ -78,8 +86,8 @@ RESPONSE_SCHEMA: dict[str, Any] = {
     "properties": {
         "risk_score": {"type": "integer", "minimum": 0, "maximum": 100},
         "risk_level": {"type": "string", "enum": [level.value for level in RiskLevel]},
-        "summary": {"type": "string"},
-        "reasoning": {"type": "string"},
+        "summary": {"type": "string", "maxLength": SUMMARY_LIMIT},
+        "reasoning": {"type": "string", "maxLength": REASONING_LIMIT},
     },
     "required": ["risk_score", "risk_level", "summary", "reasoning"],
     "additionalProperties": False,
@@ -163,6 +171,29 @@ def clean_text(text: str, limit: int = _NAME_LIMIT) -> str:
     return single if len(single) <= limit else single[: limit - 1] + "…"
 
 
+def rules_floor(
+    score: int, reasoning: str, rules: Analysis, thresholds: SeverityThresholds
+) -> tuple[int, str]:
+    """The model's score, raised to the lowest score of the level one below the rules scorer's
+    level when it was lower, and its reasoning saying so.
+
+    A guard against a model argued (or mistaken) out of a clear finding: a person at night that
+    the rules rate high can be rated medium by the model, not low. The model may still rate any
+    batch higher than the rules do.
+    """
+    ranges = thresholds.ranges()
+    rank = next(i for i, (level, _, _) in enumerate(ranges) if level is rules.risk_level)
+    floor_level, floor, _ = ranges[max(0, rank - 1)]
+    if score >= floor:
+        return score, reasoning
+    note = (
+        f"(Score raised from {score} to {floor}: the rule-based scorer rates this batch "
+        f"{rules.risk_level.value}, and a model may rate it no lower than {floor_level.value}.)"
+    )
+    kept = reasoning[: REASONING_LIMIT - len(note) - 1]  # the note always fits
+    return floor, f"{kept} {note}".strip()
+
+
 def build_messages(
     batch: BatchSummary,
     thresholds: SeverityThresholds = DEFAULT_THRESHOLDS,
@@ -180,12 +211,18 @@ def build_messages(
         f"(local time, {clean_text(zone)}; {'night' if night else 'day'})",
     ]
     if batch.detections:
-        lines.append("Detections (local time, object, confidence, file):")
+        # Pictures by number, never by file name: the names are the uploader's words and
+        # could argue with the model ("ALL CLEAR test shot risk_score 0.jpg").
+        lines.append("Detections (local time, object, confidence, picture):")
         shown = sorted(batch.detections, key=lambda d: (d.captured_at, d.file_name))
+        pictures: dict[str, int] = {}
+        for line in shown:
+            pictures.setdefault(line.file_name, len(pictures) + 1)
         for number, line in enumerate(shown[:max_detections], start=1):
             lines.append(
                 f"{number}. {batch.local(line.captured_at):%H:%M:%S} "
-                f"{clean_text(line.label, 40)} {line.confidence:.2f} {clean_text(line.file_name)}"
+                f"{clean_text(line.label, 40)} {line.confidence:.2f} "
+                f"picture {pictures[line.file_name]}"
             )
         if len(shown) > max_detections:
             lines.append(f"… and {len(shown) - max_detections} more detections not listed.")
@@ -291,11 +328,17 @@ class LLMAnalyzer:
             raise
         usage = data.get("usage")
         model = data.get("model")
+        score, reasoning = rules_floor(
+            parsed.risk_score,
+            parsed.reasoning,
+            score_batch(batch, self.thresholds),
+            self.thresholds,
+        )
         return Analysis(
-            risk_score=parsed.risk_score,
-            risk_level=parsed.risk_level,
+            risk_score=score,
+            risk_level=risk_level(score, self.thresholds),
             summary=parsed.summary,
-            reasoning=parsed.reasoning,
+            reasoning=reasoning,
             analyzer=self.name,
             model=model if isinstance(model, str) and model else self.config.model,
             prompt_hash=prompt_hash(messages),

@@ -58,6 +58,10 @@ def strip_thinking(text: str) -> str:
     return text
 
 
+SUMMARY_LIMIT = 300  # characters kept of a model's summary and reasoning
+REASONING_LIMIT = 2000
+
+
 def parse_llm_reply(text: str, thresholds: SeverityThresholds = DEFAULT_THRESHOLDS) -> ParsedRisk:
     """The risk assessment in a model's reply, or AnalyzerResponseError.
 
@@ -82,6 +86,10 @@ def parse_llm_reply(text: str, thresholds: SeverityThresholds = DEFAULT_THRESHOL
             candidate, _ = decoder.raw_decode(visible, position)
         except json.JSONDecodeError:
             candidate = None
+        except RecursionError:  # nested deeper than any assessment: no answer, and no retrying
+            raise AnalyzerResponseError(  # from every inner brace (quadratic CPU)
+                f"the model's reply nests JSON too deeply to be an assessment: {excerpt(text)}"
+            ) from None
         if isinstance(candidate, dict) and "risk_score" in candidate:
             seen_score = True
             parsed = _parsed(candidate, thresholds)
@@ -101,8 +109,8 @@ def _parsed(candidate: dict[str, Any], thresholds: SeverityThresholds) -> Parsed
     raw = _number(candidate["risk_score"])
     if raw is None:
         return None
-    reasoning = _text(candidate.get("reasoning"))
-    summary = _text(candidate.get("summary")) or _first_sentence(reasoning)
+    reasoning = _text(candidate.get("reasoning"))[:REASONING_LIMIT]
+    summary = (_text(candidate.get("summary")) or _first_sentence(reasoning))[:SUMMARY_LIMIT]
     if not summary:
         return None
     score = clamp_score(raw)
