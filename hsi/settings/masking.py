@@ -3,6 +3,7 @@ that name the variable, the (masked) value and what is accepted."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -10,19 +11,50 @@ from pydantic import ValidationError
 SECRET_FIELDS = frozenset(
     {"llm_api_key", "api_keys", "smtp_password", "webhook_secret", "ftp_accounts"}
 )
-_URL_FIELDS = ("database_url", "redis_url", "mqtt_url")
+_URL_FIELDS = (
+    "database_url",
+    "redis_url",
+    "mqtt_url",
+    "default_webhook_url",
+    "llm_url",
+    "rtdetr_url",
+    "public_base_url",
+)
+_WEB_SCHEMES = ("http", "https")
+# Query parameters that carry credentials, by a part of their name.
+_SECRET_PARAMS = ("token", "key", "secret", "password", "passwd", "sig", "auth", "code")
+_TOKEN_SEGMENT = re.compile(r"^(?=.*[A-Za-z])(?=.*\d)[A-Za-z0-9_\-.~]{16,}$")
 
 
 def mask_url_password(url: str) -> str:
-    """`scheme://user:secret@host` → `scheme://user:***@host`."""
+    """A URL with its credentials masked, the rest kept: `scheme://user:secret@host` →
+    `scheme://user:***@host`; for http(s) also a bare `https://TOKEN@host` → `https://***@host`,
+    the values of credential-like query parameters (`?token=…`, `api_key=…`, `sig=…`) and path
+    segments that look like tokens (16+ letters and digits, as in webhook URLs)."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
         return url
-    creds, _, host = rest.rpartition("@")
-    if ":" in creds:
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
+    web = scheme.lower() in _WEB_SCHEMES
+    where, hash_sep, fragment = rest.partition("#")
+    where, query_sep, query = where.partition("?")
+    authority, slash, path = where.partition("/")
+    if "@" in authority:
+        creds, _, host = authority.rpartition("@")
+        if ":" in creds:
+            authority = f"{creds.split(':', 1)[0]}:***@{host}"
+        elif web:
+            authority = f"***@{host}"
+    if web:
+        path = "/".join("***" if _TOKEN_SEGMENT.match(part) else part for part in path.split("/"))
+        query = "&".join(_mask_param(pair) for pair in query.split("&")) if query else query
+    return f"{scheme}://{authority}{slash}{path}{query_sep}{query}{hash_sep}{fragment}"
+
+
+def _mask_param(pair: str) -> str:
+    name, eq, value = pair.partition("=")
+    if eq and value and any(part in name.lower() for part in _SECRET_PARAMS):
+        return f"{name}=***"
+    return pair
 
 
 def masked_values(values: dict[str, Any]) -> dict[str, Any]:

@@ -485,6 +485,11 @@ class Settings(BaseSettings):
             raise ValueError("FTP_REQUIRE_TLS=true needs TLS_MODE=self_signed or provided")
         if self.api_key_enabled and not self.api_keys:
             raise ValueError("API_KEY_ENABLED=true needs at least one key in API_KEYS")
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError(
+                "CORS_ALLOW_CREDENTIALS=true with CORS_ORIGINS=* would let any web page read the "
+                "API with a visitor's credentials; list the dashboard's origins instead"
+            )
         return self
 
     # --- derived values ----------------------------------------------------------------------

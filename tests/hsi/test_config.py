@@ -188,8 +188,32 @@ def test_nemotron_url_is_an_alias(monkeypatch: pytest.MonkeyPatch) -> None:
         ("postgresql://user:pw@h/db", "postgresql://user:***@h/db"),
         ("redis://h:6379", "redis://h:6379"),
         ("postgresql://user@h/db", "postgresql://user@h/db"),
+        ("https://ghp_TOKEN1234567890abcd@hooks.example/x", "https://***@hooks.example/x"),
+        (
+            "https://hooks.slack.com/services/T0001/B0002/XyZ123abcDEF456ghiJKL789",
+            "https://hooks.slack.com/services/T0001/B0002/***",
+        ),
+        (
+            "https://ha.local/api/webhook/hsi?token=s3cret&camera=front",
+            "https://ha.local/api/webhook/hsi?token=***&camera=front",
+        ),
+        ("http://gpu:8091/v1?api_key=abc", "http://gpu:8091/v1?api_key=***"),
+        ("http://127.0.0.1:8091", "http://127.0.0.1:8091"),
+        ("http://gpu:8091/v1/chat/completions", "http://gpu:8091/v1/chat/completions"),
+        ("mqtts://hsi:pw@broker:8883", "mqtts://hsi:***@broker:8883"),
     ],
 )
 def test_mask_url_password(url: str, masked: str) -> None:
-    """URL passwords are masked and the rest is kept."""
+    """URL credentials are masked and the rest is kept: passwords, a bare token as the user of
+    an http(s) URL, credential-like query values and token-like path segments (webhooks)."""
     assert mask_url_password(url) == masked
+
+
+def test_cors_wildcard_with_credentials_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any origin may not read the API with a visitor's credentials."""
+    monkeypatch.setenv("CORS_ORIGINS", "*")
+    monkeypatch.setenv("CORS_ALLOW_CREDENTIALS", "true")
+    with pytest.raises(SettingsError, match="CORS_ALLOW_CREDENTIALS=true with CORS_ORIGINS="):
+        load_settings()
+    monkeypatch.setenv("CORS_ORIGINS", "https://home.example")
+    assert load_settings().cors_origins == ["https://home.example"]
