@@ -178,6 +178,9 @@ def _api_server(
             log_config=None,
             # an open live feed must not hold shutdown until its idle timeout
             timeout_graceful_shutdown=5,
+            # X-Forwarded-* from these proxies only (uvicorn would read the variable itself,
+            # where "*" believes anyone who sends the header)
+            forwarded_allow_ips=list(settings.forwarded_allow_ips),
             **ssl_options,
         )
     )

@@ -232,6 +232,7 @@ def ensure_certificates(config: TLSConfig, now: datetime | None = None) -> tuple
                 )
     else:
         info = certificate_info(load_pair(cert_path, key_path), cert_path, current)
+        warn_if_exposed(key_path)
         if info.expired:
             logger.warning(
                 "TLS certificate %s expired on %s; clients will refuse it until it is replaced",
@@ -248,6 +249,25 @@ def ensure_certificates(config: TLSConfig, now: datetime | None = None) -> tuple
     if config.verify_client:
         load_certificates(_client_ca_path(config), "client CA file")
     return cert_path, key_path
+
+
+def warn_if_exposed(key_path: Path) -> bool:
+    """Log a warning when a provided private key can be read or written by other users (group or
+    others have any permission on it); whether it warned."""
+    try:
+        mode = key_path.stat().st_mode
+    except OSError:
+        return False
+    if not mode & 0o077:
+        return False
+    logger.warning(
+        "TLS key %s can be read by other users of this machine (mode %o); anyone who reads it can "
+        "impersonate HSI. Fix: chmod 600 %s",
+        key_path,
+        mode & 0o777,
+        key_path,
+    )
+    return True
 
 
 # --- server contexts ----------------------------------------------------------------------------

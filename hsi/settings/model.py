@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     # --- API ---------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=0, le=65535)
+    forwarded_allow_ips: CsvList = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Proxies whose X-Forwarded-For/-Proto the API believes (the client address "
+        "for rate limits and logs). Never * unless only trusted proxies can reach the API.",
+    )
     cors_origins: CsvList = Field(default_factory=list)
     cors_allow_credentials: bool = False
     api_key_enabled: bool = False
@@ -398,6 +403,7 @@ class Settings(BaseSettings):
     # --- validators --------------------------------------------------------------------------
     @field_validator(
         "cors_origins",
+        "forwarded_allow_ips",
         "fast_path_object_types",
         "tls_hostnames",
         "tls_ip_addresses",

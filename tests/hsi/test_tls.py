@@ -612,3 +612,25 @@ def test_describe_summarises_the_certificate(tmp_path: Path) -> None:
     assert "EXPIRED 5 days ago" in describe(
         inspect_certificate(path, now=NOW + timedelta(days=405))
     )
+
+
+def test_a_provided_key_readable_by_others_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A provided private key with any group or other permission starts HSI with a warning that
+    says how to fix it; mode 600 starts quietly."""
+    cert, key = tmp_path / "one.crt", tmp_path / "one.key"
+    generate_self_signed(cert, key, hostnames=["localhost"], ip_addresses=[], days=30)
+    config = TLSConfig(mode="provided", cert_path=cert, key_path=key)
+    key.chmod(0o644)
+    with caplog.at_level("WARNING"):
+        ensure_certificates(config)
+    assert any(
+        "can be read by other users" in r.getMessage() and "chmod 600" in r.getMessage()
+        for r in caplog.records
+    )
+    caplog.clear()
+    key.chmod(0o600)
+    with caplog.at_level("WARNING"):
+        ensure_certificates(config)
+    assert not [r for r in caplog.records if "other users" in r.getMessage()]
