@@ -68,6 +68,7 @@ class APIConfig:
     # A camera whose latest upload was taken more than this after it arrived has a fast clock
     # (BATCH_CLOCK_TOLERANCE_SECONDS: its files are batched by arrival time).
     clock_tolerance_seconds: float = 300.0
+    thumbnail_concurrency: int = 2  # thumbnails rendered at once; more requests wait
 
     def __post_init__(self) -> None:
         if self.api_key_enabled and not any(k.get_secret_value() for k in self.api_keys):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -25,6 +26,9 @@ class Resources:
     names: StreamNames
     live_slots: ConnectionSlots
     openapi: Mapping[str, Any]
+    # Thumbnail renders at once (each decodes a full picture in a worker thread): a burst of
+    # requests for uncached thumbnails waits here instead of filling memory and the CPU.
+    thumbnail_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 
 
 def resources(request: Request) -> Resources:

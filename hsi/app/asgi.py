@@ -8,6 +8,7 @@ and closes them; requests reach them through `hsi.api.state.resources()`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -129,6 +130,7 @@ def create_app(config: APIConfig, web: WebConfig | None = None) -> Starlette:
                         config.rate_limits.live_connections_per_client,
                     ),
                     openapi=openapi,
+                    thumbnail_slots=asyncio.Semaphore(config.thumbnail_concurrency),
                 )
             }
         finally:

@@ -122,6 +122,7 @@ def batch_config(settings: Settings) -> BatchConfig:
         fast_path_threshold=settings.fast_path_confidence_threshold,
         fast_path_labels=frozenset(settings.fast_path_object_types),
         clock_tolerance_seconds=settings.batch_clock_tolerance_seconds,
+        thumbnail_concurrency=settings.thumbnail_concurrency,
     )
 
 
@@ -318,6 +319,7 @@ def api_config(settings: Settings, *, database_url: str, redis: RedisConfig) -> 
         thumbnail_max_width=settings.thumbnail_max_width,
         thumbnail_jpeg_quality=settings.thumbnail_jpeg_quality,
         clock_tolerance_seconds=settings.batch_clock_tolerance_seconds,
+        thumbnail_concurrency=settings.thumbnail_concurrency,
         severity=SeverityThresholds(
             settings.severity_low_max, settings.severity_medium_max, settings.severity_high_max
         ),

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     # --- API ---------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=0, le=65535)
+    thumbnail_concurrency: int = Field(
+        2, ge=1, le=64, description="Thumbnails rendered at once; more requests wait."
+    )
     forwarded_allow_ips: CsvList = Field(
         default_factory=lambda: ["127.0.0.1"],
         description="Proxies whose X-Forwarded-For/-Proto the API believes (the client address "

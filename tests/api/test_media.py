@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import shutil
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,8 @@ import pytest
 from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hsi.api.routes import media as media_routes
+from hsi.api.thumbnails import render_thumbnail_file
 from tests.api.conftest import MakeConfig, serve
 from tests.api.rows import BASE, add_camera, detection_row, insert, media_row
 from tests.conftest import PHOTOS
@@ -180,6 +185,38 @@ async def test_thumbnail_draws_every_box_and_highlights_the_requested_one(
             response = await client.get(f"/api/detections/{missing}/thumbnail")
             assert response.status_code == 404
             assert "error" in response.json()
+
+
+async def test_thumbnail_renders_are_bounded_in_concurrency(
+    engine: AsyncEngine, tree: Path, make_config: MakeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight requests for uncached thumbnails at once: never more than THUMBNAIL_CONCURRENCY
+    renders run together; every request is answered."""
+    rows: list[dict[str, Any]] = []
+    for n in range(4):
+        _grey_jpeg(tree / "Front Door" / f"g{n}.jpg", (800, 600))
+        rows += await _thumbnail_setup(engine, tree, f"g{n}.jpg", "image")
+    running, peak, lock = 0, 0, threading.Lock()
+
+    def slow_render(*args: Any) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            time.sleep(0.05)
+            render_thumbnail_file(*args)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(media_routes, "render_thumbnail_file", slow_render)
+    async with serve(make_config(thumbnail_concurrency=2)) as client:
+        answers = await asyncio.gather(
+            *(client.get(f"/api/detections/{row['id']}/thumbnail") for row in rows)
+        )
+    assert [a.status_code for a in answers] == [200] * 8
+    assert 1 <= peak <= 2
 
 
 async def test_video_thumbnail_draws_on_the_first_frame(

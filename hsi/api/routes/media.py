@@ -88,14 +88,15 @@ async def detection_thumbnail(request: Request, _: Query) -> Response:
             source, _mime = await asyncio.to_thread(
                 resolve_media, res.config.camera_root, folder, image.path
             )
-            await asyncio.to_thread(
-                render_thumbnail_file,
-                source,
-                image.boxes,
-                (image.image_width, image.image_height),
-                cached,
-                spec,
-            )
+            async with res.thumbnail_slots:
+                await asyncio.to_thread(
+                    render_thumbnail_file,
+                    source,
+                    image.boxes,
+                    (image.image_width, image.image_height),
+                    cached,
+                    spec,
+                )
         except (MediaRefused, UndecodableMediaError, OSError) as exc:
             log_event(
                 log,
