@@ -122,7 +122,6 @@ def batch_config(settings: Settings) -> BatchConfig:
         fast_path_threshold=settings.fast_path_confidence_threshold,
         fast_path_labels=frozenset(settings.fast_path_object_types),
         clock_tolerance_seconds=settings.batch_clock_tolerance_seconds,
-        thumbnail_concurrency=settings.thumbnail_concurrency,
     )
 
 
