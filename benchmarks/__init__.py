@@ -7,9 +7,10 @@
 - `replay` (B3): rebuilding every projection from the streams;
 - `query` (B4): `GET /api/events` under 50 concurrent clients;
 - `memory` (B5): the RSS of `hsi up`, idle and while files flow through it;
-- `accuracy` (B6): what the embedded detector finds in 1080p frames, by detection mode.
+- `detection` (B6): detection throughput of `hsi up`'s defaults beside onnxruntime alone;
+- `accuracy` (B7): what the embedded detector finds in 1080p frames, by detection mode.
 
 The floor of a figure is the same work done without HSI's framework (raw redis-py and psycopg),
-so that the ratio says what the framework costs on this machine, whatever the machine is; B6's
-floor is the detector's single full-frame pass.
+so that the ratio says what the framework costs on this machine, whatever the machine is (B6:
+onnxruntime alone doing the same passes); B7's floor is the detector's single full-frame pass.
 """
