@@ -74,6 +74,7 @@ SUBJECTS = ("person-astronaut.jpg", "person-cameraman.jpg", "cat-chelsea.jpg")
 SEED = 6
 WARM_PREFIX = "WARM"  # the files run before the clock starts
 JPEG_QUALITY = 85
+TILE_OVERLAP = 0.2  # the embedded detector's (its settings do not change it)
 
 
 def sizes(options: Options) -> int:
@@ -307,7 +308,18 @@ class RawDetector:
             picture = opened.convert("RGB")
         started = time.perf_counter()
         grey = regions.motion_grey(picture)
-        looked = self._regions(picture, grey, previous)
+        config = self._config
+        looked = regions.regions_for(
+            config.mode,
+            picture.width,
+            picture.height,
+            grey,
+            previous,
+            size=nanodet.INPUT_SIZE,
+            tile=config.tile_size,
+            overlap=TILE_OVERLAP,
+            budget=config.motion_regions,
+        )
         candidates = self._pass(session, picture)
         for region in looked:
             crop = picture.crop((region.x, region.y, region.right, region.bottom))
@@ -315,25 +327,6 @@ class RawDetector:
         merged = regions.merge_passes(candidates) if looked else candidates
         objects = filter_objects(merged, self._confidence, self._classes)
         return len(objects), (time.perf_counter() - started) * 1000.0, grey
-
-    def _regions(
-        self, picture: Image.Image, grey: regions.GreyArray, previous: regions.GreyArray | None
-    ) -> tuple[regions.Region, ...]:
-        config = self._config
-        if config.mode == "full":
-            return ()
-        if config.mode == "motion" and previous is not None:
-            moved = regions.motion_regions(
-                previous,
-                grey,
-                width=picture.width,
-                height=picture.height,
-                size=nanodet.INPUT_SIZE,
-                budget=config.motion_regions,
-            )
-            if moved is not None:
-                return moved
-        return regions.tile_grid(picture.width, picture.height, tile=config.tile_size)
 
     def _pass(self, session: Any, picture: Image.Image) -> list[DetectedObject]:
         tensor, scale = nanodet.letterbox(picture)

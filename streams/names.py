@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -87,6 +88,11 @@ def camera_folder(path: str) -> str | None:
     path without one."""
     parts = [part for part in path.split("/") if part]
     return parts[0] if len(parts) > 1 else None
+
+
+def camera_name_of(paths: Iterable[str]) -> str | None:
+    """What people call the camera whose files these are: the first `camera_folder` of them."""
+    return next((folder for path in paths if (folder := camera_folder(path))), None)
 
 
 def is_camera_id(value: str) -> bool:

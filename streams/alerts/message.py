@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from streams.ids import detection_id
-from streams.names import camera_folder
+from streams.names import camera_name_of
 from streams.schemas import AnalysisCompleted, BatchClosed, Box
 
 PAYLOAD_TYPE: Final = "hsi.alert"
@@ -132,9 +132,7 @@ def build_alert(
         if first is not None:
             snapshot = Snapshot(first.path, tuple(o.bbox for o in first.objects))
             thumbnail = f"{base}/api/detections/{detection_id(camera, first.entry_id, 0)}/thumbnail"
-    folder = None
-    if batch is not None:
-        folder = next((f for d in batch.detections if (f := camera_folder(d.path))), None)
+    folder = None if batch is None else camera_name_of(d.path for d in batch.detections)
     return Alert(
         event_id=analysis.batch_id,
         camera_id=camera,

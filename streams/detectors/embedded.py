@@ -45,7 +45,7 @@ from streams.detectors.images import (
     DEFAULT_MAX_IMAGE_PIXELS,
     decode_image,
 )
-from streams.detectors.regions import GreyArray, Region
+from streams.detectors.regions import GreyArray
 
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "nanodet_g_416.onnx"
 INPUT_NAME = "input_1:0"
@@ -181,7 +181,17 @@ class EmbeddedDetector:
         self, picture: Image.Image, grey: GreyArray | None, reference: GreyArray | None
     ) -> DetectionResult:
         started = time.perf_counter()
-        looked = self._regions(picture, grey, reference)
+        looked = regions.regions_for(
+            self.mode,
+            picture.width,
+            picture.height,
+            grey,
+            reference,
+            size=nanodet.INPUT_SIZE,
+            tile=self.tile_size,
+            overlap=self.tile_overlap,
+            budget=self.motion_regions,
+        )
         threshold = lowest_threshold(self.confidence_threshold, self.class_thresholds)
         session = self._take_session()
         try:
@@ -202,27 +212,6 @@ class EmbeddedDetector:
             inference_ms=(time.perf_counter() - started) * 1000.0,
             detector=self.name,
             passes=1 + len(looked),
-        )
-
-    def _regions(
-        self, picture: Image.Image, grey: GreyArray | None, reference: GreyArray | None
-    ) -> tuple[Region, ...]:
-        """The crops to run besides the full frame, for this mode."""
-        if self.mode == "full":
-            return ()
-        if self.mode == "motion" and grey is not None and reference is not None:
-            moved = regions.motion_regions(
-                reference,
-                grey,
-                width=picture.width,
-                height=picture.height,
-                size=nanodet.INPUT_SIZE,
-                budget=self.motion_regions,
-            )
-            if moved is not None:
-                return moved
-        return regions.tile_grid(
-            picture.width, picture.height, tile=self.tile_size, overlap=self.tile_overlap
         )
 
     @staticmethod
@@ -264,7 +253,8 @@ class EmbeddedDetector:
         return self._remember_grey(path, picture)
 
     def _take_session(self) -> Any:
-        """A session of the pool, opening one if fewer than `threads` are open yet."""
+        """A free session of the pool, else a new one (`detect` lets at most `threads` run at
+        once, so at most that many are opened)."""
         with self._session_lock:
             try:
                 return self._sessions.get_nowait()

@@ -197,6 +197,33 @@ def motion_regions(
     return tuple(sorted(region for region in merged if region.width * region.height > 0))
 
 
+def regions_for(
+    mode: str,
+    width: int,
+    height: int,
+    grey: GreyArray | None,
+    reference: GreyArray | None,
+    *,
+    size: int,
+    tile: int,
+    overlap: float,
+    budget: int,
+) -> tuple[Region, ...]:
+    """The crops a detection `mode` runs besides the full frame of a `width`×`height` picture:
+    none for `full`; for `motion`, the regions that changed since `reference` (both pictures'
+    `motion_grey`), or the tiles when there is no reference or motion cannot tell; the tiles for
+    `tiles`."""
+    if mode == "full":
+        return ()
+    if mode == "motion" and grey is not None and reference is not None:
+        moved = motion_regions(
+            reference, grey, width=width, height=height, size=size, budget=budget
+        )
+        if moved is not None:
+            return moved
+    return tile_grid(width, height, tile=tile, overlap=overlap)
+
+
 def square_around(box: Region, *, width: int, height: int, size: int) -> Region:
     """The square of side max(size, REGION_CONTEXT × box's longer side) centred on `box`,
     shifted to lie inside the frame and cut to it where the frame is smaller."""

@@ -18,7 +18,7 @@ from streams.analyzers import Analyzer, AnalyzerError, AnalyzerUnavailableError
 from streams.analyzers.base import BatchSummary, DetectionLine
 from streams.clock import utc_now
 from streams.contract import HandlerResult, StreamEntry
-from streams.names import Group, StreamNames, camera_folder
+from streams.names import Group, StreamNames, camera_name_of
 from streams.schemas import AnalysisCompleted, AnalysisFailed, BatchClosed
 from streams.stages.loop import EntryBatch, EntryVerdict, Headers, StageLoop
 from streams.stages.outcome import commit
@@ -45,15 +45,7 @@ def summarize(batch: BatchClosed, timezone: str | tzinfo) -> BatchSummary:
         window_end=max(batch.window_end, batch.window_start),
         detections=lines,
         timezone=timezone,
-        camera_name=camera_name(batch),
-    )
-
-
-def camera_name(batch: BatchClosed) -> str | None:
-    """The camera's folder name (`camera_folder` of its files' paths), as people name it; None
-    for a batch without files."""
-    return next(
-        (found for d in batch.detections if (found := camera_folder(d.path)) is not None), None
+        camera_name=camera_name_of(d.path for d in batch.detections),
     )
 
 

@@ -16,14 +16,13 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
 from hsi.infra.db import migrate
 from streams.envelope import read_fields
 from streams.schemas import DetectionCompleted
 from streams.watch.config import WatchConfig
 from streams.watch.watcher import Watcher
 from tests.conftest import PHOTOS
-from tests.observability.support import api_config, schema_url, serve, settings
+from tests.observability.support import all_stages, api_config, serve
 
 ZONE = "Europe/Berlin"
 FOLDER = "Front Door/FI9821P_C4D655300BB8/snap"  # as a Foscam camera lays out its uploads
@@ -62,17 +61,7 @@ async def test_a_late_snapshot_is_an_event_of_its_own_time(
     late = folder / f"MDAlarm_{yesterday:%Y%m%d}-101500.jpg"
     shutil.copy(PHOTOS / "person-astronaut.jpg", late)
 
-    pipeline = Pipeline(
-        settings(root, key_prefix, timezone=ZONE),
-        redis_url,
-        PipelineOptions(
-            stages=ALL_STAGES,
-            discovery_interval_seconds=0.1,
-            batch_tick_seconds=0.1,
-            stream_gauges_interval_seconds=60,
-        ),
-        database_url=schema_url(database_url, db_schema),
-    )
+    pipeline = all_stages(root, key_prefix, redis_url, database_url, db_schema, timezone=ZONE)
     await pipeline.start()
     try:
         watch = WatchConfig(stable_seconds=0.2, min_image_bytes=100, timezone=ZONE)
@@ -121,17 +110,7 @@ async def test_an_object_in_an_ignore_zone_makes_no_event_and_its_file_stays_que
     folder = root / "Front Door"
     folder.mkdir(parents=True)
     shutil.copy(PHOTOS / "person-astronaut.jpg", folder / "a.jpg")
-    pipeline = Pipeline(
-        settings(root, key_prefix, zones_path=zones),
-        redis_url,
-        PipelineOptions(
-            stages=ALL_STAGES,
-            discovery_interval_seconds=0.1,
-            batch_tick_seconds=0.1,
-            stream_gauges_interval_seconds=60,
-        ),
-        database_url=schema_url(database_url, db_schema),
-    )
+    pipeline = all_stages(root, key_prefix, redis_url, database_url, db_schema, zones_path=zones)
     await pipeline.start()
     try:
         watch = WatchConfig(stable_seconds=0.2, min_image_bytes=100, timezone="UTC")

@@ -111,6 +111,24 @@ async def _events_done(engine: AsyncEngine) -> int:
     return int(found or 0)
 
 
+def all_stages(
+    root: Path, prefix: str, redis_url: str, database_url: str, db_schema: str, **overrides: Any
+) -> Pipeline:
+    """A pipeline of every stage on the test's servers and schema, with quick timers;
+    `overrides` change its settings (`settings`)."""
+    return Pipeline(
+        settings(root, prefix, **overrides),
+        redis_url,
+        PipelineOptions(
+            stages=ALL_STAGES,
+            discovery_interval_seconds=0.1,
+            batch_tick_seconds=0.1,
+            stream_gauges_interval_seconds=60,
+        ),
+        database_url=schema_url(database_url, db_schema),
+    )
+
+
 async def run_pipeline(
     *,
     redis: Redis,
@@ -123,17 +141,7 @@ async def run_pipeline(
     events: int = 1,
 ) -> Run:
     """Ingest `FILES` and run every stage until `events` events are analyzed and projected."""
-    pipeline = Pipeline(
-        settings(root, prefix),
-        redis_url,
-        PipelineOptions(
-            stages=ALL_STAGES,
-            discovery_interval_seconds=0.1,
-            batch_tick_seconds=0.1,
-            stream_gauges_interval_seconds=60,
-        ),
-        database_url=schema_url(database_url, db_schema),
-    )
+    pipeline = all_stages(root, prefix, redis_url, database_url, db_schema)
     await pipeline.start()
     try:
         watcher = Watcher(redis, pipeline.names, root, FAST)

@@ -13,6 +13,7 @@ from streams.detectors.regions import (
     changed_boxes,
     merge_passes,
     motion_regions,
+    regions_for,
     shifted,
     square_around,
     tile_grid,
@@ -242,3 +243,20 @@ def test_merge_passes(found: list[DetectedObject], merged: list[DetectedObject])
 def test_objects_of_a_crop_are_moved_into_the_frame() -> None:
     inside = [_object("cat", 0.7, 10, 20, 50, 60)]
     assert shifted(inside, Region(300, 400, 416, 416)) == [_object("cat", 0.7, 310, 420, 350, 460)]
+
+
+def test_regions_for_each_mode() -> None:
+    """full: nothing more; tiles: the grid; motion: the changes, or the grid without a reference
+    or when the whole view changed."""
+    before = _grey()
+    after = _with_block(before, 100, 50, 8, 32, 220)
+    grid = tile_grid(1920, 1080, tile=640, overlap=0.2)
+    settings = {"size": 416, "tile": 640, "overlap": 0.2, "budget": 2}
+    assert regions_for("full", 1920, 1080, after, before, **settings) == ()
+    assert regions_for("tiles", 1920, 1080, after, before, **settings) == grid
+    moved = regions_for("motion", 1920, 1080, after, before, **settings)
+    assert moved == motion_regions(before, after, width=1920, height=1080, size=416, budget=2)
+    assert len(moved) == 1
+    assert regions_for("motion", 1920, 1080, after, None, **settings) == grid
+    noise = np.random.default_rng(1).integers(0, 256, size=(270, 480)).astype(np.uint8)
+    assert regions_for("motion", 1920, 1080, noise, before, **settings) == grid

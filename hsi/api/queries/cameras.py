@@ -44,20 +44,14 @@ def _query() -> Select[Any]:
         .limit(1)
         .lateral("latest_file")
     )
-    latest_arrival = (
+    latest_arrival, previous_arrival = (
         select(m.c.captured_at, m.c.observed_at)
         .where(m.c.camera_id == cameras.c.id, m.c.observed_at.is_not(None))
         .order_by(m.c.observed_at.desc())
+        .offset(position)
         .limit(1)
-        .lateral("latest_arrival")
-    )
-    previous_arrival = (
-        select(m.c.captured_at, m.c.observed_at)
-        .where(m.c.camera_id == cameras.c.id, m.c.observed_at.is_not(None))
-        .order_by(m.c.observed_at.desc())
-        .offset(1)
-        .limit(1)
-        .lateral("previous_arrival")
+        .lateral(name)
+        for position, name in enumerate(("latest_arrival", "previous_arrival"))
     )
     latest_event = (
         select(e.c.id, e.c.window_start, e.c.window_end, e.c.risk_level, e.c.risk_score)
