@@ -59,6 +59,7 @@ class APIConfig:
     severity: SeverityThresholds = field(default_factory=SeverityThresholds)
     api_key_enabled: bool = False
     api_keys: tuple[SecretStr, ...] = ()
+    metrics_open: bool = False  # /metrics without the key (API_METRICS_OPEN)
     cors_origins: tuple[str, ...] = ()
     cors_allow_credentials: bool = False
     rate_limits: RateLimits = field(default_factory=RateLimits)

@@ -37,6 +37,7 @@ class Endpoint:
     responses: Mapping[int, str] = field(default_factory=dict)
     content_types: tuple[str, ...] = ("application/json",)  # of its 2xx answers
     authenticated: bool = True
+    rate_limited: bool = True  # takes from a rate-limit bucket (everything but /health)
     # Statuses of 400 and above whose body is the route's own answer, not `{"error": ...}`.
     answers: frozenset[int] = frozenset()
     # Reads PostgreSQL or Redis, so it answers 503 (with Retry-After) while they are unreachable.

@@ -68,7 +68,7 @@ def _operation(endpoint: Endpoint, keys_enabled: bool, rate_limited: bool) -> di
     if endpoint.authenticated and keys_enabled:
         operation["security"] = [{"ApiKey": []}]
         responses.setdefault("401", _response(endpoint, 401, "Missing or invalid API key."))
-    if endpoint.authenticated and rate_limited:
+    if endpoint.rate_limited and rate_limited:
         responses.setdefault("429", _response(endpoint, 429, "Rate limited; see Retry-After."))
     if endpoint.uses_stores:
         responses.setdefault(

@@ -5,12 +5,17 @@ Decisions are pure functions of their inputs (`now` included): `key_matches()`, 
 state of one process (one API process per home; with several, each enforces its own share), and
 `Guard` is the ASGI middleware that applies them before any route runs.
 
-Which routes need what (`route_policy()`):
-- `/health`, `/ready`, `/openapi.json`: open (probes and documentation).
-- `/metrics` and every `/api/*` route: the API key when keys are enabled, and the general bucket;
-  media files and thumbnails take from the media bucket instead.
+Which routes need what (`route_policy()`), when keys are on:
+- `/health`: open (liveness, no numbers).
+- `/ready`: open, but only `ready`/`not ready` without the key; its numbers with the key.
+- `/metrics`: the key, unless API_METRICS_OPEN exempts it for a scraper.
+- `/openapi.json`, `/asyncapi.json` and every `/api/*` route: the key.
 - `/api/live` also accepts the key as `?api_key=` (a browser's EventSource cannot send headers);
   its concurrent connections are capped by `ConnectionSlots` in the route itself.
+Every route but `/health` takes from a rate-limit bucket (media files and thumbnails from the
+media bucket). The key is checked first: a request with a valid key counts against its key's
+bucket, any other against its address's, so that guessing keys or flooding from a shared
+address cannot spend the budget of a client that holds a key. The limiter's table is bounded.
 """
 
 from __future__ import annotations
@@ -34,10 +39,30 @@ API_KEY_HEADER = "x-api-key"
 API_KEY_QUERY = "api_key"
 
 _THUMBNAIL = re.compile(r"^/api/detections/[^/]+/thumbnail$")
-_OPEN_PATHS = frozenset({"/health", "/ready", "/openapi.json", "/asyncapi.json"})
+_DOCUMENTS = frozenset({"/openapi.json", "/asyncapi.json"})
+AUTHORIZED = "hsi.authorized"  # scope key: whether the request may see what the key protects
 
 
 # --- API keys -----------------------------------------------------------------------------------
+
+
+def matching_key(
+    provided: str | None,
+    keys: Sequence[SecretStr],
+    token: Callable[[str], str] | None = None,
+) -> int | None:
+    """The index of the key `provided` equals (or, given `token`, whose token it equals),
+    compared in constant time against every key; an empty key matches nothing."""
+    if not provided:
+        return None
+    given = provided.encode()
+    found = None
+    for index, key in enumerate(keys):
+        secret = key.get_secret_value()
+        expected = secret if token is None else token(secret)
+        if hmac.compare_digest(given, expected.encode()) and secret:
+            found = index
+    return found
 
 
 def key_matches(
@@ -45,17 +70,8 @@ def key_matches(
     keys: Sequence[SecretStr],
     token: Callable[[str], str] | None = None,
 ) -> bool:
-    """Whether `provided` equals one of `keys` (or, given `token`, the token of one), compared
-    in constant time against every key; an empty key matches nothing."""
-    if not provided:
-        return False
-    given = provided.encode()
-    found = False
-    for key in keys:
-        secret = key.get_secret_value()
-        expected = secret if token is None else token(secret)
-        found |= bool(secret) and hmac.compare_digest(given, expected.encode())
-    return found
+    """Whether `provided` is one of `keys` (see `matching_key`)."""
+    return matching_key(provided, keys, token) is not None
 
 
 # --- route policy -------------------------------------------------------------------------------
@@ -73,9 +89,15 @@ class Policy:
     key_in_query: bool = False
 
 
-def route_policy(path: str) -> Policy:
-    if path in _OPEN_PATHS:
+def route_policy(path: str, *, metrics_open: bool = False) -> Policy:
+    if path == "/health":
         return Policy(needs_key=False, bucket=None)
+    if path == "/ready":  # the route answers without its numbers when the key is missing
+        return Policy(needs_key=False, bucket=Bucket.GENERAL)
+    if path in _DOCUMENTS:
+        return Policy(needs_key=True, bucket=Bucket.GENERAL)
+    if path == "/metrics":
+        return Policy(needs_key=not metrics_open, bucket=Bucket.GENERAL)
     if path.startswith("/api/media/") or _THUMBNAIL.match(path):
         return Policy(needs_key=True, bucket=Bucket.MEDIA)
     if path.startswith(("/ui/media/", "/ui/thumbnails/")):
@@ -83,7 +105,7 @@ def route_policy(path: str) -> Policy:
         return Policy(needs_key=False, bucket=Bucket.MEDIA)
     if path == "/api/live":
         return Policy(needs_key=True, bucket=Bucket.GENERAL, key_in_query=True)
-    if path == "/metrics" or path == "/api" or path.startswith("/api/"):
+    if path == "/api" or path.startswith("/api/"):
         return Policy(needs_key=True, bucket=Bucket.GENERAL)
     return Policy(needs_key=False, bucket=Bucket.GENERAL)
 
@@ -120,25 +142,33 @@ def take_token(tokens: Tokens | None, now: float, per_minute: int) -> Decision:
 
 
 class RateLimiter:
-    """One token bucket per client for one limit; full buckets are forgotten now and then."""
+    """One token bucket per client for one limit, in a table of at most `max_clients`.
+
+    The table is ordered by last use: buckets unused for a minute are full again and forgotten,
+    and when more clients than `max_clients` are active the least recently used is forgotten
+    (it starts again with a full bucket), so many addresses cannot grow the table without bound.
+    """
+
+    REFILL_SECONDS = 60.0  # an empty bucket is full again after this
 
     def __init__(self, per_minute: int, max_clients: int = 10_000) -> None:
         self.per_minute = per_minute
-        self._max_clients = max_clients
+        self.max_clients = max_clients
         self._buckets: dict[str, Tokens] = {}
 
-    def take(self, client: str, now: float) -> Decision:
-        decision = take_token(self._buckets.get(client), now, self.per_minute)
-        self._buckets[client] = decision.tokens
-        if len(self._buckets) > self._max_clients:
-            self._forget_full(now)
-        return decision
+    def __len__(self) -> int:
+        return len(self._buckets)
 
-    def _forget_full(self, now: float) -> None:
-        refill = 60.0  # seconds for an empty bucket to fill up again
-        stale = [c for c, t in self._buckets.items() if now - t.updated >= refill]
-        for client in stale:
-            del self._buckets[client]
+    def take(self, client: str, now: float) -> Decision:
+        decision = take_token(self._buckets.pop(client, None), now, self.per_minute)
+        self._buckets[client] = decision.tokens  # to the end: most recently used
+        while len(self._buckets) > 1:
+            name, tokens = next(iter(self._buckets.items()))  # the least recently used
+            fresh = now - tokens.updated < self.REFILL_SECONDS
+            if fresh and len(self._buckets) <= self.max_clients:
+                break
+            del self._buckets[name]
+        return decision
 
 
 # --- live connections ---------------------------------------------------------------------------
@@ -197,7 +227,7 @@ def client_address(scope: Scope) -> str:
 
 
 class Guard:
-    """Rate limit, then API key, for every HTTP request (see the module docstring)."""
+    """API key, then rate limit, for every HTTP request (see the module docstring)."""
 
     def __init__(
         self,
@@ -206,11 +236,13 @@ class Guard:
         keys: Sequence[SecretStr],
         keys_enabled: bool,
         limits: RateLimits,
+        metrics_open: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
         self.keys = tuple(keys)
         self.keys_enabled = keys_enabled
+        self.metrics_open = metrics_open
         self.limits = limits
         self.clock = clock
         self.limiters = {
@@ -222,9 +254,13 @@ class Guard:
         if scope["type"] != "http" or scope.get("method") == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        policy = route_policy(scope["path"])
+        policy = route_policy(scope["path"], metrics_open=self.metrics_open)
+        key = self._key(scope, policy) if self.keys_enabled else None
+        authorized = not self.keys_enabled or key is not None
+        scope[AUTHORIZED] = authorized
         if self.limits.enabled and policy.bucket is not None:
-            decision = self.limiters[policy.bucket].take(client_address(scope), self.clock())
+            client = f"key {key}" if key is not None else client_address(scope)
+            decision = self.limiters[policy.bucket].take(client, self.clock())
             if not decision.allowed:
                 wait = max(1, math.ceil(decision.retry_after))
                 response = error_response(
@@ -234,7 +270,7 @@ class Guard:
                 )
                 await response(scope, receive, send)
                 return
-        if self.keys_enabled and policy.needs_key and not self._authorized(scope, policy):
+        if policy.needs_key and not authorized:
             response = error_response(
                 401, "missing or invalid API key; send it in the X-API-Key header"
             )
@@ -242,11 +278,23 @@ class Guard:
             return
         await self.app(scope, receive, send)
 
-    def _authorized(self, scope: Scope, policy: Policy) -> bool:
+    def _key(self, scope: Scope, policy: Policy) -> int | None:
+        """The index of the valid key the request carries, or None."""
         for name, value in scope.get("headers", ()):
-            if name == API_KEY_HEADER.encode() and key_matches(value.decode("latin-1"), self.keys):
-                return True
+            if name == API_KEY_HEADER.encode():
+                found = matching_key(value.decode("latin-1"), self.keys)
+                if found is not None:
+                    return found
         if policy.key_in_query:
             query = parse_qsl(scope.get("query_string", b"").decode("latin-1"))
-            return any(k == API_KEY_QUERY and key_matches(v, self.keys) for k, v in query)
-        return False
+            for name, value in query:
+                if name == API_KEY_QUERY:
+                    found = matching_key(value, self.keys)
+                    if found is not None:
+                        return found
+        return None
+
+
+def authorized(scope: Scope) -> bool:
+    """Whether `Guard` found the request may see what the API key protects."""
+    return bool(scope.get(AUTHORIZED, False))

@@ -154,6 +154,7 @@ def create_app(config: APIConfig, web: WebConfig | None = None) -> Starlette:
             Guard,
             keys=config.api_keys,
             keys_enabled=config.api_key_enabled,
+            metrics_open=config.metrics_open,
             limits=config.rate_limits,
         )
     )

@@ -24,6 +24,7 @@ import uvicorn
 from prometheus_client import REGISTRY, start_http_server
 
 from hsi.app.asgi import create_app
+from hsi.app.keys import announce, with_api_keys
 from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
 from hsi.app.services import ServiceURLs, ensure_services
 from hsi.ftp.config import FTPError
@@ -166,6 +167,9 @@ def _api_server(
     ssl_options = uvicorn_ssl_options(components.tls_config(settings))
     host = options.host or settings.api_host
     port = settings.api_port if options.port is None else options.port
+    choice = with_api_keys(settings.model_copy(update={"api_host": host}), host)
+    announce(choice, host)
+    settings = choice.settings
     app = create_app(
         components.api_config(settings, database_url=database_url, redis=redis_config),
         components.web_config(settings),

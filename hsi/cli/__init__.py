@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from hsi.cli import alerts, certs, config, dlq, processes, read_side, services, zones
+from hsi.cli import alerts, certs, config, dlq, keys, processes, read_side, services, zones
 from hsi.cli.common import cli_settings, run
 
 
@@ -45,13 +45,14 @@ def doctor() -> None:
 )
 def docs(folder: Path) -> None:
     """Write the OpenAPI (query API) and AsyncAPI (streams) documents as JSON files."""
+    from hsi.api.keys import keys_required
     from hsi.app.docs import write_docs
 
     settings = cli_settings()
     written = write_docs(
         folder,
         prefix=settings.stream_prefix,
-        keys_enabled=settings.api_key_enabled,
+        keys_enabled=keys_required(settings.api_key_enabled, settings.api_host),
         rate_limited=settings.rate_limit_enabled,
     )
     for path in written:
@@ -81,6 +82,7 @@ main.add_command(config.config)
 main.add_command(services.services)
 main.add_command(services.migrate_command)
 main.add_command(certs.certs)
+main.add_command(keys.api_key)
 main.add_command(processes.up)
 main.add_command(processes.api)
 main.add_command(processes.demo)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from hsi.api.config import APIConfig, LiveConfig, RateLimits
+from hsi.api.keys import keys_required
 from hsi.ftp.config import MIB, FTPConfig, parse_accounts, parse_port_range
 from hsi.infra.db import PoolConfig
 from hsi.infra.redis import RedisConfig
@@ -322,8 +323,11 @@ def api_config(settings: Settings, *, database_url: str, redis: RedisConfig) -> 
         severity=SeverityThresholds(
             settings.severity_low_max, settings.severity_medium_max, settings.severity_high_max
         ),
-        api_key_enabled=settings.api_key_enabled,
+        # unset (None) is decided by `hsi.app.keys.with_api_keys()` before this; if it was not,
+        # keys are required beyond loopback and APIConfig refuses to start without one
+        api_key_enabled=keys_required(settings.api_key_enabled, settings.api_host),
         api_keys=tuple(settings.api_keys),
+        metrics_open=settings.api_metrics_open,
         cors_origins=tuple(settings.cors_origins),
         cors_allow_credentials=settings.cors_allow_credentials,
         rate_limits=RateLimits(

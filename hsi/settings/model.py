@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from hsi.api.keys import key_problem
 from hsi.ftp.config import parse_accounts, parse_port_range
 from hsi.settings.masking import format_errors, masked_values
 
@@ -151,8 +152,21 @@ class Settings(BaseSettings):
     )
     cors_origins: CsvList = Field(default_factory=list)
     cors_allow_credentials: bool = False
-    api_key_enabled: bool = False
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    api_key_enabled: bool | None = Field(
+        None,
+        description="Require an API key. Unset: required when the API listens beyond loopback "
+        "(API_HOST not 127.0.0.1/::1); without API_KEYS one is then generated under DATA_DIR "
+        "(`hsi api-key` prints it). false on a public address only behind an authenticating proxy.",
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted keys, comma-separated (several to rotate); 32 characters or more.",
+    )
+    api_metrics_open: bool = Field(
+        False,
+        description="Serve /metrics without the API key (for a scraper on a network that only "
+        "trusted hosts reach).",
+    )
     public_base_url: str | None = Field(
         None, description="How users reach the API (links in alerts); default from host/port."
     )
@@ -418,6 +432,18 @@ class Settings(BaseSettings):
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
 
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for number, key in enumerate(value, 1):
+            problem = key_problem(key.get_secret_value())
+            if problem:
+                raise ValueError(
+                    f"key {number} {problem}; make one with `hsi api-key --new` (or leave API_KEYS "
+                    "empty and HSI generates one)"
+                )
+        return value
+
     @field_validator("database_url", mode="before")
     @classmethod
     def _database_url(cls, value: Any) -> Any:
@@ -492,8 +518,6 @@ class Settings(BaseSettings):
             )
         if self.ftp_require_tls and self.tls_mode is TLSMode.DISABLED:
             raise ValueError("FTP_REQUIRE_TLS=true needs TLS_MODE=self_signed or provided")
-        if self.api_key_enabled and not self.api_keys:
-            raise ValueError("API_KEY_ENABLED=true needs at least one key in API_KEYS")
         if self.cors_allow_credentials and "*" in self.cors_origins:
             raise ValueError(
                 "CORS_ALLOW_CREDENTIALS=true with CORS_ORIGINS=* would let any web page read the "

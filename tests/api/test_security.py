@@ -8,10 +8,12 @@ from pydantic import SecretStr
 from hsi.api.security import (
     Bucket,
     ConnectionSlots,
+    RateLimiter,
     Refusal,
     Tokens,
     admit_connection,
     key_matches,
+    matching_key,
     route_policy,
     take_token,
 )
@@ -90,8 +92,9 @@ def test_connection_slots_count_and_release() -> None:
     ("path", "needs_key", "bucket", "key_in_query"),
     [
         ("/health", False, None, False),
-        ("/ready", False, None, False),
-        ("/openapi.json", False, None, False),
+        ("/ready", False, Bucket.GENERAL, False),  # open, its numbers only with the key
+        ("/openapi.json", True, Bucket.GENERAL, False),
+        ("/asyncapi.json", True, Bucket.GENERAL, False),
         ("/metrics", True, Bucket.GENERAL, False),
         ("/api/events", True, Bucket.GENERAL, False),
         ("/api/media/front_door/Front Door/x.jpg", True, Bucket.MEDIA, False),
@@ -111,3 +114,37 @@ def test_route_policy(
         bucket,
         key_in_query,
     )
+
+
+def test_metrics_may_be_opened_for_a_scraper() -> None:
+    """API_METRICS_OPEN exempts /metrics from the key, nothing else."""
+    assert not route_policy("/metrics", metrics_open=True).needs_key
+    assert route_policy("/api/events", metrics_open=True).needs_key
+    assert route_policy("/openapi.json", metrics_open=True).needs_key
+
+
+def test_matching_key_names_the_key() -> None:
+    """The limiter counts a valid key's requests by the key: which one matched."""
+    assert matching_key("beta-key", KEYS) == 1
+    assert matching_key("gamma-key", KEYS) is None
+    assert matching_key("", (SecretStr(""),)) is None  # an empty key matches nothing
+
+
+def test_rate_limiter_table_is_bounded() -> None:
+    """A flood of addresses keeps at most `max_clients` buckets, forgetting the least recent."""
+    limiter = RateLimiter(per_minute=2, max_clients=100)
+    for n in range(10_000):
+        assert limiter.take(f"10.0.{n // 256}.{n % 256}", now=1.0).allowed
+    assert len(limiter) == 100
+    # a client seen last keeps its bucket (its second request is counted, its third refused)
+    assert limiter.take("10.0.39.15", now=1.0).allowed
+    assert not limiter.take("10.0.39.15", now=1.0).allowed
+
+
+def test_rate_limiter_forgets_refilled_buckets() -> None:
+    """Buckets unused for a minute are full again, so they are dropped."""
+    limiter = RateLimiter(per_minute=5)
+    for n in range(50):
+        limiter.take(f"a{n}", now=0.0)
+    limiter.take("late", now=61.0)
+    assert len(limiter) == 1

@@ -94,10 +94,20 @@ async def keyed(engine: AsyncEngine, make_config: MakeConfig) -> AsyncIterator[h
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/cameras", "/api/events", "/api/streams", "/metrics", "/api/events/stats"]
+    "path",
+    [
+        "/api/cameras",
+        "/api/events",
+        "/api/streams",
+        "/metrics",
+        "/api/events/stats",
+        "/openapi.json",
+        "/asyncapi.json",
+    ],
 )
 async def test_keys_guard_the_api_and_metrics(keyed: httpx.AsyncClient, path: str) -> None:
-    """With keys on, /api/* and /metrics need X-API-Key: 401 JSON without or with a wrong one."""
+    """With keys on, /api/*, /metrics and the API documents need X-API-Key: 401 JSON without or
+    with a wrong one."""
     for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}):
         response = await keyed.get(path, headers=headers)
         assert response.status_code == 401, path
@@ -107,12 +117,30 @@ async def test_keys_guard_the_api_and_metrics(keyed: httpx.AsyncClient, path: st
     assert (await keyed.get(path, params={"api_key": KEY})).status_code == 401
 
 
-async def test_health_ready_and_openapi_stay_open(keyed: httpx.AsyncClient) -> None:
-    """Probes and the description need no key."""
-    for path in ("/health", "/ready", "/openapi.json"):
-        assert (await keyed.get(path)).status_code in (200, 503), path
-    doc = (await keyed.get("/openapi.json")).json()
+async def test_probes_answer_without_the_key_but_say_nothing_more(
+    keyed: httpx.AsyncClient,
+) -> None:
+    """/health and /ready answer a probe without the key; /ready's numbers (camera count, lag,
+    the Redis version) only with it."""
+    assert (await keyed.get("/health")).status_code == 200
+    bare = await keyed.get("/ready")
+    assert bare.status_code in (200, 503)
+    assert bare.json() == {"status": "ready" if bare.status_code == 200 else "not_ready"}
+    full = (await keyed.get("/ready", headers={"X-API-Key": KEY})).json()
+    assert set(full["checks"]) >= {"redis", "postgres", "migrations"}
+    assert "version" in full["checks"]["redis"]
+    doc = (await keyed.get("/openapi.json", headers={"X-API-Key": KEY})).json()
     assert doc["paths"]["/api/events"]["get"]["security"] == [{"ApiKey": []}]
+    assert "security" not in doc["paths"]["/ready"]["get"]
+
+
+async def test_metrics_open_by_setting(engine: AsyncEngine, make_config: MakeConfig) -> None:
+    """API_METRICS_OPEN lets a scraper without the key read /metrics, and nothing else."""
+    config = make_config(api_key_enabled=True, api_keys=(SecretStr(KEY),), metrics_open=True)
+    async with serve(config) as client:
+        assert (await client.get("/metrics")).status_code == 200
+        assert (await client.get("/api/events")).status_code == 401
+        assert (await client.get("/openapi.json")).status_code == 401
 
 
 async def test_live_feed_accepts_the_key_in_the_query(keyed: httpx.AsyncClient) -> None:

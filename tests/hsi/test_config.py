@@ -143,7 +143,7 @@ def test_bad_values_name_the_variable(
         ({"BATCH_IDLE_TIMEOUT_SECONDS": "200"}, "BATCH_IDLE_TIMEOUT_SECONDS must not exceed"),
         ({"TLS_MODE": "provided"}, "TLS_MODE=provided needs TLS_CERT_PATH"),
         ({"TLS_VERIFY_CLIENT": "true"}, "TLS_VERIFY_CLIENT=true needs TLS_CA_PATH"),
-        ({"API_KEY_ENABLED": "true"}, "API_KEY_ENABLED=true needs at least one key"),
+        ({"API_KEYS": "too-short"}, "an API key needs at least 32"),
     ],
 )
 def test_inconsistent_settings_are_refused(
@@ -159,16 +159,18 @@ def test_inconsistent_settings_are_refused(
 def test_secrets_are_masked_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     """API keys, passwords and URL credentials never appear in the masked view or errors."""
     monkeypatch.setenv("API_KEY_ENABLED", "true")
-    monkeypatch.setenv("API_KEYS", "k-one-secret,k-two-secret")
+    monkeypatch.setenv(
+        "API_KEYS", "k-one-secret-0123456789abcdefghijk,k-two-secret-0123456789abcdefghijk"
+    )
     monkeypatch.setenv("LLM_API_KEY", "sk-very-secret")
     monkeypatch.setenv("SMTP_PASSWORD", "mail-secret")
     monkeypatch.setenv("DATABASE_URL", "postgresql://hsi:db-secret@db/hsi")
     settings = load_settings()
     shown = str(settings.masked())
-    for secret in ("k-one-secret", "sk-very-secret", "mail-secret", "db-secret"):
+    for secret in ("k-one-secret", "k-two-secret", "sk-very-secret", "mail-secret", "db-secret"):
         assert secret not in shown
     assert settings.masked()["api_keys"] == ["***", "***"]
-    assert settings.api_keys[0].get_secret_value() == "k-one-secret"
+    assert settings.api_keys[0].get_secret_value().startswith("k-one-secret")
     monkeypatch.setenv("SMTP_PORT", "not-a-port")
     with pytest.raises(SettingsError) as caught:
         load_settings()

@@ -63,7 +63,7 @@ def test_sandbox_keeps_the_demo_apart(speed: float, window: float, idle: float) 
         api_host="0.0.0.0",
         tls_mode="self_signed",
         api_key_enabled=True,
-        api_keys="k1",
+        api_keys="k1-0123456789abcdefghijklmnopqrstuv",
         ftp_enabled=True,
         ftp_accounts="cam:pw:Front Door",
     )

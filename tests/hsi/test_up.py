@@ -253,3 +253,38 @@ async def test_a_real_ftp_upload_becomes_an_event(
     assert (root / "Front Door" / "MDAlarm_20261128-221500.jpg").is_file()
     assert "person" in events["items"][0]["object_types"], output
     assert "s3cret-camera-pw" not in output
+
+
+async def test_an_api_beyond_loopback_generates_its_key(
+    hsi_up: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """`hsi up` on 0.0.0.0 without API_KEYS prints a generated key once, keeps it readable by its
+    owner only, and serves no picture, event, metric or readiness detail without it."""
+    _, env = hsi_up
+    env = {**env, "API_HOST": "0.0.0.0"}
+    base = f"http://127.0.0.1:{env['API_PORT']}"
+    proc = _start(env, tmp_path)
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            await _until_ready(client, proc)
+            key_file = Path(env["DATA_DIR"]) / "api-key"
+            key = key_file.read_text().strip()
+            assert key_file.stat().st_mode & 0o777 == 0o600
+            for path in ("/api/events", "/api/cameras", "/metrics", "/openapi.json"):
+                assert (await client.get(path)).status_code == 401, path
+                assert (await client.get(path, headers={"X-API-Key": key})).status_code == 200
+            assert set((await client.get("/ready")).json()) == {"status"}
+            shown = subprocess.run(
+                [sys.executable, "-m", "hsi.cli", "api-key"],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            assert shown.stdout.strip() == key
+    finally:
+        output = _stop(proc)
+    assert output.count(key) == 1, output  # printed once, never in a log line
+    assert "hsi api-key" in output

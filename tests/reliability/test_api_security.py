@@ -289,9 +289,7 @@ async def test_no_media_path_leaves_the_camera_folder(tree: Tree, make_config: M
 EXEMPT = frozenset(
     {
         ("GET", "/health"),
-        ("GET", "/ready"),
-        ("GET", "/openapi.json"),
-        ("GET", "/asyncapi.json"),
+        ("GET", "/ready"),  # only ready/not_ready without the key
         ("GET", "/ui/key"),
         ("GET", "/ui/static"),
     }
@@ -435,8 +433,9 @@ async def test_a_burst_beyond_the_limit_gets_429_with_retry_after(
     engine: AsyncEngine, make_config: MakeConfig
 ) -> None:
     """Under a real server, a concurrent burst of exactly the limit is served in full; past it
-    every request (with the key or with a wrong one: guessing keys is limited too) gets 429 with
-    a Retry-After within the refill time; media has its own bucket; probes are never limited."""
+    every request gets 429 with a Retry-After within the refill time; guessing keys is limited
+    too, by the address, and cannot spend the budget of the key holder at the same address (the
+    key is checked before counting); media has its own bucket; /health is never limited."""
     config = make_config(
         api_key_enabled=True,
         api_keys=(SecretStr(KEY),),
@@ -450,10 +449,15 @@ async def test_a_burst_beyond_the_limit_gets_429_with_retry_after(
         assert [r.status_code for r in burst] == [200] * BURST
         beyond = [
             await client.get("/api/cameras", headers=headers),
-            await client.get("/api/events", headers={"X-API-Key": "guess"}),
             await client.get("/metrics", headers=headers),
         ]
-        assert [r.status_code for r in beyond] == [429, 429, 429]
+        assert [r.status_code for r in beyond] == [429, 429]
+        guesses = [
+            await client.get("/api/events", headers={"X-API-Key": f"guess-{n}"})
+            for n in range(BURST + 1)
+        ]
+        assert [r.status_code for r in guesses] == [401] * BURST + [429]
+        beyond.append(guesses[-1])
         for response in beyond:
             assert 1 <= int(response.headers["retry-after"]) <= 60 // BURST
             assert "rate limit" in response.json()["error"]
@@ -464,6 +468,27 @@ async def test_a_burst_beyond_the_limit_gets_429_with_retry_after(
         assert (await client.get("/api/media/front_door/x.jpg", headers=headers)).status_code == 429
         probes = await asyncio.gather(*(client.get("/health") for _ in range(3 * BURST)))
         assert {r.status_code for r in probes} == {200}
+
+
+async def test_guessing_keys_cannot_spend_the_key_holders_budget(
+    engine: AsyncEngine, make_config: MakeConfig
+) -> None:
+    """One address guesses keys until it is limited; the key holder behind the same address (a
+    shared NAT) is still served, and /ready without a key is limited with the guesses."""
+    config = make_config(
+        api_key_enabled=True,
+        api_keys=(SecretStr(KEY),),
+        rate_limits=RateLimits(requests_per_minute=BURST, media_requests_per_minute=BURST),
+    )
+    async with running(config) as client:
+        answers = [
+            (await client.get("/api/events", headers={"X-API-Key": f"guess-{n}"})).status_code
+            for n in range(BURST)
+        ]
+        assert answers == [401] * BURST
+        assert (await client.get("/api/events", headers={"X-API-Key": "guess"})).status_code == 429
+        assert (await client.get("/ready")).status_code == 429
+        assert (await client.get("/api/events", headers={"X-API-Key": KEY})).status_code == 200
 
 
 # --- no SQL built from strings --------------------------------------------------------------------

@@ -95,7 +95,6 @@ ENDPOINTS = (
         "read it, the entry schemas and headers.",
         "system",
         responses={200: "AsyncAPI 3.0 document."},
-        authenticated=False,
         uses_stores=False,
     ),
 )

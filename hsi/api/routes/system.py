@@ -13,6 +13,7 @@ from hsi.api.endpoint import Endpoint
 from hsi.api.params import Query
 from hsi.api.queries.streams import camera_ids, projector_lag, stream_health
 from hsi.api.responses import JSON
+from hsi.api.security import authorized
 from hsi.api.state import resources
 from hsi.infra.db import pending_migrations
 from hsi.infra.redis import check_server
@@ -26,7 +27,10 @@ async def health(_: Request, __: Query) -> Response:
 
 
 async def ready(request: Request, _: Query) -> Response:
-    """Readiness: Redis and PostgreSQL answer, migrations are current, the projector keeps up."""
+    """Readiness: Redis and PostgreSQL answer, migrations are current, the projector keeps up.
+
+    Without the API key (when keys are on) only the status: the checks say more than a probe
+    needs."""
     res = resources(request)
     checks: dict[str, dict[str, Any]] = {}
     try:
@@ -57,10 +61,10 @@ async def ready(request: Request, _: Query) -> Response:
         except Exception as exc:
             checks["projector"] = {"ok": False, "error": type(exc).__name__}
     ok = all(check["ok"] for check in checks.values())
-    return JSON(
-        {"status": "ready" if ok else "not_ready", "checks": checks},
-        status_code=200 if ok else 503,
-    )
+    body: dict[str, Any] = {"status": "ready" if ok else "not_ready"}
+    if authorized(request.scope):  # the numbers name cameras' count, lag and versions
+        body["checks"] = checks
+    return JSON(body, status_code=200 if ok else 503)
 
 
 async def metrics(_: Request, __: Query) -> Response:
@@ -82,6 +86,7 @@ ENDPOINTS = (
         "system",
         responses={200: "ok"},
         authenticated=False,
+        rate_limited=False,
         uses_stores=False,
     ),
     Endpoint(
@@ -90,7 +95,10 @@ ENDPOINTS = (
         "Readiness: Redis, PostgreSQL, migrations current, projector behind (lag + pending of "
         "group `project` over the camera streams) at most the configured maximum.",
         "system",
-        responses={200: "Ready, with the numbers.", 503: "Not ready, with the numbers."},
+        responses={
+            200: "Ready; with the API key (or keys off) also the checks and their numbers.",
+            503: "Not ready; with the API key (or keys off) also the checks and their numbers.",
+        },
         authenticated=False,
         answers=frozenset({503}),
     ),
@@ -109,7 +117,6 @@ ENDPOINTS = (
         "This description.",
         "system",
         responses={200: "OpenAPI 3.1 document."},
-        authenticated=False,
         uses_stores=False,
     ),
 )
