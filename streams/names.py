@@ -117,6 +117,12 @@ class StreamNames:
         return f"{self.prefix}:camera-ids"
 
     @property
+    def camera_folders(self) -> str:
+        """A hash of camera id → the folder that claimed it first (two folders that map to one
+        id, "Front Door" and "front_door", would mix two cameras' files)."""
+        return f"{self.prefix}:camera-folders"
+
+    @property
     def epoch(self) -> str:
         """A token written once per Redis data set; a new token means the data was lost."""
         return f"{self.prefix}:epoch"

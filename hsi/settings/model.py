@@ -16,6 +16,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -27,7 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from hsi.api.keys import key_problem
+from hsi.api.keys import is_loopback, key_problem
 from hsi.ftp.config import parse_accounts, parse_port_range
 from hsi.settings.masking import format_errors, masked_values
 
@@ -360,6 +361,12 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     default_email_recipients: CsvList = Field(default_factory=list)
     mqtt_url: str | None = None
+    alerts_allow_plaintext: bool = Field(
+        False,
+        description="Allow an http:// webhook, an SMTP login without TLS or STARTTLS, and an "
+        "mqtt:// URL with a password to a host other than loopback (alerts and passwords then "
+        "cross the network readable).",
+    )
     alert_rules_path: Path | None = Field(
         None, description="TOML file of alert rules; unset: high and critical, every channel."
     )
@@ -518,6 +525,13 @@ class Settings(BaseSettings):
             )
         if self.ftp_require_tls and self.tls_mode is TLSMode.DISABLED:
             raise ValueError("FTP_REQUIRE_TLS=true needs TLS_MODE=self_signed or provided")
+        if not self.alerts_allow_plaintext:
+            problems = plaintext_alerts(self)
+            if problems:
+                raise ValueError(
+                    "; ".join(problems) + ": use https://, SMTP_USE_STARTTLS/SMTP_USE_TLS or "
+                    "mqtts://, or set ALERTS_ALLOW_PLAINTEXT=true to send them readable"
+                )
         if self.cors_allow_credentials and "*" in self.cors_origins:
             raise ValueError(
                 "CORS_ALLOW_CREDENTIALS=true with CORS_ORIGINS=* would let any web page read the "
@@ -545,6 +559,24 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """Every setting as JSON-ready values, secrets and URL passwords masked."""
         return masked_values(self.model_dump(mode="json"))
+
+
+def plaintext_alerts(settings: Settings) -> list[str]:
+    """The alert channels that would send alerts or passwords readable across the network."""
+    problems = []
+    webhook = urlsplit(settings.default_webhook_url or "")
+    if webhook.scheme == "http" and not is_loopback(webhook.hostname or ""):
+        problems.append("DEFAULT_WEBHOOK_URL is http://")
+    if (
+        settings.smtp_user
+        and not (settings.smtp_use_tls or settings.smtp_use_starttls)
+        and not is_loopback(settings.smtp_host or "")
+    ):
+        problems.append("SMTP_USER logs in without TLS or STARTTLS")
+    mqtt = urlsplit(settings.mqtt_url or "")
+    if mqtt.scheme == "mqtt" and mqtt.password and not is_loopback(mqtt.hostname or ""):
+        problems.append("MQTT_URL sends its password over mqtt://")
+    return problems
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -37,6 +37,7 @@ class IgnoreReason(StrEnum):
     TEMPORARY = "temporary"  # an upload still carrying its temporary name
     NOT_MEDIA = "not_media"  # not an image or video extension
     BAD_CAMERA_NAME = "bad_camera_name"  # the folder name yields no camera id
+    CAMERA_ID_TAKEN = "camera_id_taken"  # another folder maps to the same camera id
     SYMLINK_OUTSIDE_ROOT = "symlink_outside_root"  # resolves to a file outside the root
     HARD_LINK = "hard_link"  # the file has other names, which may lie outside the root
     BAD_ENCODING = "bad_encoding"  # a name on the way is not UTF-8: no entry can carry it
@@ -46,7 +47,12 @@ class IgnoreReason(StrEnum):
 
 # Reasons that point at a misconfigured or hostile camera folder: logged as warnings.
 REFUSALS: frozenset[IgnoreReason] = frozenset(
-    {IgnoreReason.SYMLINK_OUTSIDE_ROOT, IgnoreReason.HARD_LINK, IgnoreReason.BAD_ENCODING}
+    {
+        IgnoreReason.SYMLINK_OUTSIDE_ROOT,
+        IgnoreReason.HARD_LINK,
+        IgnoreReason.BAD_ENCODING,
+        IgnoreReason.CAMERA_ID_TAKEN,
+    }
 )
 
 

@@ -58,6 +58,7 @@ class Ledger:
         self._ttl = dedupe_ttl
         self._script = client.register_script(PUBLISH_ONCE)
         self._known: set[str] = set()
+        self._folders: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def publish_once(
@@ -74,6 +75,16 @@ class Ledger:
         ]
         new, entry_id = await self._script(keys=keys, args=args)
         return Published(new=bool(int(new)), entry_id=reply_text(entry_id))
+
+    async def folder_of(self, camera: str, folder: str) -> str:
+        """The folder that owns `camera`'s id: `folder` when it is the first to claim it."""
+        owner = self._folders.get(camera)
+        if owner is None:
+            await self._client.hsetnx(self._names.camera_folders, camera, folder)
+            found = await self._client.hget(self._names.camera_folders, camera)
+            owner = reply_text(found) if found is not None else folder
+            self._folders[camera] = owner
+        return owner
 
     async def register_camera(
         self, entry: CameraRegistered, headers: Mapping[str, str] | None = None

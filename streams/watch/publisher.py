@@ -37,7 +37,7 @@ from streams.tracing import (
     root_span,
     traceparent_of,
 )
-from streams.watch.candidates import Candidate
+from streams.watch.candidates import Candidate, IgnoreReason
 from streams.watch.capture import CaptureSource, capture_time
 from streams.watch.ledger import Ledger, Published
 from streams.watch.outcomes import Outcome, OutcomeKind
@@ -75,6 +75,7 @@ class Publisher:
         self._headers_factory = headers_factory
         self._on_observed = on_observed
         self.cameras_registered = 0
+        self._refused_folders: set[str] = set()
 
     async def publish(
         self,
@@ -89,6 +90,9 @@ class Publisher:
         `captured`: its capture time if already read (else read here, in a thread). Redis errors
         propagate (the caller retries the file).
         """
+        owner = await self._ledger.folder_of(candidate.camera_id, candidate.camera_folder)
+        if owner != candidate.camera_folder:
+            return self._refuse_folder(candidate, owner)
         entry = await self._entry(candidate, probe, mtime, captured)
         await self._register(candidate)
         headers = dict(self._headers_factory(entry)) if self._headers_factory else {}
@@ -102,6 +106,29 @@ class Publisher:
             camera_id=candidate.camera_id,
             sha256=probe.sha256,
             entry_id=published.entry_id,
+        )
+
+    def _refuse_folder(self, candidate: Candidate, owner: str) -> Outcome:
+        """A second folder for one camera id: its files stay on disk, unpublished, and the
+        operator is told once per folder which folder to rename."""
+        if candidate.camera_folder not in self._refused_folders:
+            self._refused_folders.add(candidate.camera_folder)
+            logger.warning(
+                "watch.camera_id_taken",
+                extra={
+                    "camera": candidate.camera_id,
+                    "folder": candidate.camera_folder,
+                    "owner": owner,
+                    "detail": f"folders {owner!r} and {candidate.camera_folder!r} both map to "
+                    f"camera id {candidate.camera_id!r}; the files of {candidate.camera_folder!r}"
+                    " are not taken: rename it (or move its files into the other folder)",
+                },
+            )
+        return Outcome(
+            candidate.path,
+            OutcomeKind.IGNORED,
+            reason=IgnoreReason.CAMERA_ID_TAKEN.value,
+            camera_id=candidate.camera_id,
         )
 
     async def _entry(

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -192,8 +193,14 @@ class Receiver:
 
     def signed(self, request: Received) -> bool:
         assert self.secret is not None
-        expected = hmac.new(self.secret.encode(), request.body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(request.headers.get("x-hsi-signature", ""), f"sha256={expected}")
+        # as a receiver would, without HSI's code: t=<unix seconds>,v1=<HMAC of "t." + body>
+        fields = dict(
+            p.split("=", 1) for p in request.headers.get("x-hsi-signature", "").split(",")
+        )
+        message = fields.get("t", "").encode() + b"." + request.body
+        expected = hmac.new(self.secret.encode(), message, hashlib.sha256).hexdigest()
+        fresh = abs(time.time() - int(fields.get("t", "0"))) <= 300
+        return fresh and hmac.compare_digest(fields.get("v1", ""), expected)
 
 
 @contextmanager

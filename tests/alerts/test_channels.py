@@ -13,7 +13,7 @@ from PIL import Image
 
 from streams.alerts import ChannelError, EmailConfig, WebhookConfig
 from streams.alerts.channels.mail import EmailChannel, message_id
-from streams.alerts.channels.webhook import WebhookChannel, signature
+from streams.alerts.channels.webhook import WebhookChannel, signature, verify_signature
 from streams.alerts.message import Alert, build_alert, idempotency_key
 from tests.alerts.conftest import Mailbox
 from tests.alerts.support import Receiver, analysis, batch
@@ -43,7 +43,8 @@ async def test_webhook_posts_the_alert_signed(receiver: Receiver) -> None:
         await channel.aclose()
     (request,) = receiver.delivered
     assert receiver.signed(request)
-    assert request.headers["x-hsi-signature"] == signature(receiver.secret, request.body)
+    stamp = int(request.headers["x-hsi-signature"].split(",")[0].removeprefix("t="))
+    assert request.headers["x-hsi-signature"] == signature(receiver.secret, request.body, stamp)
     assert request.headers["idempotency-key"] == key
     assert request.headers["content-type"] == "application/json"
     body = orjson.loads(request.body)
@@ -54,6 +55,21 @@ async def test_webhook_posts_the_alert_signed(receiver: Receiver) -> None:
     assert body["summary"] == "A person at the door"
     assert body["links"]["event"] == f"http://hsi.test/api/events/{alert.event_id}"
     assert body["links"]["thumbnail"].startswith("http://hsi.test/api/detections/")
+
+
+def test_a_replayed_webhook_is_refused_by_its_timestamp() -> None:
+    """The signature covers the time it was made: a receiver refuses a request recorded and sent
+    again later, one whose timestamp was changed, and one under another secret."""
+    body = b'{"event_id": "e"}'
+    header = signature("s3cret", body, 1_800_000_000)
+    assert verify_signature(header, "s3cret", body, now=1_800_000_100)
+    assert not verify_signature(header, "s3cret", body, now=1_800_000_301)  # replayed later
+    forged = header.replace("t=1800000000", "t=1800000300")
+    assert not verify_signature(forged, "s3cret", body, now=1_800_000_301)
+    assert not verify_signature(header, "other", body, now=1_800_000_100)
+    assert not verify_signature(header, "s3cret", body + b" ", now=1_800_000_100)
+    for broken in ("", "sha256=abc", "t=x,v1=abc", "t=1,t=2,v1=abc"):
+        assert not verify_signature(broken, "s3cret", body, now=1)
 
 
 async def test_webhook_without_secret_is_not_signed(receiver: Receiver) -> None:

@@ -40,6 +40,7 @@ def test_every_channel_from_settings(tmp_path: Path) -> None:
             default_email_recipients="a@example.org,b@example.org",
             smtp_use_tls=True,
             mqtt_url="mqtt://ha:pw@broker.lan:1884",
+            alerts_allow_plaintext=True,
             alert_rules_path=tmp_path / "rules.toml",
             timezone="Europe/Berlin",
             public_base_url="https://hsi.example/",
@@ -88,7 +89,7 @@ def test_pipeline_refuses_a_bad_rules_file_before_starting(tmp_path: Path) -> No
     rules.write_text('[[rules]]\nname = "x"\nmin_level = "urgent"\n', encoding="utf-8")
     options = PipelineOptions(stages=(Group.NOTIFY,))
     broken = _settings(
-        notification_enabled=True, default_webhook_url="http://h/x", alert_rules_path=rules
+        notification_enabled=True, default_webhook_url="https://h/x", alert_rules_path=rules
     )
     with pytest.raises(AlertRulesError, match="field 'min_level': 'urgent'"):
         Pipeline(broken, "redis://127.0.0.1:1", options)

@@ -234,3 +234,38 @@ def test_the_api_believes_forwarded_headers_from_the_configured_proxies_only(
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.5,10.0.0.6")
     server, _, _ = _api_server(load_settings(), "postgresql://u@h/db", redis, UpOptions())
     assert server.config.forwarded_allow_ips == ["10.0.0.5", "10.0.0.6"]
+
+
+@pytest.mark.parametrize(
+    ("env", "refused"),
+    [
+        ({"DEFAULT_WEBHOOK_URL": "http://ha.lan:8123/api/webhook/x"}, "DEFAULT_WEBHOOK_URL"),
+        ({"DEFAULT_WEBHOOK_URL": "https://ha.lan:8123/api/webhook/x"}, None),
+        ({"DEFAULT_WEBHOOK_URL": "http://127.0.0.1:8123/hook"}, None),  # never leaves the host
+        (
+            {"SMTP_HOST": "mail.lan", "SMTP_USER": "u", "SMTP_USE_STARTTLS": "false"},
+            "SMTP_USER",
+        ),
+        ({"SMTP_HOST": "mail.lan", "SMTP_USER": "u"}, None),  # STARTTLS by default
+        ({"SMTP_HOST": "mail.lan", "SMTP_USE_STARTTLS": "false"}, None),  # no login to read
+        ({"MQTT_URL": "mqtt://hsi:pw@broker.lan:1883"}, "MQTT_URL"),
+        ({"MQTT_URL": "mqtts://hsi:pw@broker.lan:8883"}, None),
+        ({"MQTT_URL": "mqtt://broker.lan:1883"}, None),
+        ({"MQTT_URL": "mqtt://hsi:pw@localhost:1883"}, None),
+    ],
+)
+def test_plaintext_alert_channels_need_an_opt_in(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], refused: str | None
+) -> None:
+    """Alerts and channel passwords cross the network readable only with ALERTS_ALLOW_PLAINTEXT."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if refused is None:
+        load_settings()
+        return
+    with pytest.raises(SettingsError, match=refused) as caught:
+        load_settings()
+    assert "ALERTS_ALLOW_PLAINTEXT" in str(caught.value)
+    assert "pw@" not in str(caught.value)
+    monkeypatch.setenv("ALERTS_ALLOW_PLAINTEXT", "true")
+    load_settings()

@@ -335,6 +335,34 @@ async def test_ignored_files_publish_nothing(
     assert watcher.counts.ignored == 5
 
 
+async def test_a_second_folder_for_one_camera_id_is_refused(
+    watcher: Watcher,
+    redis_client: Redis,
+    names: StreamNames,
+    root: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ "Front Door" and "front_door" map to one camera id: the first folder keeps it, the
+    second one's files are refused with a warning naming both (never mixed into the camera)."""
+    put(root, "Front Door/a.jpg", CAT)
+    await wait_for(lambda: watcher.counts.observed == 1, "the first folder's photo")
+    with caplog.at_level(logging.WARNING, logger="streams.watch"):
+        put(root, "front_door/b.jpg", ASTRONAUT)
+        put(root, "front_door/c.jpg", ROCKET)
+        await wait_for(lambda: watcher.counts.ignored == 2, "the second folder's photos refused")
+    await settled(watcher)
+    assert [e.path for e in await files(redis_client, names, "front_door")] == ["Front Door/a.jpg"]
+    taken = [r for r in caplog.records if r.getMessage() == "watch.camera_id_taken"]
+    assert len(taken) == 1  # once per folder
+    assert "'Front Door' and 'front_door'" in taken[0].__dict__["detail"]
+    # a restarted watcher keeps the same owner, whichever folder it happens to scan first
+    async with Watcher(redis_client, names, root, FAST) as again:
+        put(root, "front_door/d.jpg", COFFEE)
+        await wait_for(lambda: again.counts.ignored >= 1, "the restarted watcher's refusal")
+        await settled(again)
+    assert [e.path for e in await files(redis_client, names, "front_door")] == ["Front Door/a.jpg"]
+
+
 async def test_upload_renamed_from_a_temporary_name_is_observed(
     watcher: Watcher, redis_client: Redis, names: StreamNames, root: Path
 ) -> None:

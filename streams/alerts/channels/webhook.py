@@ -1,10 +1,12 @@
 """The webhook channel: POST the alert as JSON, optionally signed.
 
 Headers: `Content-Type: application/json`, `Idempotency-Key` (the same on every attempt of the
-event), `X-HSI-Event: alert` and, with a secret, `X-HSI-Signature: sha256=<hex>`: the
-HMAC-SHA256 of the exact body bytes under the secret. A receiver checks it with
-
-    hmac.compare_digest(header, "sha256=" + hmac.new(secret, body, "sha256").hexdigest())
+event), `X-HSI-Event: alert` and, with a secret, `X-HSI-Signature: t=<unix seconds>,v1=<hex>`:
+the HMAC-SHA256 under the secret of the timestamp, a dot and the exact body bytes (the scheme
+Stripe uses). The timestamp is signed, so a receiver can refuse a recorded request replayed
+later: it recomputes the HMAC of `f"{t}.".encode() + body`, compares it in constant time, and
+refuses a `t` more than five minutes from its own clock (`verify_signature` does exactly that);
+within those minutes, the `Idempotency-Key` tells a repeat from a new alert.
 
 Any 2xx is delivered. Timeouts, connection errors, 429 and 5xx are transient (retried at once
 with backoff); other answers are not.
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from collections.abc import Callable
 
 import httpx
 import orjson
@@ -26,16 +30,53 @@ SIGNATURE_HEADER = "X-HSI-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
-def signature(secret: str, body: bytes) -> str:
-    """The `X-HSI-Signature` value of `body`: `sha256=<hex HMAC-SHA256>`."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+SIGNATURE_TOLERANCE_SECONDS = 300
+
+
+def _mac(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def signature(secret: str, body: bytes, timestamp: int) -> str:
+    """The `X-HSI-Signature` value of `body` sent at `timestamp` (Unix seconds)."""
+    return f"t={timestamp},v1={_mac(secret, timestamp, body)}"
+
+
+def verify_signature(
+    header: str,
+    secret: str,
+    body: bytes,
+    now: float,
+    tolerance: float = SIGNATURE_TOLERANCE_SECONDS,
+) -> bool:
+    """What a receiver checks: the header is this body's signature under `secret`, made within
+    `tolerance` seconds of `now` (a replayed request is older)."""
+    parts: dict[str, list[str]] = {}
+    for item in header.split(","):
+        name, _, value = item.strip().partition("=")
+        parts.setdefault(name, []).append(value)
+    try:
+        (stamp,) = parts.get("t", [])
+        timestamp = int(stamp)
+    except ValueError:
+        return False
+    if abs(now - timestamp) > tolerance:
+        return False
+    expected = _mac(secret, timestamp, body)
+    return any(hmac.compare_digest(given, expected) for given in parts.get("v1", []))
 
 
 class WebhookChannel:
     name = "webhook"
 
-    def __init__(self, config: WebhookConfig, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        config: WebhookConfig,
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._config = config
+        self._clock = clock
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout_seconds), follow_redirects=False
         )
@@ -49,7 +90,7 @@ class WebhookChannel:
             "User-Agent": "hsi-notify",
         }
         if self._config.secret:
-            headers[SIGNATURE_HEADER] = signature(self._config.secret, body)
+            headers[SIGNATURE_HEADER] = signature(self._config.secret, body, int(self._clock()))
         try:
             response = await self._client.post(self._config.url, content=body, headers=headers)
         except httpx.TimeoutException as exc:
