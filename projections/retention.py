@@ -5,7 +5,8 @@ the cutoff (`<cutoff ms>-0`) and, for every consumer group of the stream, its ol
 and the entry after its last delivered one (`safe_minid`). So nothing a group has not acknowledged
 is trimmed, nor anything it has not read yet. A projected stream whose `project` group does not
 exist yet is not trimmed at all (its entries were never projected). The shared cameras stream is
-never trimmed: registrations are needed for as long as the camera exists.
+never trimmed: registrations are needed for as long as the camera exists; nor are the cameras'
+reanalyses streams: a run's row sums its entries, and runs are few (one entry per batch judged).
 
 The projection forgets exactly what can no longer be rebuilt, so that a rebuild after retention
 still equals the live projection:
@@ -15,7 +16,8 @@ still equals the live projection:
   alerts by `recorded_at`)
   AND every entry it was made of has been trimmed (its entry id is below its stream's MINID); a
   row whose entry is still on the stream (pending for a slow group) stays until a later run;
-- event_detections go with their event;
+- event_detections go with their event; an analysis_history row goes when its analysis entry
+  was trimmed;
 - a tracking row goes when its entry was trimmed (a tracking row of an entry that is still on the
   stream must stay, or a redelivery would apply it twice);
 - the camera counters `file_count` / `event_count` drop by the tracked file and batch entries
@@ -45,7 +47,7 @@ from projections.projector import DEFAULT_PROJECTION
 from projections.shadow import live_schema, maintenance_lock
 from projections.tables import TABLES, cameras
 from streams.logs import log_event
-from streams.names import PROJECTED, Group, StreamKind, StreamNames
+from streams.names import TRIMMED, Group, StreamKind, StreamNames
 from streams.paths import PathOutsideRootError, confine
 from streams.replies import id_key, reply_text
 
@@ -215,6 +217,11 @@ AND (analysis_entry_id IS NULL
 RETURNING id
 """
 _DELETE_EVENT_DETECTIONS = "DELETE FROM event_detections WHERE event_id = ANY(CAST(:ids AS uuid[]))"
+_DELETE_HISTORY = """
+DELETE FROM analysis_history WHERE camera_id = :camera
+AND (split_part(entry_id, '-', 1)::numeric, split_part(entry_id, '-', 2)::numeric)
+    < (CAST(:analyses_ms AS numeric), CAST(:analyses_seq AS numeric))
+"""
 _DELETE_DEAD = """
 DELETE FROM dead_letters WHERE camera_id = :camera AND dead_at < :cutoff
 AND (split_part(dead_entry_id, '-', 1)::numeric, split_part(dead_entry_id, '-', 2)::numeric)
@@ -268,6 +275,8 @@ async def _forget(
     if events:
         linked = await conn.execute(text(_DELETE_EVENT_DETECTIONS), {"ids": events})
         tally.add("event_detections", linked.rowcount)
+    history = await conn.execute(text(_DELETE_HISTORY), params)
+    tally.add("analysis_history", history.rowcount)
     dead = await conn.execute(text(_DELETE_DEAD), params)
     tally.add("dead_letters", dead.rowcount)
     alerts = await conn.execute(text(_DELETE_ALERTS), params)
@@ -336,7 +345,7 @@ async def run_retention(
     async with maintenance_lock(engine, live, "retention"):
         for camera in sorted(set(cameras)):
             minids: dict[StreamKind, str] = {}
-            for kind in PROJECTED:
+            for kind in TRIMMED:
                 trim = await trim_stream(redis, names.stream(camera, kind), cutoff_ms, required)
                 tally.streams.append(trim)
                 minids[kind] = trim.minid or NOTHING

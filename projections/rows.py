@@ -52,6 +52,11 @@ from streams.schemas import (
     Entry,
     EntryDead,
     FileObserved,
+    ReanalysisAdopted,
+    ReanalysisEnded,
+    ReanalysisFailed,
+    ReanalysisResult,
+    ReanalysisStarted,
 )
 
 # The source kind of the shared `cameras` stream (the per-camera streams use `StreamKind`).
@@ -66,6 +71,15 @@ EXPECTED: Final[Mapping[str, frozenset[str]]] = {
     StreamKind.ANALYSES: frozenset({"analysis.completed", "analysis.failed"}),
     StreamKind.DEAD: frozenset({"entry.dead"}),
     StreamKind.ALERTS: frozenset({"alert.sent", "alert.failed"}),
+    StreamKind.REANALYSES: frozenset(
+        {
+            "reanalysis.started",
+            "reanalysis.result",
+            "reanalysis.failed",
+            "reanalysis.ended",
+            "reanalysis.adopted",
+        }
+    ),
 }
 
 
@@ -172,7 +186,15 @@ def rows_for(kind: str, camera: str, entry_id: str, entry: Entry) -> list[RowOp]
         case BatchClosed():
             return _batch_closed(camera, entry_id, entry)
         case AnalysisCompleted() | AnalysisFailed():
-            return [_analysis(camera, entry_id, entry)]
+            return [_analysis(camera, entry_id, entry), _history(camera, entry_id, entry)]
+        case ReanalysisStarted():
+            return [_run_started(entry)]
+        case ReanalysisResult() | ReanalysisFailed():
+            return _run_result(camera, entry_id, entry)
+        case ReanalysisEnded():
+            return [_run_ended(entry)]
+        case ReanalysisAdopted():
+            return [_run_adopted(entry)]
         case EntryDead():
             return [_entry_dead(camera, entry_id, entry)]
         case AlertSent() | AlertFailed():
@@ -422,6 +444,128 @@ def _analysis(camera: str, entry_id: str, entry: AnalysisCompleted | AnalysisFai
             analyzed_at=entry.failed_at,
         )
     return RowOp("events", values)
+
+
+def _history(camera: str, entry_id: str, entry: AnalysisCompleted | AnalysisFailed) -> RowOp:
+    """One judgement of the event, kept after a later one replaces it on the event."""
+    completed = isinstance(entry, AnalysisCompleted)
+    return RowOp(
+        "analysis_history",
+        {
+            "camera_id": camera,
+            "entry_id": entry_id,
+            "event_id": event_id(camera, entry.batch_id),
+            "status": "completed" if completed else "failed",
+            "risk_score": entry.risk_score if isinstance(entry, AnalysisCompleted) else None,
+            "risk_level": entry.risk_level if isinstance(entry, AnalysisCompleted) else None,
+            "summary": entry.summary if isinstance(entry, AnalysisCompleted) else entry.error,
+            "analyzer": entry.analyzer,
+            "model": entry.model if isinstance(entry, AnalysisCompleted) else None,
+            "prompt_hash": entry.prompt_hash if isinstance(entry, AnalysisCompleted) else None,
+            "supersedes": entry.supersedes if isinstance(entry, AnalysisCompleted) else None,
+            "run_id": entry.run_id if isinstance(entry, AnalysisCompleted) else None,
+            "analyzed_at": entry.analyzed_at
+            if isinstance(entry, AnalysisCompleted)
+            else entry.failed_at,
+        },
+    )
+
+
+# A run's row is summed over its cameras' entries, in any order: descriptors FILL (every camera
+# writes the same), times LEAST/GREATEST, counts ADD.
+_RUN_DESCRIPTORS: Final = {
+    c: Merge.FILL for c in ("analyzer", "model", "config_hash", "selection", "max_tokens")
+}
+
+
+def _run_started(entry: ReanalysisStarted) -> RowOp:
+    return RowOp(
+        "reanalysis_runs",
+        {
+            "id": entry.run_id,
+            "analyzer": entry.analyzer,
+            "model": entry.model,
+            "config_hash": entry.config_hash,
+            "selection": entry.selection,
+            "max_tokens": entry.max_tokens,
+            "started_at": entry.started_at,
+            "cameras": 1,
+        },
+        {**_RUN_DESCRIPTORS, "started_at": Merge.LEAST, "cameras": Merge.ADD},
+    )
+
+
+def _run_result(
+    camera: str, entry_id: str, entry: ReanalysisResult | ReanalysisFailed
+) -> list[RowOp]:
+    completed = isinstance(entry, ReanalysisResult)
+    prompt = (entry.prompt_tokens or 0) if isinstance(entry, ReanalysisResult) else 0
+    answer = (entry.completion_tokens or 0) if isinstance(entry, ReanalysisResult) else 0
+    latency = entry.latency_ms if isinstance(entry, ReanalysisResult) else 0.0
+    result: dict[str, Any] = {
+        "run_id": entry.run_id,
+        "event_id": event_id(camera, entry.batch_id),
+        "camera_id": camera,
+        "entry_id": entry_id,
+        "batch_entry_id": entry.batch_entry_id,
+        "status": "completed" if completed else "failed",
+        "current_entry_id": entry.current_entry_id,
+    }
+    if isinstance(entry, ReanalysisResult):
+        result.update(
+            current_score=entry.current_score,
+            current_level=entry.current_level,
+            risk_score=entry.risk_score,
+            risk_level=entry.risk_level,
+            summary=entry.summary,
+            reasoning=entry.reasoning,
+            error=None,
+            prompt_tokens=entry.prompt_tokens,
+            completion_tokens=entry.completion_tokens,
+            latency_ms=entry.latency_ms,
+            analyzed_at=entry.analyzed_at,
+        )
+    else:
+        result.update(error=entry.error, analyzed_at=entry.failed_at)
+    run = RowOp(
+        "reanalysis_runs",
+        {
+            "id": entry.run_id,
+            "analyzed": 1 if completed else 0,
+            "failed": 0 if completed else 1,
+            "prompt_tokens": prompt,
+            "completion_tokens": answer,
+            "latency_ms": latency,
+        },
+        dict.fromkeys(
+            ("analyzed", "failed", "prompt_tokens", "completion_tokens", "latency_ms"), Merge.ADD
+        ),
+    )
+    return [RowOp("reanalysis_results", result), run]
+
+
+_END_COLUMNS: Final = {
+    "completed": "cameras_completed",
+    "cancelled": "cameras_cancelled",
+    "budget": "cameras_over_budget",
+}
+
+
+def _run_ended(entry: ReanalysisEnded) -> RowOp:
+    column = _END_COLUMNS[entry.reason]
+    return RowOp(
+        "reanalysis_runs",
+        {"id": entry.run_id, column: 1, "ended_at": entry.ended_at},
+        {column: Merge.ADD, "ended_at": Merge.GREATEST},
+    )
+
+
+def _run_adopted(entry: ReanalysisAdopted) -> RowOp:
+    return RowOp(
+        "reanalysis_runs",
+        {"id": entry.run_id, "adopted": entry.analyses, "adopted_at": entry.adopted_at},
+        {"adopted": Merge.ADD, "adopted_at": Merge.GREATEST},
+    )
 
 
 def _entry_dead(camera: str, entry_id: str, entry: EntryDead) -> RowOp:

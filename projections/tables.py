@@ -1,7 +1,7 @@
 """The read side's tables, described once: the projectors write them and the API reads them.
 
-`migrations/0002_projections.sql` and `0003_alerts.sql` create them; this metadata describes
-them for Python (columns in table order with their types, nullability and defaults, keys and
+`migrations/0002_projections.sql` and later migrations create them; this metadata describes them
+for Python (columns in table order with their types, nullability and defaults, keys and
 indexes). `tests/projections/test_tables.py` migrates a fresh schema, reflects it and checks
 that both agree, so a migration that changes a projection table fails the suite until this
 follows.
@@ -228,6 +228,79 @@ Index(
 )
 Index("alerts_event_idx", alerts.c.event_id, alerts.c.recorded_at.desc())
 
+# Every judgement an event ever had: each `analysis.completed/failed`, adopted ones naming the
+# analysis they superseded and the re-analysis run they came from.
+analysis_history = Table(
+    "analysis_history",
+    metadata,
+    Column("camera_id", Text, primary_key=True),
+    Column("entry_id", Text, primary_key=True),  # the analysis entry id
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    Column("status", Text, nullable=False),  # completed | failed
+    Column("risk_score", Integer),
+    Column("risk_level", Text),
+    Column("summary", Text),
+    Column("analyzer", Text, nullable=False),
+    Column("model", Text),
+    Column("prompt_hash", Text),
+    Column("supersedes", Text),
+    Column("run_id", Text),
+    _ts("analyzed_at", nullable=False),
+)
+Index("analysis_history_event_idx", analysis_history.c.event_id, analysis_history.c.analyzed_at)
+
+# One row per re-analysis run, summed over its cameras' `reanalysis.*` entries.
+reanalysis_runs = Table(
+    "reanalysis_runs",
+    metadata,
+    # descriptors are NULL only when retention trimmed the run's `reanalysis.started` entries
+    Column("id", Text, primary_key=True),
+    Column("analyzer", Text),
+    Column("model", Text),
+    Column("config_hash", Text),
+    Column("selection", Text),
+    Column("max_tokens", BigInteger),
+    _ts("started_at"),
+    Column("cameras", Integer, nullable=False, server_default=text("0")),
+    Column("cameras_completed", Integer, nullable=False, server_default=text("0")),
+    Column("cameras_cancelled", Integer, nullable=False, server_default=text("0")),
+    Column("cameras_over_budget", Integer, nullable=False, server_default=text("0")),
+    _ts("ended_at"),
+    Column("analyzed", Integer, nullable=False, server_default=text("0")),
+    Column("failed", Integer, nullable=False, server_default=text("0")),
+    Column("prompt_tokens", BigInteger, nullable=False, server_default=text("0")),
+    Column("completion_tokens", BigInteger, nullable=False, server_default=text("0")),
+    Column("latency_ms", REAL, nullable=False, server_default=text("0")),
+    Column("adopted", Integer, nullable=False, server_default=text("0")),
+    _ts("adopted_at"),
+)
+Index("reanalysis_runs_started_idx", reanalysis_runs.c.started_at.desc(), reanalysis_runs.c.id)
+
+# The candidate's judgement of each event of a run, beside the one current when it ran.
+reanalysis_results = Table(
+    "reanalysis_results",
+    metadata,
+    Column("run_id", Text, primary_key=True),
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("camera_id", Text, nullable=False),
+    Column("entry_id", Text, nullable=False),  # the result's entry id
+    Column("batch_entry_id", Text, nullable=False),
+    Column("status", Text, nullable=False),  # completed | failed
+    Column("current_entry_id", Text),
+    Column("current_score", Integer),
+    Column("current_level", Text),
+    Column("risk_score", Integer),
+    Column("risk_level", Text),
+    Column("summary", Text),
+    Column("reasoning", Text),
+    Column("error", Text),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
+    Column("latency_ms", REAL),
+    _ts("analyzed_at", nullable=False),
+)
+Index("reanalysis_results_event_idx", reanalysis_results.c.event_id)
+
 # Which entries each projection has applied, written in the same transaction as the rows.
 checkpoints = Table(
     "projection_checkpoints",
@@ -248,6 +321,9 @@ TABLES: Final[tuple[Table, ...]] = (
     event_detections,
     dead_letters,
     alerts,
+    analysis_history,
+    reanalysis_runs,
+    reanalysis_results,
     cameras,
 )
 

@@ -41,6 +41,7 @@ class StreamKind(StrEnum):
     DEAD = "dead"
     ALERTS = "alerts"
     CAMERAS = "cameras"  # only under the SHARED tag: `camera.registered` entries
+    REANALYSES = "reanalyses"  # re-analysis runs: `reanalysis.*` entries
 
 
 # Which stream each write-side stage consumes.
@@ -59,7 +60,11 @@ PROJECTED: tuple[StreamKind, ...] = (
     StreamKind.ANALYSES,
     StreamKind.DEAD,
     StreamKind.ALERTS,
+    StreamKind.REANALYSES,
 )
+
+# The projected streams retention trims by age: the record of re-analysis runs is kept.
+TRIMMED: tuple[StreamKind, ...] = tuple(k for k in PROJECTED if k is not StreamKind.REANALYSES)
 
 
 class CameraIdError(ValueError):
@@ -153,6 +158,9 @@ class StreamNames:
 
     def alerts(self, camera: str) -> str:
         return self.stream(camera, StreamKind.ALERTS)
+
+    def reanalyses(self, camera: str) -> str:
+        return self.stream(camera, StreamKind.REANALYSES)
 
     def seen(self, camera: str, sha256: str) -> str:
         """Dedupe marker for one content hash (SET NX with a TTL)."""

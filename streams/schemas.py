@@ -153,6 +153,11 @@ class AnalysisCompleted(_Entry):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     analyzed_at: datetime
+    # Written by `hsi reanalyze adopt`: the analysis entry this one replaces, the re-analysis run
+    # it comes from, and whether it may alert (adoption sends no alerts for the past unless asked).
+    supersedes: str | None = None
+    run_id: str | None = None
+    alert: bool = True
 
 
 class AnalysisFailed(_Entry):
@@ -209,6 +214,87 @@ class AlertFailed(_Entry):
     failed_at: datetime
 
 
+Level = Literal["low", "medium", "high", "critical"]
+
+
+class ReanalysisStarted(_Entry):
+    """A re-analysis run begins on this camera: which batches it covers, with which analyzer."""
+
+    type: Literal["reanalysis.started"] = "reanalysis.started"
+    camera_id: str
+    run_id: str
+    analyzer: str  # the candidate: "rules" or "llm"
+    model: str | None = None
+    config_hash: str  # sha256 of the candidate's configuration (weights, or URL, model, prompt)
+    selection: str  # the selection in words, for people
+    # the selection of batches (`streams.reanalysis.selection.Selection`, cameras aside)
+    since: datetime | None = None
+    until: datetime | None = None
+    levels: tuple[str, ...] = ()
+    event_ids: tuple[str, ...] = ()
+    until_entry_id: str  # the camera's last batch entry when the run began: its end
+    max_tokens: int | None = None  # the run's LLM token budget (None: unbounded)
+    started_at: datetime
+
+
+class ReanalysisResult(_Entry):
+    """The candidate's judgement of one batch, beside the judgement current when it ran."""
+
+    type: Literal["reanalysis.result"] = "reanalysis.result"
+    camera_id: str
+    run_id: str
+    batch_id: str
+    batch_entry_id: str
+    current_entry_id: str | None = None  # the analysis it is compared with (None: none yet)
+    current_score: int | None = Field(default=None, ge=0, le=100)
+    current_level: Level | None = None
+    risk_score: int = Field(ge=0, le=100)
+    risk_level: Level
+    summary: str
+    reasoning: str
+    analyzer: str
+    model: str | None = None
+    prompt_hash: str | None = None
+    latency_ms: float
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    analyzed_at: datetime
+
+
+class ReanalysisFailed(_Entry):
+    """The candidate gave no judgement of one batch (the current analysis is untouched)."""
+
+    type: Literal["reanalysis.failed"] = "reanalysis.failed"
+    camera_id: str
+    run_id: str
+    batch_id: str
+    batch_entry_id: str
+    current_entry_id: str | None = None
+    error: str
+    failed_at: datetime
+
+
+class ReanalysisEnded(_Entry):
+    """The run is over on this camera: every batch seen, cancelled, or out of token budget."""
+
+    type: Literal["reanalysis.ended"] = "reanalysis.ended"
+    camera_id: str
+    run_id: str
+    reason: Literal["completed", "cancelled", "budget"]
+    ended_at: datetime
+
+
+class ReanalysisAdopted(_Entry):
+    """The run's judgements became the camera's current analyses (`analyses` of them)."""
+
+    type: Literal["reanalysis.adopted"] = "reanalysis.adopted"
+    camera_id: str
+    run_id: str
+    analyses: int = Field(ge=0)
+    alerts: bool = False
+    adopted_at: datetime
+
+
 Entry = Annotated[
     CameraRegistered
     | FileObserved
@@ -219,7 +305,12 @@ Entry = Annotated[
     | AnalysisFailed
     | EntryDead
     | AlertSent
-    | AlertFailed,
+    | AlertFailed
+    | ReanalysisStarted
+    | ReanalysisResult
+    | ReanalysisFailed
+    | ReanalysisEnded
+    | ReanalysisAdopted,
     Field(discriminator="type"),
 ]
 
@@ -236,6 +327,11 @@ ENTRY_TYPES: dict[str, type[_Entry]] = {
         EntryDead,
         AlertSent,
         AlertFailed,
+        ReanalysisStarted,
+        ReanalysisResult,
+        ReanalysisFailed,
+        ReanalysisEnded,
+        ReanalysisAdopted,
     )
 }
 

@@ -12,7 +12,18 @@ from pathlib import Path
 
 import click
 
-from hsi.cli import alerts, certs, config, dlq, keys, processes, read_side, services, zones
+from hsi.cli import (
+    alerts,
+    certs,
+    config,
+    dlq,
+    keys,
+    processes,
+    read_side,
+    reanalyze,
+    services,
+    zones,
+)
 from hsi.cli.common import cli_settings, run
 
 
@@ -95,3 +106,4 @@ main.add_command(read_side.retention)
 main.add_command(alerts.alerts)
 main.add_command(zones.zones)
 main.add_command(dlq.dlq)
+main.add_command(reanalyze.reanalyze)

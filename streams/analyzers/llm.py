@@ -128,9 +128,12 @@ class LLMConfig:
     circuit_reset_seconds: float = 30.0
     max_prompt_detections: int = 100
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    system_prompt: str = SYSTEM_PROMPT  # another prompt: a candidate of `hsi reanalyze`
 
     def __post_init__(self) -> None:
         problems: list[str] = []
+        if not self.system_prompt.strip():
+            problems.append("system_prompt must not be empty")
         if not self.base_url.startswith(("http://", "https://")):
             problems.append(f"base_url must start with http:// or https://, got {self.base_url!r}")
         if not self.model.strip():
@@ -198,6 +201,7 @@ def build_messages(
     batch: BatchSummary,
     thresholds: SeverityThresholds = DEFAULT_THRESHOLDS,
     max_detections: int = 100,
+    system_prompt: str = SYSTEM_PROMPT,
 ) -> list[dict[str, str]]:
     """The chat messages for `batch` (pure: same batch, same messages, same hash)."""
     start = batch.local(batch.window_start)
@@ -232,7 +236,7 @@ def build_messages(
     lines.extend(f"- {level}: {low}-{high}" for level, low, high in thresholds.ranges())
     lines.append("Reply with the JSON object only.")
     return [
-        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "system", "content": system_prompt},
         {"role": "user", "content": "\n".join(lines)},
     ]
 
@@ -307,7 +311,12 @@ class LLMAnalyzer:
 
     async def analyze(self, batch: BatchSummary) -> Analysis:
         started = time.perf_counter()
-        messages = build_messages(batch, self.thresholds, self.config.max_prompt_detections)
+        messages = build_messages(
+            batch,
+            self.thresholds,
+            self.config.max_prompt_detections,
+            self.config.system_prompt,
+        )
         response = await self._complete(messages)
         try:
             data = response.json()

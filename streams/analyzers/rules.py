@@ -100,15 +100,20 @@ def label_counts(batch: BatchSummary) -> dict[str, int]:
 
 
 def score_batch(
-    batch: BatchSummary, thresholds: SeverityThresholds = DEFAULT_THRESHOLDS
+    batch: BatchSummary,
+    thresholds: SeverityThresholds = DEFAULT_THRESHOLDS,
+    categories: tuple[CategoryWeight, ...] = CATEGORIES,
 ) -> Analysis:
-    """The rules' assessment of `batch` (pure; `latency_ms` is 0, the analyzer measures)."""
+    """The rules' assessment of `batch` (pure; `latency_ms` is 0, the analyzer measures).
+    `categories`: the weights, one per category name of `CATEGORIES`."""
     counts = label_counts(batch)
     night = _batch_at_night(batch)
     parts: list[str] = []
     total = 0.0
-    for category in CATEGORIES:
-        labels = {label: n for label, n in counts.items() if category_of(label) is category}
+    for category in categories:
+        labels = {
+            label: n for label, n in counts.items() if category_of(label).name == category.name
+        }
         if not labels:
             continue
         count = sum(labels.values())
@@ -153,19 +158,93 @@ class RulesAnalyzer:
         self,
         thresholds: SeverityThresholds = DEFAULT_THRESHOLDS,
         *,
+        categories: tuple[CategoryWeight, ...] = CATEGORIES,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         """`clock` (seconds, monotonic) times each analysis; tests pass their own."""
         self.thresholds = thresholds
+        self.categories = categories
         self._clock = clock
 
     async def analyze(self, batch: BatchSummary) -> Analysis:
         started = self._clock()
-        analysis = score_batch(batch, self.thresholds)
+        analysis = score_batch(batch, self.thresholds, self.categories)
         return replace(analysis, latency_ms=(self._clock() - started) * 1000.0)
 
     async def aclose(self) -> None:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class RulesConfig:
+    """Weights and thresholds of the rules, as a candidate of `hsi reanalyze` gives them."""
+
+    categories: tuple[CategoryWeight, ...] = CATEGORIES
+    thresholds: SeverityThresholds = DEFAULT_THRESHOLDS
+
+    def describe(self) -> str:
+        """A canonical text of the configuration (hashed into a run's `config_hash`)."""
+        weights = ";".join(
+            f"{c.name}:{c.base:g},{c.per_extra:g},{c.extra_max},{c.night_bonus:g}"
+            for c in self.categories
+        )
+        t = self.thresholds
+        return f"rules[{weights}][{t.low_max},{t.medium_max},{t.high_max}]"
+
+
+_WEIGHT_FIELDS = {"base": float, "per_extra": float, "extra_max": int, "night_bonus": float}
+
+
+def parse_rules_config(raw: dict[str, object], base: RulesConfig | None = None) -> RulesConfig:
+    """A `RulesConfig` from parsed TOML, each value given replacing `base`'s:
+
+        [weights.person]      # person, vehicle, animal or other
+        base = 30
+        night_bonus = 35
+        [thresholds]          # the highest score of each level
+        low_max = 39
+        medium_max = 69
+        high_max = 89
+
+    Raises `ValueError` naming the key at fault."""
+    config = base or RulesConfig()
+    unknown = set(raw) - {"weights", "thresholds"}
+    if unknown:
+        raise ValueError(f"unknown section(s) {sorted(unknown)}; use [weights.*] and [thresholds]")
+    by_name = {c.name: c for c in config.categories}
+    weights = raw.get("weights", {})
+    if not isinstance(weights, dict):
+        raise ValueError("weights must be a table of categories: [weights.person]")
+    for name, values in weights.items():
+        if name not in by_name:
+            raise ValueError(f"weights.{name}: no such category; use {', '.join(by_name)}")
+        if not isinstance(values, dict):
+            raise ValueError(f"weights.{name} must be a table")
+        changes: dict[str, float | int] = {}
+        for key, value in values.items():
+            kind = _WEIGHT_FIELDS.get(key)
+            if kind is None:
+                raise ValueError(f"weights.{name}.{key}: use {', '.join(_WEIGHT_FIELDS)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"weights.{name}.{key} must be a number >= 0, got {value!r}")
+            if kind is int and not isinstance(value, int):
+                raise ValueError(f"weights.{name}.{key} must be a whole number, got {value!r}")
+            changes[key] = kind(value)
+        by_name[name] = replace(by_name[name], **changes)  # type: ignore[arg-type]
+    thresholds = config.thresholds
+    given = raw.get("thresholds", {})
+    if not isinstance(given, dict):
+        raise ValueError("thresholds must be a table: [thresholds]")
+    for key, value in given.items():
+        if key not in ("low_max", "medium_max", "high_max"):
+            raise ValueError(f"thresholds.{key}: use low_max, medium_max, high_max")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+            raise ValueError(f"thresholds.{key} must be a whole number 0-100, got {value!r}")
+    try:
+        thresholds = replace(thresholds, **given)
+    except ValueError as exc:
+        raise ValueError(f"thresholds: {exc}") from None
+    return RulesConfig(tuple(by_name[c.name] for c in config.categories), thresholds)
 
 
 def plural(label: str, count: int) -> str:

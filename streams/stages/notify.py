@@ -185,6 +185,8 @@ class NotifyStage:
         analysis: AnalysisCompleted,
         headers: Mapping[str, str],
     ) -> list[Delivery]:
+        if not analysis.alert:  # adopted from a re-analysis without asking for alerts
+            return []
         batch = await self._batch(camera, analysis.batch_entry_id)
         when = event_time(analysis, batch).astimezone(self._zone)
         late = late_by(batch, self._config.late_after_seconds)

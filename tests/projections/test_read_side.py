@@ -16,13 +16,13 @@ from hsi.app.read_side import (
     verify,
     verify_lines,
 )
-from streams.names import PROJECTED, StreamNames
+from streams.names import TRIMMED, StreamNames
 from tests.projections.builders import CAMERA, file_observed, publish, publish_story
 from tests.projections.support import project_all, stage_for
 
 
 def _projected(names: StreamNames, camera: str) -> list[str]:
-    return [names.stream(camera, kind) for kind in PROJECTED]
+    return [names.stream(camera, kind) for kind in TRIMMED]
 
 
 @pytest.mark.parametrize(

@@ -170,7 +170,20 @@ CASES: list[tuple[str, str, Entry, Expected]] = [
                     "analysis_error": None,
                 },
                 {},
-            )
+            ),
+            (
+                "analysis_history",
+                {
+                    "camera_id": CAMERA,
+                    "entry_id": "1-0",
+                    "event_id": uuid.UUID(int=42),
+                    "status": "completed",
+                    "risk_score": 77,
+                    "supersedes": None,
+                    "run_id": None,
+                },
+                {},
+            ),
         ],
     ),
     (
@@ -186,7 +199,12 @@ CASES: list[tuple[str, str, Entry, Expected]] = [
                     "analysis_error": "no JSON in the answer",
                 },
                 {},
-            )
+            ),
+            (
+                "analysis_history",
+                {"status": "failed", "risk_score": None, "summary": "no JSON in the answer"},
+                {},
+            ),
         ],
     ),
     (
