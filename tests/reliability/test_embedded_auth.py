@@ -17,9 +17,8 @@ import pytest
 import redis
 
 from hsi.infra.embedded import EmbeddedPostgres, EmbeddedRedis
-from hsi.infra.embedded.postgres_auth import hba_methods
 from hsi.infra.embedded.processes import LOOPBACK, choose_port
-from hsi.infra.embedded.valkey import redis_state, valkey_binary
+from hsi.infra.embedded.valkey import valkey_binary
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +29,7 @@ def _port(url: str) -> int:
 
 def _anonymous(port: int) -> redis.Redis:
     """A client without a password, speaking RESP2 (plain commands, no HELLO first)."""
-    return redis.Redis(host=LOOPBACK, port=port, protocol=2)
+    return redis.Redis(host=LOOPBACK, port=port, protocol=2, retry_on_error=[])
 
 
 def _pg_connect(port: int, password: str | None) -> psycopg.Connection[tuple[object, ...]]:
@@ -46,17 +45,22 @@ def _pg_connect(port: int, password: str | None) -> psycopg.Connection[tuple[obj
 
 
 def _assert_pg_locked(server: EmbeddedPostgres, port: int) -> str:
-    """Refused without the password or with a wrong one, over TCP and over no socket either;
-    accepted with it. Returns the password."""
-    password = server.password()
-    assert password is not None
+    """Refused without the password or with a wrong one, served with it, and no rule of
+    pg_hba.conf trusts anyone. Returns the password."""
     for wrong in (None, "not-the-password"):
         with pytest.raises(psycopg.OperationalError, match="password"):
             _pg_connect(port, wrong).close()
+    password = server.password()
+    assert password is not None
     with _pg_connect(port, password) as conn:
         assert conn.execute("SHOW password_encryption").fetchone() == ("scram-sha-256",)
-    methods = hba_methods((server.pgdata / "pg_hba.conf").read_text())
-    assert methods == {"scram-sha-256"}
+    rules = [
+        line.split()
+        for line in (server.pgdata / "pg_hba.conf").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert {rule[-1] for rule in rules} == {"scram-sha-256"}  # no `trust` left
+    assert {rule[0] for rule in rules} == {"local", "host"}
     return password
 
 
@@ -114,7 +118,8 @@ def test_postgres_refuses_connections_without_the_password(server_dir: Path) -> 
         password = _assert_pg_locked(server, _port(url))
         assert f"postgres:{password}@" in url
         assert server.status().url == url
-        assert not list(server.pgdata.glob(".s.PGSQL.*"))  # no unix socket to go around it
+        with _pg_connect(_port(url), password) as conn:  # no unix socket to go around it
+            assert conn.execute("SHOW unix_socket_directories").fetchone() == ("",)
     finally:
         server.stop()
 
@@ -242,12 +247,15 @@ def test_running_open_valkey_is_locked_in_place(server_dir: Path) -> None:
         capture_output=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        while redis_state(port, None) != "ready":  # it serves without a password, as they did
-            assert time.monotonic() < deadline, "the old-style Valkey did not start"
-            time.sleep(0.05)
         with _anonymous(port) as anonymous:
-            anonymous.set("kept", "before the password")
+            deadline = time.monotonic() + 20
+            while True:  # until it serves, without a password as older starts ran it
+                try:
+                    anonymous.set("kept", "before the password")
+                    break
+                except (redis.ConnectionError, redis.BusyLoadingError):
+                    assert time.monotonic() < deadline, "the old-style Valkey did not start"
+                    time.sleep(0.05)
         before = server.status().pid
         url = server.start()
         assert server.status().pid == before
