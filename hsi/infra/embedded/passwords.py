@@ -24,12 +24,20 @@ def new_password() -> str:
     return secrets.token_urlsafe(PASSWORD_BYTES)
 
 
-def read_password(path: Path) -> str | None:
-    """The password stored at `path`, or None when there is none (or it cannot be read)."""
+def read_password(path: Path, *, narrow: bool = False) -> str | None:
+    """The password stored at `path`, or None when there is none (or it cannot be read). Never
+    follows a symbolic link; with `narrow`, a file readable by others is set to mode 0600."""
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
+    with os.fdopen(descriptor, encoding="utf-8") as handle:
+        if narrow and os.fstat(descriptor).st_mode & 0o077:
+            os.fchmod(descriptor, _OWNER_ONLY)
+        try:
+            text = handle.read().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
     return text or None
 
 
@@ -37,10 +45,8 @@ def ensure_password(path: Path) -> tuple[str, bool]:
     """The password stored at `path`, made and stored first when missing: (password, created).
 
     An existing file readable by others is narrowed to mode 0600."""
-    existing = read_password(path)
+    existing = read_password(path, narrow=True)
     if existing is not None:
-        if path.stat().st_mode & 0o077:
-            path.chmod(_OWNER_ONLY)
         return existing, False
     path.parent.mkdir(parents=True, exist_ok=True)
     password = new_password()

@@ -181,7 +181,9 @@ class EmbeddedPostgres(EmbeddedServer):
         # initdb reads the password from a file as the server's user: give it the SCRAM secret
         # (never the password itself) in a file only that user can read, removed right after.
         secret_file = self.root / ".initdb-secret"
-        descriptor = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        secret_file.unlink(missing_ok=True)  # left by a crash
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        descriptor = os.open(secret_file, flags, 0o600)
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
                 handle.write(scram_secret(password) + "\n")

@@ -80,7 +80,8 @@ def write_hba(pgdata: Path) -> None:
     target = pgdata / "pg_hba.conf"
     owner = pgdata.stat()
     temporary = pgdata / "pg_hba.conf.hsi-new"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    temporary.unlink(missing_ok=True)  # left by a crash
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(HBA)
