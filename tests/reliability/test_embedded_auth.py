@@ -148,6 +148,7 @@ def test_valkey_refuses_commands_without_auth(server_dir: Path) -> None:
         pid = server.status().pid
         assert pid is not None
         assert password not in " ".join(psutil.Process(pid).cmdline())
+        assert stat.S_IMODE(server.root.stat().st_mode) == 0o700  # nor its append-only files
     finally:
         server.stop()
 

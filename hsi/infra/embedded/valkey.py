@@ -127,6 +127,7 @@ class EmbeddedRedis(EmbeddedServer):
     def start(self, timeout: float = 20.0) -> str:
         """Start (or reuse) the server; return its URL (with the password)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)  # its append-only files hold every entry: for our eyes only
         password, _ = ensure_password(self.password_file)
         proc, port = self._running()
         if proc is not None and port is not None:
