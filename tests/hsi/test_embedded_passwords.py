@@ -5,51 +5,47 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import stat
-from concurrent.futures import ThreadPoolExecutor
+import string
 from pathlib import Path
 
 import pytest
 
+from hsi.infra.embedded import EmbeddedServerError
 from hsi.infra.embedded.passwords import ensure_password, read_password
 from hsi.infra.embedded.postgres_auth import HBA, hba_methods, scram_secret
 
 
 def test_password_file_is_created_owner_only(tmp_path: Path) -> None:
-    """The first call makes a mode-0600 file; later calls read the same password."""
+    """The first call makes a mode-0600 file of 32+ URL-safe characters; later calls read it."""
     path = tmp_path / "redis" / "password"
     password, created = ensure_password(path)
     assert created
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(password) >= 32
+    assert set(password) <= set(string.ascii_letters + string.digits + "-_")
     assert ensure_password(path) == (password, False)
+    assert read_password(path) == password
     assert [p.name for p in path.parent.iterdir()] == ["password"]
 
 
-def test_concurrent_starts_agree_on_one_password(tmp_path: Path) -> None:
-    """Processes creating the file at once all end up with the one that was stored."""
-    path = tmp_path / "password"
-    with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: ensure_password(path)[0], range(16)))
-    assert set(results) == {read_password(path)}
-
-
-def test_readable_password_file_is_narrowed(tmp_path: Path) -> None:
-    """A password file that others could read is set back to mode 0600."""
-    path = tmp_path / "password"
-    path.write_text("kept-password\n")
-    path.chmod(0o644)
-    assert ensure_password(path) == ("kept-password", False)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-
-
-def test_password_file_symlink_is_not_followed(tmp_path: Path) -> None:
-    """A symbolic link in place of the password file is never read through."""
+def test_password_file_symlink_is_refused(tmp_path: Path) -> None:
+    """A symbolic link in place of the password file is neither read nor written through."""
     target = tmp_path / "elsewhere"
     target.write_text("not a password\n")
+    target.chmod(0o644)
     (tmp_path / "password").symlink_to(target)
     assert read_password(tmp_path / "password") is None
+    with pytest.raises(EmbeddedServerError, match="symbolic link"):
+        ensure_password(tmp_path / "password")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_empty_password_file_says_what_to_do(tmp_path: Path) -> None:
+    """An empty password file stops the start with a message that names the fix."""
+    (tmp_path / "password").touch(mode=0o600)
+    with pytest.raises(EmbeddedServerError, match="delete it"):
+        ensure_password(tmp_path / "password")
 
 
 def test_scram_secret_matches_rfc_7677() -> None:
@@ -81,13 +77,3 @@ def test_scram_secret_matches_rfc_7677() -> None:
 def test_hba_methods(text: str, methods: set[str]) -> None:
     """The methods of pg_hba.conf rules are found in both address forms; comments are skipped."""
     assert hba_methods(text) == methods
-
-
-def test_password_file_is_never_world_readable(tmp_path: Path) -> None:
-    """Even under a permissive umask the file is created mode 0600."""
-    previous = os.umask(0)
-    try:
-        ensure_password(tmp_path / "password")
-    finally:
-        os.umask(previous)
-    assert stat.S_IMODE((tmp_path / "password").stat().st_mode) == 0o600

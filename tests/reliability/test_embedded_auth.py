@@ -168,7 +168,7 @@ def test_password_files_are_owner_only(server_dir: Path) -> None:
             assert set(password) <= set(
                 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
             )
-            assert not list(server.root.glob(".password-*"))  # no temporary file left
+            assert not list(server.root.glob(".password*"))  # no temporary file left
     finally:
         for server in servers:
             server.stop()
