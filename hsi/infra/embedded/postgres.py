@@ -26,7 +26,12 @@ from urllib.parse import quote
 import psutil
 
 from hsi.infra.embedded.passwords import PASSWORD_FILE, ensure_password, read_password
-from hsi.infra.embedded.postgres_auth import hba_requires_password, scram_secret, write_hba
+from hsi.infra.embedded.postgres_auth import (
+    hba_requires_password,
+    scram_secret,
+    secret_file,
+    write_hba,
+)
 from hsi.infra.embedded.processes import (
     LOOPBACK,
     EmbeddedServer,
@@ -178,33 +183,18 @@ class EmbeddedPostgres(EmbeddedServer):
             shutil.rmtree(self.pgdata)  # a half-done initdb from a crash
         self.pgdata.mkdir(mode=0o700)
         self._prepare(user)
-        # initdb reads the password from a file as the server's user: give it the SCRAM secret
-        # (never the password itself) in a file only that user can read, removed right after.
-        secret_file = self.root / ".initdb-secret"
-        secret_file.unlink(missing_ok=True)  # left by a crash
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        descriptor = os.open(secret_file, flags, 0o600)
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                handle.write(scram_secret(password) + "\n")
-            if user is not None:
-                import pwd
-
-                entry = pwd.getpwnam(user)
-                os.chown(secret_file, entry.pw_uid, entry.pw_gid)
+        with secret_file(self.root, password, user) as pwfile:
             self._pg(
                 "initdb",
                 "-D",
                 str(self.pgdata),
                 "--auth=scram-sha-256",
-                f"--pwfile={secret_file}",
+                f"--pwfile={pwfile}",
                 f"--username={POSTGRES_ROLE}",
                 "--encoding=UTF8",
                 "--locale=C",
                 user=user,
             )
-        finally:
-            secret_file.unlink(missing_ok=True)
         return True
 
     def start(self, timeout: float = 60.0) -> str:

@@ -9,9 +9,11 @@ given in this form as it is.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 SCRAM_ITERATIONS = 4096  # PostgreSQL's default scram_iterations
@@ -93,3 +95,23 @@ def write_hba(pgdata: Path) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def secret_file(folder: Path, password: str, owner: str | None) -> Iterator[Path]:
+    """A file holding the SCRAM secret of `password` (never the password itself), for initdb's
+    `--pwfile`: mode 0600, owned by `owner` (the server's system user) when given, removed after."""
+    path = folder / ".initdb-secret"
+    path.unlink(missing_ok=True)  # left by a crash
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(scram_secret(password) + "\n")
+        if owner is not None:
+            import pwd
+
+            entry = pwd.getpwnam(owner)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
