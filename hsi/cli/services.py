@@ -14,14 +14,33 @@ def services() -> None:
 
 @services.command("start")
 def services_start() -> None:
-    """Start (or reuse) the embedded servers and print their URLs."""
+    """Start (or reuse) the embedded servers and print their URLs (passwords masked)."""
     from hsi.app.services import ensure_services
+    from hsi.settings.masking import mask_url_password
 
     settings = cli_settings()
     with click_errors(embedded_error()):
         urls = ensure_services(settings)
-    click.echo(f"redis     {urls.redis_url}")
-    click.echo(f"postgres  {urls.database_url}")
+    click.echo(f"redis     {mask_url_password(urls.redis_url)}")
+    click.echo(f"postgres  {mask_url_password(urls.database_url or '')}")
+
+
+@services.command("url")
+@click.argument("name", required=False, type=click.Choice(["redis", "postgres"]))
+def services_url(name: str | None) -> None:
+    """Print the URLs of the running embedded servers with their passwords, for redis-cli and
+    psql: `psql "$(hsi services url postgres)"`, `redis-cli -u "$(hsi services url redis)"`."""
+    from hsi.app.services import embedded_servers
+    from hsi.logs.postgres import libpq_conninfo
+
+    for status in embedded_servers(cli_settings()).status():
+        if name not in (None, status.name):
+            continue
+        if status.url is None:
+            detail = f"the embedded {status.name} is not running ({status.detail})"
+            raise click.ClickException(f"{detail}; start it with `hsi services start`")
+        url = libpq_conninfo(status.url) if status.name == "postgres" else status.url
+        click.echo(url if name else f"{status.name:<9} {url}")
 
 
 @services.command("stop")
@@ -37,11 +56,13 @@ def services_stop() -> None:
 def services_status() -> None:
     """Show whether the embedded servers run, with pid and URL."""
     from hsi.app.services import embedded_servers
+    from hsi.settings.masking import mask_url_password
 
     for status in embedded_servers(cli_settings()).status():
         state = "running" if status.running else "stopped"
         pid = f"pid {status.pid}" if status.pid else ""
-        click.echo(f"{status.name:<9} {state:<8} {pid:<11} {status.url or status.detail}")
+        shown = mask_url_password(status.url) if status.url else status.detail
+        click.echo(f"{status.name:<9} {state:<8} {pid:<11} {shown}")
 
 
 async def _migrate(database_url: str) -> list[str]:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
@@ -96,9 +97,18 @@ def test_services_lifecycle(monkeypatch: pytest.MonkeyPatch, server_dir: Path) -
     try:
         started = runner.invoke(main, ["services", "start"])
         assert started.exit_code == 0, started.output
-        assert "redis     redis://127.0.0.1:" in started.output
+        assert "redis     redis://:***@127.0.0.1:" in started.output
+        assert "postgres  postgresql+psycopg://postgres:***@127.0.0.1:" in started.output
+        urls = runner.invoke(main, ["services", "url"])
+        assert urls.exit_code == 0, urls.output
+        password = (server_dir / "redis" / "password").read_text().strip()
+        assert f"redis     redis://:{password}@127.0.0.1:" in urls.output
+        postgres_url = runner.invoke(main, ["services", "url", "postgres"]).output.strip()
+        with psycopg.connect(postgres_url) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
         status = runner.invoke(main, ["services", "status"])
         assert status.output.count("running") == 2
+        assert password not in status.output
         first = runner.invoke(main, ["migrate"])
         assert first.exit_code == 0, first.output
         assert "applied: 0001_logs.sql, 0002_projections.sql" in first.output

@@ -102,7 +102,7 @@ def test_killed_servers_are_restarted_on_their_port(server_dir: Path) -> None:
         assert postgres.start() == pg_url
         assert _pg_query(pg_url) == 1
         port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-        assert _redis_ping(port)
+        assert _redis_ping(port, redis.password())
     finally:
         redis.stop()
         postgres.stop()

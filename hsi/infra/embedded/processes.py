@@ -10,7 +10,7 @@ import signal
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -27,7 +27,7 @@ class ServiceStatus:
     name: str
     running: bool
     pid: int | None
-    url: str | None
+    url: str | None = field(repr=False)  # holds the password: show it masked
     detail: str
 
 
@@ -40,23 +40,30 @@ class EmbeddedServer(ABC):
 
     @staticmethod
     @abstractmethod
-    def url_for(port: int) -> str: ...
+    def url_for(port: int, password: str | None) -> str:
+        """Its URL, with the password when there is one."""
+
+    @abstractmethod
+    def password(self) -> str | None:
+        """Its stored password (None before the first start made one); never creates one."""
 
     @abstractmethod
     def _running(self) -> tuple[psutil.Process | None, int | None]:
         """The live process and the port it listens on, each None when unknown."""
 
     @abstractmethod
-    def _answers(self, port: int) -> bool:
+    def _answers(self, port: int, password: str | None) -> bool:
         """Whether the server answers on `port`."""
 
     def status(self) -> ServiceStatus:
         proc, port = self._running()
         if proc is None or port is None:
             return ServiceStatus(self.name, False, None, None, f"not running ({self.where})")
-        if not self._answers(port):
+        password = self.password()
+        if not self._answers(port, password):
             return ServiceStatus(self.name, False, proc.pid, None, self.silent)
-        return ServiceStatus(self.name, True, proc.pid, self.url_for(port), f"port {port}")
+        url = self.url_for(port, password)
+        return ServiceStatus(self.name, True, proc.pid, url, f"port {port}")
 
 
 def free_port() -> int:
