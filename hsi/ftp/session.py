@@ -79,7 +79,6 @@ _MASK = "***"
 _NO_SUCH_USER = "\x00hsi-no-such-user\x00"
 _BANNED = "421 Too many failed logins from this address; try again later."
 _HIDDEN = "553 Names starting with '.' are not accepted: HSI's watcher skips hidden files."
-_PENDING_RECHECK = 0.5  # seconds: the login deadline waits for a delayed 530 to go out first
 
 
 def _allowed(commands: Mapping[str, Any]) -> dict[str, Any]:
@@ -217,15 +216,18 @@ class CameraSession(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
         super().handle()
 
     def handle_max_cons_per_ip(self) -> None:
-        self._count("connections_refused", {"reason": "per_ip_limit"})
-        self._protocol("connection refused: too many connections from this address")
-        super().handle_max_cons_per_ip()
+        # pyftpdlib logs each of these at WARNING; a flood would flood the log: count instead.
+        self._refuse_connection(
+            "421 Too many connections from the same IP address.", "per_ip_limit"
+        )
 
     def _login_expired(self) -> None:
         if self.authenticated or self._closed:
             return
-        if self._auth_pending:
-            self._login_deadline = self.call_later(_PENDING_RECHECK, self._login_expired)
+        if self._auth_pending:  # no reply can go out while the 530 is held back: just close
+            self._count("connections_refused", {"reason": "login_timeout"})
+            self._protocol("connection closed before login: login_timeout")
+            self.close()
             return
         self._refuse_connection("421 Login timed out.", "login_timeout")
 
@@ -236,20 +238,35 @@ class CameraSession(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
         return super().ftp_PASS(line)
 
     def handle_auth_failed(self, msg: str, password: str) -> None:
-        guard = self.guard
-        if guard is None:
-            super().handle_auth_failed(msg, password)
-            return
-        verdict = guard.failed(self.remote_ip)
-        if not verdict.banned:
-            self.auth_failed_timeout = verdict.delay
-            self._auth_pending = True
-            super().handle_auth_failed(msg, password)
-            return
+        """pyftpdlib's wrong-login path, with the delay from the guard: the session reads
+        nothing until the 530 goes out, and closing it (the login deadline) cancels the reply."""
         username: str = self.username
         self.username = ""
+        guard = self.guard
+        verdict = (
+            guard.failed(self.remote_ip)
+            if guard is not None
+            else LoginVerdict(delay=self.auth_failed_timeout, banned=False, failures=0)
+        )
         self.on_login_failed(username, password)
-        self._ban(username, verdict)
+        if verdict.banned:
+            self._ban(username, verdict)
+            return
+        self.del_channel()
+        self._auth_pending = True
+        self.call_later(verdict.delay, self._reply_login_failed)
+
+    def _reply_login_failed(self) -> None:
+        self._auth_pending = False
+        if self._closed:
+            return
+        self.add_channel()
+        self.attempted_logins += 1
+        if self.attempted_logins >= self.max_login_attempts:
+            self.respond("530 Authentication failed. Disconnecting.")
+            self.close_when_done()
+        else:
+            self.respond("530 Authentication failed.")
 
     def _ban(self, username: str, verdict: LoginVerdict) -> None:
         """Log and count the ban once, and close this address's other connections that have
@@ -410,7 +427,6 @@ class CameraSession(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
         )
 
     def on_login_failed(self, username: str, password: str) -> None:
-        self._auth_pending = False
         log.warning(
             "ftp.login_failed",
             user=self._mask(username),

@@ -323,3 +323,18 @@ def test_brute_force_bans_the_address(tmp_path: Path, caplog: pytest.LogCaptureF
     assert PASSWORD not in caplog.text
     assert _counter("hsi_ftp_bans_total") == 1
     assert _counter("hsi_ftp_connections_refused_total") >= 1
+
+
+def test_slow_wrong_login_reply_does_not_outlast_the_login_deadline(tmp_path: Path) -> None:
+    """A wrong login waiting for its delayed 530 is still closed at login_timeout."""
+    with _receiver(tmp_path, login_timeout=0.5, login_failure_delay=60.0) as running:
+        started = time.monotonic()
+        with socket.create_connection(running.address, timeout=TIMEOUT) as sock:
+            sock.sendall(f"USER frontdoor\r\nPASS {WRONG_PASSWORD}\r\n".encode())
+            sock.settimeout(TIMEOUT)
+            said = b""
+            while chunk := sock.recv(4096):
+                said += chunk
+        assert time.monotonic() - started < TIMEOUT
+        assert b"331" in said
+        assert b"530" not in said
