@@ -16,11 +16,12 @@ or `STOR ../x.jpg` all stay inside the folder (the folder is the account's `/`),
 link that leads out of it is refused. Each account has a daily quota (`hsi.ftp.quota`).
 
 Before login a connection has `login_timeout` seconds, however busy it keeps itself; wrong
-logins are answered ever later and ban their address for a while (`hsi.ftp.guard`): a banned
-address is refused with `421` when it connects.
+logins are answered ever later and ban their address for a while: that is `hsi.ftp.gate`, the
+base class, deciding with `hsi.ftp.guard`.
 
 Passwords are compared in constant time and never logged: pyftpdlib's own log lines go through
-`hsi.ftp.protocol` at DEBUG with every configured password masked, and HSI logs stable events on
+`hsi.ftp.protocol` at DEBUG with every configured password masked (`hsi.ftp.protocol`'s
+`ProtocolLog`), and HSI logs stable events on
 `hsi.ftp` (`ftp.login`, `ftp.login_failed`, `ftp.ban`, `ftp.command_refused`,
 `ftp.quota_exceeded`, `ftp.upload_received`, `ftp.upload_too_large`, `ftp.upload_incomplete`,
 `ftp.file_renamed`, …).
@@ -33,18 +34,15 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import logging
 import os
-import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 from hsi.ftp.files import CameraDTP, CameraFS, CameraTLSDTP
-from hsi.ftp.guard import LoginGuard, LoginVerdict
-from hsi.ftp.metrics import FtpInstruments
+from hsi.ftp.gate import LoginGate
 from hsi.ftp.policy import (
     ALLOWED_COMMANDS,
     folder_listing_line,
@@ -53,7 +51,7 @@ from hsi.ftp.policy import (
     visible_folders,
 )
 from hsi.ftp.quota import QuotaBook
-from hsi.logs.setup import get_logger, mask_secrets, sanitize_error
+from hsi.logs.setup import get_logger
 
 with warnings.catch_warnings():
     # pyftpdlib is built on asyncore/asynchat, which Python 3.11 deprecates at import (3.12+ gets
@@ -70,14 +68,11 @@ with warnings.catch_warnings():
 __all__ = ["PERMISSIONS", "Account", "CameraAuthorizer", "CameraSession", "CameraTLSSession"]
 
 log = get_logger("hsi.ftp")
-_protocol_log = get_logger("hsi.ftp.protocol")
 
 PERMISSIONS = "elwmf"  # see the module docstring; pyftpdlib's letters (no 'r': no download)
 _BANNER = "HSI camera upload ready."
-_MASK = "***"
 # What an unknown user's password is compared with, so that a wrong user name takes as long.
 _NO_SUCH_USER = "\x00hsi-no-such-user\x00"
-_BANNED = "421 Too many failed logins from this address; try again later."
 _HIDDEN = "553 Names starting with '.' are not accepted: HSI's watcher skips hidden files."
 
 
@@ -107,7 +102,7 @@ class CameraAuthorizer(DummyAuthorizer):  # type: ignore[misc]  # pyftpdlib is u
             raise AuthenticationFailed("Authentication failed.")
 
 
-class CameraSession(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
+class CameraSession(LoginGate):
     """One control connection. Its class attributes are set per receiver (see `hsi.ftp.server`)."""
 
     abstracted_fs = CameraFS
@@ -117,16 +112,9 @@ class CameraSession(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
     max_upload_bytes: ClassVar[int] = 0
     allow_overwrite: ClassVar[bool] = False
     accounts: ClassVar[Mapping[str, Account]] = MappingProxyType({})
-    secrets: ClassVar[tuple[str, ...]] = ()
-    login_timeout: ClassVar[float] = 30.0
-    guard: ClassVar[LoginGuard | None] = None
     quota: ClassVar[QuotaBook | None] = None
-    instruments: ClassVar[FtpInstruments | None] = None
     _too_large: str | None = None
     _rnfr: str | None  # pyftpdlib's pending RNFR source
-    username: str  # pyftpdlib's: the USER given, "" before it
-    _login_deadline: Any = None
-    _auth_pending: bool = False  # a wrong login's delayed 530 has not gone out yet
 
     def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
         self._stored: set[str] = set()  # real paths this session uploaded (may be renamed)
@@ -141,51 +129,11 @@ class CameraSession(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
         account = self.accounts.get(self.username)
         return account.camera if account is not None else ""
 
-    def _relative(self, path: str) -> str:
-        """A path inside the camera folder as the camera sees it (`snap/a.jpg`); anything else
-        (a raw command argument) unchanged."""
-        root = self.fs.root if self.fs is not None else ""
-        if not root or not os.path.isabs(path):
-            return path
-        if path != root and not path.startswith(root.rstrip(os.sep) + os.sep):
-            return os.path.basename(path)
-        return os.path.relpath(path, root).replace(os.sep, "/")
-
-    def _mask(self, text: object) -> str:
-        masked = str(text)
-        for secret in self.secrets:
-            masked = masked.replace(secret, _MASK)
-        return mask_secrets(masked)
-
-    def get_repr_info(self, as_str: bool = False, extra_info: Any = None) -> Any:
-        # pyftpdlib's debug lines show this; a password typed as the user name stays masked.
-        info = super().get_repr_info(as_str=False, extra_info=extra_info)
-        if "user" in info:
-            info["user"] = self._mask(info["user"])
-        if as_str:
-            return ", ".join(f"{key}={value!r}" for key, value in info.items())
-        return info
-
     def _tls_active(self) -> bool:
         return isinstance(self.socket, SSL.Connection)
 
     def _exists(self, path: str) -> bool:
         return bool(self.fs.lexists(path))
-
-    def _count(self, counter: str, attributes: Mapping[str, str] | None = None) -> None:
-        instruments = self.instruments
-        if instruments is not None:
-            getattr(instruments, counter).add(1, dict(attributes or {}))
-
-    def _banned(self) -> bool:
-        guard = self.guard
-        return guard is not None and guard.banned_for(self.remote_ip) > 0
-
-    def _refuse_connection(self, reply: str, reason: str) -> None:
-        self._count("connections_refused", {"reason": reason})
-        self._protocol(f"connection closed before login: {reason}")
-        self.respond(reply)
-        self.close_when_done()
 
     def _refuse_command(self, command: str, reply: str, path: str = "") -> None:
         self._count("commands_refused", {"command": command})
@@ -205,98 +153,6 @@ class CameraSession(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
             return False
         self._refuse_command(command, _HIDDEN, path=shown.lstrip("/"))
         return True
-
-    # --- login: deadline, back-off, bans ------------------------------------------------------
-
-    def handle(self) -> None:
-        if self._banned():
-            self._refuse_connection(_BANNED, "banned")
-            return
-        self._login_deadline = self.call_later(self.login_timeout, self._login_expired)
-        super().handle()
-
-    def handle_max_cons_per_ip(self) -> None:
-        # pyftpdlib logs each of these at WARNING; a flood would flood the log: count instead.
-        self._refuse_connection(
-            "421 Too many connections from the same IP address.", "per_ip_limit"
-        )
-
-    def _login_expired(self) -> None:
-        if self.authenticated or self._closed:
-            return
-        if self._auth_pending:  # no reply can go out while the 530 is held back: just close
-            self._count("connections_refused", {"reason": "login_timeout"})
-            self._protocol("connection closed before login: login_timeout")
-            self.close()
-            return
-        self._refuse_connection("421 Login timed out.", "login_timeout")
-
-    def ftp_PASS(self, line: str) -> Any:
-        if not self.authenticated and self._banned():
-            self._refuse_connection(_BANNED, "banned")
-            return None
-        return super().ftp_PASS(line)
-
-    def handle_auth_failed(self, msg: str, password: str) -> None:
-        """pyftpdlib's wrong-login path, with the delay from the guard: the session reads
-        nothing until the 530 goes out, and closing it (the login deadline) cancels the reply."""
-        username: str = self.username
-        self.username = ""
-        guard = self.guard
-        verdict = (
-            guard.failed(self.remote_ip)
-            if guard is not None
-            else LoginVerdict(delay=self.auth_failed_timeout, banned=False, failures=0)
-        )
-        self.on_login_failed(username, password)
-        if verdict.banned:
-            self._ban(username, verdict)
-            return
-        self.del_channel()
-        self._auth_pending = True
-        self.call_later(verdict.delay, self._reply_login_failed)
-
-    def _reply_login_failed(self) -> None:
-        self._auth_pending = False
-        if self._closed:
-            return
-        self.add_channel()
-        self.attempted_logins += 1
-        if self.attempted_logins >= self.max_login_attempts:
-            self.respond("530 Authentication failed. Disconnecting.")
-            self.close_when_done()
-        else:
-            self.respond("530 Authentication failed.")
-
-    def _ban(self, username: str, verdict: LoginVerdict) -> None:
-        """Log and count the ban once, and close this address's other connections that have
-        not logged in (cameras already logged in behind the same address keep theirs)."""
-        policy = self.guard.policy if self.guard is not None else None
-        log.warning(
-            "ftp.ban",
-            remote_ip=self.remote_ip,
-            failures=verdict.failures,
-            window_seconds=policy.window if policy else None,
-            ban_seconds=policy.ban_seconds if policy else None,
-            user=self._mask(username),
-        )
-        self._count("bans")
-        self._refuse_connection(_BANNED, "banned")
-        for other in list(self.ioloop.socket_map.values()):
-            if (
-                other is not self
-                and isinstance(other, CameraSession)
-                and other.remote_ip == self.remote_ip
-                and not other.authenticated
-                and not other._closed
-            ):
-                other._refuse_connection(_BANNED, "banned")
-
-    def handle_auth_success(self, home: str, password: str, msg_login: str) -> None:
-        deadline = self._login_deadline
-        if deadline is not None and not deadline.cancelled:
-            deadline.cancel()
-        super().handle_auth_success(home, password, msg_login)
 
     # --- policy ----------------------------------------------------------------------------
 
@@ -474,47 +330,6 @@ class CameraSession(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
                 path=self._relative(file),
                 removed=removed,
             )
-
-    # --- pyftpdlib's own log lines: DEBUG on hsi.ftp.protocol, secrets masked -----------------
-
-    def _protocol(self, message: object, level: int = logging.DEBUG) -> None:
-        if _protocol_log.is_enabled_for(level):
-            _protocol_log.log(
-                level,
-                "ftp.protocol",
-                remote=f"{self.remote_ip}:{self.remote_port}",
-                user=self._mask(self.username),
-                detail=self._mask(message),
-            )
-
-    def log(self, msg: str, logfun: Callable[..., Any] | None = None) -> None:
-        level = logging.WARNING if getattr(logfun, "__name__", "") == "warning" else logging.DEBUG
-        self._protocol(msg, level)
-
-    def logline(self, msg: str, logfun: Callable[..., Any] | None = None) -> None:
-        self._protocol(msg)
-
-    def logerror(self, msg: str) -> None:
-        self._protocol(msg, logging.ERROR)
-
-    def log_exception(self, instance: object) -> None:
-        exc = sys.exc_info()[1]
-        log.error("ftp.session_error", user=self._mask(self.username), error=self._error_text(exc))
-
-    def log_cmd(self, cmd: str, arg: str, respcode: int, respstr: str) -> None:
-        shown = "" if cmd in ("PASS", "USER") else self._relative(arg)
-        self._protocol(f"{cmd} {shown} -> {respcode} {respstr}")
-
-    def log_transfer(
-        self, cmd: str, filename: str, receive: bool, completed: bool, elapsed: float, bytes: int
-    ) -> None:
-        self._protocol(
-            f"{cmd} {self._relative(filename)} completed={completed} bytes={bytes} "
-            f"seconds={elapsed}"
-        )
-
-    def _error_text(self, exc: BaseException | None) -> str:
-        return self._mask(sanitize_error(exc if exc is not None else "unknown error"))
 
 
 class CameraTLSSession(CameraSession, TLS_FTPHandler):  # type: ignore[misc]  # untyped base

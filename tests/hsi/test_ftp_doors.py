@@ -182,7 +182,7 @@ def test_ftps_camera_flow_and_download_refused(tmp_path: Path) -> None:
     assert (tmp_path / "cameras" / FRONT / "2026" / "secure.jpg").stat().st_size == 1000
 
 
-# --- door 2: the daily quota ------------------------------------------------------------------------
+# --- door 2: the daily quota -----------------------------------------------------------------
 
 
 def test_daily_file_quota(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -196,9 +196,9 @@ def test_daily_file_quota(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
             for name in ("c.jpg", "d.jpg"):
                 with pytest.raises(ftplib.error_perm, match=r"^552 .*quota"):
                     ftp.storbinary(f"STOR {name}", io.BytesIO(b"c"))
-        with _session(running) as ftp:  # a new connection does not reset the day
-            with pytest.raises(ftplib.error_perm, match=r"^552"):
-                ftp.storbinary("STOR e.jpg", io.BytesIO(b"e"))
+        # a new connection does not reset the day
+        with _session(running) as ftp, pytest.raises(ftplib.error_perm, match=r"^552"):
+            ftp.storbinary("STOR e.jpg", io.BytesIO(b"e"))
         with _session(running, "garage", "G4rage-S3cret-xyz") as ftp:
             ftp.storbinary("STOR g.jpg", io.BytesIO(b"g"))
     assert sorted(p.name for p in folder.iterdir()) == ["a.jpg", "b.jpg"]
@@ -225,13 +225,18 @@ def test_daily_byte_quota(tmp_path: Path) -> None:
 
 def test_per_address_cap_leaves_other_addresses_in(tmp_path: Path) -> None:
     """Past max_connections_per_ip one address gets 421; a camera elsewhere logs in."""
-    with _receiver(tmp_path, max_connections_per_ip=2) as running:
-        with _session(running, None, source=INTRUDER), _session(running, None, source=INTRUDER):
-            with pytest.raises(ftplib.error_temp, match=r"^421 .*same IP"):
-                with _session(running, None, source=INTRUDER):
-                    pass
-            with _session(running) as camera:
-                camera.storbinary("STOR a.jpg", io.BytesIO(b"a"))
+    with (
+        _receiver(tmp_path, max_connections_per_ip=2) as running,
+        _session(running, None, source=INTRUDER),
+        _session(running, None, source=INTRUDER),
+    ):
+        with (
+            pytest.raises(ftplib.error_temp, match=r"^421 .*same IP"),
+            _session(running, None, source=INTRUDER),
+        ):
+            pass
+        with _session(running) as camera:
+            camera.storbinary("STOR a.jpg", io.BytesIO(b"a"))
     assert (tmp_path / "cameras" / FRONT / "a.jpg").read_bytes() == b"a"
 
 
@@ -309,9 +314,8 @@ def test_brute_force_bans_the_address(tmp_path: Path, caplog: pytest.LogCaptureF
                         if replies[-1].startswith("421"):
                             break
         assert [reply[:3] for reply in replies] == ["530"] * (failures - 1) + ["421"]
-        with pytest.raises(ftplib.error_temp, match=r"^421"):
-            with _session(running, source=INTRUDER):
-                pass
+        with pytest.raises(ftplib.error_temp, match=r"^421"), _session(running, source=INTRUDER):
+            pass
         with _session(running) as camera:
             camera.storbinary("STOR after-ban.jpg", io.BytesIO(b"ok"))
     assert (tmp_path / "cameras" / FRONT / "after-ban.jpg").read_bytes() == b"ok"

@@ -148,7 +148,7 @@ def test_quota_book_keeps_accounts_apart() -> None:
     assert book.admit("frontdoor").allowed
 
 
-# --- login back-off and bans -----------------------------------------------------------------------
+# --- login back-off and bans ----------------------------------------------------------------
 
 
 class Clock:
