@@ -97,9 +97,16 @@ class FTPConfig:
     require_tls: bool = False
     masquerade_address: str | None = None
     allow_overwrite: bool = False
-    login_failure_delay: float = 3.0  # seconds before a 530 reply; slows password guessing
-    idle_timeout: float = 300.0  # seconds a silent control connection is kept
+    login_failure_delay: float = 3.0  # seconds before the first 530 reply; doubles per failure
+    idle_timeout: float = 300.0  # seconds a silent control connection is kept after login
     max_connections: int = 64
+    max_connections_per_ip: int = 8  # room for several cameras behind one NAT address
+    login_timeout: float = 30.0  # seconds a connection has to log in, however busy it keeps
+    ban_after_failures: int = 10  # wrong logins from one address within ban_window; 0: never
+    ban_window: float = 600.0
+    ban_seconds: float = 900.0
+    quota_bytes_per_day: int = 20_000 * MIB  # per account and UTC day; 0: no limit
+    quota_files_per_day: int = 20_000
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -118,13 +125,7 @@ class FTPConfig:
                 "FTP_ACCOUNTS lists no camera; add one account per camera, e.g. "
                 "frontdoor:PASSWORD:Front Door (or set FTP_ENABLED=false)"
             )
-        users = [account.user for account in self.accounts]
-        duplicates = sorted({user for user in users if users.count(user) > 1})
-        if duplicates:
-            raise FTPConfigError(
-                f"FTP_ACCOUNTS names user(s) {', '.join(duplicates)} more than once; give each "
-                "camera its own user name"
-            )
+        check_accounts(self.accounts)
         if self.max_upload_bytes < 1:
             raise FTPConfigError(
                 f"FTP_MAX_UPLOAD_MB gives {self.max_upload_bytes} bytes; use a positive size"
@@ -146,11 +147,47 @@ class FTPConfig:
             raise FTPConfigError(
                 "login_failure_delay must be >= 0, idle_timeout > 0 and max_connections >= 1"
             )
+        if self.max_connections_per_ip < 0 or self.login_timeout <= 0:
+            raise FTPConfigError(
+                "FTP_MAX_CONNECTIONS_PER_IP must be >= 0 (0: no limit) and "
+                "FTP_LOGIN_TIMEOUT_SECONDS > 0"
+            )
+        if self.ban_after_failures < 0 or self.ban_window <= 0 or self.ban_seconds <= 0:
+            raise FTPConfigError(
+                "FTP_BAN_AFTER_FAILURES must be >= 0 (0: never ban), FTP_BAN_WINDOW_SECONDS and "
+                "FTP_BAN_SECONDS > 0"
+            )
+        if self.quota_bytes_per_day < 0 or self.quota_files_per_day < 0:
+            raise FTPConfigError(
+                "FTP_QUOTA_MB_PER_DAY and FTP_QUOTA_FILES_PER_DAY must be >= 0 (0: no limit)"
+            )
 
     @property
     def ftps(self) -> bool:
         """Whether explicit FTPS (`AUTH TLS`) is offered."""
         return self.tls is not None and self.tls.enabled
+
+
+def check_accounts(accounts: tuple[FTPAccount, ...]) -> None:
+    """Refuse two accounts with one user name, or two whose folders give one camera id
+    ("Front Door" and "front_door" would mix two cameras' uploads under one id)."""
+    users = [account.user for account in accounts]
+    duplicates = sorted({user for user in users if users.count(user) > 1})
+    if duplicates:
+        raise FTPConfigError(
+            f"FTP_ACCOUNTS names user(s) {', '.join(duplicates)} more than once; give each "
+            "camera its own user name"
+        )
+    by_camera: dict[str, list[FTPAccount]] = {}
+    for account in accounts:
+        by_camera.setdefault(account.camera, []).append(account)
+    for camera, sharing in sorted(by_camera.items()):
+        if len(sharing) > 1:
+            listed = ", ".join(f"{a.folder!r} (user {a.user!r})" for a in sharing)
+            raise FTPConfigError(
+                f"FTP_ACCOUNTS: folders {listed} all give camera id {camera!r}; HSI could not "
+                "tell their uploads apart. Give each camera a folder name of its own"
+            )
 
 
 def _has_control(text: str) -> bool:

@@ -24,7 +24,10 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hsi.ftp.config import FTPConfig, FTPConfigError, FTPError
+from hsi.ftp.config import MIB, FTPConfig, FTPConfigError, FTPError
+from hsi.ftp.guard import BanPolicy, LoginGuard
+from hsi.ftp.metrics import FtpInstruments
+from hsi.ftp.quota import QuotaBook, QuotaLimits
 from hsi.ftp.session import (
     PERMISSIONS,
     Account,
@@ -123,6 +126,22 @@ def _handler_class(config: FTPConfig, accounts: Mapping[str, Account]) -> type[A
         "secrets": secrets,
         "auth_failed_timeout": config.login_failure_delay,
         "timeout": config.idle_timeout,
+        "login_timeout": config.login_timeout,
+        "guard": LoginGuard(
+            BanPolicy(
+                after_failures=config.ban_after_failures,
+                window=config.ban_window,
+                ban_seconds=config.ban_seconds,
+            ),
+            base_delay=config.login_failure_delay,
+        ),
+        "quota": QuotaBook(
+            QuotaLimits(
+                bytes_per_day=config.quota_bytes_per_day,
+                files_per_day=config.quota_files_per_day,
+            )
+        ),
+        "instruments": FtpInstruments.create(),
         "permit_foreign_addresses": False,
         "permit_privileged_ports": False,
     }
@@ -196,6 +215,7 @@ class FtpReceiver:
                     "set FTP_PORT (and FTP_HOST) to a free address"
                 ) from exc
             server.max_cons = config.max_connections
+            server.max_cons_per_ip = config.max_connections_per_ip
             self._server = server
             self._failure = None
             self._stopping.clear()
@@ -210,6 +230,9 @@ class FtpReceiver:
             port=port,
             ftps=config.ftps,
             require_tls=config.require_tls,
+            max_connections_per_ip=config.max_connections_per_ip or "any",
+            quota_files_per_day=config.quota_files_per_day or "any",
+            quota_mb_per_day=config.quota_bytes_per_day // MIB or "any",
             passive_ports=(
                 f"{config.passive_ports[0]}-{config.passive_ports[1]}"
                 if config.passive_ports

@@ -1,20 +1,30 @@
 """One camera's FTP session: what its account may do inside its own folder, and nothing outside it.
 
-    e l r   change directory, list, download (`CWD`, `LIST`, `NLST`, `MLSD`, `SIZE`, `RETR`)
-    w       store (`STOR`, `STOU`); size-limited by `FTP_MAX_UPLOAD_MB`, partial uploads deleted
-    m       create folders (`MKD`): Foscam firmwares upload into `snap/` and `record/` folders
-    f       rename (`RNFR`/`RNTO`): some firmwares upload under a temporary name, then rename
+A camera account uploads and nothing else (`hsi.ftp.policy` lists the commands and why):
 
-Deleting (`DELE`, `RMD`), appending (`APPE`), `SITE CHMOD` and `MFMT` are refused, and so is
+    e l     change directory; list the folders of a folder (never its files); `SIZE`
+    w       store (`STOR`); size-limited by `FTP_MAX_UPLOAD_MB`, partial uploads deleted
+    m       create folders (`MKD`): Foscam firmwares upload into `snap/` and dated folders
+    f       rename (`RNFR`/`RNTO`), only a file this session stored: some firmwares upload
+            under a temporary name, then rename
+
+Downloading, deleting, appending and renaming what was recorded are refused, and so is
 replacing an existing file by `STOR` or `RNTO` unless `allow_overwrite` is set: cameras name their
-files by time, so a stolen camera password cannot erase or replace what was recorded. `CWD ..`,
-`LIST /` or `STOR ../x.jpg` all stay inside the folder (the folder is the account's `/`), and a
-symbolic link that leads out of it is refused.
+files by time, so a stolen camera password cannot read, erase, hide or replace what was recorded.
+No folder or file name may start with '.' (the watcher skips hidden names). `CWD ..`, `LIST /`
+or `STOR ../x.jpg` all stay inside the folder (the folder is the account's `/`), and a symbolic
+link that leads out of it is refused. Each account has a daily quota (`hsi.ftp.quota`).
+
+Before login a connection has `login_timeout` seconds, however busy it keeps itself; wrong
+logins are answered ever later and ban their address for a while: that is `hsi.ftp.gate`, the
+base class, deciding with `hsi.ftp.guard`.
 
 Passwords are compared in constant time and never logged: pyftpdlib's own log lines go through
-`hsi.ftp.protocol` at DEBUG with every configured password masked, and HSI logs stable events on
-`hsi.ftp` (`ftp.login`, `ftp.login_failed`, `ftp.upload_received`, `ftp.upload_too_large`,
-`ftp.upload_incomplete`, `ftp.file_renamed`, …).
+`hsi.ftp.protocol` at DEBUG with every configured password masked (`hsi.ftp.protocol`'s
+`ProtocolLog`), and HSI logs stable events on
+`hsi.ftp` (`ftp.login`, `ftp.login_failed`, `ftp.ban`, `ftp.command_refused`,
+`ftp.quota_exceeded`, `ftp.upload_received`, `ftp.upload_too_large`, `ftp.upload_incomplete`,
+`ftp.file_renamed`, …).
 
 These are pyftpdlib handler classes; `hsi.ftp.server` configures a subclass of `CameraSession`
 per receiver and serves it.
@@ -23,18 +33,25 @@ per receiver and serves it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hmac
-import logging
 import os
-import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from hsi.logs.setup import get_logger, mask_secrets, sanitize_error
+from hsi.ftp.files import CameraDTP, CameraFS, CameraTLSDTP
+from hsi.ftp.gate import LoginGate
+from hsi.ftp.policy import (
+    ALLOWED_COMMANDS,
+    folder_listing_line,
+    hidden_component,
+    refusal,
+    visible_folders,
+)
+from hsi.ftp.quota import QuotaBook
+from hsi.logs.setup import get_logger
 
 with warnings.catch_warnings():
     # pyftpdlib is built on asyncore/asynchat, which Python 3.11 deprecates at import (3.12+ gets
@@ -45,97 +62,23 @@ with warnings.catch_warnings():
         AuthenticationFailed,
         DummyAuthorizer,
     )
-    from pyftpdlib.filesystems import AbstractedFS  # type: ignore[import-untyped]
-    from pyftpdlib.handlers import DTPHandler, FTPHandler  # type: ignore[import-untyped]
+    from pyftpdlib.handlers import FTPHandler  # type: ignore[import-untyped]
     from pyftpdlib.handlers.ftps.control import TLS_FTPHandler  # type: ignore[import-untyped]
-    from pyftpdlib.handlers.ftps.data import TLS_DTPHandler  # type: ignore[import-untyped]
 
 __all__ = ["PERMISSIONS", "Account", "CameraAuthorizer", "CameraSession", "CameraTLSSession"]
 
 log = get_logger("hsi.ftp")
-_protocol_log = get_logger("hsi.ftp.protocol")
 
-PERMISSIONS = "elrwmf"  # see the module docstring; pyftpdlib's letters
+PERMISSIONS = "elwmf"  # see the module docstring; pyftpdlib's letters (no 'r': no download)
 _BANNER = "HSI camera upload ready."
-_MASK = "***"
 # What an unknown user's password is compared with, so that a wrong user name takes as long.
 _NO_SUCH_USER = "\x00hsi-no-such-user\x00"
+_HIDDEN = "553 Names starting with '.' are not accepted: HSI's watcher skips hidden files."
 
 
-class _UploadTooLarge(OSError):
-    """An upload passed `max_upload_bytes`; raised by `_CappedFile.write`."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(errno.EFBIG, f"upload larger than {limit} bytes")
-        self.limit = limit
-
-
-class _CappedFile:
-    """A file being uploaded that refuses to grow past `limit` bytes."""
-
-    def __init__(self, file: Any, name: str, limit: int) -> None:
-        self._file = file
-        self.name = name
-        self._limit = limit
-
-    def write(self, data: bytes) -> int:
-        if self._file.tell() + len(data) > self._limit:
-            raise _UploadTooLarge(self._limit)
-        return int(self._file.write(data))
-
-    def __getattr__(self, attribute: str) -> Any:
-        return getattr(self._file, attribute)
-
-
-class _CameraFS(AbstractedFS):  # type: ignore[misc]  # pyftpdlib is untyped
-    """The account's folder as `/`; every file opened for writing is size-capped, and unique
-    names (`STOU`) are only made inside the folder."""
-
-    def open(self, filename: str, mode: str) -> Any:
-        if not self.validpath(filename):
-            raise OSError(errno.EACCES, "outside the camera folder")
-        file = super().open(filename, mode)
-        if any(flag in mode for flag in "wa+"):
-            return _CappedFile(file, filename, self.cmd_channel.max_upload_bytes)
-        return file
-
-    def readlink(self, path: str) -> str:
-        """A link's target as LIST shows it: inside the folder as the camera sees it, never a
-        real path outside it."""
-        if not self.validpath(path):
-            return "[outside the camera folder]"
-        return str(self.fs2ftp(os.path.realpath(path)))
-
-    def mkstemp(
-        self, suffix: str = "", prefix: str = "", dir: str | None = None, mode: str = "wb"
-    ) -> Any:
-        if dir is None or not self.validpath(dir):
-            raise OSError(errno.EACCES, "outside the camera folder")
-        wrapper = super().mkstemp(suffix=suffix, prefix=prefix, dir=dir, mode=mode)
-        return _CappedFile(wrapper.file, wrapper.name, self.cmd_channel.max_upload_bytes)
-
-
-class _CameraDTP(DTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
-    """The data channel: an upload past the limit ends with `552` and its file removed."""
-
-    def handle_error(self) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, _UploadTooLarge) or isinstance(
-            getattr(exc, "__cause__", None), _UploadTooLarge
-        ):
-            self.cmd_channel.note_too_large(self.file_obj.name)
-            self._resp = (
-                "552 Upload exceeds the size limit of this server; transfer aborted.",
-                logging.getLogger("hsi.ftp.protocol").debug,
-            )
-            # The plain close: no TLS shutdown handshake with a client that is still sending.
-            DTPHandler.close(self)
-            return
-        super().handle_error()
-
-
-class _CameraTLSDTP(_CameraDTP, TLS_DTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
-    pass
+def _allowed(commands: Mapping[str, Any]) -> dict[str, Any]:
+    """pyftpdlib's command table cut to what camera accounts may use (FEAT and HELP read it)."""
+    return {name: spec for name, spec in commands.items() if name in ALLOWED_COMMANDS}
 
 
 @dataclass(frozen=True)
@@ -159,18 +102,23 @@ class CameraAuthorizer(DummyAuthorizer):  # type: ignore[misc]  # pyftpdlib is u
             raise AuthenticationFailed("Authentication failed.")
 
 
-class CameraSession(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
+class CameraSession(LoginGate):
     """One control connection. Its class attributes are set per receiver (see `hsi.ftp.server`)."""
 
-    abstracted_fs = _CameraFS
-    dtp_handler = _CameraDTP
+    abstracted_fs = CameraFS
+    dtp_handler = CameraDTP
     banner = _BANNER
+    proto_cmds = _allowed(FTPHandler.proto_cmds)
     max_upload_bytes: ClassVar[int] = 0
     allow_overwrite: ClassVar[bool] = False
     accounts: ClassVar[Mapping[str, Account]] = MappingProxyType({})
-    secrets: ClassVar[tuple[str, ...]] = ()
+    quota: ClassVar[QuotaBook | None] = None
     _too_large: str | None = None
     _rnfr: str | None  # pyftpdlib's pending RNFR source
+
+    def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
+        self._stored: set[str] = set()  # real paths this session uploaded (may be renamed)
+        super().__init__(conn, server, ioloop=ioloop)
 
     # --- what HSI adds ------------------------------------------------------------------------
 
@@ -181,47 +129,97 @@ class CameraSession(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
         account = self.accounts.get(self.username)
         return account.camera if account is not None else ""
 
-    def _relative(self, path: str) -> str:
-        """A path inside the camera folder as the camera sees it (`snap/a.jpg`); anything else
-        (a raw command argument) unchanged."""
-        root = self.fs.root if self.fs is not None else ""
-        if not root or not os.path.isabs(path):
-            return path
-        if path != root and not path.startswith(root.rstrip(os.sep) + os.sep):
-            return os.path.basename(path)
-        return os.path.relpath(path, root).replace(os.sep, "/")
-
-    def _mask(self, text: object) -> str:
-        masked = str(text)
-        for secret in self.secrets:
-            masked = masked.replace(secret, _MASK)
-        return mask_secrets(masked)
-
-    def get_repr_info(self, as_str: bool = False, extra_info: Any = None) -> Any:
-        # pyftpdlib's debug lines show this; a password typed as the user name stays masked.
-        info = super().get_repr_info(as_str=False, extra_info=extra_info)
-        if "user" in info:
-            info["user"] = self._mask(info["user"])
-        if as_str:
-            return ", ".join(f"{key}={value!r}" for key, value in info.items())
-        return info
-
     def _tls_active(self) -> bool:
         return isinstance(self.socket, SSL.Connection)
 
     def _exists(self, path: str) -> bool:
         return bool(self.fs.lexists(path))
 
+    def _refuse_command(self, command: str, reply: str, path: str = "") -> None:
+        self._count("commands_refused", {"command": command})
+        log.warning(
+            "ftp.command_refused",
+            camera=self._camera(),
+            user=self.username,
+            command=command,
+            remote_ip=self.remote_ip,
+            path=path or None,
+        )
+        self.respond(reply)
+
+    def _refuse_hidden(self, path: str, command: str) -> bool:
+        shown = str(self.fs.fs2ftp(path))
+        if hidden_component(shown) is None:
+            return False
+        self._refuse_command(command, _HIDDEN, path=shown.lstrip("/"))
+        return True
+
     # --- policy ----------------------------------------------------------------------------
 
+    def pre_process_command(self, line: str, cmd: str, arg: str) -> Any:
+        if self.authenticated:
+            command = f"SITE {arg.split(' ')[0].upper()}" if cmd == "SITE" and arg else cmd
+            reply = refusal(command, bool(arg.strip()))
+            if reply is not None:
+                self._refuse_command(command, reply)
+                return None
+        return super().pre_process_command(line, cmd, arg)
+
+    def ftp_MKD(self, path: str) -> Any:
+        if self._refuse_hidden(path, "MKD"):
+            return None
+        return super().ftp_MKD(path)
+
     def ftp_STOR(self, file: str, mode: str = "w") -> Any:
+        if self._refuse_hidden(file, "STOR"):
+            self._restart_position = 0
+            return None
         if not self.allow_overwrite and self._exists(file):
             self._restart_position = 0
             self.respond("553 File exists; HSI keeps uploads, store it under a new name.")
             return None
+        if self.quota is not None and not self._admit_upload(self.quota):
+            self._restart_position = 0
+            return None
         return super().ftp_STOR(file, mode)
 
+    def _admit_upload(self, quota: QuotaBook) -> bool:
+        verdict = quota.admit(self.username)
+        if verdict.allowed:
+            return True
+        camera = self._camera()
+        if verdict.warn:
+            log.warning(
+                "ftp.quota_exceeded",
+                camera=camera,
+                user=self.username,
+                limit=verdict.limit,
+                files=verdict.usage.files,
+                bytes=verdict.usage.bytes,
+                files_per_day=quota.limits.files_per_day,
+                bytes_per_day=quota.limits.bytes_per_day,
+            )
+        self._count("quota_refusals", {"camera": camera, "limit": verdict.limit or ""})
+        self.respond(
+            f"552 This camera's daily upload quota ({verdict.limit}) is used up; uploads are "
+            "accepted again after 00:00 UTC."
+        )
+        return False
+
+    def ftp_RNFR(self, path: str) -> Any:
+        if os.path.realpath(path) not in self._stored:
+            self._refuse_command(
+                "RNFR",
+                "550 Only a file uploaded in this session may be renamed.",
+                path=self._relative(path),
+            )
+            return None
+        return super().ftp_RNFR(path)
+
     def ftp_RNTO(self, path: str) -> Any:
+        if self._rnfr and self._refuse_hidden(path, "RNTO"):
+            self._rnfr = None
+            return None
         if self._rnfr and not self.allow_overwrite and self._exists(path):
             self._rnfr = None
             self.respond("553 File exists; HSI keeps uploads, rename to a new name.")
@@ -229,6 +227,8 @@ class CameraSession(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
         source = self._rnfr
         result = super().ftp_RNTO(path)
         if result is not None and source is not None:
+            self._stored.discard(os.path.realpath(source))
+            self._stored.add(os.path.realpath(path))
             log.info(
                 "ftp.file_renamed",
                 camera=self._camera(),
@@ -237,6 +237,39 @@ class CameraSession(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
                 path=self._relative(path),
             )
         return result
+
+    def ftp_LIST(self, path: str) -> Any:
+        folders = self._folders(path)
+        if folders is None:
+            return None
+        data = "".join(folder_listing_line(name) for name in folders)
+        self.push_dtp_data(data.encode(self.encoding, self.unicode_errors), cmd="LIST")
+        return path
+
+    def ftp_NLST(self, path: str) -> Any:
+        folders = self._folders(path)
+        if folders is None:
+            return None
+        data = "".join(f"{name}\r\n" for name in folders)
+        self.push_dtp_data(data.encode(self.encoding, self.unicode_errors), cmd="NLST")
+        return path
+
+    def _folders(self, path: str) -> list[str] | None:
+        """The visible folders inside `path`, or None after a 550 (not a folder)."""
+        if not self.fs.isdir(path):
+            self.respond("550 Not a folder; listings show folders only.")
+            return None
+        try:
+            names = self.fs.listdir(path)
+        except OSError as exc:
+            self.respond(f"550 {os.strerror(exc.errno) if exc.errno else 'Cannot list'}.")
+            return None
+        return visible_folders(
+            name
+            for name in names
+            if os.path.isdir(os.path.join(path, name))
+            and self.fs.validpath(os.path.join(path, name))
+        )
 
     # --- pyftpdlib callbacks -----------------------------------------------------------------
 
@@ -262,6 +295,9 @@ class CameraSession(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
             size = os.path.getsize(file)
         except OSError:
             size = -1
+        self._stored.add(os.path.realpath(file))
+        if self.quota is not None:
+            self.quota.received(self.username, size)
         log.info(
             "ftp.upload_received",
             camera=self._camera(),
@@ -295,47 +331,7 @@ class CameraSession(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
                 removed=removed,
             )
 
-    # --- pyftpdlib's own log lines: DEBUG on hsi.ftp.protocol, secrets masked -----------------
-
-    def _protocol(self, message: object, level: int = logging.DEBUG) -> None:
-        if _protocol_log.is_enabled_for(level):
-            _protocol_log.log(
-                level,
-                "ftp.protocol",
-                remote=f"{self.remote_ip}:{self.remote_port}",
-                user=self._mask(self.username),
-                detail=self._mask(message),
-            )
-
-    def log(self, msg: str, logfun: Callable[..., Any] | None = None) -> None:
-        level = logging.WARNING if getattr(logfun, "__name__", "") == "warning" else logging.DEBUG
-        self._protocol(msg, level)
-
-    def logline(self, msg: str, logfun: Callable[..., Any] | None = None) -> None:
-        self._protocol(msg)
-
-    def logerror(self, msg: str) -> None:
-        self._protocol(msg, logging.ERROR)
-
-    def log_exception(self, instance: object) -> None:
-        exc = sys.exc_info()[1]
-        log.error("ftp.session_error", user=self._mask(self.username), error=self._error_text(exc))
-
-    def log_cmd(self, cmd: str, arg: str, respcode: int, respstr: str) -> None:
-        shown = "" if cmd in ("PASS", "USER") else self._relative(arg)
-        self._protocol(f"{cmd} {shown} -> {respcode} {respstr}")
-
-    def log_transfer(
-        self, cmd: str, filename: str, receive: bool, completed: bool, elapsed: float, bytes: int
-    ) -> None:
-        self._protocol(
-            f"{cmd} {self._relative(filename)} completed={completed} bytes={bytes} "
-            f"seconds={elapsed}"
-        )
-
-    def _error_text(self, exc: BaseException | None) -> str:
-        return self._mask(sanitize_error(exc if exc is not None else "unknown error"))
-
 
 class CameraTLSSession(CameraSession, TLS_FTPHandler):  # type: ignore[misc]  # untyped base
-    dtp_handler = _CameraTLSDTP
+    dtp_handler = CameraTLSDTP
+    proto_cmds = _allowed(TLS_FTPHandler.proto_cmds)

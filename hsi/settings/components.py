@@ -306,6 +306,13 @@ def ftp_config(settings: Settings) -> FTPConfig:
         require_tls=settings.ftp_require_tls,
         masquerade_address=(masquerade.strip() or None) if masquerade else None,
         allow_overwrite=settings.ftp_allow_overwrite,
+        max_connections_per_ip=settings.ftp_max_connections_per_ip,
+        login_timeout=settings.ftp_login_timeout_seconds,
+        ban_after_failures=settings.ftp_ban_after_failures,
+        ban_window=settings.ftp_ban_window_seconds,
+        ban_seconds=settings.ftp_ban_seconds,
+        quota_bytes_per_day=settings.ftp_quota_mb_per_day * MIB,
+        quota_files_per_day=settings.ftp_quota_files_per_day,
     )
 
 

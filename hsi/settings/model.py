@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from hsi.api.keys import is_loopback, key_problem
-from hsi.ftp.config import parse_accounts, parse_port_range
+from hsi.ftp.config import check_accounts, parse_accounts, parse_port_range
 from hsi.settings.masking import format_errors, masked_values
 
 RUNTIME_ENV_VAR = "HSI_RUNTIME_ENV_PATH"
@@ -222,6 +222,33 @@ class Settings(BaseSettings):
     )
     ftp_allow_overwrite: bool = Field(
         False, description="Let a camera replace an existing file (cameras reusing one name)."
+    )
+    ftp_quota_mb_per_day: int = Field(
+        20_000,
+        ge=0,
+        description="Upload megabytes per camera account and UTC day, then 552; 0: no limit.",
+    )
+    ftp_quota_files_per_day: int = Field(
+        20_000, ge=0, description="Uploads per camera account and UTC day, then 552; 0: no limit."
+    )
+    ftp_max_connections_per_ip: int = Field(
+        8,
+        ge=0,
+        description="FTP connections one address may hold (cameras behind NAT share one); 0: any.",
+    )
+    ftp_login_timeout_seconds: float = Field(
+        30.0, gt=0, description="Seconds a new FTP connection has to log in before it is closed."
+    )
+    ftp_ban_after_failures: int = Field(
+        10,
+        ge=0,
+        description="Wrong FTP logins from one address within the window that ban it; 0: never.",
+    )
+    ftp_ban_window_seconds: float = Field(
+        600.0, gt=0, description="The window in which failed FTP logins are counted."
+    )
+    ftp_ban_seconds: float = Field(
+        900.0, gt=0, description="How long a banned address is refused (421) at connect."
     )
 
     # --- retention ---------------------------------------------------------------------------
@@ -494,7 +521,8 @@ class Settings(BaseSettings):
     def _ftp_accounts(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
-        parse_accounts(value)  # raises FTPConfigError (a ValueError); never shows a password
+        # raises FTPConfigError (a ValueError); never shows a password
+        check_accounts(parse_accounts(value))
         return value
 
     @field_validator("ftp_passive_ports")

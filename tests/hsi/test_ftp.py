@@ -530,6 +530,13 @@ def test_from_settings(tmp_path: Path) -> None:
             "ftp_max_upload_mb": 3,
             "ftp_require_tls": True,
             "ftp_masquerade_address": "192.168.1.10",
+            "ftp_quota_mb_per_day": 7,
+            "ftp_quota_files_per_day": 9,
+            "ftp_max_connections_per_ip": 4,
+            "ftp_login_timeout_seconds": 12.5,
+            "ftp_ban_after_failures": 6,
+            "ftp_ban_window_seconds": 60.0,
+            "ftp_ban_seconds": 120.0,
         }
     )
     config = components.ftp_config(settings)
@@ -542,3 +549,16 @@ def test_from_settings(tmp_path: Path) -> None:
     assert config.tls is not None
     assert config.tls.cert_dir == tmp_path / "certs"
     assert config.masquerade_address == "192.168.1.10"
+    assert (config.quota_bytes_per_day, config.quota_files_per_day) == (7 * 1024 * 1024, 9)
+    assert (config.max_connections_per_ip, config.login_timeout) == (4, 12.5)
+    assert (config.ban_after_failures, config.ban_window, config.ban_seconds) == (6, 60.0, 120.0)
+
+
+def test_guard_defaults_leave_room_for_cameras_behind_nat() -> None:
+    """Defaults: 8 connections per address, a 30 s login deadline, 10 failures ban for 15 min,
+    and a quota of 20000 files and 20000 MB a day that a busy camera never reaches."""
+    settings = Settings(_env_file=None)
+    assert settings.ftp_max_connections_per_ip == 8
+    assert settings.ftp_login_timeout_seconds == 30.0
+    assert (settings.ftp_ban_after_failures, settings.ftp_ban_seconds) == (10, 900.0)
+    assert (settings.ftp_quota_mb_per_day, settings.ftp_quota_files_per_day) == (20_000, 20_000)
