@@ -209,6 +209,23 @@ class AlertFailed(_Entry):
     failed_at: datetime
 
 
+class AlertSkipped(_Entry):
+    """An alert a channel would have had, not sent: the event was older than the notify stage's
+    age bound when it got there (`too_old`: a backlog, a replay, or data Redis lost and the
+    watcher saw again). Written once per event and channel, instead of sending."""
+
+    type: Literal["alert.skipped"] = "alert.skipped"
+    camera_id: str
+    event_id: str
+    analysis_entry_id: str
+    rule: str
+    channel: AlertChannel
+    idempotency_key: str
+    reason: Literal["too_old"] = "too_old"
+    age_seconds: float  # now minus when the event's newest picture was taken
+    skipped_at: datetime
+
+
 Entry = Annotated[
     CameraRegistered
     | FileObserved
@@ -219,7 +236,8 @@ Entry = Annotated[
     | AnalysisFailed
     | EntryDead
     | AlertSent
-    | AlertFailed,
+    | AlertFailed
+    | AlertSkipped,
     Field(discriminator="type"),
 ]
 
@@ -236,6 +254,7 @@ ENTRY_TYPES: dict[str, type[_Entry]] = {
         EntryDead,
         AlertSent,
         AlertFailed,
+        AlertSkipped,
     )
 }
 

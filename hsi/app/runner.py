@@ -356,10 +356,11 @@ async def _watch(settings: Settings, urls: ServiceURLs) -> None:
 def run_ingest(settings: Settings, paths: list[Path]) -> list[Outcome]:
     """Backfill: each path (file or folder) through the watcher's checks, then return."""
     urls = ensure_services(settings, postgres=False)
-    return asyncio.run(_ingest(settings, urls, paths))
+    return asyncio.run(ingest_paths(settings, urls, paths))
 
 
-async def _ingest(settings: Settings, urls: ServiceURLs, paths: list[Path]) -> list[Outcome]:
+async def ingest_paths(settings: Settings, urls: ServiceURLs, paths: list[Path]) -> list[Outcome]:
+    """`hsi ingest` in a running loop: the dedupe markers guarded, then each path ingested."""
     client = create_redis(components.redis_config(settings, urls.redis_url))
     try:
         watcher = build_watcher(settings, client)
