@@ -43,6 +43,7 @@ from streams.schemas import (
     ENTRY_TYPES,
     AlertFailed,
     AlertSent,
+    AlertSkipped,
     AnalysisCompleted,
     AnalysisFailed,
     BatchClosed,
@@ -70,7 +71,7 @@ EXPECTED: Final[Mapping[str, frozenset[str]]] = {
     StreamKind.BATCHES: frozenset({"batch.closed"}),
     StreamKind.ANALYSES: frozenset({"analysis.completed", "analysis.failed"}),
     StreamKind.DEAD: frozenset({"entry.dead"}),
-    StreamKind.ALERTS: frozenset({"alert.sent", "alert.failed"}),
+    StreamKind.ALERTS: frozenset({"alert.sent", "alert.failed", "alert.skipped"}),
     StreamKind.REANALYSES: frozenset(
         {
             "reanalysis.started",
@@ -199,6 +200,8 @@ def rows_for(kind: str, camera: str, entry_id: str, entry: Entry) -> list[RowOp]
             return [_entry_dead(camera, entry_id, entry)]
         case AlertSent() | AlertFailed():
             return [_alert(camera, entry_id, entry)]
+        case AlertSkipped():
+            return [_alert_skipped(camera, entry_id, entry)]
     raise UnexpectedEntryError(f"no projection for entry type {entry.type}")  # pragma: no cover
 
 
@@ -605,5 +608,28 @@ def _alert(camera: str, entry_id: str, entry: AlertSent | AlertFailed) -> RowOp:
             "idempotency_key": entry.idempotency_key,
             "delivered_at": entry.delivered_at if isinstance(entry, AlertSent) else None,
             "recorded_at": entry.delivered_at if isinstance(entry, AlertSent) else entry.failed_at,
+        },
+    )
+
+
+def _alert_skipped(camera: str, entry_id: str, entry: AlertSkipped) -> RowOp:
+    """An alert not sent (the event was too old): status `skipped`, the reason, attempt 0."""
+    return RowOp(
+        "alerts",
+        {
+            "id": alert_id(camera, entry_id),
+            "camera_id": camera,
+            "entry_id": entry_id,
+            "event_id": event_id(camera, entry.event_id),
+            "analysis_entry_id": entry.analysis_entry_id,
+            "rule": entry.rule,
+            "channel": entry.channel,
+            "status": "skipped",
+            "reason": entry.reason,
+            "attempt": 0,
+            "error": f"the event was {entry.age_seconds:.0f} s old",
+            "idempotency_key": entry.idempotency_key,
+            "delivered_at": None,
+            "recorded_at": entry.skipped_at,
         },
     )

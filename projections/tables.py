@@ -199,7 +199,7 @@ dead_letters = Table(
 )
 Index("dead_letters_dead_at_idx", dead_letters.c.dead_at.desc())
 
-# One row per `alert.sent` / `alert.failed` on the cameras' alerts streams.
+# One row per `alert.sent` / `alert.failed` / `alert.skipped` on the cameras' alerts streams.
 alerts = Table(
     "alerts",
     metadata,
@@ -210,8 +210,8 @@ alerts = Table(
     Column("analysis_entry_id", Text, nullable=False),
     Column("rule", Text, nullable=False),
     Column("channel", Text, nullable=False),  # webhook | email | mqtt
-    Column("status", Text, nullable=False),  # sent | failed
-    Column("reason", Text),  # failed: delivery_error | outcome_unknown
+    Column("status", Text, nullable=False),  # sent | failed | skipped
+    Column("reason", Text),  # failed: delivery_error | outcome_unknown; skipped: too_old
     Column("attempt", Integer, nullable=False),
     Column("error", Text),
     Column("idempotency_key", Text, nullable=False),

@@ -48,5 +48,5 @@ def event_id(camera: str, batch_id: str) -> uuid.UUID:
 
 
 def alert_id(camera: str, alert_entry_id: str) -> uuid.UUID:
-    """`alerts.id`: one per `alert.sent` / `alert.failed` entry."""
+    """`alerts.id`: one per `alert.sent` / `alert.failed` / `alert.skipped` entry."""
     return _uuid5(f"{camera}/alerts/{alert_entry_id}")

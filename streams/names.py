@@ -132,6 +132,11 @@ class StreamNames:
         """A token written once per Redis data set; a new token means the data was lost."""
         return f"{self.prefix}:epoch"
 
+    @property
+    def markers_restored(self) -> str:
+        """The epoch token whose data set got its dedupe markers back from PostgreSQL."""
+        return f"{self.prefix}:markers-restored"
+
     # --- per-camera keys -----------------------------------------------------------------------
     def _camera(self, camera: str) -> str:
         if camera != SHARED and not is_camera_id(camera):

@@ -214,6 +214,23 @@ class AlertFailed(_Entry):
     failed_at: datetime
 
 
+class AlertSkipped(_Entry):
+    """An alert a channel would have had, not sent: the event was older than the notify stage's
+    age bound when it got there (`too_old`: a backlog, a replay, or data Redis lost and the
+    watcher saw again). Written once per event and channel, instead of sending."""
+
+    type: Literal["alert.skipped"] = "alert.skipped"
+    camera_id: str
+    event_id: str
+    analysis_entry_id: str
+    rule: str
+    channel: AlertChannel
+    idempotency_key: str
+    reason: Literal["too_old"] = "too_old"
+    age_seconds: float  # now minus when the event's newest picture was taken
+    skipped_at: datetime
+
+
 Level = Literal["low", "medium", "high", "critical"]
 
 
@@ -306,6 +323,7 @@ Entry = Annotated[
     | EntryDead
     | AlertSent
     | AlertFailed
+    | AlertSkipped
     | ReanalysisStarted
     | ReanalysisResult
     | ReanalysisFailed
@@ -327,6 +345,7 @@ ENTRY_TYPES: dict[str, type[_Entry]] = {
         EntryDead,
         AlertSent,
         AlertFailed,
+        AlertSkipped,
         ReanalysisStarted,
         ReanalysisResult,
         ReanalysisFailed,

@@ -25,6 +25,7 @@ from streams.names import Group, StreamKind, StreamNames
 from streams.schemas import (
     AlertFailed,
     AlertSent,
+    AlertSkipped,
     AnalysisCompleted,
     AnalysisFailed,
     BatchClosed,
@@ -96,7 +97,7 @@ STREAMS: tuple[StreamDoc, ...] = (
     ),
     StreamDoc(
         StreamKind.ALERTS,
-        AlertSent | AlertFailed,
+        AlertSent | AlertFailed | AlertSkipped,
         "notify",
         (Group.PROJECT,),
         "The outcome of each alert delivery of the camera's events, per channel.",

@@ -1,6 +1,9 @@
 """The write-side pipeline of one process: stages, reclaimers, batch timer, camera discovery.
 
 `hsi worker --stage detect` runs one stage; `hsi up` runs them all (plus the watcher and the API).
+A pipeline with the project stage also gives the watcher's dedupe markers back to a Redis that
+lost them, at start and after `redis.data_lost` (`hsi.app.markers`).
+
 Every process discovers cameras from the `camera-ids` set that the watcher fills, and subscribes
 only to the cameras its `CameraSelection` owns, so workers scale per camera and per stage.
 
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 from faststream.redis import RedisBroker, RedisClusterBroker
 
 from hsi.api.queries.streams import stream_health
+from hsi.app.markers import restore_lost_markers
 from hsi.infra.db import create_engine
 from hsi.infra.redis import DataLossMonitor, RedisClient, create_redis
 from hsi.infra.stream_gauges import StreamReading, StreamSnapshot
@@ -183,6 +187,7 @@ class Pipeline:
                 )
         self.data_loss = DataLossMonitor(self._redis, self.names.epoch)
         await self.data_loss.check()
+        await self.restore_markers()
         await self.discover()
         self._tasks.append(asyncio.create_task(self._discovery_loop(), name="hsi-discovery"))
         self.gauges = StreamGauges(self._redis, self.names, self.owned_streams)
@@ -289,6 +294,18 @@ class Pipeline:
             return self.notify_stage
         raise ValueError(f"{group.value} is not a stage HSI runs")
 
+    async def restore_markers(self) -> None:
+        """With PostgreSQL at hand (the project stage), give the watcher's dedupe markers back to
+        a Redis data set that lacks them (`hsi.app.markers`)."""
+        if self._engine is None:
+            return
+        await restore_lost_markers(
+            self.redis,
+            self.names,
+            self._engine,
+            ttl_seconds=components.watch_config(self._settings).dedupe_ttl,
+        )
+
     # --- cameras --------------------------------------------------------------------------------
 
     async def discover(self) -> list[str]:
@@ -321,6 +338,8 @@ class Pipeline:
             try:
                 if self.data_loss is not None:
                     await self.data_loss.check()
+                # Each tick, not only on a reported loss: a failed restore is tried again.
+                await self.restore_markers()
                 for camera in await self.discover():
                     log.info("pipeline.camera_added", extra={"camera": camera})
             except Exception:

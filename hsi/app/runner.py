@@ -25,6 +25,7 @@ from prometheus_client import REGISTRY, start_http_server
 
 from hsi.app.asgi import create_app
 from hsi.app.keys import announce, with_api_keys
+from hsi.app.markers import restore_lost_markers
 from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
 from hsi.app.services import ServiceURLs, ensure_services
 from hsi.ftp.config import FTPError
@@ -341,6 +342,7 @@ async def _watch(settings: Settings, urls: ServiceURLs) -> None:
     settings.camera_root.mkdir(parents=True, exist_ok=True)
     client = create_redis(components.redis_config(settings, urls.redis_url))
     watcher = build_watcher(settings, client)
+    await guard_markers(settings, client, urls.database_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -358,13 +360,15 @@ async def _watch(settings: Settings, urls: ServiceURLs) -> None:
 def run_ingest(settings: Settings, paths: list[Path]) -> list[Outcome]:
     """Backfill: each path (file or folder) through the watcher's checks, then return."""
     urls = ensure_services(settings, postgres=False)
-    return asyncio.run(_ingest(settings, urls, paths))
+    return asyncio.run(ingest_paths(settings, urls, paths))
 
 
-async def _ingest(settings: Settings, urls: ServiceURLs, paths: list[Path]) -> list[Outcome]:
+async def ingest_paths(settings: Settings, urls: ServiceURLs, paths: list[Path]) -> list[Outcome]:
+    """`hsi ingest` in a running loop: the dedupe markers guarded, then each path ingested."""
     client = create_redis(components.redis_config(settings, urls.redis_url))
     try:
         watcher = build_watcher(settings, client)
+        await guard_markers(settings, client, urls.database_url)
         outcomes: list[Outcome] = []
         for path in paths:
             outcomes.extend(await watcher.ingest(path))
@@ -387,6 +391,33 @@ async def _ftp(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await receiver.run(stop)
+
+
+async def guard_markers(settings: Settings, redis: RedisClient, database_url: str | None) -> None:
+    """Before a watcher scans: give its dedupe markers back to a Redis that lost them, when
+    PostgreSQL is configured (`hsi.app.markers`)."""
+    if database_url is None:
+        return
+    engine = create_engine(database_url)
+    try:
+        await restore_lost_markers(
+            redis,
+            components.stream_names(settings),
+            engine,
+            ttl_seconds=components.watch_config(settings).dedupe_ttl,
+        )
+    except Exception as exc:  # new uploads matter more than the guard: watch without it
+        log_event(
+            log,
+            "redis.markers_restore_failed",
+            level=logging.ERROR,
+            detail="could not give the dedupe markers back from PostgreSQL; if Redis lost its "
+            "data, files still on disk may be published again. Check DATABASE_URL and that "
+            "`hsi migrate` ran",
+            error=repr(exc),
+        )
+    finally:
+        await engine.dispose()
 
 
 def build_watcher(settings: Settings, redis: RedisClient) -> Watcher:

@@ -174,6 +174,16 @@ async def check_server(client: RedisClient) -> RedisHealth:
     )
 
 
+async def epoch_token(redis: RedisClient, key: str) -> bytes:
+    """The token of the data set Redis holds: written once (`SET NX`, random) and then read, so
+    a data set that lost its keys gets a new one."""
+    await redis.set(key, os.urandom(12).hex(), nx=True)
+    found: Any = await redis.get(key)
+    if found is None:  # lost again between the two commands: the next call writes it
+        return b""
+    return found.encode() if isinstance(found, str) else bytes(found)
+
+
 class DataLossMonitor:
     """Notices that Redis lost its data: restarted without persistence, flushed, or replaced.
 
@@ -182,7 +192,9 @@ class DataLossMonitor:
     lost: streams, groups, pending entries and open batches. That is logged as an ERROR
     (`redis.data_lost`) by every process that notices, once per loss, and the new token is
     adopted. Entries published but not yet projected are gone; the projection in PostgreSQL
-    keeps what was projected before. With append-only persistence a restart keeps the token.
+    keeps what was projected before, and a process that reaches PostgreSQL gives the watcher's
+    dedupe markers back from it (`hsi.app.markers`). With append-only persistence a restart
+    keeps the token.
     """
 
     def __init__(self, redis: RedisClient, key: str) -> None:
@@ -193,9 +205,7 @@ class DataLossMonitor:
 
     async def check(self) -> bool:
         """True when the data set changed since the last check."""
-        await self._redis.set(self._key, os.urandom(12).hex(), nx=True)
-        found: Any = await self._redis.get(self._key)
-        current = found.encode() if isinstance(found, str) else found
+        current = await epoch_token(self._redis, self._key)
         known, self._token = self._token, current
         if known is None or current == known:
             return False

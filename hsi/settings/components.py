@@ -222,6 +222,7 @@ def notify_config(settings: Settings) -> NotifyConfig:
         claim_lease_seconds=settings.alert_claim_lease_seconds,
         state_ttl_seconds=settings.alert_state_ttl_days * 86_400,
         late_after_seconds=settings.alert_late_after_seconds,
+        max_age_seconds=settings.alert_max_age_seconds,
     )
 
 

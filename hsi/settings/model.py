@@ -418,6 +418,14 @@ class Settings(BaseSettings):
         description="An event whose pictures reached HSI later than this after they were taken "
         "is late: its alerts say so, and rules with skip_late send none.",
     )
+    alert_max_age_seconds: float = Field(
+        900.0,
+        ge=0,
+        description="No alert for an event older than this (now minus when its newest picture "
+        "was taken): alert.skipped is recorded instead, so a backlog, a replay or files seen "
+        "again after Redis lost its data never alert. 0: no bound; else at least "
+        "ALERT_LATE_AFTER_SECONDS.",
+    )
     mqtt_topic_prefix: str = Field(
         "hsi", description="MQTT topics <prefix>/<camera>/event and …/last_event."
     )
@@ -540,6 +548,13 @@ class Settings(BaseSettings):
                 "severity thresholds must rise: SEVERITY_LOW_MAX < SEVERITY_MEDIUM_MAX < "
                 f"SEVERITY_HIGH_MAX (got {self.severity_low_max}, {self.severity_medium_max}, "
                 f"{self.severity_high_max})"
+            )
+        if 0 < self.alert_max_age_seconds < self.alert_late_after_seconds:
+            raise ValueError(
+                f"ALERT_MAX_AGE_SECONDS ({self.alert_max_age_seconds}) is below "
+                f"ALERT_LATE_AFTER_SECONDS ({self.alert_late_after_seconds}): late events would "
+                "never be alerted, only skipped. Raise it to at least ALERT_LATE_AFTER_SECONDS, "
+                "or set 0 for no bound"
             )
         if self.batch_idle_timeout_seconds > self.batch_window_seconds:
             raise ValueError("BATCH_IDLE_TIMEOUT_SECONDS must not exceed BATCH_WINDOW_SECONDS")

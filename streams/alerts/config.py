@@ -106,6 +106,9 @@ class NotifyConfig:
       exactly-once: an analysis re-published later than that alerts again).
     - `late_after_seconds`: an event whose pictures reached HSI later than this after they were
       taken is late (`decisions.late_by`): its alerts say so; rules may skip it.
+    - `max_age_seconds`: an event older than this (`decisions.too_old`: now minus when its
+      newest picture was taken) is not alerted: `alert.skipped` is recorded instead. 0: no bound.
+      Not below `late_after_seconds`, so that late events within the bound are still alerted.
     """
 
     rules_path: Path | None = None
@@ -123,12 +126,18 @@ class NotifyConfig:
     state_ttl_seconds: int = 7 * 24 * 3600
     snapshot_max_width: int = 1280
     late_after_seconds: float = 600.0
+    max_age_seconds: float = 900.0
 
     def __post_init__(self) -> None:
         if self.send_attempts < 1:
             raise ValueError(f"send_attempts must be >= 1, got {self.send_attempts}")
         if self.send_timeout_seconds <= 0 or self.claim_lease_seconds <= 0:
             raise ValueError("send_timeout_seconds and claim_lease_seconds must be > 0")
+        if self.max_age_seconds < 0 or (0 < self.max_age_seconds < self.late_after_seconds):
+            raise ValueError(
+                f"max_age_seconds must be 0 (no bound) or at least late_after_seconds "
+                f"({self.late_after_seconds}), got {self.max_age_seconds}"
+            )
         if self.state_ttl_seconds < 60:
             raise ValueError(f"state_ttl_seconds must be >= 60, got {self.state_ttl_seconds}")
 

@@ -3,6 +3,7 @@
 - `matches`: does a rule fire for an analysis (level, score, camera, object types, zones,
   schedule, lateness)?
 - `late_by`: how late an event reached HSI, if later than the lateness bound;
+- `too_old`: how old an event is, if older than the age bound (then it is not alerted at all);
 - `cooldown_allows`: is a rule outside its cooldown on a camera?
 - `plan_alerts`: which channel alerts under which rule, for one event;
 - `claim_decision`: given the delivery state of (event, channel), send now, or not (done, in
@@ -44,6 +45,23 @@ def late_by(batch: BatchClosed | None, late_after_seconds: float) -> float | Non
     if batch is None or batch.arrival_delay_seconds is None:
         return None
     return batch.arrival_delay_seconds if batch.arrival_delay_seconds > late_after_seconds else None
+
+
+def too_old(
+    analysis: AnalysisCompleted, batch: BatchClosed | None, now: datetime, max_age_seconds: float
+) -> float | None:
+    """The event's age in seconds when it is more than `max_age_seconds` (0: no bound), else None.
+
+    Age: `now` minus when the event's newest picture was taken (its batch window's end), else
+    minus when it was analyzed. A backlog, a replay of old entries or files that a Redis without
+    its data saw again are that old; a live event is seconds old. Measured from the pictures'
+    time, as lateness is (`late_by`), so an event late by more than the bound is never alerted.
+    """
+    if max_age_seconds <= 0:
+        return None
+    newest = batch.window_end if batch is not None else analysis.analyzed_at
+    age = (now - newest).total_seconds()
+    return age if age > max_age_seconds else None
 
 
 def zones_of(batch: BatchClosed) -> set[str]:
@@ -183,6 +201,7 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"  # delivered and recorded (`alert.sent`)
     FAILED = "failed"  # the last attempt failed and was recorded; may be claimed again
     UNKNOWN = "unknown"  # a claim was abandoned mid-send: maybe delivered, never sent again
+    SKIPPED = "skipped"  # not sent: the event was too old (`alert.skipped`); never sent
 
 
 @dataclass(frozen=True)
@@ -214,6 +233,7 @@ class Verdict(StrEnum):
     SEND = "send"  # claimed: deliver now as attempt `attempt`
     SENT = "sent"  # delivered before: nothing to do
     UNKNOWN = "unknown"  # recorded as outcome unknown before: nothing to do
+    SKIPPED = "skipped"  # recorded as skipped (too old) before: nothing to do
     BUSY = "busy"  # another consumer holds a live claim: try later
     ABANDONED = "abandoned"  # a claim outlived its lease unrecorded: record it unknown, no send
 
@@ -230,10 +250,10 @@ class Claim:
 def claim_decision(current: DeliveryState | None, now_ms: int, lease_ms: int, owner: str) -> Claim:
     """Claim a delivery before sending it (at-most-once for a claim whose owner vanished).
 
-    No state or a recorded failure: claim attempt n+1 and send. Sent or unknown: done. A claim
-    younger than the lease: another consumer is sending, try later. A claim older than the lease
-    that was never recorded: its process stopped between claiming and recording, maybe after the
-    channel had the alert, so it is marked unknown and never sent again.
+    No state or a recorded failure: claim attempt n+1 and send. Sent, unknown or skipped: done.
+    A claim younger than the lease: another consumer is sending, try later. A claim older than
+    the lease that was never recorded: its process stopped between claiming and recording, maybe
+    after the channel had the alert, so it is marked unknown and never sent again.
     """
     if current is None:
         return Claim(Verdict.SEND, 1, DeliveryState(DeliveryStatus.CLAIMED, 1, now_ms, owner))
@@ -241,6 +261,8 @@ def claim_decision(current: DeliveryState | None, now_ms: int, lease_ms: int, ow
         return Claim(Verdict.SENT, current.attempt)
     if current.status is DeliveryStatus.UNKNOWN:
         return Claim(Verdict.UNKNOWN, current.attempt)
+    if current.status is DeliveryStatus.SKIPPED:
+        return Claim(Verdict.SKIPPED, current.attempt)
     if current.status is DeliveryStatus.FAILED:
         attempt = current.attempt + 1
         return Claim(

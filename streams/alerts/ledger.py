@@ -7,10 +7,10 @@
 - `alert-sent:{event}:{channel}`: the delivery state (`decisions.DeliveryState`).
 
 Every change of a delivery state goes through one Lua script, `TRANSITION`: compare the state
-with the expected one, set the new one and, when given, XADD the `alert.sent` / `alert.failed`
-fact to the camera's alerts stream, atomically. So a state never says "sent" without its fact,
-and two consumers never both claim one delivery. The script's keys share the camera's hash tag,
-so it runs unchanged on Redis Cluster.
+with the expected one, set the new one and, when given, XADD the `alert.sent` / `alert.failed` /
+`alert.skipped` fact to the camera's alerts stream, atomically. So a state never says "sent"
+without its fact, and two consumers never both claim one delivery. The script's keys share the
+camera's hash tag, so it runs unchanged on Redis Cluster.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from streams.alerts.decisions import CooldownMark, DeliveryState, Plan
 from streams.envelope import entry_fields
 from streams.names import StreamNames
 from streams.replies import reply_text
-from streams.schemas import AlertFailed, AlertSent
+from streams.schemas import AlertFailed, AlertSent, AlertSkipped
 from streams.transactions import transaction
 
 ABSENT = "-"  # expected state: no state yet
@@ -120,7 +120,7 @@ class AlertLedger:
         channel: str,
         expected: str,
         new: DeliveryState,
-        entry: AlertSent | AlertFailed | None = None,
+        entry: AlertSent | AlertFailed | AlertSkipped | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> tuple[bool, str | None]:
         """Set the state of (event, channel) to `new` if it is `expected` (`ABSENT`, `ANY` or a

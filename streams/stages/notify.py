@@ -27,6 +27,14 @@ never sends twice; the idempotency key travels with every attempt (webhook heade
 repeats of ambiguous attempts (a timeout after the receiver had the alert, which is retried).
 A claim younger than the lease belongs to a consumer still sending: the entry stays pending.
 
+Too old to alert. An event older than `max_age_seconds` (`decisions.too_old`: now minus when its
+newest picture was taken; ALERT_MAX_AGE_SECONDS, 900 s) is not sent on any channel: each channel
+of its plan records `alert.skipped` (reason `too_old`, the age) through the same script, state
+`skipped`, so it is recorded once and never sent later. Such an event starts no cooldown. A
+failed delivery retried until its event is too old ends skipped too. The bound is at least the
+lateness bound (`late_after_seconds`), so an event late by less than the bound alerts, marked
+"(late)"; one late by more does not alert. The event itself is still projected and listed.
+
 Retries and dead letters. A channel that fails every quick retry records `alert.failed`
 (reason `delivery_error`, the attempt number) and leaves the analysis entry pending; the
 reclaimer runs it again after `STREAM_RECLAIM_IDLE_MS` (channels already sent are skipped) and,
@@ -62,6 +70,7 @@ from streams.alerts.decisions import (
     event_time,
     late_by,
     plan_alerts,
+    too_old,
     zone_of,
 )
 from streams.alerts.errors import ChannelError
@@ -77,6 +86,7 @@ from streams.resilience import retry_call
 from streams.schemas import (
     AlertFailed,
     AlertSent,
+    AlertSkipped,
     AnalysisCompleted,
     BatchClosed,
     EntryError,
@@ -106,7 +116,7 @@ class Delivery:
 
     channel: str
     settled: bool
-    result: str  # sent, already_sent, outcome_unknown, failed, busy, not_configured
+    result: str  # sent, already_sent, outcome_unknown, too_old, failed, busy, not_configured
     error: str | None = None
 
 
@@ -173,6 +183,8 @@ class NotifyStage:
             return EntryVerdict.pending("delivery_failed", error)
         if any(d.result == "sent" for d in deliveries):
             return EntryVerdict(OK, "alerted")
+        if any(d.result == "too_old" for d in deliveries):
+            return EntryVerdict(SKIPPED, "too_old")
         return EntryVerdict(SKIPPED, "already_alerted" if deliveries else "no_alert")
 
     # --- one event ------------------------------------------------------------------------------
@@ -190,14 +202,35 @@ class NotifyStage:
         batch = await self._batch(camera, analysis.batch_entry_id)
         when = event_time(analysis, batch).astimezone(self._zone)
         late = late_by(batch, self._config.late_after_seconds)
-        plan = await self._plan(camera, analysis, batch, when, late is not None)
+        age = too_old(analysis, batch, self._clock(), self._config.max_age_seconds)
+        # A too-old event starts no cooldown: its plan is not stored unless one was already.
+        plan = await self._plan(camera, analysis, batch, when, late is not None, age is None)
         if not plan.channels:
             return []
+        if age is not None:
+            logger.warning(
+                "notify.too_old",
+                extra={
+                    "camera": camera,
+                    "event_id": analysis.batch_id,
+                    "age_seconds": round(age, 1),
+                    "max_age_seconds": self._config.max_age_seconds,
+                },
+            )
         return list(
             await asyncio.gather(
                 *(
                     self._deliver(
-                        telemetry, camera, entry_id, analysis, batch, when, channel, rule, headers
+                        telemetry,
+                        camera,
+                        entry_id,
+                        analysis,
+                        batch,
+                        when,
+                        channel,
+                        rule,
+                        headers,
+                        age,
                     )
                     for channel, rule in plan.channels.items()
                 )
@@ -230,6 +263,7 @@ class NotifyStage:
         batch: BatchClosed | None,
         when: datetime,
         late: bool,
+        save: bool = True,
     ) -> Plan:
         event = analysis.batch_id
         stored = await self._ledger.plan(camera, event)
@@ -245,7 +279,7 @@ class NotifyStage:
                 "notify.cooldown",
                 extra={"camera": camera, "event_id": event, "rules": ",".join(plan.cooled)},
             )
-        if not plan.channels:
+        if not plan.channels or not save:
             return plan
         return await self._ledger.save_plan(
             camera, event, plan, CooldownMark(event, when), self._cooldown_ms
@@ -311,6 +345,7 @@ class NotifyStage:
         channel: str,
         rule: str,
         headers: Mapping[str, str],
+        age: float | None = None,
     ) -> Delivery:
         event = analysis.batch_id
         context = {"camera": camera, "event_id": event, "channel": channel, "rule": rule}
@@ -318,6 +353,10 @@ class NotifyStage:
         if sender is None:
             logger.warning("notify.channel_not_configured", extra=context)
             return Delivery(channel, True, "not_configured")
+        if age is not None:
+            skipped = await self._skip(camera, entry_id, analysis, channel, rule, headers, age)
+            if skipped is not None:
+                return skipped
         claim = await self._claim(camera, entry_id, analysis, channel, rule, headers)
         instruments = telemetry.instruments
         if claim is None or claim.verdict is Verdict.BUSY:
@@ -327,6 +366,8 @@ class NotifyStage:
             return Delivery(channel, True, "already_sent")
         if claim.verdict is Verdict.UNKNOWN:
             return Delivery(channel, True, "outcome_unknown")
+        if claim.verdict is Verdict.SKIPPED:
+            return Delivery(channel, True, "too_old")
         if claim.verdict is Verdict.ABANDONED:
             instruments.alerts_failed.add(1, {"channel": channel, "reason": "outcome_unknown"})
             logger.warning("notify.outcome_unknown", extra={**context, "attempt": claim.attempt})
@@ -380,6 +421,43 @@ class NotifyStage:
         )
         return Delivery(channel, False, "failed", send_error)
 
+    async def _skip(
+        self,
+        camera: str,
+        entry_id: str,
+        analysis: AnalysisCompleted,
+        channel: str,
+        rule: str,
+        headers: Mapping[str, str],
+        age: float,
+    ) -> Delivery | None:
+        """Record `alert.skipped` instead of sending, unless the delivery is settled already;
+        None when a claim is in flight (the claim path then waits for it, and never sends)."""
+        event = analysis.batch_id
+        raw, current = await self._ledger.state(camera, event, channel)
+        if current is not None and current.status is not DeliveryStatus.FAILED:
+            return None if current.status is DeliveryStatus.CLAIMED else _settled(channel, current)
+        now = self._clock()
+        attempt = current.attempt if current is not None else 0
+        fact = AlertSkipped(
+            camera_id=camera,
+            event_id=event,
+            analysis_entry_id=entry_id,
+            rule=rule,
+            channel=_as_channel(channel),
+            idempotency_key=idempotency_key(camera, event, channel),
+            age_seconds=round(age, 1),
+            skipped_at=now,
+        )
+        state = DeliveryState(DeliveryStatus.SKIPPED, attempt, _ms(now), self._consumer)
+        done, _ = await self._ledger.transition(
+            camera, event, channel, raw or ABSENT, state, fact, headers
+        )
+        if not done:  # another consumer changed it meanwhile: look again on the next delivery
+            error = f"{channel}: the delivery state changed while skipping; tried again later"
+            return Delivery(channel, False, "busy", error)
+        return Delivery(channel, True, "too_old")
+
     async def _send(self, sender: Channel, alert: Alert, key: str) -> str | None:
         """Send with quick retries on transient errors; None when delivered, else the error."""
         timeout = self._config.send_timeout_seconds
@@ -415,3 +493,13 @@ class NotifyStage:
                 extra={"channel": sender.name, "seconds": round(time.perf_counter() - started, 3)},
             )
         return None
+
+
+def _settled(channel: str, state: DeliveryState) -> Delivery:
+    """A delivery that has nothing left to do: sent, outcome unknown or skipped before."""
+    result = {
+        DeliveryStatus.SENT: "already_sent",
+        DeliveryStatus.UNKNOWN: "outcome_unknown",
+        DeliveryStatus.SKIPPED: "too_old",
+    }[state.status]
+    return Delivery(channel, True, result)

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from streams.alerts.config import NotifyConfig
 from streams.alerts.decisions import (
     CooldownMark,
     DeliveryState,
@@ -20,6 +21,7 @@ from streams.alerts.decisions import (
     late_by,
     matches,
     plan_alerts,
+    too_old,
 )
 from streams.alerts.message import build_alert, idempotency_key
 from streams.alerts.rules import AlertRule, Schedule, TimeWindow
@@ -256,6 +258,7 @@ def _state(status: DeliveryStatus, attempt: int = 1, at_ms: int = 0) -> Delivery
         (_state(DeliveryStatus.FAILED, 2), 1000, Verdict.SEND, 3, DeliveryStatus.CLAIMED),
         (_state(DeliveryStatus.SENT, 2), 1000, Verdict.SENT, 2, None),
         (_state(DeliveryStatus.UNKNOWN), 1000, Verdict.UNKNOWN, 1, None),
+        (_state(DeliveryStatus.SKIPPED, 0), 1000, Verdict.SKIPPED, 0, None),
         (_state(DeliveryStatus.CLAIMED, 1, 1000), 1000 + LEASE - 1, Verdict.BUSY, 1, None),
         (
             _state(DeliveryStatus.CLAIMED, 1, 1000),
@@ -394,3 +397,43 @@ def test_a_rule_with_zones_needs_an_object_standing_in_them(
     assert not matches(
         AlertRule("r", zones=frozenset({"porch"})), analysis(closed, "2-0"), None, NOON
     )
+
+
+# The newest picture of `batch(at=T)` was taken at T + 5 s (its window's end).
+NEWEST = datetime(2026, 1, 15, 23, 30, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("now", "max_age", "with_batch", "age"),
+    [
+        (NEWEST + timedelta(seconds=3), 900.0, True, None),  # live
+        (NEWEST + timedelta(seconds=900), 900.0, True, None),  # exactly the bound: alerted
+        (NEWEST + timedelta(seconds=901), 900.0, True, 901.0),
+        (NEWEST + timedelta(days=30), 900.0, True, 30 * 86_400.0),  # a month's replay
+        (NEWEST + timedelta(days=30), 0.0, True, None),  # 0: no bound
+        (NEWEST - timedelta(seconds=60), 900.0, True, None),  # a camera clock running fast
+        # Without the batch the analysis time counts (`analysis()` is 36 s after the window).
+        (NEWEST + timedelta(seconds=31 + 900), 900.0, False, None),
+        (NEWEST + timedelta(seconds=31 + 902), 900.0, False, 902.0),
+    ],
+)
+def test_too_old(now: datetime, max_age: float, with_batch: bool, age: float | None) -> None:
+    """Too old: now minus when the event's newest picture was taken is above the bound."""
+    closed = batch(at=datetime(2026, 1, 15, 23, 30, tzinfo=UTC))
+    assessed = analysis(closed, "1-0")
+    assert too_old(assessed, closed if with_batch else None, now, max_age) == age
+
+
+@pytest.mark.parametrize(
+    ("late_after", "max_age", "valid"),
+    [(600.0, 900.0, True), (600.0, 600.0, True), (600.0, 0.0, True), (600.0, 599.0, False)],
+)
+def test_the_age_bound_is_not_below_the_lateness_bound(
+    late_after: float, max_age: float, valid: bool
+) -> None:
+    """A bound below the lateness bound would skip every late event: refused, unless 0 (off)."""
+    if valid:
+        NotifyConfig(late_after_seconds=late_after, max_age_seconds=max_age)
+    else:
+        with pytest.raises(ValueError, match="late_after_seconds"):
+            NotifyConfig(late_after_seconds=late_after, max_age_seconds=max_age)

@@ -48,6 +48,7 @@ def _settings(tmp_path: Path, prefix: str, receiver: Receiver, **overrides: Any)
         "webhook_secret": receiver.secret,
         "alert_rules_path": rules,
         "public_base_url": "https://hsi.example",
+        "alert_max_age_seconds": 0,  # events of a fixed past time (`T0`): no age bound
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]  # settings-only kwarg

@@ -23,7 +23,7 @@ from streams.envelope import entry_fields
 from streams.metrics import Instruments
 from streams.names import Group, StreamNames
 from streams.reclaim import ReclaimConfig, Reclaimer
-from streams.schemas import AlertFailed, AlertSent, EntryDead
+from streams.schemas import AlertFailed, AlertSent, AlertSkipped, EntryDead
 from streams.stages import notify as notify_module
 from streams.stages.notify import NotifyStage
 from streams.tracing import StageTelemetry
@@ -55,6 +55,7 @@ def _config(receiver: Receiver, **overrides: Any) -> NotifyConfig:
         "send_attempts": 2,
         "backoff_base_seconds": 0.01,
         "claim_lease_seconds": 60,
+        "max_age_seconds": 0,  # events of a fixed past time (`T0`); the bound's tests set it
     }
     values.update(overrides)
     return NotifyConfig(**values)
@@ -421,3 +422,66 @@ async def test_a_late_event_says_so_and_a_rule_may_skip_it(
     assert len(receiver.delivered) == 2
     assert orjson.loads(receiver.delivered[1].body)["late_seconds"] is None
     assert await pending(redis_client, names) == 0
+
+
+class _Clock:
+    """A clock the test moves."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_an_event_older_than_the_bound_is_skipped_once_and_never_sent(
+    redis_client: Redis, names: StreamNames, receiver: Receiver, make_stage: MakeStage
+) -> None:
+    """An event whose newest picture is an hour old records `alert.skipped` (too_old) instead of
+    alerting, once even when redelivered; a live event next to it is sent."""
+    clock = _Clock(T0 + timedelta(hours=1))
+    stage = make_stage(_config(receiver, max_age_seconds=900), clock=clock)
+    _, _, old, _ = await publish_event(redis_client, names, at=T0)
+    _, _, live, _ = await publish_event(redis_client, names, at=clock.now - timedelta(seconds=30))
+    await drain(redis_client, names, stage.handle)
+    assert await pending(redis_client, names) == 0
+    (delivered,) = receiver.delivered
+    assert orjson.loads(delivered.body)["event_id"] == live.batch_id
+    found = [e for _, e in await entries(redis_client, names.alerts(CAMERA))]
+    skipped = [e for e in found if isinstance(e, AlertSkipped)]
+    assert [(e.event_id, e.channel, e.reason) for e in skipped] == [
+        (old.batch_id, "webhook", "too_old")
+    ]
+    assert skipped[0].age_seconds == 3600 - 5  # the newest picture: 5 s into the window
+    assert [e.event_id for e in found if isinstance(e, AlertSent)] == [live.batch_id]
+
+    # The old analysis published again (a replay, `hsi dlq retry`): nothing new.
+    await redis_client.xadd(names.analyses(CAMERA), entry_fields(old))
+    await drain(redis_client, names, stage.handle)
+    assert len(receiver.delivered) == 1
+    assert await redis_client.xlen(names.alerts(CAMERA)) == len(found)
+
+
+async def test_a_failing_delivery_retried_past_the_bound_ends_skipped(
+    redis_client: Redis, names: StreamNames, receiver: Receiver, make_stage: MakeStage
+) -> None:
+    """A live event whose webhook fails is retried; once the event is older than the bound the
+    retry records `alert.skipped` instead of sending, and the analysis is done."""
+    receiver.always = 503
+    clock = _Clock(T0 + timedelta(seconds=60))
+    stage = make_stage(_config(receiver, send_attempts=1, max_age_seconds=900), clock=clock)
+    await publish_event(redis_client, names, at=T0)
+    await drain(redis_client, names, stage.handle)
+    assert await pending(redis_client, names) == 1
+    receiver.always = None  # the channel is back, but the event is too old by now
+    clock.now = T0 + timedelta(minutes=20)
+    reclaimer = _reclaimer(redis_client, names, stage)
+
+    async def settled() -> bool:
+        await reclaimer.run_once()
+        return await pending(redis_client, names) == 0
+
+    await wait_until(settled)
+    assert receiver.delivered == []
+    found = [e for _, e in await entries(redis_client, names.alerts(CAMERA))]
+    assert [type(e).__name__ for e in found] == ["AlertFailed", "AlertSkipped"]

@@ -24,7 +24,7 @@ from streams.envelope import entry_fields
 from streams.ids import alert_id, event_id
 from streams.names import Group, StreamKind, StreamNames
 from streams.reclaim import ReclaimConfig, Reclaimer
-from streams.schemas import AlertFailed, AlertSent
+from streams.schemas import AlertFailed, AlertSent, AlertSkipped
 from streams.stages.notify import NotifyStage
 from tests.alerts.support import (
     CAMERA,
@@ -43,7 +43,8 @@ AT = datetime(2026, 1, 16, 8, 0, tzinfo=UTC)
 
 
 def test_alert_entries_become_alert_rows() -> None:
-    """alert.sent and alert.failed map to one row each, keyed on camera and entry id."""
+    """alert.sent, alert.failed and alert.skipped map to one row each, keyed on camera and
+    entry id."""
     common = {
         "camera_id": CAMERA,
         "event_id": "7b4e2f7e-5d0e-4a53-9d2b-3f1a4c2b9e10",
@@ -68,6 +69,16 @@ def test_alert_entries_become_alert_rows() -> None:
     assert (failed.values["status"], failed.values["reason"]) == ("failed", "outcome_unknown")
     assert failed.values["delivered_at"] is None
     assert failed.values["recorded_at"] == AT
+    del common["attempt"]
+    (skipped,) = rows_for(
+        StreamKind.ALERTS,
+        CAMERA,
+        "9-2",
+        AlertSkipped(**common, age_seconds=3600.0, skipped_at=AT),
+    )
+    assert (skipped.values["status"], skipped.values["reason"]) == ("skipped", "too_old")
+    assert (skipped.values["attempt"], skipped.values["delivered_at"]) == (0, None)
+    assert skipped.values["recorded_at"] == AT
 
 
 @pytest.fixture
@@ -109,7 +120,10 @@ async def _alerted(
     """Two events alerted: one sent, one that failed once (and, with `settle`, was sent on
     its next delivery); everything projected. Returns the two event ids (sent, failed)."""
     config = NotifyConfig(
-        webhook=WebhookConfig(receiver.url), public_base_url="http://hsi.test", send_attempts=1
+        webhook=WebhookConfig(receiver.url),
+        public_base_url="http://hsi.test",
+        send_attempts=1,
+        max_age_seconds=0,  # events of a fixed past time (`T0`): no age bound
     )
     stage = NotifyStage(
         redis=redis,

@@ -144,6 +144,7 @@ def test_bad_values_name_the_variable(
         ({"TLS_MODE": "provided"}, "TLS_MODE=provided needs TLS_CERT_PATH"),
         ({"TLS_VERIFY_CLIENT": "true"}, "TLS_VERIFY_CLIENT=true needs TLS_CA_PATH"),
         ({"API_KEYS": "too-short"}, "an API key needs at least 32"),
+        ({"ALERT_MAX_AGE_SECONDS": "300"}, "is below ALERT_LATE_AFTER_SECONDS"),
     ],
 )
 def test_inconsistent_settings_are_refused(
@@ -154,6 +155,17 @@ def test_inconsistent_settings_are_refused(
         monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=message):
         load_settings()
+
+
+def test_the_alert_age_bound_may_be_off_or_at_least_the_lateness_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ALERT_MAX_AGE_SECONDS is 900 by default, 0 turns it off, and it may equal the lateness."""
+    assert load_settings().alert_max_age_seconds == 900.0
+    monkeypatch.setenv("ALERT_MAX_AGE_SECONDS", "0")
+    assert load_settings().alert_max_age_seconds == 0.0
+    monkeypatch.setenv("ALERT_MAX_AGE_SECONDS", "600")
+    assert load_settings().alert_max_age_seconds == 600.0
 
 
 def test_secrets_are_masked_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,8 @@ With append-only persistence (what the embedded Valkey runs with) a Redis restar
 nothing: every process reconnects with backoff and every file goes the whole way exactly once,
 as it does across a PostgreSQL restart. Without persistence a Redis restart loses the unprojected
 entries: every process reports it (`redis.data_lost`, ERROR), recreates its groups and goes on
-with new files.
+with new files; the dedupe markers come back from PostgreSQL, so a rescan of the files still on
+disk publishes none of them again and no alert is sent twice.
 """
 
 from __future__ import annotations
@@ -19,17 +20,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hsi.app.runner import ingest_paths
+from hsi.app.services import ServiceURLs
 from hsi.infra.db import create_engine
 from hsi.infra.embedded import EmbeddedPostgres, EmbeddedRedis
 from hsi.infra.embedded.valkey import valkey_binary as _valkey_binary
 from hsi.infra.redis import RedisConfig, create_redis
 from projections.replay import verify
 from streams.names import StreamNames
+from streams.watch.outcomes import OutcomeKind
+from tests.alerts.support import Receiver, webhook_receiver
 from tests.fakes.rtdetr import FakeRtDetr
 from tests.reliability.fleet import (
     Fleet,
+    Progress,
     ingest_settings,
     make_files,
     pipeline_env,
@@ -218,3 +225,111 @@ async def test_redis_without_persistence_reports_the_loss_and_recovers(
         assert fleet.exited() == {}, fleet.logs()
     finally:
         fleet.stop()
+
+
+EVERY_EVENT = """
+[[rules]]
+name = "everything"
+min_level = "low"
+channels = ["webhook"]
+"""
+
+
+async def _sha_duplicates(engine: AsyncEngine) -> int:
+    """Files projected more than once: rows of media_files beyond one per (camera, sha256)."""
+    async with engine.connect() as conn:
+        found = await conn.scalar(
+            text("SELECT count(*) - count(DISTINCT (camera_id, sha256)) FROM media_files")
+        )
+    return int(found or 0)
+
+
+async def _events(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(text("SELECT count(*) FROM events")) or 0)
+
+
+async def _alerted(engine: AsyncEngine, receiver: Receiver, fleet: Fleet, within: float) -> int:
+    """Wait until the webhook got one delivery per projected event; the number of events."""
+    deadline = time.monotonic() + within
+    while True:
+        events = await _events(engine)
+        if events and len(receiver.delivered) >= events:
+            return events
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{len(receiver.delivered)} deliveries for {events} events\n{fleet.logs()}"
+            )
+        await asyncio.sleep(0.3)
+
+
+@pytest.mark.timeout(240)
+async def test_redis_without_persistence_publishes_and_alerts_nothing_twice(
+    volatile_redis: _VolatileRedis,
+    own_database: str,
+    own_engine: AsyncEngine,
+    key_prefix: str,
+    tmp_path: Path,
+    rtdetr: tuple[FakeRtDetr, str],
+) -> None:
+    """After Redis restarts empty, a rescan of the files still on disk publishes none of the
+    projected ones again (0 duplicate events) and the webhook gets no alert twice."""
+    camera_root = tmp_path / "cameras"
+    files = make_files(camera_root, CAMERAS, 40, 2)
+    settings = ingest_settings(camera_root, key_prefix)
+    rules = tmp_path / "rules.toml"
+    rules.write_text(EVERY_EVENT, encoding="utf-8")
+    workers = {**WORKERS, "notify": "notify"}
+    with webhook_receiver(Receiver()) as receiver:
+        env = pipeline_env(volatile_redis.url, own_database, key_prefix, tmp_path, rtdetr[1])
+        env.update(
+            NOTIFICATION_ENABLED="true",
+            DEFAULT_WEBHOOK_URL=receiver.url,
+            ALERT_RULES_PATH=str(rules),
+        )
+        (tmp_path / "logs").mkdir()
+        fleet = Fleet(env, tmp_path / "logs")
+        for name, stage in workers.items():
+            fleet.worker(name, stage)
+        try:
+            await publish(
+                settings, volatile_redis.url, [camera_root / c / "part0" for c in CAMERAS]
+            )
+            await settled(own_engine, len(files) // 2, fleet, within=90)
+            before = await _alerted(own_engine, receiver, fleet, within=60)
+
+            volatile_redis.stop()
+            volatile_redis.start()  # empty: markers, alert states and the epoch token are gone
+            deadline = time.monotonic() + 30
+            while not any("redis.markers_restored" in line for line in fleet.log_lines("project")):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no markers restored\n{fleet.logs()}")
+                await asyncio.sleep(0.3)
+
+            # The same camera folders scanned again, as `hsi ingest` (or a restarted watcher) does.
+            urls = ServiceURLs(own_database, volatile_redis.url, ())
+            outcomes = await ingest_paths(settings, urls, [camera_root / c for c in CAMERAS])
+            kinds = {o.path: o.kind for o in outcomes}
+            again = [
+                p
+                for p in files
+                if p.parent.name == "part0" and kinds[p] is not OutcomeKind.DUPLICATE
+            ]
+            assert again == [], f"{len(again)} projected files published again"
+            assert all(kinds[p] is OutcomeKind.OBSERVED for p in files if p.parent.name == "part1")
+
+            last: Progress = await settled(own_engine, len(files), fleet, within=90)
+            events = await _alerted(own_engine, receiver, fleet, within=60)
+            keys = [r.headers.get("idempotency-key") for r in receiver.delivered]
+            log.warning(
+                "no-persistence suite: files=%d events=%d/%d deliveries=%d",
+                len(files),
+                before,
+                events,
+                len(keys),
+            )
+            assert await _sha_duplicates(own_engine) == 0, last
+            assert len(keys) == len(set(keys)) == events, keys
+            assert fleet.exited() == {}, fleet.logs()
+        finally:
+            fleet.stop()

@@ -20,7 +20,7 @@ from projections.tables import alerts
 from streams.alerts.kinds import CHANNELS as CHANNELS
 
 CURSOR_KIND = "alerts"
-STATUSES: tuple[str, ...] = ("sent", "failed")
+STATUSES: tuple[str, ...] = ("sent", "failed", "skipped")
 
 
 @dataclass(frozen=True)
