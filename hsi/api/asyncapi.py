@@ -34,6 +34,11 @@ from streams.schemas import (
     DetectionFailed,
     EntryDead,
     FileObserved,
+    ReanalysisAdopted,
+    ReanalysisEnded,
+    ReanalysisFailed,
+    ReanalysisResult,
+    ReanalysisStarted,
 )
 from streams.tracing import HEADER_OBSERVED_AT
 
@@ -101,6 +106,19 @@ STREAMS: tuple[StreamDoc, ...] = (
         "notify",
         (Group.PROJECT,),
         "The outcome of each alert delivery of the camera's events, per channel.",
+    ),
+    StreamDoc(
+        StreamKind.REANALYSES,
+        ReanalysisStarted
+        | ReanalysisResult
+        | ReanalysisFailed
+        | ReanalysisEnded
+        | ReanalysisAdopted,
+        "reanalyze",
+        (Group.PROJECT,),
+        "Re-analysis runs (`hsi reanalyze`): a run's start and end on the camera, a candidate's "
+        "judgement of each batch it covers (read by the run's own group `reanalyze-<run>` on the "
+        "batches stream), and its adoption.",
     ),
 )
 
