@@ -299,9 +299,14 @@ class EmbeddedPostgres(EmbeddedServer):
         if hba_requires_password(self.pgdata):
             return
         import psycopg
+        from psycopg import sql
 
         with self._connect(port, password, "postgres") as conn:
-            conn.execute(f"ALTER ROLE {POSTGRES_ROLE} PASSWORD '{scram_secret(password)}'")
+            # DDL takes no bound parameters: the secret goes in as a quoted literal
+            statement = sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(POSTGRES_ROLE), sql.Literal(scram_secret(password))
+            )
+            conn.execute(statement)
             write_hba(self.pgdata)
             conn.execute("SELECT pg_reload_conf()")
         deadline = time.monotonic() + timeout
