@@ -78,6 +78,7 @@ class Seeded:
     event_ids: tuple[str, ...]
     detection_ids: tuple[str, ...]
     media_paths: tuple[str, ...]
+    run_ids: tuple[str, ...] = ()
 
 
 @pytest.fixture(autouse=True)
@@ -136,6 +137,11 @@ async def seeded(
             for i in range(12)
         ],
     )
+    await insert(
+        engine,
+        "reanalysis_runs",
+        [{"id": "20261120T120000-abcdef", "analyzer": "rules", "started_at": BASE, "cameras": 1}],
+    )
     paths = await _column(engine, "SELECT path FROM media_files ORDER BY path")
     for path in paths:
         target = tmp_path / "cameras" / path
@@ -146,6 +152,7 @@ async def seeded(
         event_ids=await _column(engine, "SELECT id FROM events ORDER BY id LIMIT 20"),
         detection_ids=await _column(engine, "SELECT id FROM detections ORDER BY id"),
         media_paths=paths,
+        run_ids=("20261120T120000-abcdef",),
     )
 
 
@@ -156,6 +163,7 @@ def _known(operation: Any, seeded: Seeded) -> st.SearchStrategy[schemathesis.Cas
         "event_id": seeded.event_ids,
         "detection_id": seeded.detection_ids,
         "path": seeded.media_paths,
+        "run_id": seeded.run_ids,
     }
     params = operation.definition.raw.get("parameters", [])
     in_path = [p["name"] for p in params if p["in"] == "path" and p["name"] in values]

@@ -371,8 +371,10 @@ async def keyed_rows(engine: AsyncEngine, tmp_path: Path) -> dict[str, str]:
     await insert(engine, "detections", [detection])
     event = _event_row(1)
     await insert(engine, "events", [event])
+    await insert(engine, "reanalysis_runs", [{"id": "run-1", "started_at": BASE}])
     return {
         "camera_id": "front_door",
+        "run_id": "run-1",
         "event_id": str(event["id"]),
         "detection_id": str(detection["id"]),
         "path": "Front%20Door/snap/cat%201.jpg",

@@ -12,6 +12,7 @@ from hsi.api.routes import (
     live,
     media,
     pipeline,
+    reanalyses,
     streams,
     system,
 )
@@ -21,6 +22,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *cameras.ENDPOINTS,
     *events.ENDPOINTS,
     *alerts.ENDPOINTS,
+    *reanalyses.ENDPOINTS,
     *detections.ENDPOINTS,
     *media.ENDPOINTS,
     *streams.ENDPOINTS,
