@@ -3,7 +3,8 @@
 
     routes = [*api_routes, *web_routes(api_config, web_config(settings))]
 
-Pages: `/` (live), `/events`, `/events/{id}`, `/cameras`, `/charts`, `/system`. Under `/ui`:
+Pages: `/` (live), `/events`, `/events/{id}`, `/cameras`, `/charts`, `/system`,
+`/reanalyses`, `/reanalyses/{run}`. Under `/ui`:
 the key form, the live page's card fragments, pictures and the static files. When API keys
 are on, every page, fragment and picture checks the dashboard cookie (`hsi.web.auth`).
 """
@@ -19,6 +20,7 @@ from hsi.web.files import file_routes
 from hsi.web.format import UI
 from hsi.web.keys import key_routes
 from hsi.web.pages import page_routes
+from hsi.web.reanalyses import reanalysis_routes
 from hsi.web.render import STATIC
 from hsi.web.site import Site
 from hsi.web.status import status_routes
@@ -32,6 +34,7 @@ def web_routes(config: APIConfig, web: WebConfig | None = None) -> list[BaseRout
     return [
         *page_routes(site),
         *status_routes(site),
+        *reanalysis_routes(site),
         *key_routes(site),
         *file_routes(site),
         Mount(f"{UI}/static", StaticFiles(directory=STATIC), name="web_static"),

@@ -33,6 +33,7 @@ NAV: tuple[tuple[str, str], ...] = (
     ("/events", "Events"),
     ("/cameras", "Cameras"),
     ("/charts", "Charts"),
+    ("/reanalyses", "Re-analysis"),
     ("/system", "System"),
 )
 

@@ -69,6 +69,24 @@ async def test_a_run_and_its_changed_events(
         adopted = (await client.get("/api/reanalyses")).json()["items"][0]
         assert adopted["adopted"] == 10
 
+        # the event shows its history; the dashboard shows the run
+        event = (await client.get(f"/api/events/{first['event_id']}")).json()
+        judgements = event["judgements"]
+        assert [j["risk_level"] for j in judgements] == ["medium", "high"]
+        assert judgements[1]["run_id"] == run_id
+        assert judgements[1]["supersedes"] == judgements[0]["entry_id"]
+        page = await client.get(f"/events/{first['event_id']}")
+        assert page.status_code == 200
+        assert f'href="/reanalyses/{run_id}"' in page.text
+        listing = await client.get("/reanalyses")
+        assert listing.status_code == 200
+        assert f'<a href="/reanalyses/{run_id}">{run_id}</a>' in listing.text
+        report_page = await client.get(f"/reanalyses/{run_id}")
+        assert report_page.status_code == 200
+        assert 'id="changes-up"' in report_page.text
+        assert report_page.text.count('class="change"') == 5
+        assert (await client.get("/reanalyses/no-such-run")).status_code == 404
+
 
 async def test_no_runs_is_an_empty_list(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/reanalyses")).json() == {"items": []}

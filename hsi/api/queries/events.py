@@ -24,7 +24,7 @@ from hsi.api.queries.alerts import event_alerts
 from hsi.api.queries.detections import detection_item
 from hsi.api.queries.paging import Page, in_window, make_page
 from hsi.api.responses import iso, stored_error
-from projections.tables import detections, event_detections, events, media_files
+from projections.tables import analysis_history, detections, event_detections, events, media_files
 from streams.severity import RiskLevel, SeverityThresholds
 
 # A row of any number of columns (Row[Any] is a row of one).
@@ -281,9 +281,34 @@ async def get_event(conn: AsyncConnection, event_id: uuid.UUID) -> dict[str, Any
             "files": files,
             "detections": items,
             "alerts": await event_alerts(conn, event_id),
+            "judgements": await event_judgements(conn, event_id),
         }
     )
     return body
+
+
+async def event_judgements(conn: AsyncConnection, event_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every judgement the event had, oldest first; the last is the current one. An adopted
+    re-analysis names the analysis it superseded and its run."""
+    h = analysis_history.c
+    query = (
+        select(analysis_history).where(h.event_id == event_id).order_by(h.analyzed_at, h.entry_id)
+    )
+    return [
+        {
+            "entry_id": row.entry_id,
+            "status": row.status,
+            "risk_score": row.risk_score,
+            "risk_level": row.risk_level,
+            "summary": row.summary if row.status == "completed" else stored_error(row.summary),
+            "analyzer": row.analyzer,
+            "model": row.model,
+            "supersedes": row.supersedes,
+            "run_id": row.run_id,
+            "analyzed_at": iso(row.analyzed_at),
+        }
+        for row in (await conn.execute(query)).all()
+    ]
 
 
 # --- statistics ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ by event id."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -17,6 +18,7 @@ from hsi.api.responses import iso, stored_error
 from projections.tables import events, reanalysis_results, reanalysis_runs
 
 CURSOR_KIND = "reanalysis"
+RUN_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 LEVELS = ("low", "medium", "high", "critical")
 CROSSINGS = ("up", "down")
 _EPOCH = "1970-01-01T00:00:00+00:00"

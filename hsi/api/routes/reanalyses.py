@@ -3,8 +3,6 @@ report, with its changed events keyset-paged)."""
 
 from __future__ import annotations
 
-import re
-
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,8 +12,6 @@ from hsi.api.params import Query, parse_choices, parse_limit
 from hsi.api.queries import reanalyses as q
 from hsi.api.responses import JSON, BadParameter, NotFound
 from hsi.api.state import resources
-
-RUN_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
 
 async def runs_list(request: Request, query: Query) -> Response:
@@ -35,7 +31,7 @@ def _one(query: Query, name: str, allowed: tuple[str, ...], default: str | None)
 async def run_detail(request: Request, query: Query) -> Response:
     """One run: its record, its report, and a page of the events it would change."""
     run_id = request.path_params["run_id"]
-    if not RUN_ID.match(run_id):
+    if not q.RUN_ID.match(run_id):
         raise NotFound(f"no re-analysis run {run_id!r}")
     alert_from = _one(query, "alert_from", q.LEVELS, "high")
     crossing = _one(query, "crossing", q.CROSSINGS, None)
