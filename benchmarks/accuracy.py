@@ -26,7 +26,8 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from PIL import Image
@@ -37,10 +38,13 @@ from benchmarks.environment import Servers
 from benchmarks.options import Options
 from benchmarks.report import Figure, Target, cost, rate
 from hsi.settings.model import CLASS_THRESHOLDS, Settings
+from streams.analyzers.base import BatchSummary, DetectionLine
+from streams.analyzers.rules import CATEGORIES, PERSON, CategoryWeight, score_batch
 from streams.detectors.base import BoundingBox, DetectedObject
 from streams.detectors.embedded import MODEL_PATH, EmbeddedDetector
 
 NAME = "accuracy"
+LEVEL_ORDER = ("low", "medium", "high", "critical")
 NEEDS_SERVERS = False
 
 DETECT_THRESHOLD = 0.2
@@ -267,7 +271,57 @@ def run(servers: Servers | None, options: Options) -> list[Figure]:
     observed = observe(corpus.frames(layout), modes)
     curves = {name: [score(runs, t) for t in THRESHOLDS] for name, runs in observed.items()}
     print(report_curves(curves), flush=True)
+    print(report_calibration(observed[DEFAULT_MODE]), flush=True)
     return figures(observed, curves)
+
+
+# --- calibration of the rules (pure) ----------------------------------------------------------
+
+NOON = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+MIDNIGHT = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)
+# The person weights before the calibration that made a lone person by day low.
+EARLIER_PERSON = replace(PERSON, base=40, night_bonus=25)
+
+
+def frame_batch(found: Sequence[DetectedObject], at: datetime) -> BatchSummary:
+    """A frame's detections (at HSI's class thresholds) as a one-file batch taken at `at`."""
+    kept = [d for d in found if d.confidence >= CLASS_THRESHOLDS.get(d.label, DEFAULT_THRESHOLD)]
+    lines = tuple(DetectionLine(d.label, d.confidence, at, "frame.jpg") for d in kept)
+    return BatchSummary("corpus", at, at, lines, "UTC")
+
+
+def level_shares(
+    observations: Iterable[Observation], at: datetime, categories: tuple[CategoryWeight, ...]
+) -> dict[str, float]:
+    """The share of frames (with anything detected) per risk level under the rules."""
+    levels = Counter(
+        score_batch(frame_batch(o.detections, at), categories=categories).risk_level.value
+        for o in observations
+        if o.detections
+    )
+    total = sum(levels.values())
+    return {level: levels.get(level, 0) / total if total else 0.0 for level in LEVEL_ORDER}
+
+
+def report_calibration(observations: Sequence[Observation]) -> str:
+    """What the rules make of the corpus's frames, by day and at night, before and now."""
+    weights = {
+        "earlier (person 40, night +25)": tuple(
+            EARLIER_PERSON if c.name == "person" else c for c in CATEGORIES
+        ),
+        "now (person 28, night +37)": CATEGORIES,
+    }
+    lines = [
+        f"\n## B7 calibration: share of frames per level, {DEFAULT_MODE} mode, each frame a batch",
+        "| rules | time | " + " | ".join(LEVEL_ORDER) + " |",
+        "|---|---|" + "---:|" * len(LEVEL_ORDER),
+    ]
+    for name, categories in weights.items():
+        for when, at in (("day", NOON), ("night", MIDNIGHT)):
+            shares = level_shares(observations, at, categories)
+            cells = " | ".join(f"{shares[level] * 100:.0f} %" for level in LEVEL_ORDER)
+            lines.append(f"| {name} | {when} | {cells} |")
+    return "\n".join(lines)
 
 
 def figures(

@@ -35,7 +35,7 @@ CREATE TABLE reanalysis_runs (
     failed integer NOT NULL DEFAULT 0,
     prompt_tokens bigint NOT NULL DEFAULT 0,
     completion_tokens bigint NOT NULL DEFAULT 0,
-    latency_ms real NOT NULL DEFAULT 0,
+    latency_us bigint NOT NULL DEFAULT 0,
     adopted integer NOT NULL DEFAULT 0,
     adopted_at timestamptz
 );

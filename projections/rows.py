@@ -504,7 +504,8 @@ def _run_result(
     completed = isinstance(entry, ReanalysisResult)
     prompt = (entry.prompt_tokens or 0) if isinstance(entry, ReanalysisResult) else 0
     answer = (entry.completion_tokens or 0) if isinstance(entry, ReanalysisResult) else 0
-    latency = entry.latency_ms if isinstance(entry, ReanalysisResult) else 0.0
+    # whole microseconds: sums of floats would differ with the order cameras are applied in
+    latency = round(entry.latency_ms * 1000) if isinstance(entry, ReanalysisResult) else 0
     result: dict[str, Any] = {
         "run_id": entry.run_id,
         "event_id": event_id(camera, entry.batch_id),
@@ -538,10 +539,10 @@ def _run_result(
             "failed": 0 if completed else 1,
             "prompt_tokens": prompt,
             "completion_tokens": answer,
-            "latency_ms": latency,
+            "latency_us": latency,
         },
         dict.fromkeys(
-            ("analyzed", "failed", "prompt_tokens", "completion_tokens", "latency_ms"), Merge.ADD
+            ("analyzed", "failed", "prompt_tokens", "completion_tokens", "latency_us"), Merge.ADD
         ),
     )
     return [RowOp("reanalysis_results", result), run]

@@ -270,7 +270,7 @@ reanalysis_runs = Table(
     Column("failed", Integer, nullable=False, server_default=text("0")),
     Column("prompt_tokens", BigInteger, nullable=False, server_default=text("0")),
     Column("completion_tokens", BigInteger, nullable=False, server_default=text("0")),
-    Column("latency_ms", REAL, nullable=False, server_default=text("0")),
+    Column("latency_us", BigInteger, nullable=False, server_default=text("0")),
     Column("adopted", Integer, nullable=False, server_default=text("0")),
     _ts("adopted_at"),
 )

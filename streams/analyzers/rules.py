@@ -3,7 +3,7 @@
 Every label falls into a category. Each category present in the batch adds points:
 
     category  labels (examples)             base  per extra object  extra max  night bonus
-    person    person                          40        10               3          25
+    person    person                          28        10               3          37
     vehicle   car truck bus motorcycle ...    15         5               3          10
     animal    dog cat bird horse ...           5         2               3           0
     other     anything else                    3         1               3           2
@@ -18,9 +18,10 @@ Every label falls into a category. Each category present in the batch adds point
 - night: a detection's LOCAL time (the batch's time zone) is in [22:00, 06:00). Without
   detections the window start decides.
 
-Examples with the default thresholds: one person by day at 0.9 → 38 (medium); the same at night
-→ 62 (high); two persons and a car at night, all at 0.9 → 96 (critical); a cat at night
-→ 5 (low).
+Examples with the default thresholds: one person by day at 0.9 → 27 (low: someone passing by
+day is ordinary, and an alarm system that calls it more teaches its users to ignore it); the
+same at night → 62 (high); five persons by day at 1.0 → 58 (medium); two persons and a car at
+night, all at 0.9 → 96 (critical); a cat at night → 5 (low).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class CategoryWeight:
     night_bonus: float
 
 
-PERSON = CategoryWeight("person", base=40, per_extra=10, extra_max=3, night_bonus=25)
+PERSON = CategoryWeight("person", base=28, per_extra=10, extra_max=3, night_bonus=37)
 VEHICLE = CategoryWeight("vehicle", base=15, per_extra=5, extra_max=3, night_bonus=10)
 ANIMAL = CategoryWeight("animal", base=5, per_extra=2, extra_max=3, night_bonus=0)
 OTHER = CategoryWeight("other", base=3, per_extra=1, extra_max=3, night_bonus=2)

@@ -35,14 +35,14 @@ async def test_a_run_and_its_changed_events(
         report = body["report"]
         assert {(m["current"], m["candidate"]): m["events"] for m in report["matrix"]} == {
             ("low", "low"): 5,
-            ("medium", "high"): 5,
+            ("low", "high"): 5,
         }
         assert (report["changed"], report["would_alert"], report["would_no_longer_alert"]) == (
             5,
             5,
             0,
         )
-        assert report["score_shift"]["median"] == 14.5
+        assert report["score_shift"]["median"] == 20.0
         changes = body["changes"]
         seen = [c["event_id"] for c in changes["items"]]
         assert len(seen) == 3
@@ -53,7 +53,7 @@ async def test_a_run_and_its_changed_events(
         seen += [c["event_id"] for c in rest.json()["changes"]["items"]]
         assert len(set(seen)) == 5
         first = changes["items"][0]
-        assert first["current"]["risk_level"] == "medium"
+        assert first["current"]["risk_level"] == "low"
         assert first["candidate"]["risk_level"] == "high"
         down = await client.get(f"/api/reanalyses/{run_id}", params={"crossing": "down"})
         assert down.json()["changes"]["items"] == []
@@ -72,7 +72,7 @@ async def test_a_run_and_its_changed_events(
         # the event shows its history; the dashboard shows the run
         event = (await client.get(f"/api/events/{first['event_id']}")).json()
         judgements = event["judgements"]
-        assert [j["risk_level"] for j in judgements] == ["medium", "high"]
+        assert [j["risk_level"] for j in judgements] == ["low", "high"]
         assert judgements[1]["run_id"] == run_id
         assert judgements[1]["supersedes"] == judgements[0]["entry_id"]
         page = await client.get(f"/events/{first['event_id']}")

@@ -316,3 +316,20 @@ def test_an_empty_frame_and_the_real_photos() -> None:
     assert all(r.reference is None for r in real)
     coffee = next(r for r in real if r.annotation.name == "photo-coffee")
     assert "cup" in coffee.annotation.present
+
+
+def test_calibration_shares_the_frames_by_level() -> None:
+    """Frames with a detection, each a one-file batch under the rules: a lone person by day is
+    low now (medium under the earlier weights), at night high under both; a person below
+    HSI's class threshold counts as nothing (0.3 < 0.4), a cat is low."""
+    frames = [o for o in OBSERVED if o.annotation.name in ("b", "c", "a", "photo")]
+    now = accuracy.level_shares(frames, accuracy.NOON, accuracy.CATEGORIES)
+    assert now == {"low": 1.0, "medium": 0.0, "high": 0.0, "critical": 0.0}
+    earlier = tuple(
+        accuracy.EARLIER_PERSON if c.name == "person" else c for c in accuracy.CATEGORIES
+    )
+    before = accuracy.level_shares(frames, accuracy.NOON, earlier)
+    assert before == pytest.approx({"low": 0.5, "medium": 0.5, "high": 0.0, "critical": 0.0})
+    night = accuracy.level_shares(frames, accuracy.MIDNIGHT, accuracy.CATEGORIES)
+    assert night["high"] == pytest.approx(0.25)  # c at 0.9: 62
+    assert "now (person 28" in accuracy.report_calibration(frames)

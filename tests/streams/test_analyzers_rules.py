@@ -48,9 +48,9 @@ def summary_of(
 
 SCORE_CASES: list[tuple[str, BatchSummary, int, RiskLevel]] = [
     ("empty batch by day", summary_of(), 0, RiskLevel.LOW),
-    ("one person by day", summary_of(line("person", 0.9, DAY)), 38, RiskLevel.MEDIUM),
+    ("one person by day", summary_of(line("person", 0.9, DAY)), 27, RiskLevel.LOW),
     ("one person at night", summary_of(line("person", 0.9, NIGHT)), 62, RiskLevel.HIGH),
-    ("unsure person by day", summary_of(line("person", 0.5, DAY)), 32, RiskLevel.MEDIUM),
+    ("unsure person by day", summary_of(line("person", 0.5, DAY)), 22, RiskLevel.LOW),
     ("car by day", summary_of(line("car", 0.8, DAY)), 14, RiskLevel.LOW),
     ("car at night", summary_of(line("car", 0.8, NIGHT)), 23, RiskLevel.LOW),
     ("cat at night", summary_of(line("cat", 0.9, NIGHT)), 5, RiskLevel.LOW),
@@ -70,14 +70,14 @@ SCORE_CASES: list[tuple[str, BatchSummary, int, RiskLevel]] = [
         summary_of(
             *(line("person", 0.9, DAY + timedelta(seconds=i), f"f{i}.jpg") for i in range(5))
         ),
-        38,
-        RiskLevel.MEDIUM,
+        27,
+        RiskLevel.LOW,
     ),
     (
         "five persons in one frame, extra capped at three",
         summary_of(*(line("person", 1.0, DAY) for _ in range(5))),
-        70,
-        RiskLevel.HIGH,
+        58,
+        RiskLevel.MEDIUM,
     ),
     (
         "many people at night saturate at 100",
@@ -131,7 +131,7 @@ def test_night_is_judged_in_the_local_time_zone(
 ) -> None:
     """The same instant is night in one zone and day in another."""
     analysis = score_batch(summary_of(line("person", 0.9, utc_moment), zone=zone))
-    assert analysis.risk_score == (62 if night else 38)
+    assert analysis.risk_score == (62 if night else 27)
     assert analysis.summary.endswith("(night)") is night
 
 
@@ -195,7 +195,7 @@ def test_custom_thresholds_change_only_the_level() -> None:
     """The score is the same; the level follows the operator's thresholds."""
     batch = summary_of(line("person", 0.9, DAY))
     analysis = score_batch(batch, SeverityThresholds(low_max=10, medium_max=20, high_max=30))
-    assert (analysis.risk_score, analysis.risk_level) == (38, RiskLevel.CRITICAL)
+    assert (analysis.risk_score, analysis.risk_level) == (27, RiskLevel.HIGH)
 
 
 @pytest.mark.parametrize(

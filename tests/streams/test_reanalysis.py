@@ -45,7 +45,7 @@ from tests.projections.support import project_all, scalar, stage_for
 
 CAMERA = "front_door"
 NOON = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-STRICTER = {"weights": {"person": {"base": 70}}}  # a person by day: medium → high
+STRICTER = {"weights": {"person": {"base": 70}}}  # a person by day: low → high
 
 
 def _batch(n: int, label: str) -> BatchClosed:
@@ -124,11 +124,11 @@ async def test_a_run_reports_what_stricter_weights_would_change(
     assert ended == {CAMERA: "completed"}
 
     report = build_report(await run_results(redis_client, names, [CAMERA], run_id))
-    assert report.matrix == {("medium", "high"): 5, ("low", "low"): 5}
+    assert report.matrix == {("low", "high"): 5, ("low", "low"): 5}
     assert (report.analyzed, report.failed, report.changed) == (10, 0, 5)
     assert len(report.raised) == 5
     assert report.lowered == ()
-    assert report.shift_median == pytest.approx(14.5)  # five of 0, five of +29
+    assert report.shift_median == pytest.approx(20.0)  # five of 0, five of +40
     text = report.render()
     assert "would now alert: 5" in text
     # the run changed nothing current and alerted nobody; its group is gone
@@ -142,11 +142,15 @@ async def test_a_selection_limits_the_batches_judged(redis_client: Redis, key_pr
     names = StreamNames(key_prefix)
     batches = await _seed(redis_client, names, 10)
     since = batches[4].window_start
-    selection = Selection(since=since, levels=frozenset({"medium"}))
+    selection = Selection(since=since, levels=frozenset({"low"}), event_ids=frozenset())
     run_id = await start_run(redis_client, names, [CAMERA], _stricter(), selection)
     await RunWorker(redis_client, names, _stricter(), run_id).run([CAMERA])
     judged = await run_results(redis_client, names, [CAMERA], run_id)
-    assert sorted(i.batch_id for i in judged) == sorted(b.batch_id for b in batches[4::2])
+    assert sorted(i.batch_id for i in judged) == sorted(b.batch_id for b in batches[4:])
+    only = Selection(levels=frozenset({"high"}))  # nothing is high now
+    other = await start_run(redis_client, names, [CAMERA], _stricter(), only)
+    await RunWorker(redis_client, names, _stricter(), other).run([CAMERA])
+    assert await run_results(redis_client, names, [CAMERA], other) == []
 
 
 class _Stalls:
@@ -215,7 +219,7 @@ async def test_a_failing_llm_candidate_reports_failures_and_touches_nothing(
             await candidate.analyzer.aclose()
     report = build_report(await run_results(redis_client, names, [CAMERA], run_id))
     assert (report.analyzed, report.failed) == (4, 2)
-    assert report.matrix[("medium", "high")] + report.matrix.get(("low", "high"), 0) == 4
+    assert sum(n for (_, candidate), n in report.matrix.items() if candidate == "high") == 4
     assert report.prompt_tokens > 0
     assert await _types(redis_client, names.analyses(CAMERA)) == before
     with pytest.raises(RunError, match="no run"):
@@ -287,7 +291,7 @@ async def test_a_result_is_a_fact_with_the_current_judgement(
     for result in (await run_state(redis_client, names, CAMERA, run_id)).results:
         assert isinstance(result, ReanalysisResult)
         assert result.current_entry_id == current[result.batch_id]
-    assert PERSON.base == 40  # the default weights are untouched by a candidate's
+    assert PERSON.base == 28  # the default weights are untouched by a candidate's
 
 
 async def test_the_command_runs_reports_and_adopts(

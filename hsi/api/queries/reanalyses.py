@@ -53,7 +53,7 @@ def run_item(row: Row[Any]) -> dict[str, Any]:
             "calls": row.analyzed + row.failed,
             "prompt_tokens": row.prompt_tokens,
             "completion_tokens": row.completion_tokens,
-            "seconds": round(row.latency_ms / 1000.0, 3),
+            "seconds": round(row.latency_us / 1e6, 3),
         },
         "adopted": row.adopted,
         "adopted_at": iso(row.adopted_at),
