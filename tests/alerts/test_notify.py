@@ -485,3 +485,39 @@ async def test_a_failing_delivery_retried_past_the_bound_ends_skipped(
     assert receiver.delivered == []
     found = [e for _, e in await entries(redis_client, names.alerts(CAMERA))]
     assert [type(e).__name__ for e in found] == ["AlertFailed", "AlertSkipped"]
+
+
+async def test_a_reanalysis_and_its_adoption_send_no_alert_unless_asked(
+    redis_client: Redis, names: StreamNames, receiver: Receiver, make_stage: MakeStage
+) -> None:
+    """A run over low events that a candidate would call high sends nothing, nor does its
+    adoption; an adoption with `alerts=True` alerts the events that now reach a rule."""
+    from streams.analyzers import RulesAnalyzer
+    from streams.analyzers.rules import RulesConfig, parse_rules_config
+    from streams.reanalysis.runner import Candidate, RunWorker, adopt, start_run
+    from streams.reanalysis.selection import Selection
+
+    stage = make_stage(_config(receiver))
+    await publish_event(redis_client, names, score=20, level="low")
+    await drain(redis_client, names, stage.handle)
+    config = parse_rules_config({"weights": {"person": {"base": 90}}}, RulesConfig())
+    candidate = Candidate(
+        RulesAnalyzer(config.thresholds, categories=config.categories),
+        "rules",
+        None,
+        config.describe(),
+    )
+
+    async def judged_again(alerts: bool) -> None:
+        run_id = await start_run(redis_client, names, [CAMERA], candidate, Selection())
+        await RunWorker(redis_client, names, candidate, run_id).run([CAMERA])
+        await drain(redis_client, names, stage.handle)
+        assert receiver.delivered == []  # the run wrote no analysis
+        await adopt(redis_client, names, [CAMERA], run_id, alerts=alerts)
+        await drain(redis_client, names, stage.handle)
+
+    await judged_again(alerts=False)
+    assert receiver.delivered == []
+    assert await _facts(redis_client, names) == []
+    await judged_again(alerts=True)
+    assert len(receiver.delivered) == 1
