@@ -100,8 +100,16 @@ def _print_result(run_id: str, ended: dict[str, str], report: Any) -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="llm: another system prompt.",
 )
-@click.option("--concurrency", default=2, show_default=True, help="Analyses at once.")
-@click.option("--max-tokens", type=int, help="Stop the run after this many LLM tokens.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    help="Analyses at once (default REANALYSIS_CONCURRENCY).",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(0),
+    help="End the run after this many LLM tokens (default REANALYSIS_MAX_TOKENS; 0: no bound).",
+)
 @click.pass_context
 def reanalyze(ctx: click.Context, /, **options: Any) -> None:
     """Replay past batches through a candidate analyzer and report what would change.
@@ -136,10 +144,15 @@ def reanalyze(ctx: click.Context, /, **options: Any) -> None:
             now=datetime.now().astimezone(),
         )
 
+    budget = options["max_tokens"]
+    if budget is None:
+        budget = settings.reanalysis_max_tokens
+    concurrency = options["concurrency"] or settings.reanalysis_concurrency
+
     async def go(session: Session) -> tuple[str, dict[str, str], Any]:
-        run_id = await session.start(candidate, selection, options["max_tokens"])
+        run_id = await session.start(candidate, selection, budget or None)
         click.echo(f"run {run_id}: {selection.describe()}", err=True)
-        ended, report = await _work_and_report(session, run_id, candidate, options["concurrency"])
+        ended, report = await _work_and_report(session, run_id, candidate, concurrency)
         return run_id, ended, report
 
     run_id, ended, report = _call(go)
@@ -153,8 +166,8 @@ def reanalyze(ctx: click.Context, /, **options: Any) -> None:
 @click.option("--llm-url")
 @click.option("--model")
 @click.option("--prompt-file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--concurrency", default=2, show_default=True)
-def resume(run_id: str, concurrency: int, **options: Any) -> None:
+@click.option("--concurrency", type=click.IntRange(1, 64))
+def resume(run_id: str, concurrency: int | None, **options: Any) -> None:
     """Go on with a run that stopped (the same candidate options as its start)."""
     from hsi.app.reanalysis import CandidateOptions, ReanalysisError, build_candidate
     from streams.reanalysis.runner import config_hash, run_cameras
@@ -170,7 +183,9 @@ def resume(run_id: str, concurrency: int, **options: Any) -> None:
             raise ReanalysisError(
                 f"run {run_id} was started with another candidate; give the same options"
             )
-        return await _work_and_report(session, run_id, candidate, concurrency)
+        return await _work_and_report(
+            session, run_id, candidate, concurrency or settings.reanalysis_concurrency
+        )
 
     ended, report = _call(go)
     _print_result(run_id, ended, report)

@@ -429,6 +429,17 @@ class Settings(BaseSettings):
     mqtt_topic_prefix: str = Field(
         "hsi", description="MQTT topics <prefix>/<camera>/event and …/last_event."
     )
+
+    # --- re-analysis -------------------------------------------------------------------------
+    reanalysis_max_tokens: int = Field(
+        2_000_000,
+        ge=0,
+        description="The LLM tokens (prompt and completion) one `hsi reanalyze` run may spend "
+        "before it ends over budget, unless --max-tokens says otherwise; 0: no bound.",
+    )
+    reanalysis_concurrency: int = Field(
+        2, ge=1, le=64, description="Analyses a `hsi reanalyze` run makes at once."
+    )
     mqtt_discovery_prefix: str = Field(
         "homeassistant", description="Home Assistant's MQTT discovery prefix."
     )
