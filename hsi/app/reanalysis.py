@@ -32,8 +32,10 @@ from streams.reanalysis.runner import (
     run_cameras,
     run_results,
     start_run,
+    stream_entries,
 )
 from streams.reanalysis.selection import Selection
+from streams.schemas import ReanalysisStarted
 
 _RELATIVE = re.compile(r"^(\d+)([mhd])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -200,11 +202,8 @@ class Session:
     async def runs(self) -> list[dict[str, Any]]:
         """Every run on the streams, newest first."""
         seen: dict[str, dict[str, Any]] = {}
-        from streams.reanalysis.runner import _entries
-        from streams.schemas import ReanalysisStarted
-
         for camera in await self.cameras():
-            for _, entry in await _entries(self.redis, self.names.reanalyses(camera)):
+            for _, entry in await stream_entries(self.redis, self.names.reanalyses(camera)):
                 if isinstance(entry, ReanalysisStarted):
                     run = seen.setdefault(
                         entry.run_id,

@@ -98,7 +98,7 @@ class Current:
     analysis: AnalysisCompleted | None
 
 
-async def _entries(redis: RedisClient, stream: str) -> list[tuple[str, Any]]:
+async def stream_entries(redis: RedisClient, stream: str) -> list[tuple[str, Any]]:
     """Every readable entry of a stream, oldest first (unreadable ones skipped)."""
     found: list[tuple[str, Any]] = []
     start = "-"
@@ -121,7 +121,7 @@ async def current_analyses(
 ) -> dict[str, Current]:
     """batch id → its current judgement (the last analysis entry of the batch)."""
     current: dict[str, Current] = {}
-    for entry_id, entry in await _entries(redis, names.analyses(camera)):
+    for entry_id, entry in await stream_entries(redis, names.analyses(camera)):
         if isinstance(entry, AnalysisCompleted):
             current[entry.batch_id] = Current(entry_id, entry.risk_score, entry.risk_level, entry)
         elif isinstance(entry, AnalysisFailed):
@@ -149,7 +149,7 @@ class RunState:
 
 async def run_state(redis: RedisClient, names: StreamNames, camera: str, run_id: str) -> RunState:
     state = RunState()
-    for _, entry in await _entries(redis, names.reanalyses(camera)):
+    for _, entry in await stream_entries(redis, names.reanalyses(camera)):
         if getattr(entry, "run_id", None) != run_id:
             continue
         if isinstance(entry, ReanalysisStarted):
