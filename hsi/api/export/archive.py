@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from hsi.api.export.manifest import MANIFEST, README, event_folder, manifest_text
-from hsi.api.export.plan import ExportConfig, ExportPlan, FileState, Original, Picture
+from hsi.api.export.plan import (
+    EventExport,
+    ExportConfig,
+    ExportPlan,
+    FileState,
+    Original,
+    Picture,
+)
 from hsi.api.export.summary import event_summary, readme
 from hsi.api.thumbnails import draw_boxes, load_picture
 from hsi.logs.setup import log_event
@@ -47,6 +54,9 @@ class _Sink(io.RawIOBase):
 
     def writable(self) -> bool:
         return True
+
+    def flush(self) -> None:
+        """Nothing is buffered here (and a sink closed by the collector flushes nothing)."""
 
     def write(self, data: Any) -> int:
         self._parts.append(bytes(data))
@@ -109,51 +119,70 @@ def _json(value: Any) -> bytes:
     return (json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n").encode()
 
 
+def _originals(writer: _Writer, event: EventExport, record: dict[str, Any]) -> Iterator[bytes]:
+    """The event's camera files, byte for byte (each once per zip); their digests go into
+    `record`, and a file gone since the plan was made is recorded as such."""
+    files = {f["archive_path"]: f for f in record["files"] if f["archive_path"]}
+    for original in event.originals:
+        entry = files[original.member]
+        if original.member not in writer.digests:
+            try:
+                source = original.source.open("rb")
+            except OSError as exc:
+                gone = isinstance(exc, FileNotFoundError)
+                entry["state"] = (FileState.MISSING if gone else FileState.UNREADABLE).value
+                entry["note"] = "no longer on disk" if gone else f"unreadable: {exc}"
+                entry.update(archive_path=None, picture=None)
+                continue
+            with source:
+                yield from writer.add_file(original, source)
+        digest = entry["archive_sha256"] = writer.digests[original.member]
+        recorded = entry["recorded_sha256"]
+        entry["matches_recorded"] = None if recorded is None else recorded == digest
+
+
+def _pictures(
+    writer: _Writer, event: EventExport, record: dict[str, Any], config: ExportConfig
+) -> Iterator[bytes]:
+    """The event's files with their boxes drawn; one that cannot be drawn is noted instead."""
+    files = {f["picture"]: f for f in record["files"] if f["picture"]}
+    for picture in event.pictures:
+        entry = files.get(picture.member)
+        if entry is None:  # its original is gone
+            continue
+        try:
+            jpeg = _picture_jpeg(picture, config)
+        except (UndecodableMediaError, OSError, ValueError) as exc:
+            log_event(log, "export.picture_failed", level=logging.WARNING, reason=str(exc))
+            entry["picture"] = None
+            entry["picture_error"] = str(exc)
+            continue
+        yield writer.add_bytes(picture.member, jpeg, zipfile.ZIP_STORED)
+
+
 def archive_chunks(plan: ExportPlan, config: ExportConfig) -> Iterator[bytes]:
     """The zip of `plan`, piece by piece: per event its originals, pictures, event.json and
     summary.txt; then README.txt; SHA256SUMS last."""
     writer = _Writer(plan.created_at.timestamp())
-    records = []
-    for event in plan.events:
-        record = copy.deepcopy(event.record)
-        files = {f["archive_path"]: f for f in record["files"] if f["archive_path"]}
-        for original in event.originals:
-            entry = files[original.member]
-            if original.member not in writer.digests:
-                try:
-                    source = original.source.open("rb")
-                except OSError as exc:  # gone (or unreadable) since the plan was made
-                    gone = isinstance(exc, FileNotFoundError)
-                    entry.update(state=FileState.MISSING.value if gone else "unreadable")
-                    entry.update(archive_path=None, picture=None)
-                    entry["note"] = "no longer on disk" if gone else f"unreadable: {exc}"
-                    continue
-                with source:
-                    yield from writer.add_file(original, source)
-            digest = entry["archive_sha256"] = writer.digests[original.member]
-            recorded = entry["recorded_sha256"]
-            entry["matches_recorded"] = None if recorded is None else recorded == digest
-        pictures = {f["picture"]: f for f in record["files"] if f["picture"]}
-        for picture in event.pictures:
-            entry = pictures.get(picture.member)
-            if entry is None:
-                continue
-            try:
-                jpeg = _picture_jpeg(picture, config)
-            except (UndecodableMediaError, OSError, ValueError) as exc:
-                log_event(log, "export.picture_failed", level=logging.WARNING, reason=str(exc))
-                entry["picture"] = None
-                entry["picture_error"] = str(exc)
-                continue
-            yield writer.add_bytes(picture.member, jpeg, zipfile.ZIP_STORED)
-        folder = event_folder(event.event_id)
-        yield writer.add_bytes(f"{folder}/event.json", _json(record))
-        yield writer.add_bytes(f"{folder}/summary.txt", event_summary(record, config.zone).encode())
-        records.append(record)
-    text = readme(records, plan.created_at, plan.selection, config.zone)
-    yield writer.add_bytes(README, text.encode())
-    yield writer.add_bytes(MANIFEST, manifest_text(writer.digests).encode())
-    yield writer.close()
+    try:
+        records = []
+        for event in plan.events:
+            record = copy.deepcopy(event.record)
+            yield from _originals(writer, event, record)
+            yield from _pictures(writer, event, record, config)
+            folder = event_folder(event.event_id)
+            yield writer.add_bytes(f"{folder}/event.json", _json(record))
+            summary = event_summary(record, config.zone)
+            yield writer.add_bytes(f"{folder}/summary.txt", summary.encode())
+            records.append(record)
+        text = readme(records, plan.created_at, plan.selection, config.zone)
+        yield writer.add_bytes(README, text.encode())
+        yield writer.add_bytes(MANIFEST, manifest_text(writer.digests).encode())
+        yield writer.close()
+    finally:
+        # a consumer that stopped early (a client gone): end the zip quietly, it is not sent
+        with contextlib.suppress(ValueError, OSError):
+            writer.zip.close()
 
 
 def write_zip(plan: ExportPlan, config: ExportConfig, path: Path) -> int:
