@@ -310,6 +310,22 @@ async def test_hsi_export_writes_a_zip_that_sha256sum_and_verify_accept(
     assert "OK: " in text
     assert "(event.json and the database)" in text
 
+    member = "files/front_door/Front Door/snap/MDAlarm_0001.jpg"
+    added = tmp_path / "added.zip"
+    _rezip(out, added, {member: b"not the picture"}, {})
+    code, text = await _run(HSI, "export", "verify", added, env=env)
+    assert code == 1
+    assert f"FAILED: {member}: SHA-256" in text
+
+    projected.paths["Front Door/snap/MDAlarm_0003.jpg"].write_bytes(os.urandom(1024 * 1024))
+    big = tmp_path / "big.zip"
+    code, text = await _run(
+        HSI, "export", "--camera", "front_door", "--out", big, env={**env, "EXPORT_MAX_MB": "1"}
+    )
+    assert code == 1
+    assert "more than the limit of 1 MB (EXPORT_MAX_MB)" in text
+    assert not big.exists()
+
 
 def _rezip(source: Path, target: Path, change: dict[str, bytes], add: dict[str, bytes]) -> None:
     """A copy of the zip with some members' contents replaced and some added (CRCs valid)."""

@@ -74,7 +74,8 @@ def event_folder(event_id: str) -> str:
     return f"events/{event_id}"
 
 
-def picture_member(event_id: str, position: int, path: str) -> str:
-    """The file with its boxes drawn: `events/<id>/pictures/<position>-<file stem>.jpg`."""
+def picture_member(event_id: str, number: int, path: str) -> str:
+    """The file with its boxes drawn: `events/<id>/pictures/<number>-<file stem>.jpg` (its
+    number in the event, from 1, as in summary.txt)."""
     stem = _UNSAFE.sub("_", PurePosixPath(path.replace("\\", "/")).stem).strip(" .") or "file"
-    return f"{event_folder(event_id)}/pictures/{position:03d}-{stem[:80]}.jpg"
+    return f"{event_folder(event_id)}/pictures/{number:03d}-{stem[:80]}.jpg"

@@ -255,7 +255,7 @@ def plan_event(
             entry["archive_path"] = member
             found = boxes.get(item["detection_entry_id"] or "", [])
             if found:
-                picture = picture_member(event_id, item["position"], item["path"])
+                picture = picture_member(event_id, item["position"] + 1, item["path"])
                 first = found[0]
                 pictures.append(
                     Picture(

@@ -21,7 +21,7 @@ _NOTES = {
 
 
 def times(value: str | None, zone: tzinfo) -> str:
-    """`2026-01-10 13:00:00 CET (2026-01-10 12:00:00 UTC)` for an ISO 8601 UTC time."""
+    """`2026-01-10 13:00:00 CET (UTC+01:00) = 2026-01-10 12:00:00 UTC` for an ISO 8601 time."""
     if value is None:
         return "unknown"
     at = datetime.fromisoformat(value).astimezone(UTC)
