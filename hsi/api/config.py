@@ -7,6 +7,7 @@ Tests build `APIConfig` directly; every field except the two URLs has the settin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,9 @@ class APIConfig:
     # (BATCH_CLOCK_TOLERANCE_SECONDS: its files are batched by arrival time).
     clock_tolerance_seconds: float = 300.0
     thumbnail_concurrency: int = 2  # thumbnails rendered at once; more requests wait
+    export_max_mb: int = 2048  # an evidence export larger than this (original files) is a 413
+    export_picture_max_width: int = 1920
+    timezone: tzinfo = UTC  # local times of an evidence export (TIMEZONE)
 
     def __post_init__(self) -> None:
         if self.api_key_enabled and not any(k.get_secret_value() for k in self.api_keys):

@@ -12,10 +12,11 @@ Which routes need what (`route_policy()`), when keys are on:
 - `/openapi.json`, `/asyncapi.json` and every `/api/*` route: the key.
 - `/api/live` also accepts the key as `?api_key=` (a browser's EventSource cannot send headers);
   its concurrent connections are capped by `ConnectionSlots` in the route itself.
-Every route but `/health` takes from a rate-limit bucket (media files and thumbnails from the
-media bucket). The key is checked first: a request with a valid key counts against its key's
-bucket, any other against its address's, so that guessing keys or flooding from a shared
-address cannot spend the budget of a client that holds a key. The limiter's table is bounded.
+Every route but `/health` takes from a rate-limit bucket (media files, thumbnails and evidence
+exports from the media bucket). The key is checked first: a request with a valid key counts
+against its key's bucket, any other against its address's, so that guessing keys or flooding
+from a shared address cannot spend the budget of a client that holds a key. The limiter's table
+is bounded.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ API_KEY_HEADER = "x-api-key"
 API_KEY_QUERY = "api_key"
 
 _THUMBNAIL = re.compile(r"^/api/detections/[^/]+/thumbnail$")
+_EXPORT = re.compile(r"^/api/events/[^/]+/export$")
 _DOCUMENTS = frozenset({"/openapi.json", "/asyncapi.json"})
 AUTHORIZED = "hsi.authorized"  # scope key: whether the request may see what the key protects
 
@@ -98,7 +100,7 @@ def route_policy(path: str, *, metrics_open: bool = False) -> Policy:
         return Policy(needs_key=True, bucket=Bucket.GENERAL)
     if path == "/metrics":
         return Policy(needs_key=not metrics_open, bucket=Bucket.GENERAL)
-    if path.startswith("/api/media/") or _THUMBNAIL.match(path):
+    if path.startswith("/api/media/") or _THUMBNAIL.match(path) or _EXPORT.match(path):
         return Policy(needs_key=True, bucket=Bucket.MEDIA)
     if path.startswith(("/ui/media/", "/ui/thumbnails/")):
         # the dashboard's pictures: the web routes check the key (or its cookie) themselves

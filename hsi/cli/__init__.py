@@ -2,7 +2,7 @@
 
 `main` is the command group. The small commands are here; each larger group of commands has a
 module of its own (`config`, `services`, `certs`, `processes`, `read_side`, `alerts`, `zones`,
-`dlq`).
+`dlq`, `export`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from hsi.cli import (
     certs,
     config,
     dlq,
+    export,
     keys,
     processes,
     read_side,
@@ -106,4 +107,5 @@ main.add_command(read_side.retention)
 main.add_command(alerts.alerts)
 main.add_command(zones.zones)
 main.add_command(dlq.dlq)
+main.add_command(export.export)
 main.add_command(reanalyze.reanalyze)

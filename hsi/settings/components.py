@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from hsi.api.config import APIConfig, LiveConfig, RateLimits
+from hsi.api.export.plan import ExportConfig
 from hsi.api.keys import keys_required
 from hsi.ftp.config import MIB, FTPConfig, parse_accounts, parse_port_range
 from hsi.infra.db import PoolConfig
@@ -62,6 +63,22 @@ def local_zone(settings: Settings) -> str | tzinfo:
         return settings.timezone
     zone = datetime.now().astimezone().tzinfo
     return zone if zone is not None else "UTC"
+
+
+def local_tzinfo(settings: Settings) -> tzinfo:
+    zone = local_zone(settings)
+    return ZoneInfo(zone) if isinstance(zone, str) else zone
+
+
+def export_config(settings: Settings) -> ExportConfig:
+    """What `hsi export` needs: the camera root, the size limit and the local zone."""
+    return ExportConfig(
+        camera_root=settings.camera_root,
+        max_bytes=settings.export_max_mb * MIB,
+        picture_max_width=settings.export_picture_max_width,
+        jpeg_quality=max(settings.thumbnail_jpeg_quality, 90),
+        zone=local_tzinfo(settings),
+    )
 
 
 def detector_config(settings: Settings) -> DetectorConfig:
@@ -328,6 +345,9 @@ def api_config(settings: Settings, *, database_url: str, redis: RedisConfig) -> 
         thumbnail_jpeg_quality=settings.thumbnail_jpeg_quality,
         clock_tolerance_seconds=settings.batch_clock_tolerance_seconds,
         thumbnail_concurrency=settings.thumbnail_concurrency,
+        export_max_mb=settings.export_max_mb,
+        export_picture_max_width=settings.export_picture_max_width,
+        timezone=local_tzinfo(settings),
         severity=SeverityThresholds(
             settings.severity_low_max, settings.severity_medium_max, settings.severity_high_max
         ),

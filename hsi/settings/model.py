@@ -450,6 +450,15 @@ class Settings(BaseSettings):
     video_max_duration_seconds: float = Field(600.0, gt=0)
     thumbnail_max_width: int = Field(640, ge=64, le=4096)
     thumbnail_jpeg_quality: int = Field(85, ge=10, le=100)
+    export_max_mb: int = Field(
+        2048,
+        ge=1,
+        description="Largest evidence export (`hsi export`, /api/events/{id}/export), in MB of "
+        "original files; a larger one is refused before it starts.",
+    )
+    export_picture_max_width: int = Field(
+        1920, ge=64, le=16384, description="Width of an export's pictures with boxes drawn."
+    )
 
     # --- logging and telemetry ---------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

@@ -100,6 +100,8 @@ def test_connection_slots_count_and_release() -> None:
         ("/api/media/front_door/Front Door/x.jpg", True, Bucket.MEDIA, False),
         ("/api/detections/abc/thumbnail", True, Bucket.MEDIA, False),
         ("/api/detections", True, Bucket.GENERAL, False),
+        ("/api/events/abc/export", True, Bucket.MEDIA, False),  # heavy: the media bucket
+        ("/api/events/stats", True, Bucket.GENERAL, False),
         ("/api/live", True, Bucket.GENERAL, True),
         ("/elsewhere", False, Bucket.GENERAL, False),
     ],

@@ -63,7 +63,8 @@ async def test_openapi_describes_every_route_and_parameter(
     assert routes == {
         "/health", "/ready", "/metrics", "/openapi.json", "/asyncapi.json",
         "/api/cameras", "/api/cameras/{camera_id}",
-        "/api/events", "/api/events/stats", "/api/events/{event_id}", "/api/alerts",
+        "/api/events", "/api/events/stats", "/api/events/{event_id}",
+        "/api/events/{event_id}/export", "/api/alerts",
         "/api/reanalyses", "/api/reanalyses/{run_id}",
         "/api/detections", "/api/detections/{detection_id}/thumbnail",
         "/api/media/{camera_id}/{path}",
