@@ -183,9 +183,9 @@ def _api_server(
             log_config=None,
             # an open live feed must not hold shutdown until its idle timeout
             timeout_graceful_shutdown=5,
-            # X-Forwarded-* from these proxies only (uvicorn would read the variable itself,
-            # where "*" believes anyone who sends the header)
-            forwarded_allow_ips=list(settings.forwarded_allow_ips),
+            # the app reads X-Forwarded-* from FORWARDED_ALLOW_IPS itself, after it judged the
+            # immediate peer (whose X-Request-ID only a trusted proxy may set)
+            proxy_headers=False,
             **ssl_options,
         )
     )

@@ -336,6 +336,7 @@ def api_config(settings: Settings, *, database_url: str, redis: RedisConfig) -> 
         api_key_enabled=keys_required(settings.api_key_enabled, settings.api_host),
         api_keys=tuple(settings.api_keys),
         metrics_open=settings.api_metrics_open,
+        forwarded_allow_ips=tuple(settings.forwarded_allow_ips),
         cors_origins=tuple(settings.cors_origins),
         cors_allow_credentials=settings.cors_allow_credentials,
         rate_limits=RateLimits(

@@ -148,8 +148,9 @@ class Settings(BaseSettings):
     )
     forwarded_allow_ips: CsvList = Field(
         default_factory=lambda: ["127.0.0.1"],
-        description="Proxies whose X-Forwarded-For/-Proto the API believes (the client address "
-        "for rate limits and logs). Never * unless only trusted proxies can reach the API.",
+        description="Proxies whose X-Forwarded-For/-Proto (the client address for rate limits "
+        "and logs) and X-Request-ID the API believes: addresses or networks. Never * unless only "
+        "trusted proxies can reach the API.",
     )
     cors_origins: CsvList = Field(default_factory=list)
     cors_allow_credentials: bool = False
