@@ -25,6 +25,14 @@ still equals the live projection:
 
 Media files (optional) are deleted for the media rows deleted, confined to the camera root: a
 path that leaves the root or goes through a symlink is refused, never followed.
+
+Retention rules (`projections.retention_rules`) give each camera its own horizon for rows and
+entries (the cutoff above) and delete media files earlier by the risk level of their events,
+leaving their rows (and so the streams and a rebuild) alone. A dry run (`hsi retention plan`)
+goes through the same steps without changing anything: it reads the groups' positions and
+counts the entries below the MINID instead of trimming, deletes the rows in a transaction it
+rolls back, and looks at the files instead of deleting them, so its counts are what a run
+right after it deletes.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
@@ -44,6 +52,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections.errors import RetentionError
 from projections.projector import DEFAULT_PROJECTION
+from projections.retention_rules import (
+    CameraRetention,
+    MediaCandidate,
+    RetentionRules,
+    cutoff_of,
+    level_of,
+    media_past_rules,
+)
 from projections.shadow import live_schema, maintenance_lock
 from projections.tables import TABLES, cameras
 from streams.logs import log_event
@@ -92,14 +108,6 @@ def safe_minid(cutoff_ms: int, groups_info: Iterable[GroupPosition]) -> str:
     return format_id(bound)
 
 
-def cutoff_of(now: datetime, retention_days: int) -> datetime:
-    if retention_days < 1:
-        raise ValueError(f"retention_days must be >= 1, got {retention_days}")
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    return now - timedelta(days=retention_days)
-
-
 # --- report -------------------------------------------------------------------------------------
 
 
@@ -114,17 +122,35 @@ class StreamTrim:
 
 
 @dataclass(frozen=True)
+class LevelCount:
+    """What goes for one camera and level: event rows, media files on disk and their bytes."""
+
+    events: int = 0
+    media_files: int = 0
+    media_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class RetentionReport:
-    cutoff: datetime
+    """What a run deleted, or a dry run (`planned`) would delete."""
+
+    cutoff: datetime  # of a camera without rules of its own
     streams: tuple[StreamTrim, ...]
     rows: Mapping[str, int]  # table → rows deleted, every table but cameras (never deleted)
     media_deleted: int = 0
-    media_missing: int = 0  # media rows deleted whose file was already gone
+    media_missing: int = 0  # files to delete that were already gone
     media_refused: tuple[str, ...] = ()  # paths not deleted: outside the root or via a symlink
+    cutoffs: Mapping[str, datetime] = field(default_factory=dict)  # camera → its rows' cutoff
+    levels: Mapping[tuple[str, str], LevelCount] = field(default_factory=dict)  # (camera, level)
+    planned: bool = False
 
     @property
     def trimmed(self) -> int:
         return sum(s.trimmed for s in self.streams)
+
+    @property
+    def media_bytes(self) -> int:
+        return sum(c.media_bytes for c in self.levels.values())
 
 
 @dataclass
@@ -134,6 +160,8 @@ class _Tally:
         default_factory=lambda: {str(t.name): 0 for t in TABLES if t is not cameras}
     )
     paths: list[str] = field(default_factory=list)
+    events: dict[tuple[str, str], int] = field(default_factory=dict)
+    media: dict[str, tuple[str, str]] = field(default_factory=dict)  # path → (camera, level)
 
     def add(self, table: str, count: int) -> None:
         self.rows[table] = self.rows.get(table, 0) + count
@@ -165,9 +193,28 @@ async def group_positions(redis: Redis | RedisCluster, stream: str) -> list[Grou
     return positions
 
 
+async def count_below(redis: Redis | RedisCluster, stream: str, minid: str) -> int:
+    """How many entries of `stream` a trim at `minid` would remove."""
+    if id_key(minid) == (0, 0):
+        return 0
+    count, start = 0, "-"
+    while True:
+        page: Any = await redis.xrange(stream, min=start, max=f"({minid}", count=1000)
+        count += len(page)
+        if len(page) < 1000:
+            return count
+        start = f"({reply_text(page[-1][0])}"
+
+
 async def trim_stream(
-    redis: Redis | RedisCluster, stream: str, cutoff_ms: int, required_groups: Iterable[str]
+    redis: Redis | RedisCluster,
+    stream: str,
+    cutoff_ms: int,
+    required_groups: Iterable[str],
+    *,
+    dry_run: bool = False,
 ) -> StreamTrim:
+    """Trim `stream` at its safe MINID; with `dry_run`, only count what that would remove."""
     positions = await group_positions(redis, stream)
     if positions is None:
         return StreamTrim(stream, None, skipped="no such stream")
@@ -177,6 +224,8 @@ async def trim_stream(
             stream, None, skipped=f"group {', '.join(missing)} not created yet: never trimmed"
         )
     minid = safe_minid(cutoff_ms, positions)
+    if dry_run:
+        return StreamTrim(stream, minid, await count_below(redis, stream, minid))
     trimmed = await redis.xtrim(stream, minid=minid, approximate=False)
     return StreamTrim(stream, minid, int(trimmed))
 
@@ -214,7 +263,17 @@ AND (analysis_entry_id IS NULL
      OR (split_part(analysis_entry_id, '-', 1)::numeric,
          split_part(analysis_entry_id, '-', 2)::numeric)
         < (CAST(:analyses_ms AS numeric), CAST(:analyses_seq AS numeric)))
-RETURNING id
+RETURNING id, risk_level
+"""
+# Media files older than `:before` with the levels of their events (NULL: an event without one).
+_MEDIA_CANDIDATES = """
+SELECT m.path, m.captured_at, m.detection_status <> 'pending' AS detected,
+       array_agg(e.id IS NOT NULL) AS in_event, array_agg(e.risk_level) AS levels
+FROM media_files m
+LEFT JOIN event_detections ed ON ed.camera_id = m.camera_id AND ed.file_entry_id = m.entry_id
+LEFT JOIN events e ON e.id = ed.event_id
+WHERE m.camera_id = :camera AND m.captured_at < :before AND m.path IS NOT NULL
+GROUP BY m.id
 """
 _DELETE_EVENT_DETECTIONS = "DELETE FROM event_detections WHERE event_id = ANY(CAST(:ids AS uuid[]))"
 _DELETE_HISTORY = """
@@ -270,8 +329,12 @@ async def _forget(
     tally.paths.extend(str(row[0]) for row in media if row[0] is not None)
     detections = await conn.execute(text(_DELETE_DETECTIONS), params)
     tally.add("detections", detections.rowcount)
-    events = [row[0] for row in await conn.execute(text(_DELETE_EVENTS), params)]
+    deleted_events = (await conn.execute(text(_DELETE_EVENTS), params)).all()
+    events = [row[0] for row in deleted_events]
     tally.add("events", len(events))
+    for row in deleted_events:
+        key = (camera, str(row[1] or "unrated"))
+        tally.events[key] = tally.events.get(key, 0) + 1
     if events:
         linked = await conn.execute(text(_DELETE_EVENT_DETECTIONS), {"ids": events})
         tally.add("event_detections", linked.rowcount)
@@ -286,34 +349,67 @@ async def _forget(
         await conn.execute(text(_UNCOUNT), {"camera": camera, "files": files, "events": batches})
 
 
+async def _media_candidates(
+    conn: AsyncConnection, camera: str, before: datetime
+) -> list[MediaCandidate]:
+    rows = await conn.execute(text(_MEDIA_CANDIDATES), {"camera": camera, "before": before})
+    return [
+        MediaCandidate(
+            path=str(path),
+            captured_at=captured_at,
+            levels=frozenset(
+                str(level or "unrated")
+                for joined, level in zip(in_event, levels, strict=True)
+                if joined
+            ),
+            detected=bool(detected),
+        )
+        for path, captured_at, detected, in_event, levels in rows
+    ]
+
+
 # --- media --------------------------------------------------------------------------------------
 
+DELETED, MISSING, REFUSED = "deleted", "missing", "refused"
 
-def _delete_media(root: Path, paths: Iterable[str]) -> tuple[int, int, list[str]]:
-    """Delete the files at `paths` (relative to `root`): (deleted, missing, refused paths)."""
+
+def _media_outcomes(
+    root: Path, paths: Iterable[str], *, delete: bool
+) -> dict[str, tuple[str, int]]:
+    """Each path (relative to `root`) → (deleted, missing or refused, its bytes). Without
+    `delete`, nothing is deleted and a file present counts as deleted."""
     base = root.resolve()
-    deleted = missing = 0
-    refused: list[str] = []
+    outcomes: dict[str, tuple[str, int]] = {}
     for relative in paths:
         try:
             target = confine(base, relative)
         except PathOutsideRootError:
-            refused.append(relative)
+            outcomes[relative] = (REFUSED, 0)
             continue
         # `confine` resolves symlinks; a path whose resolution differs goes through one.
         if target != base / PurePosixPath(relative.replace("\\", "/")):
-            refused.append(relative)
+            outcomes[relative] = (REFUSED, 0)
             continue
         try:
             if not target.is_file():
-                missing += 1
+                outcomes[relative] = (MISSING, 0)
                 continue
-            target.unlink()
+            size = target.stat().st_size
+            if delete:
+                target.unlink()
         except FileNotFoundError:
-            missing += 1
+            outcomes[relative] = (MISSING, 0)
             continue
-        deleted += 1
-    return deleted, missing, refused
+        outcomes[relative] = (DELETED, size)
+    return outcomes
+
+
+def _delete_media(root: Path, paths: Iterable[str]) -> tuple[int, int, list[str]]:
+    """Delete the files at `paths` (relative to `root`): (deleted, missing, refused paths)."""
+    outcomes = _media_outcomes(root, paths, delete=True)
+    counts = [outcome for outcome, _ in outcomes.values()]
+    refused = [path for path, (outcome, _) in outcomes.items() if outcome == REFUSED]
+    return counts.count(DELETED), counts.count(MISSING), refused
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -329,47 +425,124 @@ async def run_retention(
     delete_media: bool,
     camera_root: Path | None,
     *,
+    rules: RetentionRules | None = None,
+    dry_run: bool = False,
     projection: str = DEFAULT_PROJECTION,
     required_groups: Iterable[str] = (Group.PROJECT.value,),
 ) -> RetentionReport:
-    """Trim the cameras' projected streams and delete what is older than `retention_days`
-    before `now` (see the module doc); one transaction per camera, after its streams are
-    trimmed (a crash in between is made good by the next run)."""
-    cutoff = cutoff_of(now, retention_days)
+    """Trim the cameras' projected streams and delete what is older than their horizon
+    (`retention_days` unless `rules` say otherwise) before `now` (see the module doc); one
+    transaction per camera, after its streams are trimmed (a crash in between is made good by
+    the next run). With `dry_run`, change nothing and report what a run would delete."""
+    rules = rules or RetentionRules(retention_days)
+    rules.check(delete_media)
     if delete_media and camera_root is None:
         raise RetentionError("delete_media needs the camera root; pass camera_root")
-    cutoff_ms = int(cutoff.timestamp() * 1000)
     required = tuple(required_groups)
     tally = _Tally()
+    cutoffs: dict[str, datetime] = {}
     live = await live_schema(engine)
     async with maintenance_lock(engine, live, "retention"):
         for camera in sorted(set(cameras)):
+            rule = rules.for_camera(camera)
+            cutoff = cutoffs[camera] = rule.cutoff(now)
+            cutoff_ms = int(cutoff.timestamp() * 1000)
             minids: dict[StreamKind, str] = {}
             for kind in TRIMMED:
-                trim = await trim_stream(redis, names.stream(camera, kind), cutoff_ms, required)
+                stream = names.stream(camera, kind)
+                trim = await trim_stream(redis, stream, cutoff_ms, required, dry_run=dry_run)
                 tally.streams.append(trim)
                 minids[kind] = trim.minid or NOTHING
-            async with engine.begin() as conn:
-                await _forget(conn, names, camera, minids, cutoff, projection, tally)
-    deleted = missing = 0
-    refused: list[str] = []
-    if delete_media and camera_root is not None and tally.paths:
-        deleted, missing, refused = await asyncio.to_thread(_delete_media, camera_root, tally.paths)
+            async with engine.connect() as conn:
+                transaction = await conn.begin()
+                try:
+                    await _camera(
+                        conn,
+                        names,
+                        camera,
+                        minids,
+                        rule,
+                        now,
+                        projection,
+                        tally,
+                        delete_media=delete_media,
+                    )
+                finally:
+                    if dry_run:
+                        await transaction.rollback()
+                    else:
+                        await transaction.commit()
+    outcomes: dict[str, tuple[str, int]] = {}
+    if delete_media and camera_root is not None and tally.media:
+        outcomes = await asyncio.to_thread(
+            _media_outcomes, camera_root, list(tally.media), delete=not dry_run
+        )
     report = RetentionReport(
-        cutoff=cutoff,
+        cutoff=rules.default.cutoff(now),
         streams=tuple(tally.streams),
         rows=dict(tally.rows),
-        media_deleted=deleted,
-        media_missing=missing,
-        media_refused=tuple(refused),
+        media_deleted=sum(1 for outcome, _ in outcomes.values() if outcome == DELETED),
+        media_missing=sum(1 for outcome, _ in outcomes.values() if outcome == MISSING),
+        media_refused=tuple(p for p, (outcome, _) in outcomes.items() if outcome == REFUSED),
+        cutoffs=cutoffs,
+        levels=_levels(tally, outcomes),
+        planned=dry_run,
     )
     log_event(
         logger,
-        "retention.done",
-        cutoff=cutoff.isoformat(),
+        "retention.planned" if dry_run else "retention.done",
+        cutoff=report.cutoff.isoformat(),
         trimmed=report.trimmed,
         rows=report.rows,
-        media_deleted=deleted,
-        media_refused=len(refused),
+        media_deleted=report.media_deleted,
+        media_bytes=report.media_bytes,
+        media_refused=len(report.media_refused),
     )
     return report
+
+
+async def _camera(
+    conn: AsyncConnection,
+    names: StreamNames,
+    camera: str,
+    minids: Mapping[StreamKind, str],
+    rule: CameraRetention,
+    now: datetime,
+    projection: str,
+    tally: _Tally,
+    *,
+    delete_media: bool,
+) -> None:
+    """One camera's rows (`_forget`) and the media files to delete: those of the rows deleted,
+    and those a level rule deletes (their rows stay)."""
+    candidates: list[MediaCandidate] = []
+    if delete_media:
+        candidates = await _media_candidates(conn, camera, cutoff_of(now, rule.shortest_days))
+    first_path = len(tally.paths)
+    await _forget(conn, names, camera, minids, rule.cutoff(now), projection, tally)
+    with_rows = set(tally.paths[first_path:])
+    if not delete_media:
+        return
+    by_path = {c.path: c for c in candidates}
+    for path in sorted(with_rows):
+        known = by_path.get(path)
+        tally.media[path] = (camera, "none" if known is None else level_of(known, rule))
+    for candidate, level in media_past_rules(
+        (c for c in candidates if c.path not in with_rows), rule, now
+    ):
+        tally.media[candidate.path] = (camera, level)
+
+
+def _levels(
+    tally: _Tally, outcomes: Mapping[str, tuple[str, int]]
+) -> dict[tuple[str, str], LevelCount]:
+    counts: dict[tuple[str, str], LevelCount] = {
+        key: LevelCount(events=n) for key, n in tally.events.items()
+    }
+    for path, key in tally.media.items():
+        outcome, size = outcomes.get(path, (MISSING, 0))
+        if outcome != DELETED:
+            continue
+        count = counts.get(key, LevelCount())
+        counts[key] = LevelCount(count.events, count.media_files + 1, count.media_bytes + size)
+    return counts
