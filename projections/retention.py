@@ -42,16 +42,22 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path, PurePosixPath
-from typing import Any, Final
+from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import ResponseError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections.errors import RetentionError
 from projections.projector import DEFAULT_PROJECTION
+from projections.retention_media import (
+    DELETED,
+    MISSING,
+    REFUSED,
+    media_candidates,
+    media_outcomes,
+)
 from projections.retention_rules import (
     CameraRetention,
     MediaCandidate,
@@ -60,65 +66,39 @@ from projections.retention_rules import (
     level_of,
     media_past_rules,
 )
+from projections.retention_streams import (
+    NOTHING,
+    GroupPosition,
+    StreamTrim,
+    count_below,
+    group_positions,
+    next_id,
+    safe_minid,
+    trim_stream,
+)
 from projections.shadow import live_schema, maintenance_lock
 from projections.tables import TABLES, cameras
 from streams.logs import log_event
 from streams.names import TRIMMED, Group, StreamKind, StreamNames
-from streams.paths import PathOutsideRootError, confine
-from streams.replies import id_key, reply_text
+from streams.replies import id_key
 
 logger = logging.getLogger("hsi.retention")
 
-_MAX_SEQUENCE: Final = 2**64 - 1
-NOTHING: Final = "0-0"  # a MINID that trims nothing
-
-
-# --- decisions ----------------------------------------------------------------------------------
-
-
-def format_id(parts: tuple[int, int]) -> str:
-    return f"{parts[0]}-{parts[1]}"
-
-
-def next_id(entry_id: str) -> str:
-    """The smallest stream id greater than `entry_id`."""
-    milliseconds, sequence = id_key(entry_id)
-    if sequence >= _MAX_SEQUENCE:
-        return format_id((milliseconds + 1, 0))
-    return format_id((milliseconds, sequence + 1))
-
-
-@dataclass(frozen=True)
-class GroupPosition:
-    """Where a consumer group stands on a stream (from XINFO GROUPS and the XPENDING summary)."""
-
-    name: str
-    last_delivered_id: str
-    oldest_pending_id: str | None = None
-
-
-def safe_minid(cutoff_ms: int, groups_info: Iterable[GroupPosition]) -> str:
-    """The MINID to trim a stream with: the cutoff, lowered so that every group keeps its pending
-    entries and every entry it has not been delivered yet."""
-    bound = (max(0, cutoff_ms), 0)
-    for group in groups_info:
-        bound = min(bound, id_key(next_id(group.last_delivered_id)))
-        if group.oldest_pending_id is not None:
-            bound = min(bound, id_key(group.oldest_pending_id))
-    return format_id(bound)
-
+__all__ = [
+    "NOTHING",
+    "GroupPosition",
+    "LevelCount",
+    "RetentionReport",
+    "StreamTrim",
+    "count_below",
+    "group_positions",
+    "next_id",
+    "run_retention",
+    "safe_minid",
+    "trim_stream",
+]
 
 # --- report -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StreamTrim:
-    """One stream's trim: the MINID used (None when it was not trimmed) and why not."""
-
-    stream: str
-    minid: str | None
-    trimmed: int = 0
-    skipped: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,69 +147,6 @@ class _Tally:
         self.rows[table] = self.rows.get(table, 0) + count
 
 
-# --- streams ------------------------------------------------------------------------------------
-
-
-async def group_positions(redis: Redis | RedisCluster, stream: str) -> list[GroupPosition] | None:
-    """Every group of `stream` with its position; None when the stream does not exist."""
-    try:
-        infos: Any = await redis.xinfo_groups(stream)
-    except ResponseError as exc:
-        if "no such key" in str(exc).lower():
-            return None
-        raise
-    positions = []
-    for info in infos:
-        name = reply_text(info["name"])
-        summary: Any = await redis.xpending(stream, name)
-        oldest = summary.get("min") if summary.get("pending") else None
-        positions.append(
-            GroupPosition(
-                name=name,
-                last_delivered_id=reply_text(info["last-delivered-id"]),
-                oldest_pending_id=None if oldest is None else reply_text(oldest),
-            )
-        )
-    return positions
-
-
-async def count_below(redis: Redis | RedisCluster, stream: str, minid: str) -> int:
-    """How many entries of `stream` a trim at `minid` would remove."""
-    if id_key(minid) == (0, 0):
-        return 0
-    count, start = 0, "-"
-    while True:
-        page: Any = await redis.xrange(stream, min=start, max=f"({minid}", count=1000)
-        count += len(page)
-        if len(page) < 1000:
-            return count
-        start = f"({reply_text(page[-1][0])}"
-
-
-async def trim_stream(
-    redis: Redis | RedisCluster,
-    stream: str,
-    cutoff_ms: int,
-    required_groups: Iterable[str],
-    *,
-    dry_run: bool = False,
-) -> StreamTrim:
-    """Trim `stream` at its safe MINID; with `dry_run`, only count what that would remove."""
-    positions = await group_positions(redis, stream)
-    if positions is None:
-        return StreamTrim(stream, None, skipped="no such stream")
-    missing = sorted(set(required_groups) - {p.name for p in positions})
-    if missing:
-        return StreamTrim(
-            stream, None, skipped=f"group {', '.join(missing)} not created yet: never trimmed"
-        )
-    minid = safe_minid(cutoff_ms, positions)
-    if dry_run:
-        return StreamTrim(stream, minid, await count_below(redis, stream, minid))
-    trimmed = await redis.xtrim(stream, minid=minid, approximate=False)
-    return StreamTrim(stream, minid, int(trimmed))
-
-
 # --- the projection -----------------------------------------------------------------------------
 
 
@@ -264,16 +181,6 @@ AND (analysis_entry_id IS NULL
          split_part(analysis_entry_id, '-', 2)::numeric)
         < (CAST(:analyses_ms AS numeric), CAST(:analyses_seq AS numeric)))
 RETURNING id, risk_level
-"""
-# Media files older than `:before` with the levels of their events (NULL: an event without one).
-_MEDIA_CANDIDATES = """
-SELECT m.path, m.captured_at, m.detection_status <> 'pending' AS detected,
-       array_agg(e.id IS NOT NULL) AS in_event, array_agg(e.risk_level) AS levels
-FROM media_files m
-LEFT JOIN event_detections ed ON ed.camera_id = m.camera_id AND ed.file_entry_id = m.entry_id
-LEFT JOIN events e ON e.id = ed.event_id
-WHERE m.camera_id = :camera AND m.captured_at < :before AND m.path IS NOT NULL
-GROUP BY m.id
 """
 _DELETE_EVENT_DETECTIONS = "DELETE FROM event_detections WHERE event_id = ANY(CAST(:ids AS uuid[]))"
 _DELETE_HISTORY = """
@@ -349,69 +256,6 @@ async def _forget(
         await conn.execute(text(_UNCOUNT), {"camera": camera, "files": files, "events": batches})
 
 
-async def _media_candidates(
-    conn: AsyncConnection, camera: str, before: datetime
-) -> list[MediaCandidate]:
-    rows = await conn.execute(text(_MEDIA_CANDIDATES), {"camera": camera, "before": before})
-    return [
-        MediaCandidate(
-            path=str(path),
-            captured_at=captured_at,
-            levels=frozenset(
-                str(level or "unrated")
-                for joined, level in zip(in_event, levels, strict=True)
-                if joined
-            ),
-            detected=bool(detected),
-        )
-        for path, captured_at, detected, in_event, levels in rows
-    ]
-
-
-# --- media --------------------------------------------------------------------------------------
-
-DELETED, MISSING, REFUSED = "deleted", "missing", "refused"
-
-
-def _media_outcomes(
-    root: Path, paths: Iterable[str], *, delete: bool
-) -> dict[str, tuple[str, int]]:
-    """Each path (relative to `root`) → (deleted, missing or refused, its bytes). Without
-    `delete`, nothing is deleted and a file present counts as deleted."""
-    base = root.resolve()
-    outcomes: dict[str, tuple[str, int]] = {}
-    for relative in paths:
-        try:
-            target = confine(base, relative)
-        except PathOutsideRootError:
-            outcomes[relative] = (REFUSED, 0)
-            continue
-        # `confine` resolves symlinks; a path whose resolution differs goes through one.
-        if target != base / PurePosixPath(relative.replace("\\", "/")):
-            outcomes[relative] = (REFUSED, 0)
-            continue
-        try:
-            if not target.is_file():
-                outcomes[relative] = (MISSING, 0)
-                continue
-            size = target.stat().st_size
-            if delete:
-                target.unlink()
-        except FileNotFoundError:
-            outcomes[relative] = (MISSING, 0)
-            continue
-        outcomes[relative] = (DELETED, size)
-    return outcomes
-
-
-def _delete_media(root: Path, paths: Iterable[str]) -> tuple[int, int, list[str]]:
-    """Delete the files at `paths` (relative to `root`): (deleted, missing, refused paths)."""
-    outcomes = _media_outcomes(root, paths, delete=True)
-    counts = [outcome for outcome, _ in outcomes.values()]
-    refused = [path for path, (outcome, _) in outcomes.items() if outcome == REFUSED]
-    return counts.count(DELETED), counts.count(MISSING), refused
-
-
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -475,7 +319,7 @@ async def run_retention(
     outcomes: dict[str, tuple[str, int]] = {}
     if delete_media and camera_root is not None and tally.media:
         outcomes = await asyncio.to_thread(
-            _media_outcomes, camera_root, list(tally.media), delete=not dry_run
+            media_outcomes, camera_root, list(tally.media), delete=not dry_run
         )
     report = RetentionReport(
         cutoff=rules.default.cutoff(now),
@@ -517,7 +361,7 @@ async def _camera(
     and those a level rule deletes (their rows stay)."""
     candidates: list[MediaCandidate] = []
     if delete_media:
-        candidates = await _media_candidates(conn, camera, cutoff_of(now, rule.shortest_days))
+        candidates = await media_candidates(conn, camera, cutoff_of(now, rule.shortest_days))
     first_path = len(tally.paths)
     await _forget(conn, names, camera, minids, rule.cutoff(now), projection, tally)
     with_rows = set(tally.paths[first_path:])
