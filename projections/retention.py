@@ -25,6 +25,14 @@ still equals the live projection:
 
 Media files (optional) are deleted for the media rows deleted, confined to the camera root: a
 path that leaves the root or goes through a symlink is refused, never followed.
+
+Retention rules (`projections.retention_rules`) give each camera its own horizon for rows and
+entries (the cutoff above) and delete media files earlier by the risk level of their events,
+leaving their rows (and so the streams and a rebuild) alone. A dry run (`hsi retention plan`)
+goes through the same steps without changing anything: it reads the groups' positions and
+counts the entries below the MINID instead of trimming, deletes the rows in a transaction it
+rolls back, and looks at the files instead of deleting them, so its counts are what a run
+right after it deletes.
 """
 
 from __future__ import annotations
@@ -33,98 +41,96 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from pathlib import Path, PurePosixPath
-from typing import Any, Final
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import ResponseError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from projections.errors import RetentionError
 from projections.projector import DEFAULT_PROJECTION
+from projections.retention_media import (
+    DELETED,
+    MISSING,
+    REFUSED,
+    media_candidates,
+    media_outcomes,
+)
+from projections.retention_rules import (
+    CameraRetention,
+    MediaCandidate,
+    RetentionRules,
+    cutoff_of,
+    level_of,
+    media_past_rules,
+)
+from projections.retention_streams import (
+    NOTHING,
+    GroupPosition,
+    StreamTrim,
+    count_below,
+    group_positions,
+    next_id,
+    safe_minid,
+    trim_stream,
+)
 from projections.shadow import live_schema, maintenance_lock
 from projections.tables import TABLES, cameras
 from streams.logs import log_event
 from streams.names import TRIMMED, Group, StreamKind, StreamNames
-from streams.paths import PathOutsideRootError, confine
-from streams.replies import id_key, reply_text
+from streams.replies import id_key
 
 logger = logging.getLogger("hsi.retention")
 
-_MAX_SEQUENCE: Final = 2**64 - 1
-NOTHING: Final = "0-0"  # a MINID that trims nothing
-
-
-# --- decisions ----------------------------------------------------------------------------------
-
-
-def format_id(parts: tuple[int, int]) -> str:
-    return f"{parts[0]}-{parts[1]}"
-
-
-def next_id(entry_id: str) -> str:
-    """The smallest stream id greater than `entry_id`."""
-    milliseconds, sequence = id_key(entry_id)
-    if sequence >= _MAX_SEQUENCE:
-        return format_id((milliseconds + 1, 0))
-    return format_id((milliseconds, sequence + 1))
-
-
-@dataclass(frozen=True)
-class GroupPosition:
-    """Where a consumer group stands on a stream (from XINFO GROUPS and the XPENDING summary)."""
-
-    name: str
-    last_delivered_id: str
-    oldest_pending_id: str | None = None
-
-
-def safe_minid(cutoff_ms: int, groups_info: Iterable[GroupPosition]) -> str:
-    """The MINID to trim a stream with: the cutoff, lowered so that every group keeps its pending
-    entries and every entry it has not been delivered yet."""
-    bound = (max(0, cutoff_ms), 0)
-    for group in groups_info:
-        bound = min(bound, id_key(next_id(group.last_delivered_id)))
-        if group.oldest_pending_id is not None:
-            bound = min(bound, id_key(group.oldest_pending_id))
-    return format_id(bound)
-
-
-def cutoff_of(now: datetime, retention_days: int) -> datetime:
-    if retention_days < 1:
-        raise ValueError(f"retention_days must be >= 1, got {retention_days}")
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    return now - timedelta(days=retention_days)
-
+__all__ = [
+    "NOTHING",
+    "GroupPosition",
+    "LevelCount",
+    "RetentionReport",
+    "StreamTrim",
+    "count_below",
+    "group_positions",
+    "next_id",
+    "run_retention",
+    "safe_minid",
+    "trim_stream",
+]
 
 # --- report -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class StreamTrim:
-    """One stream's trim: the MINID used (None when it was not trimmed) and why not."""
+class LevelCount:
+    """What goes for one camera and level: event rows, media files on disk and their bytes."""
 
-    stream: str
-    minid: str | None
-    trimmed: int = 0
-    skipped: str | None = None
+    events: int = 0
+    media_files: int = 0
+    media_bytes: int = 0
 
 
 @dataclass(frozen=True)
 class RetentionReport:
-    cutoff: datetime
+    """What a run deleted, or a dry run (`planned`) would delete."""
+
+    cutoff: datetime  # of a camera without rules of its own
     streams: tuple[StreamTrim, ...]
     rows: Mapping[str, int]  # table → rows deleted, every table but cameras (never deleted)
     media_deleted: int = 0
-    media_missing: int = 0  # media rows deleted whose file was already gone
+    media_missing: int = 0  # files to delete that were already gone
     media_refused: tuple[str, ...] = ()  # paths not deleted: outside the root or via a symlink
+    cutoffs: Mapping[str, datetime] = field(default_factory=dict)  # camera → its rows' cutoff
+    levels: Mapping[tuple[str, str], LevelCount] = field(default_factory=dict)  # (camera, level)
+    planned: bool = False
 
     @property
     def trimmed(self) -> int:
         return sum(s.trimmed for s in self.streams)
+
+    @property
+    def media_bytes(self) -> int:
+        return sum(c.media_bytes for c in self.levels.values())
 
 
 @dataclass
@@ -134,51 +140,11 @@ class _Tally:
         default_factory=lambda: {str(t.name): 0 for t in TABLES if t is not cameras}
     )
     paths: list[str] = field(default_factory=list)
+    events: dict[tuple[str, str], int] = field(default_factory=dict)
+    media: dict[str, tuple[str, str]] = field(default_factory=dict)  # path → (camera, level)
 
     def add(self, table: str, count: int) -> None:
         self.rows[table] = self.rows.get(table, 0) + count
-
-
-# --- streams ------------------------------------------------------------------------------------
-
-
-async def group_positions(redis: Redis | RedisCluster, stream: str) -> list[GroupPosition] | None:
-    """Every group of `stream` with its position; None when the stream does not exist."""
-    try:
-        infos: Any = await redis.xinfo_groups(stream)
-    except ResponseError as exc:
-        if "no such key" in str(exc).lower():
-            return None
-        raise
-    positions = []
-    for info in infos:
-        name = reply_text(info["name"])
-        summary: Any = await redis.xpending(stream, name)
-        oldest = summary.get("min") if summary.get("pending") else None
-        positions.append(
-            GroupPosition(
-                name=name,
-                last_delivered_id=reply_text(info["last-delivered-id"]),
-                oldest_pending_id=None if oldest is None else reply_text(oldest),
-            )
-        )
-    return positions
-
-
-async def trim_stream(
-    redis: Redis | RedisCluster, stream: str, cutoff_ms: int, required_groups: Iterable[str]
-) -> StreamTrim:
-    positions = await group_positions(redis, stream)
-    if positions is None:
-        return StreamTrim(stream, None, skipped="no such stream")
-    missing = sorted(set(required_groups) - {p.name for p in positions})
-    if missing:
-        return StreamTrim(
-            stream, None, skipped=f"group {', '.join(missing)} not created yet: never trimmed"
-        )
-    minid = safe_minid(cutoff_ms, positions)
-    trimmed = await redis.xtrim(stream, minid=minid, approximate=False)
-    return StreamTrim(stream, minid, int(trimmed))
 
 
 # --- the projection -----------------------------------------------------------------------------
@@ -214,7 +180,7 @@ AND (analysis_entry_id IS NULL
      OR (split_part(analysis_entry_id, '-', 1)::numeric,
          split_part(analysis_entry_id, '-', 2)::numeric)
         < (CAST(:analyses_ms AS numeric), CAST(:analyses_seq AS numeric)))
-RETURNING id
+RETURNING id, risk_level
 """
 _DELETE_EVENT_DETECTIONS = "DELETE FROM event_detections WHERE event_id = ANY(CAST(:ids AS uuid[]))"
 _DELETE_HISTORY = """
@@ -270,8 +236,12 @@ async def _forget(
     tally.paths.extend(str(row[0]) for row in media if row[0] is not None)
     detections = await conn.execute(text(_DELETE_DETECTIONS), params)
     tally.add("detections", detections.rowcount)
-    events = [row[0] for row in await conn.execute(text(_DELETE_EVENTS), params)]
+    deleted_events = (await conn.execute(text(_DELETE_EVENTS), params)).all()
+    events = [row[0] for row in deleted_events]
     tally.add("events", len(events))
+    for row in deleted_events:
+        key = (camera, str(row[1] or "unrated"))
+        tally.events[key] = tally.events.get(key, 0) + 1
     if events:
         linked = await conn.execute(text(_DELETE_EVENT_DETECTIONS), {"ids": events})
         tally.add("event_detections", linked.rowcount)
@@ -284,36 +254,6 @@ async def _forget(
     files, batches = uncounted.get(StreamKind.FILES, 0), uncounted.get(StreamKind.BATCHES, 0)
     if files or batches:
         await conn.execute(text(_UNCOUNT), {"camera": camera, "files": files, "events": batches})
-
-
-# --- media --------------------------------------------------------------------------------------
-
-
-def _delete_media(root: Path, paths: Iterable[str]) -> tuple[int, int, list[str]]:
-    """Delete the files at `paths` (relative to `root`): (deleted, missing, refused paths)."""
-    base = root.resolve()
-    deleted = missing = 0
-    refused: list[str] = []
-    for relative in paths:
-        try:
-            target = confine(base, relative)
-        except PathOutsideRootError:
-            refused.append(relative)
-            continue
-        # `confine` resolves symlinks; a path whose resolution differs goes through one.
-        if target != base / PurePosixPath(relative.replace("\\", "/")):
-            refused.append(relative)
-            continue
-        try:
-            if not target.is_file():
-                missing += 1
-                continue
-            target.unlink()
-        except FileNotFoundError:
-            missing += 1
-            continue
-        deleted += 1
-    return deleted, missing, refused
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -329,47 +269,124 @@ async def run_retention(
     delete_media: bool,
     camera_root: Path | None,
     *,
+    rules: RetentionRules | None = None,
+    dry_run: bool = False,
     projection: str = DEFAULT_PROJECTION,
     required_groups: Iterable[str] = (Group.PROJECT.value,),
 ) -> RetentionReport:
-    """Trim the cameras' projected streams and delete what is older than `retention_days`
-    before `now` (see the module doc); one transaction per camera, after its streams are
-    trimmed (a crash in between is made good by the next run)."""
-    cutoff = cutoff_of(now, retention_days)
+    """Trim the cameras' projected streams and delete what is older than their horizon
+    (`retention_days` unless `rules` say otherwise) before `now` (see the module doc); one
+    transaction per camera, after its streams are trimmed (a crash in between is made good by
+    the next run). With `dry_run`, change nothing and report what a run would delete."""
+    rules = rules or RetentionRules(retention_days)
+    rules.check(delete_media)
     if delete_media and camera_root is None:
         raise RetentionError("delete_media needs the camera root; pass camera_root")
-    cutoff_ms = int(cutoff.timestamp() * 1000)
     required = tuple(required_groups)
     tally = _Tally()
+    cutoffs: dict[str, datetime] = {}
     live = await live_schema(engine)
     async with maintenance_lock(engine, live, "retention"):
         for camera in sorted(set(cameras)):
+            rule = rules.for_camera(camera)
+            cutoff = cutoffs[camera] = rule.cutoff(now)
+            cutoff_ms = int(cutoff.timestamp() * 1000)
             minids: dict[StreamKind, str] = {}
             for kind in TRIMMED:
-                trim = await trim_stream(redis, names.stream(camera, kind), cutoff_ms, required)
+                stream = names.stream(camera, kind)
+                trim = await trim_stream(redis, stream, cutoff_ms, required, dry_run=dry_run)
                 tally.streams.append(trim)
                 minids[kind] = trim.minid or NOTHING
-            async with engine.begin() as conn:
-                await _forget(conn, names, camera, minids, cutoff, projection, tally)
-    deleted = missing = 0
-    refused: list[str] = []
-    if delete_media and camera_root is not None and tally.paths:
-        deleted, missing, refused = await asyncio.to_thread(_delete_media, camera_root, tally.paths)
+            async with engine.connect() as conn:
+                transaction = await conn.begin()
+                try:
+                    await _camera(
+                        conn,
+                        names,
+                        camera,
+                        minids,
+                        rule,
+                        now,
+                        projection,
+                        tally,
+                        delete_media=delete_media,
+                    )
+                finally:
+                    if dry_run:
+                        await transaction.rollback()
+                    else:
+                        await transaction.commit()
+    outcomes: dict[str, tuple[str, int]] = {}
+    if delete_media and camera_root is not None and tally.media:
+        outcomes = await asyncio.to_thread(
+            media_outcomes, camera_root, list(tally.media), delete=not dry_run
+        )
     report = RetentionReport(
-        cutoff=cutoff,
+        cutoff=rules.default.cutoff(now),
         streams=tuple(tally.streams),
         rows=dict(tally.rows),
-        media_deleted=deleted,
-        media_missing=missing,
-        media_refused=tuple(refused),
+        media_deleted=sum(1 for outcome, _ in outcomes.values() if outcome == DELETED),
+        media_missing=sum(1 for outcome, _ in outcomes.values() if outcome == MISSING),
+        media_refused=tuple(p for p, (outcome, _) in outcomes.items() if outcome == REFUSED),
+        cutoffs=cutoffs,
+        levels=_levels(tally, outcomes),
+        planned=dry_run,
     )
     log_event(
         logger,
-        "retention.done",
-        cutoff=cutoff.isoformat(),
+        "retention.planned" if dry_run else "retention.done",
+        cutoff=report.cutoff.isoformat(),
         trimmed=report.trimmed,
         rows=report.rows,
-        media_deleted=deleted,
-        media_refused=len(refused),
+        media_deleted=report.media_deleted,
+        media_bytes=report.media_bytes,
+        media_refused=len(report.media_refused),
     )
     return report
+
+
+async def _camera(
+    conn: AsyncConnection,
+    names: StreamNames,
+    camera: str,
+    minids: Mapping[StreamKind, str],
+    rule: CameraRetention,
+    now: datetime,
+    projection: str,
+    tally: _Tally,
+    *,
+    delete_media: bool,
+) -> None:
+    """One camera's rows (`_forget`) and the media files to delete: those of the rows deleted,
+    and those a level rule deletes (their rows stay)."""
+    candidates: list[MediaCandidate] = []
+    if delete_media:
+        candidates = await media_candidates(conn, camera, cutoff_of(now, rule.shortest_days))
+    first_path = len(tally.paths)
+    await _forget(conn, names, camera, minids, rule.cutoff(now), projection, tally)
+    with_rows = set(tally.paths[first_path:])
+    if not delete_media:
+        return
+    by_path = {c.path: c for c in candidates}
+    for path in sorted(with_rows):
+        known = by_path.get(path)
+        tally.media[path] = (camera, "none" if known is None else level_of(known, rule))
+    for candidate, level in media_past_rules(
+        (c for c in candidates if c.path not in with_rows), rule, now
+    ):
+        tally.media[candidate.path] = (camera, level)
+
+
+def _levels(
+    tally: _Tally, outcomes: Mapping[str, tuple[str, int]]
+) -> dict[tuple[str, str], LevelCount]:
+    counts: dict[tuple[str, str], LevelCount] = {
+        key: LevelCount(events=n) for key, n in tally.events.items()
+    }
+    for path, key in tally.media.items():
+        outcome, size = outcomes.get(path, (MISSING, 0))
+        if outcome != DELETED:
+            continue
+        count = counts.get(key, LevelCount())
+        counts[key] = LevelCount(count.events, count.media_files + 1, count.media_bytes + size)
+    return counts

@@ -61,6 +61,8 @@ class APIConfig:
     api_key_enabled: bool = False
     api_keys: tuple[SecretStr, ...] = ()
     metrics_open: bool = False  # /metrics without the key (API_METRICS_OPEN)
+    # proxies whose X-Forwarded-For/-Proto and X-Request-ID are believed (FORWARDED_ALLOW_IPS)
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
     cors_origins: tuple[str, ...] = ()
     cors_allow_credentials: bool = False
     rate_limits: RateLimits = field(default_factory=RateLimits)

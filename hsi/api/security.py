@@ -223,7 +223,7 @@ class ConnectionSlots:
 
 
 def client_address(scope: Scope) -> str:
-    """The peer address (uvicorn replaces it from X-Forwarded-For for trusted proxies)."""
+    """The client address (`ProxyHeaders` takes it from X-Forwarded-For for trusted proxies)."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
 

@@ -1,9 +1,10 @@
 """The Starlette application of the read-only query API.
 
 `create_app(config)` wires the endpoint table of `hsi.api.routes` into routes, the middleware
-(`Tracing`, CORS when origins are configured, then the API-key and rate-limit `Guard`) and the
-JSON error handlers. The lifespan makes the resources (engine, Redis pool, live connection slots)
-and closes them; requests reach them through `hsi.api.state.resources()`.
+(`Tracing`, `RequestIds`, the trusted proxies' X-Forwarded-* (`ProxyHeaders`), CORS when origins
+are configured, then the API-key and rate-limit `Guard`) and the JSON error handlers. The
+lifespan makes the resources (engine, Redis pool, live connection slots) and closes them;
+requests reach them through `hsi.api.state.resources()`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hsi.api.config import APIConfig, LiveConfig, RateLimits
 from hsi.api.openapi import build_openapi
+from hsi.api.request_ids import ProxyHeaders, RequestIds
 from hsi.api.responses import (
     REDIS_ERRORS,
     APIError,
@@ -137,7 +139,11 @@ def create_app(config: APIConfig, web: WebConfig | None = None) -> Starlette:
             await redis.aclose()
             await engine.dispose()
 
-    middleware = [Middleware(Tracing)]
+    middleware = [
+        Middleware(Tracing),
+        Middleware(RequestIds, trusted=config.forwarded_allow_ips),
+        Middleware(ProxyHeaders, trusted_hosts=list(config.forwarded_allow_ips)),
+    ]
     if config.cors_origins:
         middleware.append(
             Middleware(
@@ -145,8 +151,14 @@ def create_app(config: APIConfig, web: WebConfig | None = None) -> Starlette:
                 allow_origins=list(config.cors_origins),
                 allow_credentials=config.cors_allow_credentials,
                 allow_methods=["GET", "HEAD"],
-                allow_headers=["X-API-Key", "Last-Event-ID", "If-None-Match", "Range"],
-                expose_headers=["ETag", "Retry-After", "Content-Range"],
+                allow_headers=[
+                    "X-API-Key",
+                    "Last-Event-ID",
+                    "If-None-Match",
+                    "Range",
+                    "X-Request-ID",
+                ],
+                expose_headers=["ETag", "Retry-After", "Content-Range", "X-Request-ID"],
             )
         )
     middleware.append(

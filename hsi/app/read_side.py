@@ -19,6 +19,7 @@ from projections.dead_letters import forget_dead_letter
 from projections.replay import VerifyReport, rebuild
 from projections.replay import verify as verify
 from projections.retention import RetentionReport, run_retention
+from projections.retention_rules import RetentionRules
 from streams.names import StreamNames, is_camera_id
 
 replay = rebuild  # `hsi replay`: rebuild the projection from the streams and swap it in
@@ -43,8 +44,11 @@ async def retention(
     camera_root: Path | None = None,
     now: datetime | None = None,
     cameras: Iterable[str] | None = None,
+    rules: RetentionRules | None = None,
+    dry_run: bool = False,
 ) -> RetentionReport:
-    """One retention run over every known camera (or the given ones)."""
+    """One retention run over every known camera (or the given ones); with `dry_run`, the plan
+    of what such a run would delete, changing nothing."""
     chosen = list(cameras) if cameras is not None else await known_cameras(engine, redis, names)
     return await run_retention(
         engine,
@@ -55,7 +59,33 @@ async def retention(
         retention_days,
         delete_media,
         camera_root,
+        rules=rules,
+        dry_run=dry_run,
     )
+
+
+def retention_lines(report: RetentionReport) -> list[str]:
+    """A human summary of a retention run or plan: per camera its cutoff, then per camera and
+    risk level the events, media files and bytes, then the totals."""
+    verb = "to delete" if report.planned else "deleted"
+    lines = [f"cutoff {report.cutoff.isoformat()}"]
+    for camera, cutoff in sorted(report.cutoffs.items()):
+        if cutoff != report.cutoff:
+            lines.append(f"cutoff of {camera}: {cutoff.isoformat()}")
+    trimmed = "stream entries to trim" if report.planned else "stream entries trimmed"
+    lines.append(f"{trimmed}: {report.trimmed}")
+    for table, count in sorted(report.rows.items()):
+        lines.append(f"rows {verb} from {table}: {count}")
+    for (camera, level), level_count in sorted(report.levels.items()):
+        lines.append(
+            f"{camera} {level}: {level_count.events} events, {level_count.media_files} media files "
+            f"({level_count.media_bytes} bytes) {verb}"
+        )
+    lines.append(f"media files {verb}: {report.media_deleted} ({report.media_bytes} bytes)")
+    lines.extend(
+        f"refused to delete {path} (outside the camera root)" for path in report.media_refused
+    )
+    return lines
 
 
 async def dead_letter_removed(

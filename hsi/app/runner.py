@@ -44,6 +44,7 @@ from hsi.infra.telemetry import current_telemetry, setup_telemetry
 from hsi.infra.tls import uvicorn_ssl_options
 from hsi.logs.setup import log_event, setup_logging
 from hsi.settings import components
+from projections.errors import RetentionError
 from streams.alerts import AlertError
 from streams.names import Group
 from streams.watch.watcher import Watcher
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from hsi.settings.model import Settings
+    from projections.retention_rules import RetentionRules
     from streams.watch.outcomes import Outcome
 
 
@@ -69,6 +71,7 @@ STARTUP_ERRORS: tuple[type[Exception], ...] = (
     RedisUnavailableError,
     TLSError,
     MetricsServerError,
+    RetentionError,
 )
 
 log = logging.getLogger("hsi.up")
@@ -131,6 +134,7 @@ async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None
         camera_root=str(settings.camera_root),
     )
     server, url, dashboard = _api_server(settings, urls.database_url, redis_config, options)
+    rules = components.retention_rules(settings)
     pipeline = Pipeline(
         settings,
         urls.redis_url,
@@ -138,7 +142,9 @@ async def _up(settings: Settings, urls: ServiceURLs, options: UpOptions) -> None
         database_url=urls.database_url,
     )
     await pipeline.start()
-    retention = asyncio.create_task(_retention_loop(settings, urls, pipeline), name="retention")
+    retention = asyncio.create_task(
+        _retention_loop(settings, rules, urls, pipeline), name="retention"
+    )
     watcher = build_watcher(settings, pipeline.redis) if options.watch else None
     if watcher is not None:
         await watcher.start()
@@ -183,9 +189,9 @@ def _api_server(
             log_config=None,
             # an open live feed must not hold shutdown until its idle timeout
             timeout_graceful_shutdown=5,
-            # X-Forwarded-* from these proxies only (uvicorn would read the variable itself,
-            # where "*" believes anyone who sends the header)
-            forwarded_allow_ips=list(settings.forwarded_allow_ips),
+            # the app reads X-Forwarded-* from FORWARDED_ALLOW_IPS itself, after it judged the
+            # immediate peer (whose X-Request-ID only a trusted proxy may set)
+            proxy_headers=False,
             **ssl_options,
         )
     )
@@ -227,7 +233,9 @@ async def _api(settings: Settings, urls: ServiceURLs, options: UpOptions) -> Non
         _restore_signals(loop)
 
 
-async def _retention_loop(settings: Settings, urls: ServiceURLs, pipeline: Pipeline) -> None:
+async def _retention_loop(
+    settings: Settings, rules: RetentionRules, urls: ServiceURLs, pipeline: Pipeline
+) -> None:
     """`hsi retention run` every RETENTION_INTERVAL_SECONDS, inside `hsi up`."""
     from hsi.app.read_side import retention
 
@@ -243,6 +251,7 @@ async def _retention_loop(settings: Settings, urls: ServiceURLs, pipeline: Pipel
                 retention_days=settings.retention_days,
                 delete_media=settings.retention_delete_media,
                 camera_root=settings.camera_root,
+                rules=rules,
             )
             log_event(
                 log,

@@ -101,26 +101,36 @@ def replay(projection: str, verify: bool) -> None:
 
 @click.group()
 def retention() -> None:
-    """Delete what is older than RETENTION_DAYS."""
+    """Delete what is older than RETENTION_DAYS (or RETENTION_RULES_PATH's rules)."""
+
+
+def _retention(dry_run: bool) -> None:
+    from hsi.app import read_side
+    from hsi.settings import components
+    from projections.errors import RetentionError
+
+    settings = cli_settings()
+    with click_errors(RetentionError):
+        rules = components.retention_rules(settings)
+        report = read_side_call(
+            read_side.retention,
+            retention_days=settings.retention_days,
+            delete_media=settings.retention_delete_media,
+            camera_root=settings.camera_root,
+            rules=rules,
+            dry_run=dry_run,
+        )
+    for line in read_side.retention_lines(report):
+        click.echo(line)
 
 
 @retention.command("run")
 def retentionrun() -> None:
     """One retention pass: projection rows, acknowledged stream entries, optionally media."""
-    from hsi.app import read_side
+    _retention(dry_run=False)
 
-    settings = cli_settings()
-    report = read_side_call(
-        read_side.retention,
-        retention_days=settings.retention_days,
-        delete_media=settings.retention_delete_media,
-        camera_root=settings.camera_root,
-    )
-    click.echo(f"cutoff {report.cutoff.isoformat()}")
-    click.echo(f"stream entries trimmed: {report.trimmed}")
-    for table, count in sorted(report.rows.items()):
-        click.echo(f"rows deleted from {table}: {count}")
-    if settings.retention_delete_media:
-        click.echo(f"media files deleted: {report.media_deleted}")
-    for path in report.media_refused:
-        click.echo(f"refused to delete {path} (outside the camera root)")
+
+@retention.command("plan")
+def retentionplan() -> None:
+    """What `hsi retention run` would delete now, per camera and risk level; changes nothing."""
+    _retention(dry_run=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tomllib
 import uuid
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
@@ -25,6 +26,8 @@ from hsi.logs.setup import LoggingConfig
 from hsi.settings.masking import mask_url_password
 from hsi.settings.model import AnalyzerBackend, DetectorBackend
 from hsi.web.config import AIBackend, WebConfig
+from projections.errors import RetentionError
+from projections.retention_rules import RetentionRules, parse_rules
 from streams.alerts import (
     AlertConfigError,
     EmailConfig,
@@ -356,6 +359,7 @@ def api_config(settings: Settings, *, database_url: str, redis: RedisConfig) -> 
         api_key_enabled=keys_required(settings.api_key_enabled, settings.api_host),
         api_keys=tuple(settings.api_keys),
         metrics_open=settings.api_metrics_open,
+        forwarded_allow_ips=tuple(settings.forwarded_allow_ips),
         cors_origins=tuple(settings.cors_origins),
         cors_allow_credentials=settings.cors_allow_credentials,
         rate_limits=RateLimits(
@@ -439,3 +443,23 @@ def _zone_name(zone: object) -> str:
     except OSError:
         pass
     return "UTC"
+
+
+def retention_rules(settings: Settings) -> RetentionRules:
+    """RETENTION_DAYS and the rules of RETENTION_RULES_PATH, checked against
+    RETENTION_DELETE_MEDIA (raises RetentionError saying what to fix)."""
+    path = settings.retention_rules_path
+    document = {}
+    if path is not None:
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RetentionError(
+                f"cannot read RETENTION_RULES_PATH {path} ({type(exc).__name__}): check the path "
+                "and its permissions, or unset it"
+            ) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise RetentionError(f"RETENTION_RULES_PATH {path} is not valid TOML: {exc}") from exc
+    rules = parse_rules(document, settings.retention_days)
+    rules.check(settings.retention_delete_media)
+    return rules

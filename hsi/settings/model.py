@@ -148,8 +148,9 @@ class Settings(BaseSettings):
     )
     forwarded_allow_ips: CsvList = Field(
         default_factory=lambda: ["127.0.0.1"],
-        description="Proxies whose X-Forwarded-For/-Proto the API believes (the client address "
-        "for rate limits and logs). Never * unless only trusted proxies can reach the API.",
+        description="Proxies whose X-Forwarded-For/-Proto (the client address for rate limits "
+        "and logs) and X-Request-ID the API believes: addresses or networks. Never * unless only "
+        "trusted proxies can reach the API.",
     )
     cors_origins: CsvList = Field(default_factory=list)
     cors_allow_credentials: bool = False
@@ -255,6 +256,12 @@ class Settings(BaseSettings):
     retention_days: int = Field(30, ge=1, le=3650)
     retention_delete_media: bool = False
     retention_interval_seconds: int = Field(3600, ge=60)
+    retention_rules_path: Path | None = Field(
+        None,
+        description="TOML file of retention rules: a camera's own `days` for its rows and stream "
+        "entries, media files deleted earlier by risk level (needs RETENTION_DELETE_MEDIA=true). "
+        "Unset: RETENTION_DAYS for everything. See docs/operations.md, Retention.",
+    )
 
     # --- batching ----------------------------------------------------------------------------
     batch_window_seconds: float = Field(90.0, gt=0)

@@ -282,3 +282,31 @@ def test_zones_check_lists_the_zones_or_names_what_is_wrong(
     assert result.exit_code == 1
     assert "camera 'front_door', zones[0] (zone 'gate'): field 'points'" in result.output
     assert "crosses the edge" in result.output
+
+
+@pytest.mark.parametrize(
+    ("rules", "env", "message"),
+    [
+        ("[media]\nlow = 7\n", {}, "RETENTION_DELETE_MEDIA=true"),
+        ("[media]\nlow = 'a week'\n", {"RETENTION_DELETE_MEDIA": "true"}, "media.low must be"),
+        ("[media\n", {}, "is not valid TOML"),
+    ],
+)
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_retention_refuses_bad_rules(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    rules: str,
+    env: dict[str, str],
+    message: str,
+    command: str,
+) -> None:
+    """`hsi retention plan|run` stop on a bad RETENTION_RULES_PATH, saying what to fix."""
+    path = tmp_path / "retention.toml"
+    path.write_text(rules, encoding="utf-8")
+    monkeypatch.setenv("RETENTION_RULES_PATH", str(path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, ["retention", command])
+    assert result.exit_code == 1, result.output
+    assert message in result.output

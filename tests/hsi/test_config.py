@@ -236,16 +236,20 @@ def test_cors_wildcard_with_credentials_is_refused(monkeypatch: pytest.MonkeyPat
 def test_the_api_believes_forwarded_headers_from_the_configured_proxies_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """FORWARDED_ALLOW_IPS is HSI's setting (default loopback) and reaches uvicorn as given."""
+    """FORWARDED_ALLOW_IPS is HSI's setting (default loopback) and reaches the app as given; the
+    app reads X-Forwarded-* itself (uvicorn's own reading is off)."""
     from hsi.app.runner import UpOptions, _api_server
     from hsi.infra.redis import RedisConfig
+    from hsi.settings import components
 
     redis = RedisConfig(url="redis://127.0.0.1:6379/0")
     server, _, _ = _api_server(load_settings(), "postgresql://u@h/db", redis, UpOptions())
-    assert server.config.forwarded_allow_ips == ["127.0.0.1"]
+    assert server.config.proxy_headers is False
+    config = components.api_config(load_settings(), database_url="postgresql://u@h/db", redis=redis)
+    assert config.forwarded_allow_ips == ("127.0.0.1",)
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.5,10.0.0.6")
-    server, _, _ = _api_server(load_settings(), "postgresql://u@h/db", redis, UpOptions())
-    assert server.config.forwarded_allow_ips == ["10.0.0.5", "10.0.0.6"]
+    config = components.api_config(load_settings(), database_url="postgresql://u@h/db", redis=redis)
+    assert config.forwarded_allow_ips == ("10.0.0.5", "10.0.0.6")
 
 
 @pytest.mark.parametrize(

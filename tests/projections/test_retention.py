@@ -13,10 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from projections.replay import verify
 from projections.retention import (
     GroupPosition,
+    LevelCount,
+    RetentionReport,
     next_id,
     run_retention,
     safe_minid,
 )
+from projections.retention_rules import parse_rules
 from streams.groups import ensure_group
 from streams.names import Group, StreamNames
 from tests.projections.builders import CAMERA, GARBAGE, file_observed, publish, publish_story
@@ -198,3 +201,87 @@ async def test_media_outside_the_camera_root_is_never_deleted(
     assert sorted(report.media_refused) == ["../outside/keep.jpg", "Front Door/link/keep.jpg"]
     assert (outside / "keep.jpg").read_bytes() == b"precious"
     assert not (root / "Front Door" / "plain.jpg").exists()
+
+
+async def test_plan_equals_the_run_and_level_rules_spare_rows(
+    engine: AsyncEngine, redis_client: Redis, names: StreamNames, tmp_path: Path
+) -> None:
+    """`plan` changes nothing and counts what `run` then deletes, per camera and level; level
+    rules delete files only, so their rows stay and a rebuild still equals the live tables."""
+    now = _now()
+    old, mid = now - timedelta(days=40), now - timedelta(days=20)
+    story = await publish_story(
+        redis_client, names, files=8, base=old, id_ms=int(old.timestamp() * 1000)
+    )
+    await publish_story(
+        redis_client, names, files=8, first=200, base=mid, story=story,
+        id_ms=int(mid.timestamp() * 1000), register=False,
+    )  # fmt: skip
+    await publish_story(redis_client, names, files=4, first=100, base=now, story=story)
+    await project_all(redis_client, stage_for(redis_client, names, engine), story.streams)
+    root = tmp_path / "cameras"
+    sizes = {}
+    for n in (*range(8), *range(200, 208), *range(100, 104)):
+        target = root / file_observed(n).path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"j" * (n + 1))
+        sizes[n] = n + 1
+    # A story's first batch (files 0-2) is low, its second (4-6) unrated (analysis failed),
+    # files 3 and 7 (detection failed) are in no event.
+    rules = parse_rules({"media": {"low": 7, "none": 10}}, 30)
+
+    async def retention(dry_run: bool) -> RetentionReport:
+        return await run_retention(
+            engine, redis_client, names, [CAMERA], now, 30, delete_media=True,
+            camera_root=root, rules=rules, dry_run=dry_run,
+        )  # fmt: skip
+
+    before = await dump(engine)
+    entries = {s: await redis_client.xlen(s) for s in story.streams}
+    plan = await retention(dry_run=True)
+    assert await dump(engine) == before
+    assert {s: await redis_client.xlen(s) for s in story.streams} == entries
+    assert len(list(root.rglob("*.jpg"))) == 20
+    run = await retention(dry_run=False)
+    assert (plan.planned, run.planned) == (True, False)
+    assert (plan.rows, plan.trimmed, plan.levels) == (run.rows, run.trimmed, run.levels)
+    assert (plan.media_deleted, plan.media_bytes) == (run.media_deleted, run.media_bytes)
+    gone = [*range(8), 200, 201, 202, 203, 207]
+    assert run.levels == {
+        (CAMERA, "low"): LevelCount(events=1, media_files=6, media_bytes=sum(
+            sizes[n] for n in (0, 1, 2, 200, 201, 202))),
+        (CAMERA, "none"): LevelCount(events=0, media_files=4, media_bytes=sum(
+            sizes[n] for n in (3, 7, 203, 207))),
+        (CAMERA, "unrated"): LevelCount(events=1, media_files=3, media_bytes=sum(
+            sizes[n] for n in (4, 5, 6))),
+    }  # fmt: skip
+    assert (run.media_deleted, run.media_bytes) == (13, sum(sizes[n] for n in gone))
+    assert sorted(p.name for p in root.rglob("*.jpg")) == [
+        f"MDAlarm_{n:04d}.jpg" for n in (100, 101, 102, 103, 204, 205, 206)
+    ]
+    assert run.rows["media_files"] == 8  # the 20-day-old rows stay, files gone or not
+    assert await scalar(engine, "SELECT count(*) FROM media_files") == 12
+    assert (await verify(engine, redis_client, names)).equal
+    again = await retention(dry_run=True)
+    assert (again.trimmed, again.media_deleted, again.levels) == (0, 0, {})
+    assert set(again.rows.values()) == {0}
+
+
+async def test_a_camera_keeps_rows_as_long_as_its_longest_rule(
+    engine: AsyncEngine, redis_client: Redis, names: StreamNames, tmp_path: Path
+) -> None:
+    """A camera whose high events keep media a year keeps its rows and entries a year too."""
+    now = _now()
+    old = now - timedelta(days=40)
+    story = await publish_story(
+        redis_client, names, files=4, base=old, id_ms=int(old.timestamp() * 1000)
+    )
+    await project_all(redis_client, stage_for(redis_client, names, engine), story.streams)
+    rules = parse_rules({"cameras": {CAMERA: {"media": {"high": 365}}}}, 30)
+    report = await run_retention(
+        engine, redis_client, names, [CAMERA], now, 30, delete_media=True,
+        camera_root=tmp_path, rules=rules,
+    )  # fmt: skip
+    assert report.cutoffs[CAMERA] == now - timedelta(days=365)
+    assert report.trimmed == 0
+    assert set(report.rows.values()) == {0}
