@@ -70,6 +70,8 @@ class APIConfig:
     # (BATCH_CLOCK_TOLERANCE_SECONDS: its files are batched by arrival time).
     clock_tolerance_seconds: float = 300.0
     thumbnail_concurrency: int = 2  # thumbnails rendered at once; more requests wait
+    # The text search configuration of `GET /api/events?q=` (SEARCH_LANGUAGE).
+    search_language: str = "english"
 
     def __post_init__(self) -> None:
         if self.api_key_enabled and not any(k.get_secret_value() for k in self.api_keys):

@@ -328,6 +328,7 @@ def api_config(settings: Settings, *, database_url: str, redis: RedisConfig) -> 
         thumbnail_jpeg_quality=settings.thumbnail_jpeg_quality,
         clock_tolerance_seconds=settings.batch_clock_tolerance_seconds,
         thumbnail_concurrency=settings.thumbnail_concurrency,
+        search_language=settings.search_language,
         severity=SeverityThresholds(
             settings.severity_low_max, settings.severity_medium_max, settings.severity_high_max
         ),
