@@ -17,6 +17,12 @@ connections (the API's pool of 30), rows fetched, no HTTP, no JSON.
 Two loads: saturation (each client sends its next request as soon as it has the answer: the
 requests/s figure; latencies there are queueing by Little's law) and a paced load of 50
 requests/s spread over the 50 clients, each asking once a second (the latency figures).
+
+Search: `GET /api/events?q=person` (half the events have a person among their object types) and
+its next two pages, asked one at a time by one client: the median latency, beside the same SQL
+(`search_events`' camera lookup and ranked query, captured the same way) through one psycopg
+connection. A frequent word is the hard case of a ranked search: every match is ranked before
+the first page is known.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import event, text
 
@@ -39,6 +46,7 @@ from benchmarks.report import Figure, Target, cost, median, percentile, rate, re
 from hsi.api.cursor import decode_cursor
 from hsi.api.params import Query, parse_limit
 from hsi.api.queries import events as q
+from hsi.api.queries.search import EventSearch, search_events
 from hsi.api.routes.events import event_filters
 from hsi.infra.db import create_engine
 
@@ -47,6 +55,7 @@ CLIENTS = 50
 POOL = 30  # the API engine's pool: 30 connections kept open
 PAGES = 3
 PACED_RATE = 50.0  # requests/s over all clients: each polls once a second
+SEARCH = "person"
 
 FILL = """
 INSERT INTO events (id, camera_id, batch_entry_id, window_start, window_end, close_reason,
@@ -93,6 +102,14 @@ class Request:
     params: dict[str, str]
     sql: str
     sql_params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Search:
+    """One request of the search plan: its query string, and every statement the API sends."""
+
+    params: dict[str, str]
+    statements: list[tuple[str, dict[str, Any]]]
 
 
 def events_count(options: Options) -> int:
@@ -150,6 +167,66 @@ async def plan(servers: Servers, schema: str) -> list[Request]:
     finally:
         await engine.dispose()
     return requests
+
+
+async def search_plan(servers: Servers, schema: str) -> list[Search]:
+    """`q=SEARCH` and its next pages, with the statements `search_events` sends for each."""
+    engine = create_engine(servers.database_url, schema=schema)
+    captured: list[tuple[str, dict[str, Any]]] = []
+
+    def capture(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
+        captured.append((statement, dict(parameters or {})))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    found = EventSearch(SEARCH, "english")
+    requests: list[Search] = []
+    params = {"q": SEARCH}
+    try:
+        async with engine.connect() as conn:
+            for _ in range(PAGES):
+                token = params.get("cursor")
+                after = None if token is None else decode_cursor(token, found.cursor_kind, 2)
+                captured.clear()
+                page = await search_events(conn, q.EventFilters(), found, 50, after)
+                requests.append(Search(dict(params), list(captured)))
+                if page.next_cursor is None:
+                    break
+                params = {"q": SEARCH, "cursor": page.next_cursor}
+    finally:
+        await engine.dispose()
+    return requests
+
+
+async def measure_search_hsi(base: str, requests: Sequence[Search], total: int) -> list[float]:
+    connection = await Connection(base).open()
+    latencies: list[float] = []
+    try:
+        for number in range(total + len(requests)):  # the first pass warms up
+            request = requests[number % len(requests)]
+            sent = time.perf_counter()
+            await connection.get("/api/events", request.params)
+            if number >= len(requests):
+                latencies.append((time.perf_counter() - sent) * 1000)
+    finally:
+        await connection.close()
+    return latencies
+
+
+async def measure_search_floor(
+    conninfo: str, requests: Sequence[Search], total: int
+) -> list[float]:
+    latencies: list[float] = []
+    async with await AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        for number in range(total + len(requests)):
+            request = requests[number % len(requests)]
+            sent = time.perf_counter()
+            for statement, parameters in request.statements:
+                async with conn.cursor() as cur:
+                    await cur.execute(statement, parameters)
+                    await cur.fetchall()
+            if number >= len(requests):
+                latencies.append((time.perf_counter() - sent) * 1000)
+    return latencies
 
 
 @dataclass
@@ -266,40 +343,53 @@ def run(servers: Servers, options: Options) -> list[Figure]:
         note=f"{PACED_RATE:.0f} requests/s spread over {CLIENTS} clients; typical filters, "
         f"first {PAGES} pages of each",
     )
-    figures = [throughput, saturated_p99, paced_p50, paced_p99]
+    search_total = options.pick(full=60, quick=30, smoke=6)
+    search_p50 = cost(
+        "B4",
+        f"/api/events?q={SEARCH} p50, one client ({count} events)",
+        "ms",
+        note=f"ranked full-text search, first {PAGES} pages, one request at a time; half the "
+        "events match; floor: the same statements through one psycopg connection",
+    )
+    figures = [throughput, saturated_p99, paced_p50, paced_p99, search_p50]
 
     async def body() -> None:
         async with fresh_schema(servers) as schema:
             await fill(servers, schema, count)
             requests = await plan(servers, schema)
+            searches = await search_plan(servers, schema)
             conninfo = servers.conninfo(schema)
             with serve(servers.database_url, schema, servers.redis_url, free_port()) as base:
                 for index in range(options.rounds):
 
-                    async def hsi() -> tuple[Load, Load]:
+                    async def hsi() -> tuple[Load, Load, list[float]]:
                         return (
                             await measure_hsi(base, requests, total, None),
                             await measure_hsi(base, requests, paced_total, PACED_RATE),
+                            await measure_search_hsi(base, searches, search_total),
                         )
 
-                    async def floor() -> tuple[Load, Load]:
+                    async def floor() -> tuple[Load, Load, list[float]]:
                         return (
                             await measure_floor(conninfo, requests, total, None),
                             await measure_floor(conninfo, requests, paced_total, PACED_RATE),
+                            await measure_search_floor(conninfo, searches, search_total),
                         )
 
                     order = [hsi, floor] if index % 2 == 0 else [floor, hsi]
                     results: dict[
-                        Callable[[], Awaitable[tuple[Load, Load]]], tuple[Load, Load]
+                        Callable[[], Awaitable[tuple[Load, Load, list[float]]]],
+                        tuple[Load, Load, list[float]],
                     ] = {}
                     for measure in order:
                         results[measure] = await measure()
-                    for side, (saturated, paced) in results.items():
+                    for side, (saturated, paced, searched) in results.items():
                         values = (
                             saturated.rate,
                             percentile(saturated.latencies_ms, 0.99),
                             median(paced.latencies_ms),
                             percentile(paced.latencies_ms, 0.99),
+                            median(searched),
                         )
                         record(figures, values, floor=side is floor)
 

@@ -76,6 +76,8 @@ class APIConfig:
     export_max_mb: int = 2048  # an evidence export larger than this (original files) is a 413
     export_picture_max_width: int = 1920
     timezone: tzinfo = UTC  # local times of an evidence export (TIMEZONE)
+    # The text search configuration of `GET /api/events?q=` (SEARCH_LANGUAGE).
+    search_language: str = "english"
 
     def __post_init__(self) -> None:
         if self.api_key_enabled and not any(k.get_secret_value() for k in self.api_keys):

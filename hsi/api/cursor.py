@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -35,8 +37,9 @@ def encode_cursor(cursor: Cursor) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(payload)).rstrip(b"=").decode("ascii")
 
 
-def decode_cursor(token: str, kind: str, key_length: int) -> Cursor:
-    """The cursor of listing `kind` whose key has `key_length` parts; `BadParameter` otherwise."""
+def decode_cursor(token: str, kind: str, key_length: int, *, listing: str | None = None) -> Cursor:
+    """The cursor of listing `kind` whose key has `key_length` parts; `BadParameter` otherwise
+    (a cursor of another kind is refused as not one of `listing`, by default `kind`)."""
     if not token or len(token) > MAX_CURSOR_LENGTH:
         raise _bad()
     try:
@@ -49,7 +52,7 @@ def decode_cursor(token: str, kind: str, key_length: int) -> Cursor:
     if payload["v"] != VERSION:
         raise BadParameter("cursor", "was made by another version of the API; start over")
     if payload["k"] != kind:
-        raise BadParameter("cursor", f"belongs to another listing, not {kind}")
+        raise BadParameter("cursor", f"belongs to another listing, not {listing or kind}")
     key = payload["id"]
     if (
         not isinstance(key, list)
@@ -65,6 +68,18 @@ def decode_cursor(token: str, kind: str, key_length: int) -> Cursor:
     if at.tzinfo is None:
         raise _bad()
     return Cursor(kind, at.astimezone(UTC), tuple(key))
+
+
+def rank_key(cursor: Cursor) -> tuple[float, uuid.UUID] | None:
+    """The (rank, id) of a ranked listing's cursor (a search's), or None when its key is not:
+    a finite rank of at least 0, as Python spells a float, and a UUID."""
+    if len(cursor.key) != 2:
+        return None
+    try:
+        rank, key = float(cursor.key[0]), uuid.UUID(cursor.key[1])
+    except ValueError:
+        return None
+    return (rank, key) if math.isfinite(rank) and rank >= 0 else None
 
 
 def _bad() -> BadParameter:

@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from hsi.api.cursor import Cursor, decode_cursor
+from hsi.api.cursor import Cursor, decode_cursor, rank_key
 from hsi.api.responses import BadParameter
 from streams.names import is_camera_id
 
@@ -169,6 +169,17 @@ def parse_uuid(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
+
+
+def parse_ranked_page(query: Query, cursor_kind: str, listing: str) -> tuple[int, Cursor | None]:
+    """`limit` and `cursor` of a listing keyed by (rank, time, uuid), such as a search: the
+    cursor's key is the rank as a number and the uuid (400 naming the bad parameter)."""
+    limit = parse_limit(query.get("limit"))
+    token = query.get("cursor")
+    after = None if token is None else decode_cursor(token, cursor_kind, 2, listing=listing)
+    if after is not None and rank_key(after) is None:
+        raise BadParameter("cursor", "is not a cursor of this API; pass next_cursor unchanged")
+    return limit, after
 
 
 def parse_uuid_page(query: Query, cursor_kind: str) -> tuple[int, Cursor | None]:

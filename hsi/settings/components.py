@@ -351,6 +351,7 @@ def api_config(settings: Settings, *, database_url: str, redis: RedisConfig) -> 
         export_max_mb=settings.export_max_mb,
         export_picture_max_width=settings.export_picture_max_width,
         timezone=local_tzinfo(settings),
+        search_language=settings.search_language,
         severity=SeverityThresholds(
             settings.severity_low_max, settings.severity_medium_max, settings.severity_high_max
         ),

@@ -146,6 +146,14 @@ class Settings(BaseSettings):
     thumbnail_concurrency: int = Field(
         2, ge=1, le=64, description="Thumbnails rendered at once; more requests wait."
     )
+    search_language: str = Field(
+        "english",
+        pattern=r"^[a-z_]{1,63}$",
+        description="PostgreSQL text search configuration of event search (`GET /api/events?q=`): "
+        "the language of the summaries (english, german, french, simple, ...; psql's \\dF "
+        "lists them). english uses the stored, indexed search document; "
+        "another computes it for each event a search looks at.",
+    )
     forwarded_allow_ips: CsvList = Field(
         default_factory=lambda: ["127.0.0.1"],
         description="Proxies whose X-Forwarded-For/-Proto (the client address for rate limits "

@@ -15,14 +15,16 @@ from urllib.parse import urlencode
 
 from hsi.api.params import parse_camera_id, parse_choices, parse_labels
 from hsi.api.queries.events import RISK_LEVELS, EventFilters
+from hsi.api.queries.search import MAX_SEARCH_LENGTH, search_text
 from hsi.api.responses import BadParameter
 
-FIELDS = ("camera_id", "risk_level", "object_type", "since", "until")
+FIELDS = ("q", "camera_id", "risk_level", "object_type", "since", "until")
 PAGING = ("cursor", "before")
 
 
 @dataclass(frozen=True)
 class EventForm:
+    q: str = ""  # the search, whitespace collapsed (as typed when it is refused)
     camera_id: str = ""
     risk_levels: tuple[str, ...] = ()
     object_type: str = ""
@@ -35,6 +37,8 @@ class EventForm:
     def query(self, **paging: str) -> str:
         """The query string of these filters plus `paging` (cursor or before), without empties."""
         pairs: list[tuple[str, str]] = []
+        if self.q:
+            pairs.append(("q", self.q))
         if self.camera_id:
             pairs.append(("camera_id", self.camera_id))
         pairs.extend(("risk_level", level) for level in self.risk_levels)
@@ -48,8 +52,18 @@ class EventForm:
     @property
     def filtered(self) -> bool:
         return bool(
-            self.camera_id or self.risk_levels or self.object_type or self.since or self.until
+            self.q
+            or self.camera_id
+            or self.risk_levels
+            or self.object_type
+            or self.since
+            or self.until
         )
+
+    @property
+    def search(self) -> str | None:
+        """The search text to run, or None (no search, or one that was refused)."""
+        return self.q if self.q and "q" not in self.errors else None
 
 
 def parse_local_time(text: str, zone: tzinfo) -> datetime:
@@ -67,6 +81,13 @@ def parse_event_form(
         return next((v.strip() for k, v in items if k == name and v.strip()), "")
 
     errors: dict[str, str] = {}
+    q = one("q")
+    try:
+        q = search_text(q or None) or ""
+    except BadParameter:
+        errors["q"] = (
+            f"A search is at most {MAX_SEARCH_LENGTH} characters: words, no control characters."
+        )
     camera_id: str | None = None
     try:
         camera_id = parse_camera_id("camera_id", one("camera_id") or None)
@@ -99,6 +120,7 @@ def parse_event_form(
         errors["until"] = "Must be later than From."
         until = None
     form = EventForm(
+        q=q,
         camera_id=one("camera_id"),
         risk_levels=tuple(v for k, v in items if k == "risk_level" and v),
         object_type=one("object_type"),

@@ -14,10 +14,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from hsi.api.cursor import Cursor, decode_cursor
+from hsi.api.cursor import Cursor, decode_cursor, rank_key
 from hsi.api.params import parse_uuid
 from hsi.api.queries import events as q
 from hsi.api.queries.cameras import list_cameras
+from hsi.api.queries.search import EventSearch, search_events
 from hsi.api.responses import BadParameter
 from hsi.api.routes.events import event_in_path
 from hsi.api.state import resources
@@ -117,6 +118,21 @@ def _page_cursors(form: EventForm) -> tuple[Cursor | None, Cursor | None]:
     return after, before
 
 
+def _search_cursor(form: EventForm, found: EventSearch) -> Cursor | None:
+    """The cursor of the search results page the form asks for (searches page forward only);
+    one of another search or listing gives none, and a note in `form.errors`."""
+    if not form.cursor:
+        return None
+    try:
+        after = decode_cursor(form.cursor, found.cursor_kind, 2)
+    except BadParameter:
+        after = None
+    if after is None or rank_key(after) is None:
+        form.errors["page"] = "That page link is out of date; showing the best matches."
+        return None
+    return after
+
+
 class _EventPages:
     """The handlers of the event pages of one site."""
 
@@ -148,13 +164,24 @@ class _EventPages:
         return HTMLResponse(self.render.html("_card.html", context), headers=SECURITY_HEADERS)
 
     async def events(self, request: Request) -> Response:
-        """Filtered events, newest first, a page at a time in both directions."""
+        """Filtered events, newest first, a page at a time in both directions; a search shows
+        the best matches first, a page at a time forward."""
         web = self.web
         form, filters = parse_event_form(request.query_params.multi_items(), web.timezone)
         size = web.page_size
-        after, before = _page_cursors(form)
-        async with resources(request).engine.connect() as conn:
-            if before is not None:
+        res = resources(request)
+        text = form.search
+        found = None if text is None else EventSearch(text, res.config.search_language)
+        after, before = (
+            _page_cursors(form) if found is None else (_search_cursor(form, found), None)
+        )
+        search_next = None  # a search pages forward by the API's own cursors
+        async with res.engine.connect() as conn:
+            if found is not None:
+                ranked = await search_events(conn, filters, found, size, after)
+                items, has_newer, has_older = ranked.items, False, ranked.has_more
+                search_next = ranked.next_cursor
+            elif before is not None:
                 newer = await data.events_before(conn, filters, size, before)
                 items, has_newer, has_older = newer.items, newer.has_newer, True
             else:
@@ -167,7 +194,8 @@ class _EventPages:
         if items and has_newer:
             newer_url = "/events?" + form.query(before=data.cursor_of(items[0]))
         if items and has_older:
-            older_url = "/events?" + form.query(cursor=data.cursor_of(items[-1]))
+            older = search_next if found is not None else data.cursor_of(items[-1])
+            older_url = "/events?" + form.query(cursor=older or "")
         first_url = "/events?" + form.query() if (after or (before and has_newer)) else None
         return self.render.page(
             request,

@@ -73,7 +73,7 @@ async def test_openapi_describes_every_route_and_parameter(
     events = doc["paths"]["/api/events"]["get"]
     names = {p["name"] for p in events["parameters"]}
     assert names == {
-        "camera_id", "risk_level", "min_score", "object_type", "zone", "since", "until",
+        "q", "camera_id", "risk_level", "min_score", "object_type", "zone", "since", "until",
         "analysis_status", "limit", "cursor",
     }  # fmt: skip
     media = doc["paths"]["/api/media/{camera_id}/{path}"]["get"]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from sqlalchemy import (
+    Column,
+    Computed,
     Connection,
     Index,
     Table,
@@ -13,13 +16,14 @@ from sqlalchemy import (
     UnaryExpression,
     UniqueConstraint,
     inspect,
+    text,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Inspector
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import operators
 
-from projections.tables import TABLES, metadata
+from projections.tables import SEARCH_DOCUMENT, SEARCH_INDEX_LANGUAGE, TABLES, metadata
 
 # Tables the migrations create that are not the read side's: the migration runner's own and
 # the log handler's.
@@ -27,6 +31,9 @@ NOT_PROJECTED = frozenset({"schema_migrations", "logs"})
 DIALECT = postgresql.dialect()
 # PostgreSQL shows a default with its cast (`'active'::text`); the metadata states the value.
 CAST = re.compile(r"::[a-z ]+(\[\])?$")
+# A generated column is described by its kind; `test_search_document_is_the_generated_column`
+# checks its expression (PostgreSQL spells it back in its own words).
+GENERATED = "GENERATED ALWAYS AS (...) STORED"
 
 Description = dict[str, Any]
 
@@ -47,16 +54,18 @@ def _described_index(index: Index) -> tuple[Any, ...]:
 
 
 def _from_metadata(table: Table) -> Description:
-    def default(server_default: Any) -> str | None:
+    def default(column: Column[Any]) -> str | None:
+        server_default = column.server_default
         if server_default is None:
             return None
+        if isinstance(server_default, Computed):
+            assert server_default.persisted, (table.name, column.name)
+            return GENERATED
         assert isinstance(server_default.arg, TextClause), table.name
         return server_default.arg.text
 
     return {
-        "columns": [
-            _column(c.name, c.type, c.nullable, default(c.server_default)) for c in table.columns
-        ],
+        "columns": [_column(c.name, c.type, c.nullable, default(c)) for c in table.columns],
         "primary_key": [c.name for c in table.primary_key],
         "unique": {
             u.name: [c.name for c in u.columns]
@@ -76,14 +85,14 @@ def _reflected(inspector: Inspector, table: str, schema: str) -> Description:
         using = found["dialect_options"].get("postgresql_using", "btree")
         return (parts, found["unique"], using)
 
+    def default(found: Any) -> str | None:
+        if "computed" in found:
+            return GENERATED if found["computed"].get("persisted") else "virtual"
+        return None if found["default"] is None else CAST.sub("", found["default"])
+
     return {
         "columns": [
-            _column(
-                c["name"],
-                c["type"],
-                c["nullable"],
-                None if c["default"] is None else CAST.sub("", c["default"]),
-            )
+            _column(c["name"], c["type"], c["nullable"], default(c))
             for c in inspector.get_columns(table, schema)
         ],
         "primary_key": inspector.get_pk_constraint(table, schema)["constrained_columns"],
@@ -113,3 +122,34 @@ async def test_metadata_matches_the_migrations(engine: AsyncEngine, db_schema: s
     assert {t.name for t in TABLES} == migrated
     for name in sorted(migrated):
         assert _from_metadata(metadata.tables[name]) == reflected[name], name
+
+
+async def test_search_document_is_the_generated_column(engine: AsyncEngine) -> None:
+    """`SEARCH_DOCUMENT` in the index's language (what a search in another language computes)
+    is what the migration's generated `events.search` holds, for summaries, reasoning, object
+    types and zones with NULLs, empty strings and punctuation."""
+    rows = [
+        ("A person at the door", "Late; it's dark", ["person", "traffic light"], ["front_door"]),
+        (None, None, [], []),
+        ("Cars", None, ["car", "", None], ["drive"]),
+        ("'quoted' \\ back", "x", ["it's"], []),
+    ]
+    async with engine.begin() as conn:
+        for n, (summary, reasoning, object_types, zones) in enumerate(rows):
+            await conn.execute(
+                text(
+                    "INSERT INTO events (id, camera_id, summary, reasoning, object_types, zones) "
+                    "VALUES (:id, 'cam', :s, :r, :o, :z)"
+                ),
+                {"id": uuid.UUID(int=n + 1), "s": summary, "r": reasoning, "o": object_types,
+                 "z": zones},
+            )  # fmt: skip
+        document = SEARCH_DOCUMENT.format(config=f"'{SEARCH_INDEX_LANGUAGE}'::regconfig")
+        differing = await conn.scalar(
+            text(f"SELECT count(*) FROM events WHERE search IS DISTINCT FROM ({document})")  # noqa: S608
+        )
+        person = await conn.scalar(
+            text("SELECT id FROM events WHERE search @@ websearch_to_tsquery('english', 'person')")
+        )
+    assert differing == 0
+    assert person == uuid.UUID(int=1)

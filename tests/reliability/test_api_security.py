@@ -527,6 +527,15 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("projections/shadow.py", "lock_live", "mode"): (
         "a lock mode keyword; its only callers pass the constants 'SHARE' / 'ACCESS EXCLUSIVE'"
     ),
+    ("hsi/api/queries/search.py", "_statement", "SEARCH_DOCUMENT"): (
+        "the constant search document expression of projections.tables"
+    ),
+    ("hsi/api/queries/search.py", "_statement", "LIST_COLUMNS"): (
+        "the constant column list of the events listing (hsi.api.queries.events)"
+    ),
+    ("hsi/api/queries/search.py", "_statement", "FILTER_SQL"): (
+        "the constant filter fragments of the events listing, every value a psycopg parameter"
+    ),
     ("projections/upserts.py", "upsert_sql", "sql_type(table, c)"): (
         "the column's SQL type, compiled from the static table metadata of projections.tables"
     ),

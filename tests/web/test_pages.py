@@ -7,6 +7,7 @@ import re
 from datetime import timedelta
 from html import unescape
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -160,6 +161,53 @@ async def test_bad_filters_are_explained_on_their_field(
     assert "Not a camera id" in response.text
     assert "Not a time" in response.text
     assert len(card_ids(response.text)) == 3
+
+
+async def test_the_search_box_ranks_matches_and_keeps_the_filters(
+    client: httpx.AsyncClient, home: Home
+) -> None:
+    """The search box finds events by their words, best match first (a person in the summary
+    before a newer one only detected), shows the search back, and combines with the filters."""
+    html = (await client.get("/events?q=person")).text
+    assert card_ids(html) == [event_id(home.high), event_id(home.pending)]
+    assert 'id="f-q" type="search" name="q" value="person"' in html
+    assert "best match first" in html
+    assert Markup(html).problems() == []
+    both = (await client.get("/events?q=person&camera_id=front_door&risk_level=high")).text
+    assert card_ids(both) == [event_id(home.high)]
+    assert card_ids((await client.get("/events?q=person&risk_level=low")).text) == []
+    assert card_ids((await client.get("/events?q=")).text) == card_ids(
+        (await client.get("/events")).text
+    )  # an empty box is no search
+
+
+async def test_search_results_page_forward_with_their_cursor(
+    engine: AsyncEngine, make_config: MakeConfig, home: Home
+) -> None:
+    """A search pages forward through the API's search cursor with the filters kept, back to
+    the best matches; a bad search is explained on its field and the events still show."""
+    async with serve(make_config(), WebConfig(page_size=1)) as client:
+        url: str | None = "/events?q=person&camera_id=front_door"
+        pages: list[list[str]] = []
+        cursors: list[str] = []
+        while url is not None:
+            html = (await client.get(url)).text
+            pages.append(card_ids(html))
+            query = parse_qs(urlsplit(url).query)
+            assert query["q"] == ["person"]
+            assert query["camera_id"] == ["front_door"]
+            cursors.extend(query.get("cursor", []))
+            url = link(html, "page-older")
+        assert pages == [[event_id(home.high)], [event_id(home.pending)]]
+        assert link(html, "page-first") == "/events?q=person&camera_id=front_door"
+        for other in (f"q=cat&cursor={cursors[0]}", "q=person&cursor=not-a-cursor"):
+            stale = (await client.get(f"/events?{other}")).text
+            assert "That page link is out of date; showing the best matches." in stale
+        bad = await client.get("/events?q=" + "x" * 201)
+        assert bad.status_code == 400
+        assert 'aria-invalid="true"' in bad.text
+        assert "A search is at most 200 characters" in bad.text
+        assert card_ids(bad.text) == [event_id(home.pending)]  # the newest, unsearched
 
 
 async def test_paging_follows_the_api_cursor_both_ways(

@@ -85,7 +85,7 @@ class EventFilters:
         return out
 
     def parameters(self) -> dict[str, Any]:
-        """The values of the filters in use, by the name of their condition in `_WHERE`."""
+        """The values of the filters in use, by the name of their condition in `FILTER_SQL`."""
         params: dict[str, Any] = {}
         if self.camera_id is not None:
             params["camera_id"] = self.camera_id
@@ -127,7 +127,7 @@ def _values(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-def event_values(row: Row[Any]) -> dict[str, Any]:
+def event_values(row: Sequence[Any]) -> dict[str, Any]:
     """A row of `list_events` (its columns in listing order) with the id a UUID and the times
     aware UTC datetimes: what the API's JSON writes, as orjson formats them the way `event_item`
     does, in C, without a Python call per value."""
@@ -149,9 +149,9 @@ def _cursor_of(row: Row[Any]) -> Cursor:
 
 
 # `EventFilters.conditions()` as SQL text, every value a psycopg parameter.
-_COLUMNS = ", ".join(_LIST_KEYS)
-_LIST_SQL = f"SELECT {_COLUMNS} FROM events WHERE window_start IS NOT NULL"  # noqa: S608 - names
-_WHERE = {
+LIST_COLUMNS = ", ".join(_LIST_KEYS)
+_LIST_SQL = f"SELECT {LIST_COLUMNS} FROM events WHERE window_start IS NOT NULL"  # noqa: S608
+FILTER_SQL = {
     "camera_id": " AND camera_id = %(camera_id)s",
     "risk_levels": " AND risk_level = ANY(%(risk_levels)s::text[])",
     "min_score": " AND risk_score >= %(min_score)s",
@@ -183,7 +183,7 @@ async def list_events(
         params["after_at"] = after.at
         params["after_id"] = uuid.UUID(after.key[0])
     params["limit"] = limit + 1
-    statement = _LIST_SQL + "".join(_WHERE[name] for name in where) + _LIST_ORDER
+    statement = _LIST_SQL + "".join(FILTER_SQL[name] for name in where) + _LIST_ORDER
     rows = (await conn.exec_driver_sql(statement, params)).all()
     return make_page(rows, limit, item, _cursor_of)
 

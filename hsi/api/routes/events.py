@@ -28,12 +28,14 @@ from hsi.api.params import (
     parse_choices,
     parse_int,
     parse_labels,
+    parse_ranked_page,
     parse_uuid,
     parse_uuid_page,
     parse_window,
     parse_zones,
 )
 from hsi.api.queries import events as q
+from hsi.api.queries import search
 from hsi.api.responses import JSON, BadParameter, NotFound
 from hsi.api.routes.listing import page_response
 from hsi.api.state import resources
@@ -57,8 +59,18 @@ def event_filters(query: Query) -> q.EventFilters:
 
 
 async def events_list(request: Request, query: Query) -> Response:
-    """Events, newest first, filtered and keyset-paged."""
+    """Events, newest first, filtered and keyset-paged; with `q`, the matches best first."""
     filters = event_filters(query)
+    text = search.search_text(query.get("q"))
+    if text is not None:
+        found = search.EventSearch(text, resources(request).config.search_language)
+        limit, after = parse_ranked_page(query, found.cursor_kind, "this search (the same q)")
+        return await page_response(
+            request,
+            lambda conn: search.search_events(
+                conn, filters, found, limit, after, search.ranked_values
+            ),
+        )
     limit, after = parse_uuid_page(query, q.CURSOR_KIND)
     return await page_response(
         request, lambda conn: q.list_events(conn, filters, limit, after, q.event_values)
@@ -125,15 +137,26 @@ _ZONE = Param(
     {"type": "array", "items": {"type": "string", "pattern": ZONE_PATTERN}},
     repeatable=True,
 )
+_SEARCH = Param(
+    "q",
+    'Full-text search (web-search syntax: `person door`, `"front door"`, `car -street`, '
+    "`person or dog`) over the summary, reasoning, object types, zones and camera name, in "
+    "SEARCH_LANGUAGE. The matches come best first (rank DESC, window_start DESC, id DESC), each "
+    "with its `rank`; a cursor serves only the search that made it. At most "
+    f"{search.MAX_SEARCH_LENGTH} characters; empty is a 400.",
+    {"type": "string", "minLength": 1, "maxLength": search.MAX_SEARCH_LENGTH},
+)
 _WINDOW_NOTE = " Times filter on the event's window start (when its pictures were taken)."
 
 ENDPOINTS = (
     Endpoint(
         "/api/events",
         events_list,
-        "Events, newest first (window_start DESC, id DESC), filtered, keyset-paged." + _WINDOW_NOTE,
+        "Events, newest first (window_start DESC, id DESC), filtered, keyset-paged; with `q`, "
+        "the matching events, best first." + _WINDOW_NOTE,
         "events",
         params=(
+            _SEARCH,
             CAMERA_ID,
             _LEVELS,
             _MIN_SCORE,
