@@ -323,6 +323,7 @@ def _detection_completed(camera: str, entry_id: str, entry: DetectionCompleted) 
                 "bbox_width": obj.bbox.width,
                 "bbox_height": obj.bbox.height,
                 "zones": list(obj.zones),
+                "frame_seconds": obj.frame_seconds,
                 "image_width": entry.image_width,
                 "image_height": entry.image_height,
                 "detector": entry.detector,

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Column,
     Computed,
     DateTime,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -106,6 +107,8 @@ detections = Table(
     Column("detector", Text, nullable=False),
     _ts("captured_at", nullable=False),
     Column("zones", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    # A video's object: its sampled frame's time in seconds from the first frame (else NULL).
+    Column("frame_seconds", Double),
     UniqueConstraint(
         "camera_id",
         "detection_entry_id",

@@ -66,6 +66,9 @@ class DetectedObject(BaseModel):
     confidence: float
     bbox: Box
     zones: tuple[str, ...] = ()  # the tagging zones its reference point is in (`streams.zones`)
+    # A video's object: the time of the sampled frame it was seen in, in seconds from the
+    # video's first frame; None for an image, and in entries written before it was recorded.
+    frame_seconds: float | None = None
 
 
 class DetectionCompleted(_Entry):

@@ -2,9 +2,9 @@
 the requested box highlighted, scaled down to a maximum width and cached as JPEG on disk.
 
 Images are decoded as the detector saw them (upright, EXIF applied), so boxes land where the
-detector put them. For a video the boxes are drawn on its first frame: a video's objects are
-merged over its sampled frames, so they show where something was seen, not where it is in that
-frame. Blocking: call `render_thumbnail_file()` from a worker thread.
+detector put them. For a video the boxes are drawn on the sampled frame the object was seen in
+(its `frame_seconds`), with the other objects of that frame; objects recorded without a frame
+time are drawn on the first frame. Blocking: call `render_thumbnail_file()` from a worker thread.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from hsi.api.queries.detections import Box
-from streams.detectors.frames import sample_frames
+from streams.detectors.frames import frame_at
 from streams.detectors.images import decode_image
 from streams.media import MediaKind, media_kind
 
@@ -74,10 +74,11 @@ def draw_boxes(
     return canvas
 
 
-def load_picture(path: Path) -> Image.Image:
-    """The upright picture of an image, or the first frame of a video."""
+def load_picture(path: Path, frame_seconds: float | None = None) -> Image.Image:
+    """The upright picture of an image, or a video's frame at `frame_seconds` (default: its
+    first frame)."""
     if media_kind(path) is MediaKind.VIDEO:
-        return sample_frames(path, interval_seconds=3600.0, max_frames=1)[0]
+        return frame_at(path, frame_seconds or 0.0)
     return decode_image(path)
 
 
@@ -103,12 +104,14 @@ def render_thumbnail_file(
     box_space: tuple[int, int],
     target: Path,
     spec: ThumbnailSpec,
+    frame_seconds: float | None = None,
 ) -> None:
     """Render the thumbnail of `source` into `target` (JPEG, 4:4:4 so thin boxes keep colour).
 
     `box_space` is the image size the boxes refer to; when unknown (0), the picture's own.
+    `frame_seconds`: a video's frame to draw on (default: its first).
     """
-    picture = load_picture(source)
+    picture = load_picture(source, frame_seconds)
     space = box_space if box_space[0] > 0 and box_space[1] > 0 else picture.size
     canvas = draw_boxes(picture, boxes, space, spec.max_width)
     buffer = io.BytesIO()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -55,6 +55,9 @@ class DetectedObject:
     label: str
     confidence: float
     bbox: BoundingBox
+    # A video's object: the time of the sampled frame it was seen in, in seconds from the
+    # video's first frame (see `streams.detectors.frames`); None for an image.
+    frame_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,14 +131,22 @@ def lowest_threshold(threshold: float, class_thresholds: Mapping[str, float]) ->
     return min([threshold, *class_thresholds.values()])
 
 
+def at_frame(result: DetectionResult, seconds: float) -> DetectionResult:
+    """`result` of one sampled video frame, with its objects marked as seen at `seconds`."""
+    return replace(
+        result, objects=tuple(replace(obj, frame_seconds=seconds) for obj in result.objects)
+    )
+
+
 def merge_frames(results: Iterable[DetectionResult], detector: str) -> DetectionResult | None:
     """Merge the results of a video's sampled frames into one result (None if no frames).
 
     For each label, the objects of the single frame where that label reached its highest
     confidence are kept (earliest frame on ties). Boxes therefore come from one consistent frame
     per label and counts are not inflated by the same object seen in several frames ("two
-    people" stays two, not twenty). `inference_ms` is the sum over frames, the size is the
-    first frame's, and `frames` is the number of frames detected.
+    people" stays two, not twenty); each object keeps its `frame_seconds`. `inference_ms` is the
+    sum over frames, the size is the first frame's, and `frames` is the number of frames
+    detected.
     """
     frames = list(results)
     if not frames:

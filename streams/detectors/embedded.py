@@ -33,13 +33,14 @@ from streams.detectors.base import (
     DetectorError,
     DetectorUnavailableError,
     UndecodableMediaError,
+    at_frame,
     check_kind,
     check_sampling,
     filter_objects,
     lowest_threshold,
     merge_frames,
 )
-from streams.detectors.frames import sample_frames
+from streams.detectors.frames import sample_video
 from streams.detectors.images import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -163,17 +164,18 @@ class EmbeddedDetector:
         return self._detect_picture(picture, grey, self._grey_of(reference))
 
     def _detect_video(self, path: Path, reference: Path | None) -> DetectionResult:
-        pictures = sample_frames(
+        sampled = sample_video(
             path, self.frame_interval_seconds, self.max_frames, self.max_image_pixels
         )
         previous = self._grey_of(reference) if self.mode == "motion" else None
         results: list[DetectionResult] = []
-        for picture in pictures:  # each sampled frame is the next one's reference
-            grey = regions.motion_grey(picture) if self.mode == "motion" else None
-            results.append(self._detect_picture(picture, grey, previous))
+        for frame in sampled:  # each sampled frame is the next one's reference
+            grey = regions.motion_grey(frame.picture) if self.mode == "motion" else None
+            result = self._detect_picture(frame.picture, grey, previous)
+            results.append(at_frame(result, frame.seconds))
             previous = grey
         merged = merge_frames(results, self.name)
-        if merged is None:  # sample_frames never returns an empty list
+        if merged is None:  # sample_video never returns an empty list
             raise AssertionError("no frames sampled")
         return merged
 

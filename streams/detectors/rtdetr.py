@@ -43,12 +43,13 @@ from streams.detectors.base import (
     DetectorProtocolError,
     DetectorUnavailableError,
     UndecodableMediaError,
+    at_frame,
     check_kind,
     check_sampling,
     filter_objects,
     merge_frames,
 )
-from streams.detectors.frames import sample_frames
+from streams.detectors.frames import sample_video
 from streams.detectors.images import DEFAULT_MAX_IMAGE_PIXELS
 from streams.resilience import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -151,11 +152,13 @@ class RtDetrDetector:
             return await self._detect_bytes(path.name, content, content_type)
         jpegs = await asyncio.to_thread(self._video_jpegs, path)
         results = [
-            await self._detect_bytes(f"{path.stem}-{index}.jpg", jpeg, "image/jpeg")
-            for index, jpeg in enumerate(jpegs)
+            at_frame(
+                await self._detect_bytes(f"{path.stem}-{index}.jpg", jpeg, "image/jpeg"), seconds
+            )
+            for index, (seconds, jpeg) in enumerate(jpegs)
         ]
         merged = merge_frames(results, self.name)
-        if merged is None:  # sample_frames never returns an empty list
+        if merged is None:  # sample_video never returns an empty list
             raise AssertionError("no frames sampled")
         return merged
 
@@ -163,11 +166,12 @@ class RtDetrDetector:
         """Close the HTTP connections."""
         await self._client.aclose()
 
-    def _video_jpegs(self, path: Path) -> list[bytes]:
-        frames = sample_frames(
+    def _video_jpegs(self, path: Path) -> list[tuple[float, bytes]]:
+        """Each sampled frame's time and JPEG."""
+        frames = sample_video(
             path, self.frame_interval_seconds, self.max_frames, self.max_image_pixels
         )
-        return [_jpeg(frame) for frame in frames]
+        return [(frame.seconds, _jpeg(frame.picture)) for frame in frames]
 
     async def _detect_bytes(
         self, filename: str, content: bytes, content_type: str

@@ -211,7 +211,11 @@ class DetectStage:
                 continue
             objects.append(
                 DetectedObject(
-                    label=o.label, confidence=round(o.confidence, 4), bbox=box, zones=tags
+                    label=o.label,
+                    confidence=round(o.confidence, 4),
+                    bbox=box,
+                    zones=tags,
+                    frame_seconds=o.frame_seconds,
                 )
             )
         completed = DetectionCompleted(

@@ -133,6 +133,7 @@ def detection_row(
     box: tuple[float, float, float, float],
     size: tuple[int, int],
     confidence: float = 0.9,
+    frame_seconds: float | None = None,
 ) -> dict[str, Any]:
     return {
         "id": uuid.uuid5(uuid.NAMESPACE_URL, f"{file['camera_id']}/{detection_entry_id}/{index}"),
@@ -152,4 +153,5 @@ def detection_row(
         "image_height": size[1],
         "detector": "test",
         "captured_at": file["captured_at"],
+        "frame_seconds": frame_seconds,
     }

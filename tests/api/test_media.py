@@ -78,6 +78,24 @@ async def test_a_video_answers_range_requests(client: httpx.AsyncClient, tree: P
     assert response.content == bytes(range(10, 20))
 
 
+async def test_a_real_video_is_served_in_ranges_a_player_asks_for(
+    client: httpx.AsyncClient, tree: Path
+) -> None:
+    """A real MP4 is served as a `<video>` element fetches it: an open range from the start,
+    then a range at its end (where the index may be); the pieces are the file's bytes."""
+    clip = write_video(tree / "Front Door" / "real.mp4", [(PHOTOS / "cat-chelsea.jpg", 1.0)])
+    data, url = clip.read_bytes(), "/api/media/front_door/Front%20Door/real.mp4"
+    first = await client.get(url, headers={"Range": "bytes=0-"})
+    assert first.status_code == 206
+    assert first.headers["accept-ranges"] == "bytes"
+    assert first.headers["content-range"] == f"bytes 0-{len(data) - 1}/{len(data)}"
+    assert first.content == data
+    tail = await client.get(url, headers={"Range": f"bytes={len(data) - 100}-"})
+    assert tail.status_code == 206
+    assert tail.headers["content-range"] == f"bytes {len(data) - 100}-{len(data) - 1}/{len(data)}"
+    assert tail.content == data[-100:]
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -222,7 +240,7 @@ async def test_thumbnail_renders_are_bounded_in_concurrency(
 async def test_video_thumbnail_draws_on_the_first_frame(
     engine: AsyncEngine, tree: Path, make_config: MakeConfig, tmp_path: Path
 ) -> None:
-    """A video's thumbnail is its first frame with the boxes."""
+    """A video's objects recorded without a frame time are drawn on its first frame."""
     grey = _grey_jpeg(tmp_path / "grey-source.jpg", (800, 600))
     write_video(tree / "Front Door" / "clip.mp4", [(grey, 0.4)], size=(800, 600))
     rows = await _thumbnail_setup(engine, tree, "clip.mp4", "video")
@@ -230,6 +248,37 @@ async def test_video_thumbnail_draws_on_the_first_frame(
         response = await client.get(f"/api/detections/{rows[0]['id']}/thumbnail")
         assert response.status_code == 200, response.text
         _assert_boxes(Image.open(io.BytesIO(response.content)).convert("RGB"))
+
+
+async def test_video_thumbnail_draws_on_the_frame_the_object_was_seen_in(
+    engine: AsyncEngine, tree: Path, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """A video's thumbnail is the sampled frame its object was seen in (not the first, black
+    one), with only the boxes of that frame."""
+    black = tmp_path / "black.jpg"
+    Image.new("RGB", (800, 600), (0, 0, 0)).save(black, "JPEG", quality=95)
+    grey = _grey_jpeg(tmp_path / "grey-source.jpg", (800, 600))
+    write_video(tree / "Front Door" / "clip.mp4", [(black, 1.0), (grey, 1.0)], size=(800, 600))
+    file = media_row(
+        "front_door", "clip-0", "Front Door/clip.mp4", BASE, media_kind="video", mime="video/mp4"
+    )
+    await insert(engine, "media_files", [file])
+    size = (800, 600)
+    person = detection_row(file, "d-clip", 0, "person", (100, 100, 200, 150), size, 0.9, 1.0)
+    car = detection_row(file, "d-clip", 1, "car", (500, 300, 100, 100), size, 0.8, 0.0)
+    await insert(engine, "detections", [person, car])
+    async with serve(make_config(thumbnail_max_width=400)) as client:
+        response = await client.get(f"/api/detections/{person['id']}/thumbnail")
+        assert response.status_code == 200, response.text
+        picture = Image.open(io.BytesIO(response.content)).convert("RGB")
+        assert _close(picture.getpixel((10, 10)), GREY)  # the later frame, not the black one
+        assert _close(picture.getpixel((51, 87)), (255, 0, 0))  # the person's box
+        assert _close(picture.getpixel((251, 175)), GREY)  # the car was in another frame
+        response = await client.get(f"/api/detections/{car['id']}/thumbnail")
+        picture = Image.open(io.BytesIO(response.content)).convert("RGB")
+        assert _close(picture.getpixel((10, 10)), (0, 0, 0))  # the first frame
+        assert _close(picture.getpixel((251, 175)), (255, 0, 0))  # the car's box
+        assert _close(picture.getpixel((51, 87)), (0, 0, 0))  # no person in that frame
 
 
 async def test_thumbnail_of_a_missing_file_is_404(

@@ -345,3 +345,12 @@ def test_zones_go_to_the_detection_rows_and_their_union_to_the_event() -> None:
         r for r in rows_for(StreamKind.BATCHES, CAMERA, "30-0", closed) if r.table == "events"
     ]
     assert event.values["zones"] == ["drive", "lawn", "porch"]
+
+
+def test_a_video_objects_frame_time_goes_to_its_detection_row() -> None:
+    """A video object's sampled-frame time is on its row; an older entry without it reads as
+    no time (NULL)."""
+    seen = detected("person", 0.9).model_copy(update={"frame_seconds": 2.0})
+    found = detection_completed(FILE, "10-0", [seen, detected("car", 0.5)])
+    rows = rows_for(StreamKind.DETECTIONS, CAMERA, "20-0", found)
+    assert [r.values["frame_seconds"] for r in rows if r.table == "detections"] == [2.0, None]

@@ -17,6 +17,7 @@ from streams.detectors import (
     filter_objects,
     merge_frames,
 )
+from streams.detectors.base import at_frame
 from streams.detectors.frames import next_sample_time
 from streams.detectors.nanodet import batched_nms, side_distances
 
@@ -67,6 +68,23 @@ def test_merge_frames_keeps_each_label_from_its_best_frame() -> None:
         frames=3,
         passes=3,
     )
+
+
+def test_merge_frames_keeps_the_frame_time_of_each_object() -> None:
+    """Objects of a video frame are marked with its time, and merging keeps each one's time."""
+    merged = merge_frames(
+        [
+            at_frame(frame(obj("person", 0.6), obj("car", 0.9)), 0.0),
+            at_frame(frame(obj("person", 0.8)), 2.5),
+        ],
+        "merged",
+    )
+    assert merged is not None
+    assert [(o.label, o.frame_seconds) for o in merged.objects] == [
+        ("car", 0.0),
+        ("person", 2.5),
+    ]
+    assert frame(obj("cat", 0.5)).objects[0].frame_seconds is None  # an image's object
 
 
 def test_merge_frames_of_nothing_is_none() -> None:

@@ -181,6 +181,17 @@ async def test_detect_video_samples_one_frame_per_interval(
     assert [obj.label for obj in result.objects].count("person") == 1
 
 
+async def test_detect_video_records_the_frame_time_of_each_object(
+    detector: EmbeddedDetector, video: Path
+) -> None:
+    """Each object of a video carries the time of the sampled frame it was seen in: the person
+    appears after two seconds, in a frame sampled on the one-second grid."""
+    result = await detector.detect(video, "video")
+    person = next(obj for obj in result.objects if obj.label == "person")
+    assert person.frame_seconds in (2.0, 3.0)
+    assert all(obj.frame_seconds in (0.0, 1.0, 2.0, 3.0) for obj in result.objects)
+
+
 async def test_detect_video_stops_at_max_frames(video: Path) -> None:
     """Sampling stops at max_frames; here the first two samples only see the rocket."""
     embedded = EmbeddedDetector(confidence_threshold=0.35, frame_interval_seconds=1.0, max_frames=2)

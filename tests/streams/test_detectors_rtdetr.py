@@ -267,6 +267,7 @@ async def test_detect_video_sends_sampled_frames_as_jpeg(
     ]
     assert (result.image_width, result.image_height) == (512, 384)
     assert [obj.label for obj in result.objects] == ["person"]
+    assert result.objects[0].frame_seconds == 0.0  # the same in every frame: the earliest
     assert result.inference_ms == pytest.approx(3 * 12.5)
 
 

@@ -63,6 +63,7 @@ def detection_item(row: Row[Any]) -> dict[str, Any]:
         },
         "image_width": row.image_width,
         "image_height": row.image_height,
+        "frame_seconds": row.frame_seconds,
         "detector": row.detector,
         "captured_at": iso(row.captured_at),
         "detection_entry_id": row.detection_entry_id,
@@ -95,17 +96,28 @@ class Box:
 
 @dataclass(frozen=True)
 class DetectionImage:
-    """What a thumbnail needs: the file, the size the boxes refer to, and every box."""
+    """What a thumbnail needs: the file, the size the boxes refer to, every box, and for a
+    video the time of the frame they were seen in (None: an image, or the first frame)."""
 
     camera_id: str
     path: str
     image_width: int
     image_height: int
     boxes: tuple[Box, ...]
+    frame_seconds: float | None = None
+
+
+def same_frame(siblings: list[Row[Any]], frame_seconds: float | None) -> list[Row[Any]]:
+    """The objects of a detection result seen in the frame `frame_seconds` (a video's objects
+    come from several sampled frames; an image's, or objects recorded without a time, all)."""
+    if frame_seconds is None:
+        return siblings
+    return [s for s in siblings if s.frame_seconds is None or s.frame_seconds == frame_seconds]
 
 
 async def detection_image(conn: AsyncConnection, detection_id: uuid.UUID) -> DetectionImage | None:
-    """The boxes of the detection result `detection_id` belongs to (same file, same entry)."""
+    """The boxes of the detection result `detection_id` belongs to (same file, same entry),
+    for a video those seen in the same sampled frame."""
     row = (await conn.execute(select(detections).where(detections.c.id == detection_id))).first()
     if row is None:
         return None
@@ -125,6 +137,8 @@ async def detection_image(conn: AsyncConnection, detection_id: uuid.UUID) -> Det
         image_width=row.image_width,
         image_height=row.image_height,
         boxes=tuple(
-            Box(s.bbox_x, s.bbox_y, s.bbox_width, s.bbox_height, s.id == row.id) for s in siblings
+            Box(s.bbox_x, s.bbox_y, s.bbox_width, s.bbox_height, s.id == row.id)
+            for s in same_frame(list(siblings), row.frame_seconds)
         ),
+        frame_seconds=row.frame_seconds,
     )

@@ -96,6 +96,7 @@ async def detection_thumbnail(request: Request, _: Query) -> Response:
                     (image.image_width, image.image_height),
                     cached,
                     spec,
+                    image.frame_seconds,
                 )
         except (MediaRefused, UndecodableMediaError, OSError) as exc:
             log_event(
@@ -136,8 +137,9 @@ ENDPOINTS = (
     Endpoint(
         "/api/detections/{detection_id}/thumbnail",
         detection_thumbnail,
-        "JPEG of the detection's image (a video's first frame) with every box of its detection "
-        "result drawn, this one highlighted in red, scaled to the thumbnail width; cached.",
+        "JPEG of the detection's image (for a video, the sampled frame it was seen in) with every "
+        "box of that picture drawn, this one highlighted in red, scaled to the thumbnail width; "
+        "cached.",
         "media",
         params=(path_param("detection_id", "The detection id, a UUID.", UUID),),
         responses={200: "The JPEG.", 304: "Not modified.", 404: "No such detection or file."},
