@@ -96,6 +96,15 @@ def format_seconds(value: float | None) -> str:
     return format_ms(None if value is None else value * 1000)
 
 
+def format_clip_time(seconds: float) -> str:
+    """A time in a video, as a player shows it: `0:02.0`, `12:05.4`, `1:00:00.0`."""
+    tenths = round(seconds * 10)
+    minutes, rest = divmod(tenths, 600)
+    hours, minutes = divmod(minutes, 60)
+    clock = f"{rest // 10:02d}.{rest % 10}"
+    return f"{hours}:{minutes:02d}:{clock}" if hours else f"{minutes}:{clock}"
+
+
 def format_count(value: int | None) -> str:
     return "–" if value is None else f"{value:,}".replace(",", "\u202f")
 

@@ -24,6 +24,7 @@ from hsi.api.routes.events import event_in_path
 from hsi.api.state import resources
 from hsi.web import data
 from hsi.web import format as fmt
+from hsi.web.clips import moments
 from hsi.web.data import Cover
 from hsi.web.forms import EventForm, parse_event_form, parse_local_time
 from hsi.web.render import SECURITY_HEADERS
@@ -67,8 +68,9 @@ def cover_from_detail(detail: dict[str, Any]) -> Cover | None:
 
 
 def file_views(detail: dict[str, Any]) -> list[dict[str, Any]]:
-    """The batch's files in order, each with its detections and the detection whose thumbnail
-    shows the file with every box drawn (its most confident one)."""
+    """The batch's files in order, each with its detections, the detection whose thumbnail
+    shows the file with every box drawn (its most confident one; for a video, on the frame it
+    was seen in) and, for a video, its moments (the sampled frames where objects were found)."""
     per_entry: dict[str, list[dict[str, Any]]] = {}
     for item in detail["detections"]:
         per_entry.setdefault(item["detection_entry_id"], []).append(item)
@@ -76,7 +78,14 @@ def file_views(detail: dict[str, Any]) -> list[dict[str, Any]]:
     for file in detail["files"]:
         found = per_entry.get(file["detection_entry_id"], [])
         best = max(found, key=lambda d: d["confidence"], default=None)
-        views.append({**file, "detections": found, "thumbnail_of": best and best["id"]})
+        views.append(
+            {
+                **file,
+                "detections": found,
+                "thumbnail_of": best and best["id"],
+                "moments": moments(found) if file.get("media_kind") == "video" else [],
+            }
+        )
     return views
 
 

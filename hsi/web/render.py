@@ -53,6 +53,7 @@ def build_environment(web: WebConfig) -> jinja2.Environment:
             "minute": lambda value: fmt.format_time(value, zone, seconds=False),
             "ms": fmt.format_ms,
             "seconds": fmt.format_seconds,
+            "clip_time": fmt.format_clip_time,
             "count": fmt.format_count,
             "level_key": fmt.level_key,
             "shorten": fmt.shorten,

@@ -141,6 +141,68 @@ async def build_home(engine: AsyncEngine, root: Path, redis: Redis, names: Strea
     return Home(now, high, low, pending, person, {"a": a, "b": b, "c": c})
 
 
+@dataclass(frozen=True)
+class VideoEvent:
+    event: dict[str, Any]
+    path: str  # relative to the camera root
+    person: dict[str, Any]  # seen in the frame at 1 s (the video's first second is black)
+    car: dict[str, Any]  # seen in the first frame
+
+
+async def add_video_event(engine: AsyncEngine, root: Path, now: datetime) -> VideoEvent:
+    """An event of the `front_door` camera (added by `build_home`) whose one file is a real
+    three-second MP4 (a black second, then a photo), with objects in two sampled frames."""
+    from PIL import Image
+
+    from tests.fakes.media import write_video
+
+    folder = root / "Front Door"
+    folder.mkdir(parents=True, exist_ok=True)
+    black = root / "black.png"
+    Image.new("RGB", (320, 240), (0, 0, 0)).save(black)
+    write_video(
+        folder / "clip.mp4", [(black, 1.0), (PHOTOS / "person-astronaut.jpg", 2.0)], size=(320, 240)
+    )
+    clip = media_row(
+        "front_door",
+        "30-0",
+        "Front Door/clip.mp4",
+        now - timedelta(minutes=20),
+        media_kind="video",
+        mime="video/mp4",
+    )
+    await insert(engine, "media_files", [clip])
+    size = (320, 240)
+    person = detection_row(clip, "31-0", 0, "person", (40.0, 10.0, 200.0, 220.0), size, 0.9, 1.0)
+    car = detection_row(clip, "31-0", 1, "car", (10.0, 150.0, 60.0, 40.0), size, 0.5, 0.0)
+    await insert(engine, "detections", [person, car])
+    event = event_row(
+        10,
+        "front_door",
+        now - timedelta(minutes=20),
+        risk_level="medium",
+        risk_score=40,
+        summary="A person in a video",
+        object_types=["car", "person"],
+        detection_count=2,
+    )
+    await insert(engine, "events", [event])
+    await insert(
+        engine,
+        "event_detections",
+        [
+            {
+                "event_id": event["id"],
+                "detection_entry_id": "31-0",
+                "file_entry_id": clip["entry_id"],
+                "camera_id": "front_door",
+                "position": 0,
+            }
+        ],
+    )
+    return VideoEvent(event, clip["path"], person, car)
+
+
 def event_id(row: dict[str, Any]) -> str:
     return str(row["id"])
 

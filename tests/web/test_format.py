@@ -170,3 +170,12 @@ def test_the_stylesheet_uses_the_same_level_colours() -> None:
     css = (Path(STATIC) / "app.css").read_text()
     found = dict(re.findall(r"--level-(\w+): (#[0-9a-f]{6});", css))
     assert found == {key: style.colour for key, style in fmt.LEVEL_STYLES.items()}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.0, "0:00.0"), (2.0, "0:02.0"), (0.033, "0:00.0"), (65.44, "1:05.4"), (3600.0, "1:00:00.0")],
+)
+def test_clip_times_read_as_a_player_shows_them(seconds: float, text: str) -> None:
+    """A time in a video: minutes, seconds and tenths; hours once there are any."""
+    assert fmt.format_clip_time(seconds) == text

@@ -21,7 +21,7 @@ from hsi.web.status import LATENCY_PATH
 from streams.zones import parse_zones
 from tests.api.rows import event_row, insert
 from tests.web.conftest import MakeConfig, serve, web_app
-from tests.web.home import Home, Markup, event_id, new_id
+from tests.web.home import Home, Markup, add_video_event, event_id, new_id
 
 PAGES = ("/", "/events", "/cameras", "/charts", "/charts?range=week", "/system")
 
@@ -273,6 +273,38 @@ async def test_the_event_page_shows_every_picture_box_detection_and_the_analysis
     assert '<dd id="event-score">72</dd>' in html
     assert "person at confidence 0.91; a cat" in html
     assert ">High</p>" in html
+
+
+async def test_a_video_plays_on_the_event_page_with_its_sampled_frames(
+    engine: AsyncEngine, camera_root: Path, client: httpx.AsyncClient, home: Home
+) -> None:
+    """A video file is a `<video>` of the original file, its poster the best detection's frame;
+    under it, the sampled frames where objects were found, earliest first, each linking to the
+    video at its time (no script needed) with its thumbnail, and its boxes ready to overlay."""
+    clip = await add_video_event(engine, camera_root, home.now)
+    response = await client.get(f"/events/{event_id(clip.event)}")
+    html = response.text
+    assert Markup(html).problems() == []
+    media = "/ui/media/front_door/Front%20Door/clip.mp4"
+    (video,) = Markup(html).all("video")
+    assert video["src"] == media
+    assert video["poster"] == f"/ui/thumbnails/{clip.person['id']}"
+    assert "controls" in video
+    assert "No picture" not in html
+    timeline = html[html.index('<ol class="timeline"') :]
+    seeks = re.findall(r'<a class="seek" href="([^"]+)" data-seconds="([^"]+)">', timeline)
+    assert seeks == [(f"{media}#t=0.0", "0.0"), (f"{media}#t=1.0", "1.0")]
+    assert re.findall(r'class="seek-time">([^<]+)<', timeline) == ["0:00.0", "0:01.0"]
+    assert f'src="/ui/thumbnails/{clip.car["id"]}"' in timeline
+    assert f'src="/ui/thumbnails/{clip.person["id"]}"' in timeline
+    boxes = re.findall(r'<svg class="boxes" data-seconds="([^"]+)" viewBox="0 0 320 240"', html)
+    assert boxes == ["0.0", "1.0"]
+    assert '<rect class="box box-best" x="40.0" y="10.0" width="200.0" height="220.0">' in html
+    assert '<script src="/ui/static/clips.js" defer></script>' in html
+    assert "video.currentTime" in (await client.get("/ui/static/clips.js")).text
+    thumbnail = await client.get(f"/ui/thumbnails/{clip.person['id']}")
+    assert thumbnail.status_code == 200
+    assert thumbnail.headers["content-type"] == "image/jpeg"
 
 
 async def test_an_unknown_event_is_a_readable_404(client: httpx.AsyncClient, home: Home) -> None:
