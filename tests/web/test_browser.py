@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hsi.api.config import LiveConfig
 from hsi.app.pipeline import ALL_STAGES, Pipeline, PipelineOptions
@@ -36,6 +37,7 @@ from tests.api.rows import add_camera, event_row, insert
 from tests.conftest import PHOTOS
 from tests.web.browser import call, chromium, screenshot, serving, until
 from tests.web.conftest import MakeConfig, web_app
+from tests.web.home import add_video_event
 
 pytestmark = pytest.mark.slow
 
@@ -361,3 +363,76 @@ async def test_the_key_form_then_live_updates_with_keys_on(
         assert driver.execute_script("return window.localStorage.getItem('hsi.apiKey')") is None
         await call(driver.get, base + "/system")
         assert "/ui/key" in driver.current_url
+
+
+class _Answers:
+    """The app, noting the path and status of every HTTP answer it gives (the server's side of
+    what the browser asked for)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.seen: list[tuple[str, int]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def noting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.seen.append((scope["path"], message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, noting)
+
+    def partial(self, path: str) -> int:
+        return sum(1 for seen, status in list(self.seen) if seen == path and status == 206)
+
+
+async def test_a_video_plays_and_seeks_to_its_sampled_frames(
+    engine: AsyncEngine, camera_root: Path, make_config: MakeConfig, driver: Any, shots: Path
+) -> None:
+    """The event page's video loads by byte ranges; a timeline entry pauses it at that frame
+    and shows the frame's boxes; playing hides them again."""
+    await add_camera(engine, "front_door", "Front Door")
+    clip = await add_video_event(engine, camera_root, datetime.now(UTC).replace(microsecond=0))
+    answers = _Answers(web_app(make_config()))
+    media = "/ui/media/front_door/Front Door/clip.mp4"
+    async with serving(answers) as base:
+        await call(driver.get, f"{base}/events/{clip.event['id']}")
+        video = driver.find_element(_by("CSS_SELECTOR"), "video")
+        state = "return arguments[0].readyState"
+        await until(lambda: driver.execute_script(state, video) >= 1, what="the video's metadata")
+        assert answers.partial(media) >= 1
+        duration = driver.execute_script("return arguments[0].duration", video)
+        assert duration == pytest.approx(3.0, abs=0.3)
+
+        link = driver.find_element(_by("CSS_SELECTOR"), 'a.seek[data-seconds="1.0"]')
+        await call(link.click)
+
+        def at_the_frame() -> bool:
+            return bool(
+                driver.execute_script(
+                    "var v = arguments[0]; return !v.seeking && v.paused && v.readyState >= 2"
+                    " && Math.abs(v.currentTime - 1.0) < 0.01",
+                    video,
+                )
+            )
+
+        await until(at_the_frame, what="the video paused at 1 s")
+        boxes = driver.find_element(_by("CSS_SELECTOR"), 'svg.boxes[data-seconds="1.0"]')
+        assert boxes.is_displayed()
+        other = driver.find_element(_by("CSS_SELECTOR"), 'svg.boxes[data-seconds="0.0"]')
+        assert not other.is_displayed()
+        assert link.get_attribute("aria-current") == "true"
+        assert _image_loaded(driver, "ol.timeline img")
+        await call(screenshot, driver, shots / "video-event.png")
+
+        driver.execute_script("arguments[0].muted = true; arguments[0].play()", video)
+        await until(lambda: not boxes.is_displayed(), what="the boxes hidden while playing")
+        await until(
+            lambda: driver.execute_script("return arguments[0].currentTime", video) > 1.2,
+            what="the video playing on",
+        )
+        assert link.get_attribute("aria-current") is None
+        assert answers.partial(media) >= 1
