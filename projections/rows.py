@@ -198,10 +198,8 @@ def rows_for(kind: str, camera: str, entry_id: str, entry: Entry) -> list[RowOp]
             return [_run_adopted(entry)]
         case EntryDead():
             return [_entry_dead(camera, entry_id, entry)]
-        case AlertSent() | AlertFailed():
+        case AlertSent() | AlertFailed() | AlertSkipped():
             return [_alert(camera, entry_id, entry)]
-        case AlertSkipped():
-            return [_alert_skipped(camera, entry_id, entry)]
     raise UnexpectedEntryError(f"no projection for entry type {entry.type}")  # pragma: no cover
 
 
@@ -590,9 +588,24 @@ def _entry_dead(camera: str, entry_id: str, entry: EntryDead) -> RowOp:
     )
 
 
-def _alert(camera: str, entry_id: str, entry: AlertSent | AlertFailed) -> RowOp:
-    """One row per delivery outcome; `recorded_at` is when it was known, sent or failed."""
-    sent = isinstance(entry, AlertSent)
+def _alert(camera: str, entry_id: str, entry: AlertSent | AlertFailed | AlertSkipped) -> RowOp:
+    """One row per delivery outcome: sent, failed, or skipped (the event was too old, attempt
+    0); `recorded_at` is when the outcome was known."""
+    outcome: dict[str, Any]
+    match entry:
+        case AlertSent():
+            outcome = {"status": "sent", "reason": None, "attempt": entry.attempt, "error": None}
+            outcome.update(delivered_at=entry.delivered_at, recorded_at=entry.delivered_at)
+        case AlertFailed():
+            outcome = {"status": "failed", "reason": entry.reason, "attempt": entry.attempt}
+            outcome.update(error=entry.error, delivered_at=None, recorded_at=entry.failed_at)
+        case AlertSkipped():
+            outcome = {"status": "skipped", "reason": entry.reason, "attempt": 0}
+            outcome.update(
+                error=f"the event was {entry.age_seconds:.0f} s old",
+                delivered_at=None,
+                recorded_at=entry.skipped_at,
+            )
     return RowOp(
         "alerts",
         {
@@ -603,35 +616,7 @@ def _alert(camera: str, entry_id: str, entry: AlertSent | AlertFailed) -> RowOp:
             "analysis_entry_id": entry.analysis_entry_id,
             "rule": entry.rule,
             "channel": entry.channel,
-            "status": "sent" if sent else "failed",
-            "reason": None if isinstance(entry, AlertSent) else entry.reason,
-            "attempt": entry.attempt,
-            "error": None if isinstance(entry, AlertSent) else entry.error,
             "idempotency_key": entry.idempotency_key,
-            "delivered_at": entry.delivered_at if isinstance(entry, AlertSent) else None,
-            "recorded_at": entry.delivered_at if isinstance(entry, AlertSent) else entry.failed_at,
-        },
-    )
-
-
-def _alert_skipped(camera: str, entry_id: str, entry: AlertSkipped) -> RowOp:
-    """An alert not sent (the event was too old): status `skipped`, the reason, attempt 0."""
-    return RowOp(
-        "alerts",
-        {
-            "id": alert_id(camera, entry_id),
-            "camera_id": camera,
-            "entry_id": entry_id,
-            "event_id": event_id(camera, entry.event_id),
-            "analysis_entry_id": entry.analysis_entry_id,
-            "rule": entry.rule,
-            "channel": entry.channel,
-            "status": "skipped",
-            "reason": entry.reason,
-            "attempt": 0,
-            "error": f"the event was {entry.age_seconds:.0f} s old",
-            "idempotency_key": entry.idempotency_key,
-            "delivered_at": None,
-            "recorded_at": entry.skipped_at,
+            **outcome,
         },
     )

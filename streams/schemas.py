@@ -163,6 +163,22 @@ class AnalysisCompleted(_Entry):
     alert: bool = True
 
 
+# The fields of a judgement, the same on `analysis.completed` and `reanalysis.result` (an adopted
+# result becomes an analysis with these copied over).
+JUDGEMENT_FIELDS: tuple[str, ...] = (
+    "risk_score",
+    "risk_level",
+    "summary",
+    "reasoning",
+    "analyzer",
+    "model",
+    "prompt_hash",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+)
+
+
 class AnalysisFailed(_Entry):
     type: Literal["analysis.failed"] = "analysis.failed"
     camera_id: str

@@ -6,6 +6,7 @@ hsi reanalyze list | show RUN | resume RUN | cancel RUN | adopt RUN [--alerts]
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
@@ -49,8 +50,6 @@ def _progress_printer() -> Callable[[Progress], None]:
     last = [0.0]
 
     def show(progress: Progress) -> None:
-        import time
-
         now = time.monotonic()
         if now - last[0] >= 1.0 or progress.seen >= progress.total:
             last[0] = now
@@ -119,11 +118,14 @@ def reanalyze(ctx: click.Context, /, **options: Any) -> None:
         return
     if options["analyzer"] is None:
         raise click.UsageError("choose the candidate: --analyzer rules or --analyzer llm")
-    from hsi.app.reanalysis import CandidateOptions, build_candidate, selection_of
+    from hsi.app.reanalysis import (
+        CandidateOptions,
+        ReanalysisError,
+        build_candidate,
+        selection_of,
+    )
 
     settings = cli_settings()
-    from hsi.app.reanalysis import ReanalysisError
-
     with click_errors(ReanalysisError):
         candidate = build_candidate(
             settings,

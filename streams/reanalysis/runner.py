@@ -41,6 +41,7 @@ from streams.reanalysis.report import Compared, compared
 from streams.reanalysis.selection import Selection
 from streams.replies import id_key, reply_text
 from streams.schemas import (
+    JUDGEMENT_FIELDS,
     AnalysisCompleted,
     AnalysisFailed,
     BatchClosed,
@@ -51,7 +52,7 @@ from streams.schemas import (
     ReanalysisResult,
     ReanalysisStarted,
 )
-from streams.stages.analyze import summarize
+from streams.stages.analyze import judgement_of, summarize
 from streams.transactions import transaction
 
 logger = logging.getLogger("hsi.reanalyze")
@@ -320,12 +321,14 @@ class RunWorker:
 
     async def _covered(self, camera: str, state: RunState) -> int:
         assert state.started is not None
-        if state.started.until_entry_id == "0-0":
+        until = state.started.until_entry_id
+        if until == "0-0":
             return 0
-        rows: Any = await self._redis.xrange(
-            self._names.batches(camera), max=state.started.until_entry_id
-        )
-        return len(rows)
+        # the entries up to the run's end, without reading them all: the stream's length less
+        # the few that came after the run began
+        stream = self._names.batches(camera)
+        later: Any = await self._redis.xrange(stream, min=f"({until}")
+        return int(await self._redis.xlen(stream)) - len(later)
 
     async def _cancelled(self) -> bool:
         return bool(await self._redis.exists(cancel_key(self._names, self.run_id)))
@@ -445,16 +448,7 @@ class RunWorker:
             current_entry_id=now.entry_id if now else None,
             current_score=now.score if now else None,
             current_level=now.level if now else None,
-            risk_score=analysis.risk_score,
-            risk_level=analysis.risk_level.value,
-            summary=analysis.summary,
-            reasoning=analysis.reasoning,
-            analyzer=analysis.analyzer,
-            model=analysis.model,
-            prompt_hash=analysis.prompt_hash,
-            latency_ms=round(analysis.latency_ms, 2),
-            prompt_tokens=analysis.prompt_tokens,
-            completion_tokens=analysis.completion_tokens,
+            **judgement_of(analysis),
             analyzed_at=self._clock(),
         )
 
@@ -513,16 +507,7 @@ async def adopt(
                     camera_id=camera,
                     batch_id=batch_id,
                     batch_entry_id=result.batch_entry_id,
-                    risk_score=result.risk_score,
-                    risk_level=result.risk_level,
-                    summary=result.summary,
-                    reasoning=result.reasoning,
-                    analyzer=result.analyzer,
-                    model=result.model,
-                    prompt_hash=result.prompt_hash,
-                    latency_ms=result.latency_ms,
-                    prompt_tokens=result.prompt_tokens,
-                    completion_tokens=result.completion_tokens,
+                    **result.model_dump(include=set(JUDGEMENT_FIELDS)),
                     analyzed_at=now,
                     supersedes=result.current_entry_id,
                     run_id=run_id,

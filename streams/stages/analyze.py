@@ -11,11 +11,12 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from pathlib import PurePosixPath
+from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 
 from streams.analyzers import Analyzer, AnalyzerError, AnalyzerUnavailableError
-from streams.analyzers.base import BatchSummary, DetectionLine
+from streams.analyzers.base import Analysis, BatchSummary, DetectionLine
 from streams.clock import utc_now
 from streams.contract import HandlerResult, StreamEntry
 from streams.names import Group, StreamNames, camera_name_of
@@ -25,6 +26,22 @@ from streams.stages.outcome import commit
 from streams.tracing import HEADER_OBSERVED_AT, OK, REJECTED, StageTelemetry, ai_request
 
 logger = logging.getLogger("hsi.analyze")
+
+
+def judgement_of(analysis: Analysis) -> dict[str, Any]:
+    """The judgement fields (`streams.schemas.JUDGEMENT_FIELDS`) of an analyzer's answer."""
+    return {
+        "risk_score": analysis.risk_score,
+        "risk_level": analysis.risk_level.value,
+        "summary": analysis.summary,
+        "reasoning": analysis.reasoning,
+        "analyzer": analysis.analyzer,
+        "model": analysis.model,
+        "prompt_hash": analysis.prompt_hash,
+        "latency_ms": round(analysis.latency_ms, 2),
+        "prompt_tokens": analysis.prompt_tokens,
+        "completion_tokens": analysis.completion_tokens,
+    }
 
 
 def summarize(batch: BatchClosed, timezone: str | tzinfo) -> BatchSummary:
@@ -139,15 +156,6 @@ class AnalyzeStage:
             camera_id=camera,
             batch_id=entry.batch_id,
             batch_entry_id=entry_id,
-            risk_score=analysis.risk_score,
-            risk_level=analysis.risk_level.value,
-            summary=analysis.summary,
-            reasoning=analysis.reasoning,
-            analyzer=analysis.analyzer,
-            model=analysis.model,
-            prompt_hash=analysis.prompt_hash,
-            latency_ms=round(analysis.latency_ms, 2),
-            prompt_tokens=analysis.prompt_tokens,
-            completion_tokens=analysis.completion_tokens,
+            **judgement_of(analysis),
             analyzed_at=self._clock(),
         )

@@ -7,20 +7,18 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from streams.names import PROJECTED, StreamNames
-from streams.reanalysis.runner import RunWorker, adopt, start_run
-from streams.reanalysis.selection import Selection
+from streams.reanalysis.runner import adopt
 from tests.api.conftest import serve
 from tests.conftest import MakeConfig
 from tests.projections.support import project_all, stage_for
-from tests.streams.test_reanalysis import CAMERA, _seed, _stricter
+from tests.streams.test_reanalysis import CAMERA, _seed, stricter_run
 
 
 async def test_a_run_and_its_changed_events(
     engine: AsyncEngine, make_config: MakeConfig, redis_client: Redis, names: StreamNames
 ) -> None:
     await _seed(redis_client, names, 10)
-    run_id = await start_run(redis_client, names, [CAMERA], _stricter(), Selection())
-    await RunWorker(redis_client, names, _stricter(), run_id).run([CAMERA])
+    run_id = await stricter_run(redis_client, names)
     streams = [names.stream(CAMERA, kind) for kind in PROJECTED]
     stage = stage_for(redis_client, names, engine)
     await project_all(redis_client, stage, streams)

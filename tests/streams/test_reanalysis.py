@@ -108,6 +108,13 @@ def _stricter() -> Candidate:
     return Candidate(analyzer, "rules", None, config.describe())
 
 
+async def stricter_run(redis: Redis, names: StreamNames, selection: Selection | None = None) -> str:
+    """A run of the stricter rules over the camera's batches, worked to its end: its id."""
+    run_id = await start_run(redis, names, [CAMERA], _stricter(), selection or Selection())
+    await RunWorker(redis, names, _stricter(), run_id).run([CAMERA])
+    return run_id
+
+
 async def _types(redis: Redis, stream: str) -> list[str]:
     rows: Any = await redis.xrange(stream)
     return [read_fields(fields)[0].type for _, fields in rows]
@@ -251,8 +258,7 @@ async def test_adoption_makes_the_run_current_without_alerts_and_replays(
     await migrate(db_engine)
     names = StreamNames(key_prefix)
     await _seed(redis_client, names, 6)
-    run_id = await start_run(redis_client, names, [CAMERA], _stricter(), Selection())
-    await RunWorker(redis_client, names, _stricter(), run_id).run([CAMERA])
+    run_id = await stricter_run(redis_client, names)
     streams = [names.stream(CAMERA, kind) for kind in PROJECTED]
     stage = stage_for(redis_client, names, db_engine)
     await project_all(redis_client, stage, streams)
@@ -284,8 +290,7 @@ async def test_a_result_is_a_fact_with_the_current_judgement(
     again since the run from one whose judgement is still the one compared."""
     names = StreamNames(key_prefix)
     await _seed(redis_client, names, 2)
-    run_id = await start_run(redis_client, names, [CAMERA], _stricter(), Selection())
-    await RunWorker(redis_client, names, _stricter(), run_id).run([CAMERA])
+    run_id = await stricter_run(redis_client, names)
     rows: Any = await redis_client.xrange(names.analyses(CAMERA))
     current = {read_fields(f)[0].batch_id: i.decode() for i, f in rows}  # type: ignore[union-attr]
     for result in (await run_state(redis_client, names, CAMERA, run_id)).results:
