@@ -45,13 +45,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from projections.errors import ProjectionError, UnexpectedEntryError
 from projections.rows import CAMERAS_SOURCE, RowOp, rows_for
 from projections.upserts import Signature, Statement, checkpoint_sql, plan, rows_json, upsert_sql
+from streams import trusted
 from streams.clock import utc_now
 from streams.contract import HandlerResult, StreamEntry
 from streams.envelope import DATA_FIELD, HEADER_TYPE, decode, read_fields
 from streams.logs import log_event
 from streams.names import PROJECTED, SHARED, Group, StreamNames
 from streams.replies import id_key
-from streams.schemas import AnalysisCompleted, AnalysisFailed, EntryError, load_entry
+from streams.schemas import AnalysisCompleted, AnalysisFailed, Entry, EntryError, load_entry
 from streams.tracing import OK, SKIPPED, StageSpans, StageTelemetry, observed_at, resolve
 
 logger = logging.getLogger("hsi.project")
@@ -177,11 +178,13 @@ class Projector:
         stream: str,
         entries: Sequence[StreamEntry],
         envelopes: Mapping[str, Envelope] | None = None,
+        decoded: Mapping[str, Entry] | None = None,
     ) -> PreparedBatch:
         """Read and map the entries (pure: no I/O); `envelopes` gives the envelopes the caller
-        has already decoded, by entry id (the others are decoded here)."""
+        has already decoded, `decoded` the entries it has already (`streams.trusted`), by entry
+        id (the others are decoded here)."""
         batch = PreparedBatch()
-        self._map(stream, entries, envelopes, batch, set())
+        self._map(stream, entries, envelopes, batch, set(), decoded)
         _render_ahead(batch)
         return batch
 
@@ -205,6 +208,7 @@ class Projector:
         envelopes: Mapping[str, Envelope] | None,
         batch: PreparedBatch,
         seen: set[str],
+        decoded: Mapping[str, Entry] | None = None,
     ) -> None:
         kind, stream_camera = self.source(stream)
         for entry_id, fields in entries:
@@ -213,7 +217,10 @@ class Projector:
             seen.add(entry_id)
             try:
                 envelope = None if envelopes is None else envelopes.get(entry_id)
-                if envelope is None:
+                known = None if decoded is None else decoded.get(entry_id)
+                if known is not None:
+                    entry = known
+                elif envelope is None:
                     entry, _ = read_fields(fields)
                 else:
                     entry = load_entry(envelope[0])
@@ -377,14 +384,22 @@ class ProjectStage:
         projection, applied now or before; failed entries stay pending for the reclaimer."""
         telemetry = resolve(self._telemetry)
         _, camera = self._projector.source(stream)
-        envelopes = {entry_id: _envelope(fields) for entry_id, fields in entries}
-        headers = {entry_id: {} if e is None else e[1] for entry_id, e in envelopes.items()}
+        envelopes: dict[str, Envelope] = {}
+        decoded: dict[str, Entry] = {}
+        headers: dict[str, dict[str, Any]] = {}
+        for entry_id, fields in entries:
+            known = trusted.recall(stream, entry_id)  # written by this process: no decoding
+            if known is not None:
+                decoded[entry_id], headers[entry_id] = known
+                continue
+            envelope = _envelope(fields)
+            headers[entry_id] = {} if envelope is None else envelope[1]
+            if envelope is not None:
+                envelopes[entry_id] = envelope
         with StageSpans(telemetry, self.group.value, stream, camera or SHARED) as spans:
             for entry_id, _ in entries:
                 spans.start(entry_id, headers[entry_id])
-            batch = self._projector.prepare(
-                stream, entries, {i: e for i, e in envelopes.items() if e is not None}
-            )
+            batch = self._projector.prepare(stream, entries, envelopes, decoded)
             result = await self._projector.apply_prepared(stream, batch)
             done = [entry_id for entry_id, _ in entries if entry_id not in result.failed]
             if done:

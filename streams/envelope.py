@@ -102,6 +102,14 @@ def entry_fields(entry: Entry, headers: Mapping[str, str] | None = None) -> dict
     return {DATA_FIELD: encode(dump_entry(entry), entry_headers(entry, headers))}
 
 
+def entry_fields_and_headers(
+    entry: Entry, headers: Mapping[str, str] | None = None
+) -> tuple[dict[bytes, bytes], dict[str, str]]:
+    """The XADD fields for an entry, and every header they carry (as a reader decodes them)."""
+    full = entry_headers(entry, headers)
+    return {DATA_FIELD: encode(dump_entry(entry), full)}, full
+
+
 def read_fields(fields: Mapping[bytes, bytes]) -> tuple[Entry, dict[str, Any]]:
     """Entry and headers from the fields of a stream entry; `EntryError` when unreadable."""
     data = fields.get(DATA_FIELD)

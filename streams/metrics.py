@@ -51,7 +51,8 @@ ALERT_BUCKETS: tuple[float, ...] = (
 class Instruments:
     """Every HSI instrument. Attributes each expects:
 
-    - `stage_duration` `hsi_stage_duration_seconds`: stage, camera, outcome
+    - `stage_duration` `hsi_stage_duration_seconds` (one observation per batch of entries a
+      stage handled and outcome; the watcher's, per file): stage, camera, outcome
     - `entries_processed` `hsi_entries_processed_total`: stage, camera, outcome
     - `detections_processed` `hsi_detections_processed_total`: camera, label
     - `events_created` `hsi_events_created_total`: camera, risk_level
@@ -103,7 +104,7 @@ class Instruments:
             stage_duration=histogram(
                 "hsi_stage_duration_seconds",
                 STAGE_BUCKETS,
-                "Time one pipeline stage spent on one stream entry.",
+                "Time one pipeline stage spent on one batch of stream entries, by outcome.",
             ),
             entries_processed=counter(
                 "hsi_entries_processed_total", "Stream entries a stage finished, by outcome."

@@ -35,7 +35,7 @@ from streams.detectors import (
 )
 from streams.envelope import read_fields
 from streams.names import Group, StreamNames
-from streams.paths import PathOutsideRootError, confine
+from streams.paths import Confiner, PathOutsideRootError
 from streams.replies import reply_text
 from streams.schemas import (
     Box,
@@ -91,7 +91,7 @@ class DetectStage:
         )
 
     async def handle(self, stream: str, entries: list[StreamEntry]) -> HandlerResult:
-        root = self._root.resolve()  # once per batch, not per file (`confine`)
+        root = Confiner(self._root)  # each folder resolved once per batch, not per file
         references = await self._references(stream, entries)
         decide = functools.partial(self._decide, root=root, references=references)
         handled = await self._loop.run(stream, entries, decide, self._loop.writing(commit))
@@ -135,7 +135,7 @@ class DetectStage:
         entry: FileObserved,
         _: Headers,
         *,
-        root: Path,
+        root: Confiner,
         references: dict[str, tuple[str, FileObserved]],
     ) -> EntryVerdict:
         result = await self._one(batch.telemetry, root, entry_id, entry, references.get(entry_id))
@@ -153,22 +153,22 @@ class DetectStage:
     async def _one(
         self,
         telemetry: StageTelemetry,
-        root: Path,
+        root: Confiner,
         entry_id: str,
         entry: FileObserved,
         previous: tuple[str, FileObserved] | None,
     ) -> DetectionCompleted | DetectionFailed | str:
         """The output entry, or an error text to leave the input pending (`root`: the camera
-        root, resolved; `previous`: the camera's previous image, id and entry)."""
+        root's confinement; `previous`: the camera's previous image, id and entry)."""
         reference_id, reference = None, None
         if previous is not None:
             try:
-                reference = confine(root, previous[1].path, root_resolved=True)
+                reference = root(previous[1].path)
                 reference_id = previous[0]
             except PathOutsideRootError:
                 pass  # a previous entry naming a path outside the root is no reference
         try:
-            path = confine(root, entry.path, root_resolved=True)
+            path = root(entry.path)
             async with (
                 self._limit,
                 ai_request(

@@ -29,8 +29,8 @@ from typing import Any, Generic, TypeVar, cast
 
 from redis.asyncio import Redis, RedisCluster
 
+from streams import trusted
 from streams.contract import HandlerResult, StreamEntry
-from streams.envelope import read_fields
 from streams.names import Group, StreamNames
 from streams.schemas import Entry, EntryError
 from streams.stages.outcome import Outcome
@@ -157,7 +157,7 @@ class StageLoop(Generic[E]):
         """Read one entry, start its span and decide it (in its span); the outcome is named."""
         spans = batch.spans
         try:
-            entry, headers = read_fields(fields)
+            entry, headers = trusted.read(batch.stream, entry_id, fields)
         except EntryError as exc:
             spans.start(entry_id, None)
             verdict = EntryVerdict.pending("unreadable", f"unreadable entry: {exc}")

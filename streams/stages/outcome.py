@@ -31,7 +31,8 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
-from streams.envelope import entry_fields
+from streams import trusted
+from streams.envelope import entry_fields_and_headers
 from streams.replies import reply_text
 from streams.schemas import Entry
 
@@ -96,14 +97,20 @@ async def commit(
     index = {entry_id: number for number, entry_id in enumerate(outcome.done, start=1)}
     keys = [stream]
     args: list[Any] = [group, len(outcome.done), *outcome.done]
+    written: list[dict[str, str]] = []
     for target, entry, headers, source in outcome.outputs:
         if source not in index:
             raise ValueError(f"output of {source!r}, which is not acknowledged with it")
-        items = [item for pair in entry_fields(entry, headers).items() for item in pair]
+        fields, full = entry_fields_and_headers(entry, headers)
+        written.append(full)
+        items = [item for pair in fields.items() for item in pair]
         keys.append(target)
         args += [index[source], len(items), *items]
     results = await _SCRIPT(keys, args, client=redis)
     ids = [None if r is None else reply_text(r) for r in results]
+    for (target, entry, _, _), full, entry_id in zip(outcome.outputs, written, ids, strict=True):
+        if entry_id is not None:  # handed to this process's readers without decoding it
+            trusted.remember(target, entry_id, entry, full)
     skipped = sum(1 for r in ids if r is None)
     if skipped:
         logger.info(

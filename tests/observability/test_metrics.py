@@ -59,8 +59,10 @@ async def test_counts_match_the_files_processed(
     assert not any(
         name == processed and dict(label)["outcome"] in {"failed", "dead"} for name, label in got
     )
-    assert got[("hsi_stage_duration_seconds_count", _stage("detect"))] == 3
-    assert got[("hsi_stage_duration_seconds_count", _stage("project"))] == 8
+    # One duration per batch a stage handled: the entries came in one batch or several.
+    assert 1 <= got[("hsi_stage_duration_seconds_count", _stage("detect"))] <= 3
+    assert 1 <= got[("hsi_stage_duration_seconds_count", _stage("project"))] <= 8
+    assert got[("hsi_stage_duration_seconds_count", _stage("watch"))] == 3
     ai = "hsi_ai_request_duration_seconds_count"
     assert got[(ai, labels(backend="embedded", outcome="ok"))] == 3
     assert got[(ai, labels(backend="rules", outcome="ok"))] == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.paths import PathOutsideRootError, confine
+from streams.paths import Confiner, PathOutsideRootError, confine
 
 REFUSED = None
 
@@ -94,3 +94,28 @@ def test_a_sibling_folder_named_like_the_root_is_outside_it(tree: Path) -> None:
     with pytest.raises(PathOutsideRootError, match="outside"):
         confine(tree / "cameras", "old.jpg")
     assert confine(tree / "cameras-old", "x.jpg") == tree / "cameras-old" / "x.jpg"
+
+
+@pytest.mark.parametrize(("relative", "expected"), CASES)
+def test_a_confiner_decides_as_confine_does(
+    tree: Path, relative: str, expected: str | None
+) -> None:
+    """The per-batch `Confiner` (each folder resolved once) gives what `confine` gives, asked
+    twice (the second time from its folder cache)."""
+    confiner = Confiner(tree / "cameras")
+    for _ in range(2):
+        if expected is REFUSED:
+            with pytest.raises(PathOutsideRootError):
+                confiner(relative)
+        else:
+            assert confiner(relative) == tree / expected
+
+
+def test_a_confiner_follows_a_file_turned_into_a_symlink(tree: Path) -> None:
+    """The folder is cached, the file's own name is looked at every time."""
+    root = tree / "cameras"
+    confiner = Confiner(root)
+    assert confiner("Front Door/snap/a.jpg") == root / "Front Door" / "snap" / "a.jpg"
+    (root / "Front Door" / "snap" / "b.jpg").symlink_to(tree / "secret.jpg")
+    with pytest.raises(PathOutsideRootError):
+        confiner("Front Door/snap/b.jpg")
