@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -84,11 +85,6 @@ EXPECTED: Final[Mapping[str, frozenset[str]]] = {
 }
 
 
-# (table, columns, merged columns) of upserts already checked against the table metadata: the
-# mapping makes a handful of shapes, checked once each instead of once per row.
-_CHECKED_SHAPES: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
-
-
 class Merge(StrEnum):
     """How a column of an upsert merges into a row that already exists."""
 
@@ -106,25 +102,13 @@ class RowOp:
 
     Key columns are part of `values`; a non-key column missing from `merge` merges with `SET`.
     Columns not in `values` keep their current value, or their default when the row is new.
+    Its shape (table, columns) is checked against the table metadata by `check_shape` when it is
+    planned: once per shape, not once per row.
     """
 
     table: str
     values: Mapping[str, Any]
     merge: Mapping[str, Merge] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        shape = (self.table, tuple(self.values), tuple(self.merge))
-        if shape in _CHECKED_SHAPES:
-            return
-        table = BY_NAME.get(self.table)
-        if table is None:
-            raise ValueError(f"{self.table!r} is not a projection table")
-        for column in (*self.values, *self.merge):
-            sql_type(table, column)  # raises KeyError for a column the table lacks
-        missing = [k for k in key_of(table) if k not in self.values]
-        if missing:
-            raise ValueError(f"{self.table} upsert lacks key column(s) {', '.join(missing)}")
-        _CHECKED_SHAPES.add(shape)
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -132,6 +116,21 @@ class RowOp:
 
     def merge_of(self, column: str) -> Merge:
         return self.merge.get(column, Merge.SET)
+
+
+@functools.lru_cache(maxsize=1024)
+def check_shape(table: str, columns: tuple[str, ...]) -> None:
+    """Refuse an upsert of an unknown table, of a column the table lacks (`KeyError`) or without
+    its key columns: a typo fails before PostgreSQL sees it. Cached: the mapping makes a handful
+    of shapes."""
+    described = BY_NAME.get(table)
+    if described is None:
+        raise ValueError(f"{table!r} is not a projection table")
+    for column in columns:
+        sql_type(described, column)  # raises KeyError for a column the table lacks
+    missing = [k for k in key_of(described) if k not in columns]
+    if missing:
+        raise ValueError(f"{table} upsert lacks key column(s) {', '.join(missing)}")
 
 
 def original_type(original: str | None) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from projections.rows import Merge, RowOp
+from projections.rows import Merge, RowOp, check_shape
 from projections.tables import (
     BY_NAME,
     WRITE_ORDER,
@@ -74,6 +74,7 @@ def _getter(columns: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any
 def _shape_of(
     table: str, columns: tuple[str, ...], merges: tuple[tuple[str, Merge], ...]
 ) -> _Shape:
+    check_shape(table, (*columns, *(column for column, _ in merges)))
     described = BY_NAME[table]
     key = key_of(described)
     given, merge = set(columns), dict(merges)

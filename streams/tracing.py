@@ -40,6 +40,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
@@ -198,6 +199,14 @@ def observed_at(headers: Mapping[str, Any] | None) -> datetime | None:
 # --- per-entry stage spans and metrics ----------------------------------------------------------
 
 
+def _recording(tracer: Tracer) -> bool:
+    """Whether spans of `tracer` are recorded. A tracer whose provider exports nothing says so
+    (`recording` False, `hsi.infra.tracing`): then a stage makes no span per entry (a span
+    nothing exports costs ids, attributes and a context per entry) and carries the incoming
+    `traceparent` on; the trace stays one trace, its stages unnamed."""
+    return bool(getattr(tracer, "recording", True))
+
+
 @dataclass
 class _Open:
     span: Span | None
@@ -240,7 +249,7 @@ class StageSpans:
     def start(self, entry_id: str, headers: Mapping[str, Any] | None) -> None:
         incoming = (headers or {}).get(HEADER_TRACEPARENT)
         span: Span | None = None
-        if self.spans:
+        if self.spans and _recording(self.telemetry.tracer):
             span = self.telemetry.tracer.start_span(
                 self.stage,
                 context=parent_context(headers) or Context(),
@@ -261,8 +270,21 @@ class StageSpans:
     def use(self, entry_id: str) -> Iterator[None]:
         """Make the entry's span the current one (so AI calls and logs join its trace)."""
         opened = self._open.get(entry_id)
-        if opened is None or opened.span is None:
+        if opened is None:
             yield
+            return
+        if opened.span is None:
+            # No span of its own (nothing records spans): the incoming trace is the current one,
+            # so AI calls and log lines still join the file's trace.
+            incoming = parent_context({HEADER_TRACEPARENT: opened.incoming})
+            if incoming is None:
+                yield
+                return
+            token = otel_context.attach(incoming)
+            try:
+                yield
+            finally:
+                otel_context.detach(token)
             return
         with trace.use_span(opened.span, end_on_exit=False, record_exception=False):
             yield

@@ -92,6 +92,11 @@ class _UnrecordedTracer(trace.Tracer):
         self._provider = provider
         self._tracer = tracer
 
+    @property
+    def recording(self) -> bool:
+        """Whether its spans are recorded: once the provider has a span processor."""
+        return self._provider.exporting
+
     def start_span(
         self,
         name: str,

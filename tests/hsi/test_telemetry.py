@@ -35,6 +35,8 @@ from hsi.infra.telemetry import (
 from hsi.infra.tracing import traces_endpoint
 from hsi.settings import components
 from hsi.settings.model import Settings
+from streams.envelope import HEADER_TRACEPARENT
+from streams.tracing import StageSpans, StageTelemetry
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -115,6 +117,35 @@ def test_without_an_exporter_spans_carry_their_trace_unrecorded() -> None:
     with get_tracer().start_as_current_span("after.processor") as span:
         assert span.is_recording()
     assert [s.name for s in exporter.get_finished_spans()] == ["after.processor"]
+
+
+def test_without_an_exporter_a_stage_carries_the_incoming_trace_on() -> None:
+    """No exporter: a stage makes no span per entry; inside `use` the current span is the
+    incoming one (so log lines and AI calls join the file's trace), and the output carries the
+    incoming `traceparent`. With an exporter each entry has its own recorded span again."""
+    telemetry = setup_telemetry(TelemetryConfig())
+    stage = StageTelemetry.current()
+    incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with StageSpans(stage, "detect", "s", "cam") as spans:
+        spans.start("1-0", {HEADER_TRACEPARENT: incoming})
+        with spans.use("1-0"):
+            current = trace.get_current_span().get_span_context()
+            assert f"{current.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
+            assert f"{current.span_id:016x}" == "b7ad6b7169203331"
+        assert spans.headers("1-0") == {HEADER_TRACEPARENT: incoming}
+    assert not trace.get_current_span().get_span_context().is_valid
+    exporter = InMemorySpanExporter()
+    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    stage = StageTelemetry.current()
+    with StageSpans(stage, "detect", "s", "cam") as spans:
+        spans.start("2-0", {HEADER_TRACEPARENT: incoming})
+        with spans.use("2-0"):
+            current = trace.get_current_span().get_span_context()
+            assert f"{current.span_id:016x}" != "b7ad6b7169203331"
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "detect"
+    assert span.parent is not None
+    assert f"{span.parent.span_id:016x}" == "b7ad6b7169203331"
 
 
 def test_before_setup_everything_is_a_no_op() -> None:

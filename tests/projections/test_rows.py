@@ -314,11 +314,15 @@ def test_dead_letter_original_type(original: str | None, expected: str | None) -
 
 
 def test_row_op_refuses_unknown_columns() -> None:
-    """A typo in a column name fails at construction, not in PostgreSQL."""
+    """A typo in a column name fails when planned, not in PostgreSQL."""
     with pytest.raises(KeyError, match="no column"):
-        RowOp("cameras", {"id": CAMERA, "nmae": "x"})
+        plan([RowOp("cameras", {"id": CAMERA, "nmae": "x"})])
+    with pytest.raises(KeyError, match="no column"):
+        plan([RowOp("cameras", {"id": CAMERA}, {"nmae": Merge.KEEP})])
     with pytest.raises(ValueError, match="lacks key"):
-        RowOp("events", {"camera_id": CAMERA})
+        plan([RowOp("events", {"camera_id": CAMERA})])
+    with pytest.raises(ValueError, match="not a projection table"):
+        plan([RowOp("evnets", {"id": CAMERA})])
 
 
 def test_times_keep_their_zone() -> None:
