@@ -44,6 +44,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
+    INVALID_SPAN,
     Link,
     NonRecordingSpan,
     Span,
@@ -372,6 +373,24 @@ async def ai_request(
     undecodable file): recorded with outcome `bad_input`, not as errors of the backend."""
     instruments = telemetry.instruments
     started = time.perf_counter()
+    if not _recording(telemetry.tracer):
+        # Nothing records spans: no child span (the stage's trace stays the current one), the
+        # duration and errors all the same.
+        outcome = OK
+        try:
+            yield INVALID_SPAN
+        except BaseException as exc:
+            outcome = "bad_input" if isinstance(exc, bad_input) else "error"
+            if outcome == "error":
+                instruments.ai_request_errors.add(
+                    1, {"backend": backend, "error_type": error_type(exc)}
+                )
+            raise
+        finally:
+            instruments.ai_request_duration.record(
+                time.perf_counter() - started, {"backend": backend, "outcome": outcome}
+            )
+        return
     span = telemetry.tracer.start_span(
         name,
         kind=SpanKind.CLIENT,

@@ -34,6 +34,7 @@ from opentelemetry.trace import Link, Span
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import WatchError
 
+from streams import trusted
 from streams.batching import (
     BatchConfig,
     Closed,
@@ -46,7 +47,7 @@ from streams.batching import (
 from streams.clock import epoch_now
 from streams.confirmation import Confirmation, confirmed
 from streams.contract import HandlerResult, StreamEntry
-from streams.envelope import HEADER_TRACEPARENT, entry_fields
+from streams.envelope import HEADER_TRACEPARENT, entry_fields_and_headers
 from streams.names import Group, StreamNames
 from streams.replies import id_key, reply_text
 from streams.schemas import (
@@ -148,6 +149,8 @@ class _Closing:
     close: Closed
     members: list[_Member]
     span: Span
+    # The entry and every header `_emit` wrote, for `streams.trusted` once its id is known.
+    written: tuple[BatchClosed, dict[str, str]] | None = None
 
 
 class BatchStage:
@@ -389,7 +392,9 @@ class BatchStage:
             headers[HEADER_TRACEPARENT] = traceparent
         if members:
             headers[HEADER_OBSERVED_AT] = _moment(min(m.observed_at for m in members)).isoformat()
-        pipe.xadd(self._names.batches(camera), entry_fields(entry, headers))
+        fields, full = entry_fields_and_headers(entry, headers)
+        closing.written = (entry, full)
+        pipe.xadd(self._names.batches(camera), fields)
 
     def _closed(
         self,
@@ -412,6 +417,10 @@ class BatchStage:
             entry_id = next(replies, None)
             if isinstance(entry_id, bytes | str):
                 batch.span.set_attribute(ATTR_ENTRY_ID, reply_text(entry_id))
+                if batch.written is not None:  # handed to this process's readers as written
+                    trusted.remember(
+                        self._names.batches(camera), reply_text(entry_id), *batch.written
+                    )
             end_span(batch.span, OK)
             telemetry.instruments.batch_size.record(
                 close.batch.detection_count, {"camera": camera, "reason": close.reason.value}

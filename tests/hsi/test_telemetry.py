@@ -36,7 +36,7 @@ from hsi.infra.tracing import traces_endpoint
 from hsi.settings import components
 from hsi.settings.model import Settings
 from streams.envelope import HEADER_TRACEPARENT
-from streams.tracing import StageSpans, StageTelemetry
+from streams.tracing import StageSpans, StageTelemetry, ai_request
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -146,6 +146,29 @@ def test_without_an_exporter_a_stage_carries_the_incoming_trace_on() -> None:
     assert span.name == "detect"
     assert span.parent is not None
     assert f"{span.parent.span_id:016x}" == "b7ad6b7169203331"
+
+
+async def test_without_an_exporter_ai_requests_are_measured_without_a_span() -> None:
+    """No exporter: an AI request makes no child span (the stage's trace stays current), and
+    its duration and errors are recorded by outcome as with one."""
+    setup_telemetry(TelemetryConfig())
+    stage = StageTelemetry.current()
+    async with ai_request(stage, "ai.detect", "embedded") as span:
+        assert not span.get_span_context().is_valid
+    with pytest.raises(ValueError, match="bad"):
+        async with ai_request(stage, "ai.detect", "embedded"):
+            raise ValueError("bad")
+    with pytest.raises(FileNotFoundError):
+        async with ai_request(stage, "ai.detect", "embedded", bad_input=(FileNotFoundError,)):
+            raise FileNotFoundError("gone")
+    got = _samples()
+    duration = "hsi_ai_request_duration_seconds_count"
+    for outcome in ("ok", "error", "bad_input"):
+        assert got[(duration, _labels(backend="embedded", outcome=outcome))] == 1
+    errors = got[
+        ("hsi_ai_request_errors_total", _labels(backend="embedded", error_type="ValueError"))
+    ]
+    assert errors == 1
 
 
 def test_before_setup_everything_is_a_no_op() -> None:
