@@ -20,8 +20,10 @@ stage's stream of its cameras (the groups exist, and a second more for the first
 camera ids are B1's `cam_NN` names taken so that each shard owns half of them: `--shard` splits
 by a CRC32 of the id, which puts `cam_00`…`cam_03` all in shard 0 of 2.
 
-The ratio of a figure is the variant's files/s over (a)'s in the same round. The note gives
-the CPU each file cost in the worker processes and in the publishing benchmark process.
+The ratio of a figure is the variant's files/s over (a)'s in the same round. The note gives,
+per variant, the CPU each file cost (medians, ms): in the worker processes, in the publishing
+benchmark process, in Redis (every node's INFO cpu) and on the whole machine (every core's busy
+time, whatever ran: PostgreSQL is most of the rest), and how many cores were busy on average.
 """
 
 from __future__ import annotations
@@ -36,11 +38,12 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from benchmarks.apiserver import REPOSITORY
@@ -57,7 +60,7 @@ from benchmarks.throughput import (
 )
 from benchmarks.throughput import sizes as b1_sizes
 from benchmarks.timing import BenchmarkError
-from hsi.infra.redis import RedisClient, RedisConfig, create_redis
+from hsi.infra.redis import RedisClient, RedisConfig, create_redis, per_node
 from hsi.infra.telemetry import TelemetryConfig, reset_telemetry, setup_telemetry
 from streams.names import Group, StreamKind, StreamNames
 from streams.watch.ledger import Ledger
@@ -97,10 +100,28 @@ VARIANTS: tuple[Variant, ...] = (
 
 
 @dataclass(frozen=True)
+class Cpu:
+    """CPU seconds so far (or, as a difference, ms per file) of the parts of a measurement."""
+
+    workers: float  # all worker processes together
+    publisher: float  # this process
+    redis: float  # every Redis node (INFO cpu)
+    machine: float  # every core of the machine busy, whatever ran on it
+
+    def per_file(self, since: Cpu, files: int) -> Cpu:
+        pairs = zip(astuple(self), astuple(since), strict=True)
+        return Cpu(*(1000 * (now - then) / files for now, then in pairs))
+
+
+@dataclass(frozen=True)
 class Measured:
     files_per_second: float
-    worker_cpu_ms: float  # per file, all worker processes together
-    publisher_cpu_ms: float  # per file, this process
+    cpu: Cpu  # ms per file
+
+    @property
+    def cores_busy(self) -> float:
+        """The machine's cores busy on average while the files went through."""
+        return self.cpu.machine * self.files_per_second / 1000
 
 
 def shard_of(camera: str, shards: int) -> int:
@@ -230,6 +251,21 @@ def _cpu_seconds(processes: Sequence[subprocess.Popen[bytes]]) -> float:
     return total
 
 
+async def cpu_now(redis: RedisClient, processes: Sequence[subprocess.Popen[bytes]]) -> Cpu:
+    if isinstance(redis, RedisCluster):
+        reply: Any = await redis.info("cpu", target_nodes=RedisCluster.ALL_NODES)
+    else:
+        reply = await redis.info("cpu")
+    nodes = per_node(reply)
+    machine = psutil.cpu_times()
+    return Cpu(
+        workers=_cpu_seconds(processes),
+        publisher=time.process_time(),
+        redis=sum(float(n["used_cpu_user"]) + float(n["used_cpu_sys"]) for n in nodes),
+        machine=sum(machine) - machine.idle - getattr(machine, "iowait", 0.0),
+    )
+
+
 @asynccontextmanager
 async def _client(redis_url: str, cluster: bool) -> AsyncIterator[RedisClient]:
     redis = create_redis(RedisConfig(url=redis_url, cluster=cluster))
@@ -268,8 +304,7 @@ async def measure(
                         await register_cameras(ledger, cameras)
                         with workers(env, variant.processes, folder) as processes:
                             await wait_reading(redis, names, cameras, processes, folder)
-                            workers_before = _cpu_seconds(processes)
-                            own_before = time.process_time()
+                            before = await cpu_now(redis, processes)
                             speed = await files_per_second(
                                 servers,
                                 schema,
@@ -278,13 +313,12 @@ async def measure(
                                 lambda: ingest(ledger, cameras, files),
                                 variant.label,
                             )
-                            own = time.process_time() - own_before
-                            worker_cpu = _cpu_seconds(processes) - workers_before
+                            cpu = (await cpu_now(redis, processes)).per_file(before, files)
                     finally:
                         reset_telemetry()
         finally:
             await drop_keys(redis, prefix)
-    return Measured(speed, 1000 * worker_cpu / files, 1000 * own / files)
+    return Measured(speed, cpu)
 
 
 @contextlib.contextmanager
@@ -299,6 +333,17 @@ def _cluster(url: str | None) -> Iterator[str]:
         yield cluster.url
 
 
+def _cpu_text(runs: Sequence[Measured]) -> str:
+    def ms(part: str) -> str:
+        return f"{median([getattr(m.cpu, part) for m in runs]):.2f}"
+
+    cores = median([m.cores_busy for m in runs])
+    return (
+        f"workers {ms('workers')}, publisher {ms('publisher')}, Redis {ms('redis')}, "
+        f"machine {ms('machine')} ({cores:.1f} cores busy)"
+    )
+
+
 def run(servers: Servers, options: Options, cluster_url: str | None = None) -> list[Figure]:
     """The figures of B8: each variant against (a) of the same round. `cluster_url` names a
     running cluster; None starts one on loopback for the duration."""
@@ -311,11 +356,7 @@ def run(servers: Servers, options: Options, cluster_url: str | None = None) -> l
                 url = cluster if variant.cluster else servers.redis_url
                 results[variant].append(asyncio.run(measure(servers, url, variant, files, cameras)))
     batches = files // count // FILES_PER_BATCH
-    cpu = "; ".join(
-        f"{variant.label}: workers {median([m.worker_cpu_ms for m in runs]):.2f}, "
-        f"publisher {median([m.publisher_cpu_ms for m in runs]):.2f}"
-        for variant, runs in results.items()
-    )
+    cpu = "; ".join(f"{variant.label}: {_cpu_text(runs)}" for variant, runs in results.items())
     figures = []
     for variant in VARIANTS[1:]:
         note = f"floor: {BASELINE.label}, same round"
