@@ -22,8 +22,9 @@ by a CRC32 of the id, which puts `cam_00`…`cam_03` all in shard 0 of 2.
 
 The ratio of a figure is the variant's files/s over (a)'s in the same round. The note gives,
 per variant, the CPU each file cost (medians, ms): in the worker processes, in the publishing
-benchmark process, in Redis (every node's INFO cpu) and on the whole machine (every core's busy
-time, whatever ran: PostgreSQL is most of the rest), and how many cores were busy on average.
+benchmark process, in Redis (every node's INFO cpu), in PostgreSQL (every `postgres` process of
+the machine: exact with embedded servers, shared ones count their other clients too) and on the
+whole machine (every core's busy time, whatever ran), and how many cores were busy on average.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ NAME = "scaleout"
 SHARDS = 2
 READY_SECONDS = 60.0
 SETTLE_SECONDS = 1.0
+# The busy parts of the machine's CPU times (Linux counts guest time in user; steal is not ours).
+BUSY = ("user", "nice", "system", "irq", "softirq")
 STOP_SECONDS = 60.0
 # The groups reading each per-camera stream of B1's work (notify is off by default).
 READERS: dict[StreamKind, tuple[Group, ...]] = {
@@ -106,6 +109,7 @@ class Cpu:
     workers: float  # all worker processes together
     publisher: float  # this process
     redis: float  # every Redis node (INFO cpu)
+    postgres: float  # every process named postgres on this machine, and those it reaped
     machine: float  # every core of the machine busy, whatever ran on it
 
     def per_file(self, since: Cpu, files: int) -> Cpu:
@@ -251,6 +255,15 @@ def _cpu_seconds(processes: Sequence[subprocess.Popen[bytes]]) -> float:
     return total
 
 
+def _postgres_seconds() -> float:
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        times = process.info["cpu_times"]
+        if times is not None and (process.info["name"] or "").startswith("postgres"):
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 async def cpu_now(redis: RedisClient, processes: Sequence[subprocess.Popen[bytes]]) -> Cpu:
     if isinstance(redis, RedisCluster):
         reply: Any = await redis.info("cpu", target_nodes=RedisCluster.ALL_NODES)
@@ -262,7 +275,8 @@ async def cpu_now(redis: RedisClient, processes: Sequence[subprocess.Popen[bytes
         workers=_cpu_seconds(processes),
         publisher=time.process_time(),
         redis=sum(float(n["used_cpu_user"]) + float(n["used_cpu_sys"]) for n in nodes),
-        machine=sum(machine) - machine.idle - getattr(machine, "iowait", 0.0),
+        postgres=_postgres_seconds(),
+        machine=sum(getattr(machine, part, 0.0) for part in BUSY),
     )
 
 
@@ -340,7 +354,7 @@ def _cpu_text(runs: Sequence[Measured]) -> str:
     cores = median([m.cores_busy for m in runs])
     return (
         f"workers {ms('workers')}, publisher {ms('publisher')}, Redis {ms('redis')}, "
-        f"machine {ms('machine')} ({cores:.1f} cores busy)"
+        f"PostgreSQL {ms('postgres')}, machine {ms('machine')} ({cores:.1f} cores busy)"
     )
 
 
