@@ -24,7 +24,9 @@ The ratio of a figure is the variant's files/s over (a)'s in the same round. The
 per variant, the CPU each file cost (medians, ms): in the worker processes, in the publishing
 benchmark process, in Redis (every node's INFO cpu), in PostgreSQL (every `postgres` process of
 the machine: exact with embedded servers, shared ones count their other clients too) and on the
-whole machine (every core's busy time, whatever ran), and how many cores were busy on average.
+whole machine (every core's busy time, whatever ran), how many cores were busy on average, and
+how much of a core the busiest worker process used (its asyncio loop runs Python on one core at
+a time: near 100 % it is the bottleneck, whatever the cores).
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ class Cpu:
 class Measured:
     files_per_second: float
     cpu: Cpu  # ms per file
+    busiest_worker: float  # the busiest worker process's CPU seconds per second (1: a core)
 
     @property
     def cores_busy(self) -> float:
@@ -247,12 +250,13 @@ async def wait_reading(
         await asyncio.sleep(0.1)
 
 
-def _cpu_seconds(processes: Sequence[subprocess.Popen[bytes]]) -> float:
-    total = 0.0
+def _cpu_seconds(processes: Sequence[subprocess.Popen[bytes]]) -> list[float]:
+    """Each process's CPU seconds so far."""
+    seconds = []
     for process in processes:
         times = psutil.Process(process.pid).cpu_times()
-        total += times.user + times.system
-    return total
+        seconds.append(times.user + times.system)
+    return seconds
 
 
 def _postgres_seconds() -> float:
@@ -272,7 +276,7 @@ async def cpu_now(redis: RedisClient, processes: Sequence[subprocess.Popen[bytes
     nodes = per_node(reply)
     machine = psutil.cpu_times()
     return Cpu(
-        workers=_cpu_seconds(processes),
+        workers=sum(_cpu_seconds(processes)),
         publisher=time.process_time(),
         redis=sum(float(n["used_cpu_user"]) + float(n["used_cpu_sys"]) for n in nodes),
         postgres=_postgres_seconds(),
@@ -319,6 +323,7 @@ async def measure(
                         with workers(env, variant.processes, folder) as processes:
                             await wait_reading(redis, names, cameras, processes, folder)
                             before = await cpu_now(redis, processes)
+                            each_before = _cpu_seconds(processes)
                             speed = await files_per_second(
                                 servers,
                                 schema,
@@ -328,11 +333,13 @@ async def measure(
                                 variant.label,
                             )
                             cpu = (await cpu_now(redis, processes)).per_file(before, files)
+                            each = zip(_cpu_seconds(processes), each_before, strict=True)
+                            busiest = max(now - then for now, then in each) * speed / files
                     finally:
                         reset_telemetry()
         finally:
             await drop_keys(redis, prefix)
-    return Measured(speed, cpu)
+    return Measured(speed, cpu, busiest)
 
 
 @contextlib.contextmanager
@@ -352,9 +359,11 @@ def _cpu_text(runs: Sequence[Measured]) -> str:
         return f"{median([getattr(m.cpu, part) for m in runs]):.2f}"
 
     cores = median([m.cores_busy for m in runs])
+    busiest = median([m.busiest_worker for m in runs])
     return (
         f"workers {ms('workers')}, publisher {ms('publisher')}, Redis {ms('redis')}, "
-        f"PostgreSQL {ms('postgres')}, machine {ms('machine')} ({cores:.1f} cores busy)"
+        f"PostgreSQL {ms('postgres')}, machine {ms('machine')} ({cores:.1f} cores busy, the "
+        f"busiest worker {100 * busiest:.0f} % of one)"
     )
 
 
