@@ -22,9 +22,9 @@ by a CRC32 of the id, which puts `cam_00`…`cam_03` all in shard 0 of 2.
 
 The ratio of a figure is the variant's files/s over (a)'s in the same round. The note gives,
 per variant, the CPU each file cost (medians, ms): in the worker processes, in the publishing
-benchmark process, in Redis (every node's INFO cpu), in PostgreSQL (every `postgres` process of
-the machine: exact with embedded servers, shared ones count their other clients too) and on the
-whole machine (every core's busy time, whatever ran), how many cores were busy on average, and
+benchmark process, in Redis (every node's INFO cpu), in PostgreSQL (the server's processes, when
+it runs on this machine; shared servers count their other clients' work too) and on the whole
+machine (every core's busy time, whatever ran), how many cores were busy on average, and
 how much of a core the busiest worker process used (its asyncio loop runs Python on one core at
 a time: near 100 % it is the bottleneck, whatever the cores).
 """
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import psutil
+import psycopg
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
@@ -111,7 +113,7 @@ class Cpu:
     workers: float  # all worker processes together
     publisher: float  # this process
     redis: float  # every Redis node (INFO cpu)
-    postgres: float  # every process named postgres on this machine, and those it reaped
+    postgres: float  # the server's processes and those it reaped (NaN: not on this machine)
     machine: float  # every core of the machine busy, whatever ran on it
 
     def per_file(self, since: Cpu, files: int) -> Cpu:
@@ -259,16 +261,45 @@ def _cpu_seconds(processes: Sequence[subprocess.Popen[bytes]]) -> list[float]:
     return seconds
 
 
-def _postgres_seconds() -> float:
-    total = 0.0
-    for process in psutil.process_iter(["name", "cpu_times"]):
-        times = process.info["cpu_times"]
-        if times is not None and (process.info["name"] or "").startswith("postgres"):
-            total += times.user + times.system + times.children_user + times.children_system
-    return total
+async def postmaster(servers: Servers) -> psutil.Process | None:
+    """The local PostgreSQL server's main process (the parent of a backend serving this
+    process), or None when the server runs elsewhere."""
+    async with await psycopg.AsyncConnection.connect(servers.conninfo()) as conn:
+        row = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
+    assert row is not None
+    try:
+        parent = psutil.Process(int(row[0])).parent()
+        local = parent is not None and parent.name().startswith("postgres")
+    except psutil.Error:
+        return None
+    return parent if local else None
 
 
-async def cpu_now(redis: RedisClient, processes: Sequence[subprocess.Popen[bytes]]) -> Cpu:
+def _postgres_seconds(main: psutil.Process | None) -> float:
+    """CPU seconds of the PostgreSQL server so far: its main process, the backends it runs and
+    those it reaped; NaN when it runs elsewhere."""
+    for _ in range(5):  # a backend may exit while its siblings are read
+        if main is None:
+            break
+        try:
+            times = main.cpu_times()
+            total = times.user + times.system + times.children_user + times.children_system
+            for child in main.children(recursive=True):
+                child_times = child.cpu_times()
+                total += child_times.user + child_times.system
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.Error:
+            break
+        return total
+    return math.nan
+
+
+async def cpu_now(
+    redis: RedisClient,
+    processes: Sequence[subprocess.Popen[bytes]],
+    postgres: psutil.Process | None,
+) -> Cpu:
     if isinstance(redis, RedisCluster):
         reply: Any = await redis.info("cpu", target_nodes=RedisCluster.ALL_NODES)
     else:
@@ -279,7 +310,7 @@ async def cpu_now(redis: RedisClient, processes: Sequence[subprocess.Popen[bytes
         workers=sum(_cpu_seconds(processes)),
         publisher=time.process_time(),
         redis=sum(float(n["used_cpu_user"]) + float(n["used_cpu_sys"]) for n in nodes),
-        postgres=_postgres_seconds(),
+        postgres=_postgres_seconds(postgres),
         machine=sum(getattr(machine, part, 0.0) for part in BUSY),
     )
 
@@ -322,7 +353,8 @@ async def measure(
                         await register_cameras(ledger, cameras)
                         with workers(env, variant.processes, folder) as processes:
                             await wait_reading(redis, names, cameras, processes, folder)
-                            before = await cpu_now(redis, processes)
+                            postgres = await postmaster(servers)
+                            before = await cpu_now(redis, processes, postgres)
                             each_before = _cpu_seconds(processes)
                             speed = await files_per_second(
                                 servers,
@@ -332,7 +364,8 @@ async def measure(
                                 lambda: ingest(ledger, cameras, files),
                                 variant.label,
                             )
-                            cpu = (await cpu_now(redis, processes)).per_file(before, files)
+                            after = await cpu_now(redis, processes, postgres)
+                            cpu = after.per_file(before, files)
                             each = zip(_cpu_seconds(processes), each_before, strict=True)
                             busiest = max(now - then for now, then in each) * speed / files
                     finally:
@@ -356,7 +389,8 @@ def _cluster(url: str | None) -> Iterator[str]:
 
 def _cpu_text(runs: Sequence[Measured]) -> str:
     def ms(part: str) -> str:
-        return f"{median([getattr(m.cpu, part) for m in runs]):.2f}"
+        values = [value for m in runs if math.isfinite(value := getattr(m.cpu, part))]
+        return f"{median(values):.2f}" if values else "-"
 
     cores = median([m.cores_busy for m in runs])
     busiest = median([m.busiest_worker for m in runs])
