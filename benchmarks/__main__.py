@@ -1,7 +1,8 @@
 """`python -m benchmarks [names…] [--quick]`: run the benchmarks and print the results table.
 
 Names: throughput (B1), latency (B2), replay (B3), query (B4), memory (B5), detection (B6),
-accuracy (B7); none means all. The servers are embedded ones in a temporary folder, or those
+accuracy (B7), scaleout (B8); none means all. The servers are embedded ones in a temporary
+folder, or those
 named by HSI_BENCH_REDIS_URL and HSI_BENCH_DATABASE_URL; they are started only when a chosen
 benchmark needs them (accuracy does not). See benchmarks/README.md.
 """
@@ -22,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 
-from benchmarks import accuracy, detection, latency, memory, query, replay, throughput
+from benchmarks import accuracy, detection, latency, memory, query, replay, scaleout, throughput
 from benchmarks.environment import Servers, servers
 from benchmarks.options import Options, Size
 from benchmarks.report import Figure, table
@@ -35,6 +36,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "memory": memory,
     "detection": detection,
     "accuracy": accuracy,
+    "scaleout": scaleout,
 }
 ALIASES = {f"b{index}": name for index, name in enumerate(BENCHMARKS, start=1)}
 
@@ -81,7 +83,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "names",
         nargs="*",
         metavar="name",
-        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (or b1…b6); default all",
+        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (or b1…b8); default all",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (about 4 minutes)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per benchmark (default 3)")

@@ -140,7 +140,7 @@ async def running_pipeline(
         reset_telemetry()
 
 
-async def _files_per_second(
+async def files_per_second(
     servers: Servers,
     schema: str,
     files: int,
@@ -170,7 +170,7 @@ async def measure_hsi(servers: Servers, files: int, camera_count: int) -> float:
                 ledger = Ledger(redis, pipeline.names, settings.dedupe_ttl)
                 await register_cameras(ledger, ids)
                 await pipeline.discover()
-                return await _files_per_second(
+                return await files_per_second(
                     servers, schema, files, camera_count, lambda: ingest(ledger, ids, files), "HSI"
                 )
 
@@ -183,7 +183,7 @@ async def measure_floor(servers: Servers, files: int, camera_count: int) -> floa
         raw = RawPipeline(redis, servers.conninfo(schema), names, ids)
         await raw.start()
         try:
-            return await _files_per_second(
+            return await files_per_second(
                 servers,
                 schema,
                 files,

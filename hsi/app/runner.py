@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
     from hsi.settings.model import Settings
     from projections.retention_rules import RetentionRules
+    from streams.detectors import Detector
     from streams.watch.outcomes import Outcome
 
 
@@ -314,15 +315,22 @@ def _metrics_server(settings: Settings) -> Callable[[], None]:
     return serve_metrics(settings.api_host, port)
 
 
-def run_worker(settings: Settings, options: PipelineOptions) -> None:
-    """Some stages for some cameras, until SIGINT/SIGTERM."""
+def run_worker(
+    settings: Settings, options: PipelineOptions, *, detector: Detector | None = None
+) -> None:
+    """Some stages for some cameras, until SIGINT/SIGTERM. `detector` replaces the one the
+    settings name (the benchmarks' zero-cost detector); None builds it from the settings."""
     urls = _boot(settings, postgres=Group.PROJECT in options.stages)
-    asyncio.run(_worker(settings, urls, options))
+    asyncio.run(_worker(settings, urls, options, detector))
 
 
-async def _worker(settings: Settings, urls: ServiceURLs, options: PipelineOptions) -> None:
+async def _worker(
+    settings: Settings, urls: ServiceURLs, options: PipelineOptions, detector: Detector | None
+) -> None:
     await _prepare(urls.database_url, components.redis_config(settings, urls.redis_url))
-    pipeline = Pipeline(settings, urls.redis_url, options, database_url=urls.database_url)
+    pipeline = Pipeline(
+        settings, urls.redis_url, options, detector=detector, database_url=urls.database_url
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,10 +10,11 @@ import math
 import pytest
 
 from benchmarks import __main__ as runner
-from benchmarks import detection, latency, memory, query, replay, throughput
+from benchmarks import detection, latency, memory, query, replay, scaleout, throughput
 from benchmarks.environment import DATABASE_ENV, REDIS_ENV, Servers
 from benchmarks.options import Options, Size
 from benchmarks.report import Figure
+from streams.stages.runtime import CameraSelection
 
 SMOKE = Options(size=Size.SMOKE, rounds=1)
 
@@ -36,6 +37,28 @@ def _numbers(figures: list[Figure]) -> None:
 def test_throughput_runs(servers: Servers) -> None:
     """B1 moves files through HSI's pipeline and through the raw floor."""
     _numbers(throughput.run(servers, SMOKE))
+
+
+def test_scaleout_runs(servers: Servers, cluster_url: str) -> None:
+    """B8 moves B1's files through 1 and 2 `hsi worker` processes, on one Redis and on the
+    session's three-node cluster; each variant against one process on one Redis."""
+    figures = scaleout.run(servers, SMOKE, cluster_url=cluster_url)
+    _numbers(figures)
+    assert [f.name.split(",")[1].strip() for f in figures] == [
+        "2 worker processes",
+        "1 worker process",
+        "2 worker processes",
+    ]
+
+
+def test_scaleout_cameras_split_evenly_over_shards() -> None:
+    """`--shard i/2` owns half of B8's cameras at every size."""
+    for count in (2, 4, 8):
+        cameras = scaleout.balanced_cameras(count)
+        assert len(set(cameras)) == count
+        for shard in ("0/2", "1/2"):
+            owned = [c for c in cameras if CameraSelection.parse(None, shard).owns(c)]
+            assert len(owned) == count // 2
 
 
 @pytest.mark.slow
