@@ -18,10 +18,20 @@ batch starts a trace of its own: the `batch` span (from the batch's first item t
 links to the trace of each of its files, and its `traceparent` goes into the `batch.closed`
 headers, with the earliest `observed_at` of its files (for the end-to-end latency); see
 `streams.tracing`. The detections themselves get no per-entry span here, only metrics.
+
+The common case in one round trip. The WATCH/MULTI takes four (WATCH, GET, XPENDING, EXEC) and
+decodes the state each time. A stage that stored the state last keeps it in memory with the
+SHA-1 of what it stored, works out the new state from that, and sends the outcome as one script
+(`_ADVANCE`) that applies it only if the stored state still has that digest and every entry is
+still pending in the group — the same checks the WATCH and the XPENDING make, made atomically
+inside the script; then it acknowledges the entries, writes the closed batches and stores the
+new state. If either check fails (another worker, the timer or a reclaim changed something) the
+script writes nothing and the stage takes the WATCH/MULTI path on what Redis holds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +42,7 @@ from typing import Any
 import orjson
 from opentelemetry.trace import Link, Span
 from redis.asyncio import Redis, RedisCluster
+from redis.commands.core import AsyncScript
 from redis.exceptions import WatchError
 
 from streams import trusted
@@ -76,6 +87,40 @@ from streams.transactions import transaction
 
 logger = logging.getLogger("hsi.batch")
 _PENDING_PAGE = 1000
+
+# KEYS[1]: the open-batch state, KEYS[2]: the detections stream, KEYS[3]: the batches stream.
+# ARGV[1]: the SHA-1 of the state it was worked out from ('' when there was none); ARGV[2]: the
+# group; ARGV[3]: the number n of entries; ARGV[4..3+n]: their ids; then the new state ('' to
+# delete it), the number of batches, and per batch the number of its field/value items and them.
+# Returns the new batch entry ids, or false (nothing written) when a check fails.
+_ADVANCE = """
+local current = redis.call('GET', KEYS[1])
+local digest = ''
+if current then digest = redis.sha1hex(current) end
+if digest ~= ARGV[1] then return false end
+local n = tonumber(ARGV[3])
+for i = 1, n do
+  local id = ARGV[3 + i]
+  if #redis.call('XPENDING', KEYS[2], ARGV[2], id, id, 1) == 0 then return false end
+end
+if n > 0 then redis.call('XACK', KEYS[2], ARGV[2], unpack(ARGV, 4, 3 + n)) end
+local at = 4 + n
+if ARGV[at] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[at]) end
+local m = tonumber(ARGV[at + 1])
+at = at + 2
+local ids = {}
+for k = 1, m do
+  local count = tonumber(ARGV[at])
+  ids[k] = redis.call('XADD', KEYS[3], '*', unpack(ARGV, at + 1, at + count))
+  at = at + 1 + count
+end
+return ids
+"""
+_ADVANCE_SCRIPT = AsyncScript(None, _ADVANCE.encode())  # type: ignore[arg-type]  # no client
+
+
+def _digest(raw: bytes | None) -> str:
+    return "" if raw is None else hashlib.sha1(raw, usedforsecurity=False).hexdigest()
 
 
 def _moment(epoch: float) -> datetime:
@@ -174,6 +219,8 @@ class BatchStage:
         self._confirmation = confirmation or Confirmation()
         self._clock = clock
         self._telemetry = telemetry
+        # camera → (digest of the state this stage stored last, that state): see the module doc.
+        self._stored: dict[str, tuple[str, _State]] = {}
         # Every entry of the detections stream is an item (one without objects too: it moves
         # the camera's clock on); the detections get no span of their own, only metrics.
         self._loop: StageLoop[Entry] = StageLoop(
@@ -235,6 +282,8 @@ class BatchStage:
         done: list[str],
     ) -> None:
         key = self._names.open_batch(camera)
+        if await self._advance_stored(telemetry, camera, stream, items, done):
+            return
         async with transaction(self._redis) as pipe:
             while True:
                 try:
@@ -244,22 +293,7 @@ class BatchStage:
                     # reclaim while this one was slow): it changed the state key when it acked
                     # them, so the WATCH makes this check and the MULTI below one atomic step.
                     pending = await _pending_among(pipe, stream, self.group.value, done)
-                    closed: list[tuple[Closed, list[_Member]]] = []
-                    now = self._clock()
-                    for item, member in items:
-                        if item.entry_id not in pending:
-                            continue
-                        decision = decide(state.batch, item, now, self._config)
-                        if member is not None:
-                            state.members[item.entry_id] = member
-                        for close in decision.closed:
-                            members = [
-                                state.members.pop(i)
-                                for i in close.batch.entry_ids
-                                if i in state.members
-                            ]
-                            closed.append((close, members))
-                        state.batch = decision.open_batch
+                    closed = self._advance(state, items, set(pending))
                     # Spans of an attempt lost to a WATCH race are never ended, so never exported.
                     closing = [
                         self._start_span(telemetry, camera, stream, close, self._confirm(members))
@@ -268,10 +302,11 @@ class BatchStage:
                     pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
                     for batch in closing:
                         self._emit(pipe, camera, batch)
-                    self._store(pipe, key, state)
+                    raw = self._store(pipe, key, state)
                     if pending:
                         pipe.xack(stream, self.group.value, *pending)
                     results = await pipe.execute()
+                    self._stored[camera] = (_digest(raw), state)
                     self._closed(telemetry, camera, closing, results)
                     if len(pending) < len(done):
                         logger.info(
@@ -285,6 +320,61 @@ class BatchStage:
                     return
                 except WatchError:
                     continue
+
+    def _advance(
+        self,
+        state: _State,
+        items: Sequence[tuple[DetectionItem, _Member | None]],
+        pending: set[str],
+    ) -> list[tuple[Closed, list[_Member]]]:
+        """Decide each pending item on `state` (changed in place); the batches it closed."""
+        closed: list[tuple[Closed, list[_Member]]] = []
+        now = self._clock()
+        for item, member in items:
+            if item.entry_id not in pending:
+                continue
+            decision = decide(state.batch, item, now, self._config)
+            if member is not None:
+                state.members[item.entry_id] = member
+            for close in decision.closed:
+                members = [
+                    state.members.pop(i) for i in close.batch.entry_ids if i in state.members
+                ]
+                closed.append((close, members))
+            state.batch = decision.open_batch
+        return closed
+
+    async def _advance_stored(
+        self,
+        telemetry: StageTelemetry,
+        camera: str,
+        stream: str,
+        items: Sequence[tuple[DetectionItem, _Member | None]],
+        done: list[str],
+    ) -> bool:
+        """The one-round-trip path (module doc): False when it wrote nothing."""
+        stored = self._stored.pop(camera, None)
+        if stored is None or not done:
+            return False
+        digest, previous = stored
+        state = _State(previous.batch, dict(previous.members))
+        closed = self._advance(state, items, set(done))
+        closing = [
+            self._start_span(telemetry, camera, stream, close, self._confirm(members))
+            for close, members in closed
+        ]
+        raw = state.dump()
+        batches = [fields for batch in closing if (fields := self._entry_fields(camera, batch))]
+        args: list[Any] = [digest, self.group.value, len(done), *done, raw or b"", len(batches)]
+        for fields in batches:
+            args += [len(fields) * 2, *(item for pair in fields.items() for item in pair)]
+        keys = [self._names.open_batch(camera), stream, self._names.batches(camera)]
+        results = await _ADVANCE_SCRIPT(keys, args, client=self._redis)
+        if results is None:
+            return False  # spans of this attempt are never ended, so never exported
+        self._stored[camera] = (_digest(raw), state)
+        self._closed(telemetry, camera, closing, results)
+        return True
 
     async def tick_camera(self, camera: str) -> bool:
         """Close the camera's open batch when its idle or window deadline has passed."""
@@ -312,18 +402,20 @@ class BatchStage:
                     pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
                     self._emit(pipe, camera, batch)
                     pipe.delete(key)
+                    self._stored.pop(camera, None)
                     results = await pipe.execute()
                     self._closed(telemetry, camera, [batch], results)
                     return True
                 except WatchError:
                     continue
 
-    def _store(self, pipe: Any, key: str, state: _State) -> None:
+    def _store(self, pipe: Any, key: str, state: _State) -> bytes | None:
         raw = state.dump()
         if raw is None:
             pipe.delete(key)
         else:
             pipe.set(key, raw)
+        return raw
 
     def _start_span(
         self,
@@ -364,10 +456,16 @@ class BatchStage:
 
     def _emit(self, pipe: Any, camera: str, closing: _Closing) -> None:
         """XADD the batch, unless no object of it was confirmed (then it makes no event)."""
+        fields = self._entry_fields(camera, closing)
+        if fields is not None:
+            pipe.xadd(self._names.batches(camera), fields)
+
+    def _entry_fields(self, camera: str, closing: _Closing) -> dict[bytes, bytes] | None:
+        """The batch's `batch.closed` entry fields; None when no object of it was confirmed."""
         batch = closing.close.batch
         members = closing.members
         if not members:
-            return
+            return None
         objects = [o for m in members for o in m.detection.objects]
         delay = min(m.observed_at - m.detection.captured_at.timestamp() for m in members)
         entry = BatchClosed(
@@ -394,7 +492,7 @@ class BatchStage:
             headers[HEADER_OBSERVED_AT] = _moment(min(m.observed_at for m in members)).isoformat()
         fields, full = entry_fields_and_headers(entry, headers)
         closing.written = (entry, full)
-        pipe.xadd(self._names.batches(camera), fields)
+        return fields
 
     def _closed(
         self,

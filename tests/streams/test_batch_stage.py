@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import pytest
 from redis.asyncio import Redis
 
 from hsi.infra.redis import RedisConfig, create_redis
@@ -24,6 +25,7 @@ from streams.groups import ensure_group
 from streams.names import Group, StreamNames
 from streams.reclaim import StreamEntry
 from streams.schemas import BatchClosed, DetectedObject
+from streams.stages import batch as batch_module
 from streams.stages.batch import BatchStage
 from tests.projections.builders import (
     CAMERA,
@@ -261,4 +263,84 @@ async def test_a_burst_confirms_its_objects_and_a_lone_faint_one_makes_no_event(
     assert await stage.tick_camera(CAMERA)  # closed, but nothing confirmed: nothing written
     assert len(await _closed(redis_client, names)) == 1
     assert not await redis_client.exists(names.open_batch(CAMERA))
+    assert await _pending(redis_client, names) == 0
+
+
+class _Transactions:
+    """Counts the WATCH/MULTI transactions the batch stage opens (its slow path)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.opened = 0
+        real = batch_module.transaction
+
+        def counting(redis: Any) -> Any:
+            self.opened += 1
+            return real(redis)
+
+        monkeypatch.setattr(batch_module, "transaction", counting)
+
+
+async def test_a_stage_that_stored_the_state_advances_it_in_one_script(
+    redis_client: Redis, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first batch of a camera goes through the WATCH/MULTI; the next ones, worked out from
+    the state this stage stored, through the one-round-trip script: same batches, each entry
+    acknowledged once."""
+    names = StreamNames(key_prefix)
+    stream = names.detections(CAMERA)
+    transactions = _Transactions(monkeypatch)
+    stage = _stage(redis_client, names, Clock(START + 100))
+    first = await _detections(redis_client, names, (CAR,), (CAR,))
+    await stage.handle(stream, await _read(redis_client, names))
+    assert transactions.opened == 1
+    more = [
+        (await redis_client.xadd(stream, entry_fields(entry))).decode()  # type: ignore[arg-type]
+        for entry in (
+            detection_completed(file_observed(n, captured=T0 + timedelta(seconds=n)), f"{n}-0", o)
+            for n, o in ((3, (CAR,)), (4, (PERSON_SURE,)))
+        )
+    ]
+    await stage.handle(stream, await _read(redis_client, names))
+    assert transactions.opened == 1  # no WATCH/MULTI: the script did it
+    (batch,) = await _closed(redis_client, names)
+    assert _members(batch) == first + more
+    assert batch.close_reason == "fast_path"
+    assert await _pending(redis_client, names) == 0
+    assert not await redis_client.exists(names.open_batch(CAMERA))
+
+
+async def test_a_state_changed_elsewhere_sends_the_stage_back_to_the_watch(
+    redis_client: Redis, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker changed the open batch since this stage stored it, or an entry was
+    acknowledged meanwhile (a dead letter): the script writes nothing, the WATCH/MULTI path
+    decides on what Redis holds, and every entry is in exactly one batch."""
+    names = StreamNames(key_prefix)
+    stream = names.detections(CAMERA)
+    transactions = _Transactions(monkeypatch)
+    here = _stage(redis_client, names, Clock(START + 100))
+    ids = await _detections(redis_client, names, (CAR,), (CAR,), (CAR,), (CAR,), (CAR,))
+    rows: Any = await redis_client.xreadgroup(Group.BATCH.value, "here", {stream: ">"}, count=1)
+    await here.handle(stream, [(i.decode(), f) for _, r in rows for i, f in r])
+    # Another worker takes the second entry and changes the stored state.
+    rows = await redis_client.xreadgroup(Group.BATCH.value, "there", {stream: ">"}, count=1)
+    there = _stage(redis_client, names, Clock(START + 100))
+    await there.handle(stream, [(i.decode(), f) for _, r in rows for i, f in r])
+    opened = transactions.opened
+    await here.handle(stream, await _read(redis_client, names, "here"))  # the other three
+    assert transactions.opened == opened + 1  # the script refused: back to the WATCH/MULTI
+    # An entry acknowledged by someone else (the state unchanged): skipped, nothing written.
+    (late,) = await _detections(redis_client, names, (CAR,))
+    entries = await _read(redis_client, names, "here")
+    await redis_client.xack(stream, Group.BATCH.value, late)
+    opened = transactions.opened
+    raw = await redis_client.get(names.open_batch(CAMERA))
+    await here.handle(stream, entries)
+    assert transactions.opened == opened + 1
+    assert await redis_client.get(names.open_batch(CAMERA)) == raw
+    assert await here.tick_camera(CAMERA) is False
+    here_clock = Clock(START + 1000)
+    assert await _stage(redis_client, names, here_clock).tick_camera(CAMERA)
+    (batch,) = await _closed(redis_client, names)
+    assert _members(batch) == ids
     assert await _pending(redis_client, names) == 0
