@@ -52,7 +52,9 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 # At most 30 PostgreSQL connections (the engine's default 10 + 20 overflow), every one kept once
 # opened: an overflow connection is closed when it is returned, so under more than 10
 # concurrent requests most of them would open a connection (a server process) of their own.
-API_POOL = PoolConfig(size=30, max_overflow=0)
+# A connection is pinged only after 30 s idle or when its server spoke (`hsi.infra.db`), not on
+# every checkout: a round trip per request otherwise.
+API_POOL = PoolConfig(size=30, max_overflow=0, check_idle_seconds=30.0)
 
 
 class Tracing:
@@ -117,7 +119,11 @@ def create_app(config: APIConfig, web: WebConfig | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
         engine = create_engine(
-            config.database_url, API_POOL, schema=config.database_schema, autocommit=True
+            config.database_url,
+            API_POOL,
+            schema=config.database_schema,
+            autocommit=True,
+            timezone="UTC",
         )
         redis = create_redis(config.redis)
         try:
