@@ -55,6 +55,8 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 # A connection is pinged only after 30 s idle or when its server spoke (`hsi.infra.db`), not on
 # every checkout: a round trip per request otherwise.
 API_POOL = PoolConfig(size=30, max_overflow=0, check_idle_seconds=30.0)
+# The sessions' TimeZone: psycopg then hands back every time already in UTC, as the JSON writes it.
+API_TIMEZONE = "UTC"
 
 
 class Tracing:
@@ -123,7 +125,7 @@ def create_app(config: APIConfig, web: WebConfig | None = None) -> Starlette:
             API_POOL,
             schema=config.database_schema,
             autocommit=True,
-            timezone="UTC",
+            timezone=API_TIMEZONE,
         )
         redis = create_redis(config.redis)
         try:
