@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy.exc import DBAPIError
@@ -79,7 +80,7 @@ class Tracing:
         method = scope["method"]
         with get_tracer().start_as_current_span(
             method,
-            context=_PROPAGATOR.extract(carrier),
+            context=_PROPAGATOR.extract(carrier) if carrier else Context(),  # what it gives
             kind=SpanKind.SERVER,
             attributes={
                 "http.request.method": method,

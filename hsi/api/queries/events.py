@@ -156,25 +156,29 @@ def event_values(row: Sequence[Any]) -> dict[str, Any]:
         model,
         analyzed_at,
     ) = row
+    if window_start is None or window_start.tzinfo is not UTC:  # one session's times: alike
+        window_start, window_end, closed_at, analyzed_at = map(
+            _utc, (window_start, window_end, closed_at, analyzed_at)
+        )
     return {
         "id": event_id,
         "camera_id": camera_id,
-        "window_start": _utc(window_start),
-        "window_end": _utc(window_end),
+        "window_start": window_start,
+        "window_end": window_end,
         "close_reason": close_reason,
         "detection_count": detection_count,
         "object_types": object_types or [],
         "zones": zones or [],
         "max_confidence": None if max_confidence is None else round(max_confidence, 4),
         "fast_path": fast_path,
-        "closed_at": _utc(closed_at),
+        "closed_at": closed_at,
         "analysis_status": analysis_status,
         "risk_score": risk_score,
         "risk_level": risk_level,
         "summary": summary,
         "analyzer": analyzer,
         "model": model,
-        "analyzed_at": _utc(analyzed_at),
+        "analyzed_at": analyzed_at,
         "links": {"self": links.event_url(event_id), "camera": links.camera_url(camera_id)},
     }
 
