@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
             port=args.port,
             log_config=None,
             timeout_graceful_shutdown=5,
+            proxy_headers=False,  # as `hsi up`: the app reads X-Forwarded-* itself
         )
     )
     server.run()

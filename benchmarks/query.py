@@ -12,7 +12,8 @@ than the API spends, on the same two cores).
 
 Floor: the very SQL the API runs for each request of the plan (captured from `list_events`
 with SQLAlchemy's `before_cursor_execute`), sent by 50 tasks through a psycopg pool of 30
-connections (the API's pool of 30), rows fetched, no HTTP, no JSON.
+connections (the API's pool of 30) whose sessions are the API's (autocommit, as the API reads:
+no BEGIN and COMMIT around each statement; its TimeZone), rows fetched, no HTTP, no JSON.
 
 Two loads: saturation (each client sends its next request as soon as it has the answer: the
 requests/s figure; latencies there are queueing by Little's law) and a paced load of 50
@@ -48,6 +49,7 @@ from hsi.api.params import Query, parse_limit
 from hsi.api.queries import events as q
 from hsi.api.queries.search import EventSearch, search_events
 from hsi.api.routes.events import event_filters
+from hsi.app.asgi import API_TIMEZONE
 from hsi.infra.db import create_engine
 
 NAME = "query"
@@ -93,6 +95,11 @@ _ACCEPTED = frozenset(
     {"camera_id", "risk_level", "min_score", "object_type", "since", "until", "cursor", "limit"}
     | {"analysis_status"}
 )
+
+
+def session(schema: str) -> dict[str, Any]:
+    """The floor's connection settings: the API's sessions (`hsi.app.asgi.create_app`)."""
+    return {"autocommit": True, "options": f"-c search_path={schema} -c TimeZone={API_TIMEZONE}"}
 
 
 @dataclass(frozen=True)
@@ -213,10 +220,10 @@ async def measure_search_hsi(base: str, requests: Sequence[Search], total: int) 
 
 
 async def measure_search_floor(
-    conninfo: str, requests: Sequence[Search], total: int
+    conninfo: str, settings: dict[str, Any], requests: Sequence[Search], total: int
 ) -> list[float]:
     latencies: list[float] = []
-    async with await AsyncConnection.connect(conninfo, autocommit=True) as conn:
+    async with await AsyncConnection.connect(conninfo, **settings) as conn:
         for number in range(total + len(requests)):
             request = requests[number % len(requests)]
             sent = time.perf_counter()
@@ -301,9 +308,15 @@ async def measure_hsi(
 
 
 async def measure_floor(
-    conninfo: str, requests: Sequence[Request], total: int, rate: float | None
+    conninfo: str,
+    settings: dict[str, Any],
+    requests: Sequence[Request],
+    total: int,
+    rate: float | None,
 ) -> Load:
-    async with AsyncConnectionPool(conninfo, min_size=POOL, max_size=POOL, open=False) as pool:
+    async with AsyncConnectionPool(
+        conninfo, min_size=POOL, max_size=POOL, open=False, kwargs=settings
+    ) as pool:
         await pool.wait()
 
         async def call(request: Request) -> None:
@@ -358,7 +371,7 @@ def run(servers: Servers, options: Options) -> list[Figure]:
             await fill(servers, schema, count)
             requests = await plan(servers, schema)
             searches = await search_plan(servers, schema)
-            conninfo = servers.conninfo(schema)
+            conninfo, settings = servers.conninfo(schema), session(schema)
             with serve(servers.database_url, schema, servers.redis_url, free_port()) as base:
                 for index in range(options.rounds):
 
@@ -371,9 +384,11 @@ def run(servers: Servers, options: Options) -> list[Figure]:
 
                     async def floor() -> tuple[Load, Load, list[float]]:
                         return (
-                            await measure_floor(conninfo, requests, total, None),
-                            await measure_floor(conninfo, requests, paced_total, PACED_RATE),
-                            await measure_search_floor(conninfo, searches, search_total),
+                            await measure_floor(conninfo, settings, requests, total, None),
+                            await measure_floor(
+                                conninfo, settings, requests, paced_total, PACED_RATE
+                            ),
+                            await measure_search_floor(conninfo, settings, searches, search_total),
                         )
 
                     order = [hsi, floor] if index % 2 == 0 else [floor, hsi]

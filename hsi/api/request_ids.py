@@ -14,6 +14,7 @@ An exception no handler turned into a response becomes a JSON 500 here, logged
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import uuid
@@ -67,6 +68,11 @@ def is_trusted(peer: str | None, trusted: Iterable[str]) -> bool:
     return False
 
 
+# Whether a peer is trusted, parsed once per peer address and FORWARDED_ALLOW_IPS (a bounded
+# table: addresses from anywhere cannot grow it).
+_trusted_peer = functools.lru_cache(maxsize=4096)(is_trusted)
+
+
 def accepted_id(given: str | None, trusted_peer: bool) -> str | None:
     """The incoming id when it may be kept: from a trusted peer, 1 to 128 printable ASCII
     characters (no spaces, no control characters); None otherwise."""
@@ -92,7 +98,8 @@ class RequestIds:
         given = next(
             (v.decode("latin-1") for k, v in scope.get("headers", ()) if k == _HEADER_KEY), None
         )
-        request_id = accepted_id(given, is_trusted(client[0] if client else None, self.trusted))
+        peer = client[0] if client else None
+        request_id = accepted_id(given, _trusted_peer(peer, self.trusted))
         request_id = request_id or new_id()
         span = trace.get_current_span()
         span.set_attribute(SPAN_ATTRIBUTE, request_id)

@@ -25,7 +25,12 @@ class JSON(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+        # orjson writes string keys faster without OPT_NON_STR_KEYS, and the same bytes; a body
+        # with another kind of key is written again with it.
+        try:
+            return orjson.dumps(content, option=orjson.OPT_UTC_Z)
+        except TypeError:
+            return orjson.dumps(content, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
 
 
 class APIError(Exception):

@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy.exc import DBAPIError
@@ -52,7 +53,11 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 # At most 30 PostgreSQL connections (the engine's default 10 + 20 overflow), every one kept once
 # opened: an overflow connection is closed when it is returned, so under more than 10
 # concurrent requests most of them would open a connection (a server process) of their own.
-API_POOL = PoolConfig(size=30, max_overflow=0)
+# A connection is pinged only after 30 s idle or when its server spoke (`hsi.infra.db`), not on
+# every checkout: a round trip per request otherwise.
+API_POOL = PoolConfig(size=30, max_overflow=0, check_idle_seconds=30.0)
+# The sessions' TimeZone: psycopg then hands back every time already in UTC, as the JSON writes it.
+API_TIMEZONE = "UTC"
 
 
 class Tracing:
@@ -75,7 +80,7 @@ class Tracing:
         method = scope["method"]
         with get_tracer().start_as_current_span(
             method,
-            context=_PROPAGATOR.extract(carrier),
+            context=_PROPAGATOR.extract(carrier) if carrier else Context(),  # what it gives
             kind=SpanKind.SERVER,
             attributes={
                 "http.request.method": method,
@@ -117,7 +122,11 @@ def create_app(config: APIConfig, web: WebConfig | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
         engine = create_engine(
-            config.database_url, API_POOL, schema=config.database_schema, autocommit=True
+            config.database_url,
+            API_POOL,
+            schema=config.database_schema,
+            autocommit=True,
+            timezone=API_TIMEZONE,
         )
         redis = create_redis(config.redis)
         try:

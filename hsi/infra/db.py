@@ -1,20 +1,45 @@
-"""PostgreSQL access: the async engine factory and the migration runner.
+"""PostgreSQL access: the async engine factory, the read path of the query API's busiest
+listings, and the migration runner.
 
 Nothing here runs at import time: the CLI command or the app's lifespan calls `create_engine()` and
 disposes the engine when it is done.
+
+Checking pooled connections. By default every checkout pings the server first (SQLAlchemy's
+`pool_pre_ping`): a round trip per checkout. A pool with `PoolConfig.check_idle_seconds` checks
+the way pgbouncer's `server_check_delay` does: a connection used within that many seconds is
+handed out without a ping, unless its socket shows that the server spoke while it was idle (the
+server ends a connection — restart, shutdown, `pg_terminate_backend`, idle timeouts — by sending
+its reason and closing it, which leaves the socket readable); one idle for longer, or whose server
+spoke, is pinged. A failed ping invalidates the pool as the pre-ping does, so the connections
+opened before it are replaced too, and the caller gets a fresh connection instead of an error.
+
+Reading rows (`fetch_rows`). SQLAlchemy's execution wrapper (a `Connection`, an execution
+context, a result with its metadata, a greenlet switch per call) cost the query API more CPU per
+listing than PostgreSQL spends answering it. Given the engine, `fetch_rows` checks a connection
+out of the engine's pool and runs the statement on its psycopg connection directly, keeping what
+the wrapper was kept for: a driver error is raised as SQLAlchemy's `DBAPIError` of the same kind
+(the API answers it as its 503), and a connection the error shows dead (closed or broken) is
+invalidated, not returned to the pool. Given a connection, it runs the same statement through it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import select
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, OperationalError
+import psycopg
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 # pg_advisory_lock key: the first 8 bytes of sha256("hsi-migrations") as a signed bigint.
 MIGRATION_LOCK_KEY = int.from_bytes(
@@ -45,6 +70,9 @@ class PoolConfig:
     timeout_seconds: float = 30.0
     recycle_seconds: int = 1800
     echo: bool = False
+    # None: ping on every checkout; seconds: ping only a connection idle for longer, or whose
+    # server spoke while it was idle (see the module docstring).
+    check_idle_seconds: float | None = None
 
 
 def create_engine(
@@ -53,8 +81,10 @@ def create_engine(
     *,
     schema: str | None = None,
     autocommit: bool = False,
+    timezone: str | None = None,
 ) -> AsyncEngine:
-    """An async engine on psycopg 3. `schema` pins the search_path (tests use one schema each).
+    """An async engine on psycopg 3. `schema` pins the search_path (tests use one schema each),
+    `timezone` the sessions' TimeZone (`UTC`: psycopg hands back times already in UTC).
 
     `autocommit` is for readers that run only queries, at READ COMMITTED (the query API): each
     statement sees a snapshot of its own, as it would inside a transaction at that level, without
@@ -62,22 +92,150 @@ def create_engine(
     connection returns to the pool, as none is ever left open)."""
     pool = pool or PoolConfig()
     connect_args: dict[str, object] = {"connect_timeout": 10}
-    if schema is not None:
-        connect_args["options"] = f"-c search_path={schema}"
-    options: dict[str, object] = (
+    settings = {"search_path": schema, "TimeZone": timezone}
+    options = " ".join(f"-c {name}={value}" for name, value in settings.items() if value)
+    if options:
+        connect_args["options"] = options
+    reads: dict[str, object] = (
         {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if autocommit else {}
     )
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool.size,
         max_overflow=pool.max_overflow,
         pool_timeout=pool.timeout_seconds,
         pool_recycle=pool.recycle_seconds,
-        pool_pre_ping=True,
+        pool_pre_ping=pool.check_idle_seconds is None,
         echo=pool.echo,
         connect_args=connect_args,
-        **options,
+        **reads,
     )
+    if pool.check_idle_seconds is not None:
+        check_idle_connections(engine, pool.check_idle_seconds)
+    return engine
+
+
+# --- checking pooled connections ----------------------------------------------------------------
+
+_RETURNED_AT = "hsi.returned_at"  # connection-record info: monotonic time of the last checkin
+
+
+def server_spoke(driver_connection: object) -> bool:
+    """Whether an idle psycopg connection's socket has something to read (or cannot be asked):
+    an idle connection's server sends nothing unless it is ending it."""
+    try:
+        assert isinstance(driver_connection, psycopg.AsyncConnection | psycopg.Connection)
+        fd = driver_connection.pgconn.socket
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([fd], [], [], 0)[0])
+    except (AssertionError, OSError, ValueError, psycopg.Error):
+        return True
+
+
+def needs_ping(returned_at: float | None, now: float, idle_seconds: float, spoke: bool) -> bool:
+    """Whether a connection checked in at `returned_at` (None: never, it is new) is pinged."""
+    if returned_at is None:
+        return False
+    return spoke or now - returned_at > idle_seconds
+
+
+def check_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Check the engine's pooled connections on checkout as the module docstring says."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _returned(_: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _check(
+        dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+    ) -> None:
+        returned_at = record.info.get(_RETURNED_AT)
+        if returned_at is None:
+            return
+        spoke = server_spoke(proxy.driver_connection)
+        if not needs_ping(returned_at, time.monotonic(), idle_seconds, spoke):
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                raise InvalidatePoolError(f"the server ended the connection: {exc}") from exc
+            raise
+
+
+# --- reading rows -------------------------------------------------------------------------------
+
+
+async def fetch_rows(
+    source: AsyncEngine | AsyncConnection, statement: str, params: Mapping[str, Any]
+) -> Sequence[Sequence[Any]]:
+    """The rows of one read-only `statement` (psycopg's `%(name)s` parameters): on a connection
+    of the engine's pool, on its psycopg connection directly, or through the connection given
+    (see the module docstring)."""
+    if isinstance(source, AsyncConnection):
+        return (await source.exec_driver_sql(statement, dict(params))).all()
+    dialect = source.dialect
+    try:
+        pooled = await source.raw_connection()
+    except psycopg.Error as exc:
+        raise _wrapped(exc, None, None, dialect, _is_disconnect(dialect, exc, None)) from exc
+    dead: BaseException | None = None
+    try:
+        driver = pooled.driver_connection
+        assert isinstance(driver, psycopg.AsyncConnection)
+        async with driver.cursor() as cursor:
+            await cursor.execute(statement, params)
+            rows = await cursor.fetchall()
+        if not driver.autocommit:
+            await driver.rollback()
+        return rows
+    except psycopg.Error as exc:
+        invalidated = _is_disconnect(dialect, exc, pooled.dbapi_connection)
+        dead = exc if invalidated else None
+        raise _wrapped(exc, statement, params, dialect, invalidated) from exc
+    except BaseException as exc:
+        # Cancelled or interrupted mid-statement (as SQLAlchemy does): the connection's state
+        # is unknown.
+        dead = None if isinstance(exc, Exception) else exc
+        raise
+    finally:
+        await greenlet_spawn(_give_back, pooled, dead)
+
+
+def _give_back(pooled: PoolProxiedConnection, dead: BaseException | None) -> None:
+    """Return the connection to its pool; one that `dead` ended is closed and replaced."""
+    if dead is not None:
+        pooled.invalidate(dead)
+    pooled.close()
+
+
+def _is_disconnect(dialect: Any, exc: psycopg.Error, dbapi_connection: Any) -> bool:
+    return bool(dialect.is_disconnect(exc, dbapi_connection, None))
+
+
+def _wrapped(
+    exc: psycopg.Error,
+    statement: str | None,
+    params: Mapping[str, Any] | None,
+    dialect: Any,
+    invalidated: bool,
+) -> DBAPIError:
+    """`exc` as the `DBAPIError` subclass SQLAlchemy raises for it (`OperationalError`, …)."""
+    wrapped = DBAPIError.instance(
+        statement,
+        dict(params) if params is not None else None,
+        exc,
+        psycopg.Error,
+        connection_invalidated=invalidated,
+        dialect=dialect,
+    )
+    assert isinstance(wrapped, DBAPIError)
+    return wrapped
 
 
 # --- migrations ---------------------------------------------------------------------------------

@@ -102,9 +102,14 @@ class Telemetry:
     registry: CollectorRegistry
     span_exporter: SpanExporter | None = None
     _stream_gauges: StreamGauges = field(default_factory=StreamGauges, init=False, repr=False)
+    # The SDK makes a new tracer at every `get_tracer` call; the API asks for one per request.
+    _tracers: dict[str, trace.Tracer] = field(default_factory=dict, init=False, repr=False)
 
     def get_tracer(self, name: str = INSTRUMENTATION_NAME) -> trace.Tracer:
-        return self.tracer_provider.get_tracer(name)
+        tracer = self._tracers.get(name)
+        if tracer is None:
+            tracer = self._tracers[name] = self.tracer_provider.get_tracer(name)
+        return tracer
 
     def get_meter(self, name: str = INSTRUMENTATION_NAME) -> Meter:
         return self.meter_provider.get_meter(name)

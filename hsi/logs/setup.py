@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import logging.handlers
+import re
 import sys
 import threading
 from dataclasses import dataclass
@@ -150,6 +151,7 @@ _JSON_KEYS = frozenset(
      "span_id", "exception", "stack"}
 )  # fmt: skip
 MAX_DEPTH = 6
+_NEEDS_QUOTES = re.compile(r"[\s\"'=]")  # `\s` is `str.isspace()`
 
 
 def _timestamp(created: float) -> str:
@@ -165,7 +167,7 @@ def _plain_value(value: object) -> str:
         text = repr(value)
     else:
         text = json.dumps(value, ensure_ascii=False, default=str)
-    if not text or any(c.isspace() or c in "\"'=" for c in text):
+    if not text or _NEEDS_QUOTES.search(text):
         return json.dumps(text, ensure_ascii=False)
     return text
 

@@ -228,6 +228,10 @@ async def test_unreachable_servers_are_503_json(make_config: MakeConfig) -> None
         cameras = await client.get("/api/cameras")
         assert cameras.status_code == 503
         assert "PostgreSQL is unavailable" in cameras.json()["error"]
+        events = await client.get("/api/events")  # read on the pool's psycopg connection
+        assert events.status_code == 503
+        assert events.headers["retry-after"] == "5"
+        assert events.json()["error"].startswith("PostgreSQL is unavailable (OperationalError)")
         streams = await client.get("/api/streams")
         assert streams.status_code == 503
         assert "Redis is unavailable" in streams.json()["error"]

@@ -429,6 +429,26 @@ def test_mask_secrets_keeps_paths() -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("pa\u017fsword=hunter2", "pa\u017fsword=***"),  # long s: a match of `s` ignoring case
+        ("AUTHOR\u0130ZATION: Bearer abc", "AUTHOR\u0130ZATION: Bearer ***"),
+        ("x-ap\u0131-key: q", "x-ap\u0131-key: ***"),
+        ("API_\u212aEY=zz", "API_\u212aEY=***"),  # the Kelvin sign
+        ('GET /api/live?api_key=abc HTTP/1.1" 200', 'GET /api/live?api_key=*** HTTP/1.1" 200'),
+        (
+            'GET /api/events?cursor=eyJ2IjoxfQ HTTP/1.1" 200',
+            'GET /api/events?cursor=eyJ2IjoxfQ HTTP/1.1" 200',
+        ),
+    ],
+)
+def test_mask_secrets_looks_for_every_case_of_its_words(raw: str, expected: str) -> None:
+    """The quick look for the patterns' words before the patterns run misses none that the
+    patterns (ignoring case as `re` does) would match."""
+    assert mask_secrets(raw) == expected
+
+
+@pytest.mark.parametrize(
     ("url", "expected"),
     [
         ("postgresql+psycopg://u:p@h:5432/db", "postgresql://u:p@h:5432/db"),

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
 from sqlalchemy import ColumnElement, Row, and_, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hsi.api import links
 from hsi.api.cursor import Cursor
@@ -24,6 +24,7 @@ from hsi.api.queries.alerts import event_alerts
 from hsi.api.queries.detections import detection_item
 from hsi.api.queries.paging import Page, in_window, make_page
 from hsi.api.responses import iso, stored_error
+from hsi.infra.db import fetch_rows
 from projections.tables import analysis_history, detections, event_detections, events, media_files
 from streams.severity import RiskLevel, SeverityThresholds
 
@@ -127,11 +128,59 @@ def _values(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
+def _utc(at: datetime | None) -> datetime | None:
+    return at if at is None or at.tzinfo is UTC else at.astimezone(UTC)
+
+
 def event_values(row: Sequence[Any]) -> dict[str, Any]:
-    """A row of `list_events` (its columns in listing order) with the id a UUID and the times
-    aware UTC datetimes: what the API's JSON writes, as orjson formats them the way `event_item`
-    does, in C, without a Python call per value."""
-    return _values(dict(zip(_LIST_KEYS, row, strict=True)))
+    """A row of `list_events` (its columns in listing order) with the times aware UTC
+    datetimes: what the API's JSON writes, as orjson formats them the way `event_item` does, in
+    C. One dictionary display per row: the listing's busiest loop."""
+    (
+        event_id,
+        camera_id,
+        window_start,
+        window_end,
+        close_reason,
+        detection_count,
+        object_types,
+        zones,
+        max_confidence,
+        fast_path,
+        closed_at,
+        analysis_status,
+        risk_score,
+        risk_level,
+        summary,
+        analyzer,
+        model,
+        analyzed_at,
+    ) = row
+    if window_start is None or window_start.tzinfo is not UTC:  # one session's times: alike
+        window_start, window_end, closed_at, analyzed_at = map(
+            _utc, (window_start, window_end, closed_at, analyzed_at)
+        )
+    return {
+        "id": event_id,
+        "camera_id": camera_id,
+        "window_start": window_start,
+        "window_end": window_end,
+        "close_reason": close_reason,
+        "detection_count": detection_count,
+        "object_types": object_types or [],
+        "zones": zones or [],
+        "max_confidence": None if max_confidence is None else round(max_confidence, 4),
+        "fast_path": fast_path,
+        "closed_at": closed_at,
+        "analysis_status": analysis_status,
+        "risk_score": risk_score,
+        "risk_level": risk_level,
+        "summary": summary,
+        "analyzer": analyzer,
+        "model": model,
+        "analyzed_at": analyzed_at,
+        "links": {"self": links.event_url(event_id), "camera": links.camera_url(camera_id)},
+    }
 
 
 def event_item(row: Row[Any]) -> dict[str, Any]:
@@ -144,13 +193,19 @@ def event_item(row: Row[Any]) -> dict[str, Any]:
     return item
 
 
-def _cursor_of(row: Row[Any]) -> Cursor:
-    return Cursor(CURSOR_KIND, row.window_start, (str(row.id),))
+_ID, _AT = _LIST_KEYS.index("id"), _LIST_KEYS.index("window_start")
 
 
-# `EventFilters.conditions()` as SQL text, every value a psycopg parameter.
+def _cursor_of(row: Sequence[Any]) -> Cursor:
+    return Cursor(CURSOR_KIND, row[_AT], (str(row[_ID]),))
+
+
+# `EventFilters.conditions()` as SQL text, every value a psycopg parameter. The listing reads
+# the id as text (what the JSON holds: no UUID object made and printed again per row), so its
+# order names the column itself, not the output column of that name.
 LIST_COLUMNS = ", ".join(_LIST_KEYS)
-_LIST_SQL = f"SELECT {LIST_COLUMNS} FROM events WHERE window_start IS NOT NULL"  # noqa: S608
+_LIST_SELECT = ", ".join("events.id::text AS id" if key == "id" else key for key in _LIST_KEYS)
+_LIST_SQL = f"SELECT {_LIST_SELECT} FROM events WHERE window_start IS NOT NULL"  # noqa: S608
 FILTER_SQL = {
     "camera_id": " AND camera_id = %(camera_id)s",
     "risk_levels": " AND risk_level = ANY(%(risk_levels)s::text[])",
@@ -162,20 +217,13 @@ FILTER_SQL = {
     "analysis_statuses": " AND analysis_status = ANY(%(analysis_statuses)s::text[])",
     "after": " AND (window_start, id) < (%(after_at)s, %(after_id)s)",
 }
-_LIST_ORDER = " ORDER BY window_start DESC, id DESC LIMIT %(limit)s"
+_LIST_ORDER = " ORDER BY window_start DESC, events.id DESC LIMIT %(limit)s"
 
 
-async def list_events(
-    conn: AsyncConnection,
-    filters: EventFilters,
-    limit: int,
-    after: Cursor | None,
-    item: Callable[[Row[Any]], dict[str, Any]] = event_item,
-) -> Page:
-    """A page of events; `item` makes each one (`event_values` for JSON answers).
-
-    Plain SQL from fixed fragments: the listing is the API's busiest request, and building and
-    compiling a SQLAlchemy statement for it cost more CPU than PostgreSQL spends answering."""
+def list_statement(
+    filters: EventFilters, limit: int, after: Cursor | None
+) -> tuple[str, dict[str, Any]]:
+    """The statement of a page of `list_events` and its parameters."""
     params = filters.parameters()
     where = list(params)
     if after is not None:
@@ -183,8 +231,24 @@ async def list_events(
         params["after_at"] = after.at
         params["after_id"] = uuid.UUID(after.key[0])
     params["limit"] = limit + 1
-    statement = _LIST_SQL + "".join(FILTER_SQL[name] for name in where) + _LIST_ORDER
-    rows = (await conn.exec_driver_sql(statement, params)).all()
+    return _LIST_SQL + "".join(FILTER_SQL[name] for name in where) + _LIST_ORDER, params
+
+
+async def list_events(
+    source: AsyncEngine | AsyncConnection,
+    filters: EventFilters,
+    limit: int,
+    after: Cursor | None,
+    item: Callable[[Any], dict[str, Any]] = event_item,
+) -> Page:
+    """A page of events, read on a pooled connection of the engine (`fetch_rows`) or through
+    the connection given; `item` makes each one (`event_values` for JSON answers, of any
+    sequence of the columns; `event_item` needs rows of a connection, with names).
+
+    Plain SQL from fixed fragments: the listing is the API's busiest request, and building and
+    compiling a SQLAlchemy statement for it cost more CPU than PostgreSQL spends answering."""
+    statement, params = list_statement(filters, limit, after)
+    rows = await fetch_rows(source, statement, params)
     return make_page(rows, limit, item, _cursor_of)
 
 

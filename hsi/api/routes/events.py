@@ -72,9 +72,8 @@ async def events_list(request: Request, query: Query) -> Response:
             ),
         )
     limit, after = parse_uuid_page(query, q.CURSOR_KIND)
-    return await page_response(
-        request, lambda conn: q.list_events(conn, filters, limit, after, q.event_values)
-    )
+    engine = resources(request).engine  # one statement: straight on a pooled connection
+    return JSON((await q.list_events(engine, filters, limit, after, q.event_values)).body())
 
 
 async def event_in_path(request: Request) -> dict[str, Any] | None:
