@@ -267,6 +267,9 @@ def pool_config(settings: Settings) -> PoolConfig:
         timeout_seconds=settings.database_pool_timeout_seconds,
         recycle_seconds=settings.database_pool_recycle_seconds,
         echo=settings.database_echo,
+        # A ping only for a connection idle 30 s or whose server spoke meanwhile (it is ending
+        # it): a ping per checkout was a round trip per projector transaction.
+        check_idle_seconds=30.0,
     )
 
 
