@@ -43,11 +43,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+import psycopg
 from redis.asyncio import Redis, RedisCluster
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from projections.bulk import BulkLoad, BulkRefusedError
 from projections.errors import ReplayError
 from projections.projector import DEFAULT_PROJECTION, ProjectionResult, Projector
 from projections.shadow import (
@@ -157,13 +159,18 @@ class _Run:
                 for kind in PROJECTED:
                     self.positions.setdefault(self.names.stream(camera, kind), None)
 
-    def count(self, entries: int, result: ProjectionResult) -> None:
+    def count(self, entries: int, applied: int, failed: int) -> None:
         self.read += entries
-        self.applied += len(result.applied)
-        self.failed += len(result.failed)
+        self.applied += applied
+        self.failed += failed
         self.total = max(self.total, self.read)
         if self.progress is not None:
             self.progress(self.read, self.total)
+
+    def restart(self) -> None:
+        """Back to nothing read: every stream from its start, the counters at zero."""
+        self.positions = dict.fromkeys(self.positions)
+        self.total = self.read = self.applied = self.failed = 0
 
     def snapshot(self) -> dict[str, str | None]:
         return dict(self.positions)
@@ -183,6 +190,29 @@ async def _pages(
         if len(rows) < page_size:
             return
         start = f"({page[-1][0]}"
+
+
+async def _empty() -> AsyncIterator[list[StreamEntry]]:
+    return
+    yield
+
+
+async def _ahead(pages: AsyncIterator[T]) -> AsyncIterator[T]:
+    """The items of `pages`, the next one read while the caller works on the current one."""
+    reading: asyncio.Future[T] = asyncio.ensure_future(anext(pages))
+    try:
+        while True:
+            try:
+                page = await reading
+            except StopAsyncIteration:
+                return
+            reading = asyncio.ensure_future(anext(pages))
+            yield page
+    finally:
+        if not reading.done():
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await reading
 
 
 async def _last_id(redis: Redis | RedisCluster, stream: str) -> str | None:
@@ -257,7 +287,7 @@ class _Rebuild:
     def _applied(self, stream: str, page: list[StreamEntry], result: ProjectionResult) -> int:
         """Record a committed page: the stream's position and the counters; its entries."""
         self._run.positions[stream] = page[-1][0]
-        self._run.count(len(page), result)
+        self._run.count(len(page), len(result.applied), len(result.failed))
         return len(page)
 
     async def _discover(self, conn: AsyncConnection, extra: Iterable[str]) -> None:
@@ -266,7 +296,68 @@ class _Rebuild:
         self._run.add_cameras(await known_cameras(self._redis, self._names, conn, schemas))
 
     async def load(self, extra_cameras: Iterable[str]) -> None:
-        """Steps 2–3: the snapshot, read up to its ids."""
+        """Steps 2–3: the snapshot, read up to its ids in one bulk load; when PostgreSQL refuses
+        the bulk rows, read again page by page through the projector."""
+        try:
+            async with self._engine.connect() as conn, conn.begin():
+                loaded = await self._bulk(conn, extra_cameras)
+        except BulkRefusedError as exc:
+            log_event(
+                logger,
+                "replay.bulk_refused",
+                level=logging.WARNING,
+                schema=self._tables.live,
+                error=str(exc),
+                then="loading page by page through the projector",
+            )
+            self._run.restart()
+            await self._paged(extra_cameras)
+            return
+        self._run.positions.update(loaded)
+
+    async def _bulk(
+        self, conn: AsyncConnection, extra_cameras: Iterable[str]
+    ) -> dict[str, str | None]:
+        """The snapshot and `projections.bulk`'s load up to it, in the caller's transaction
+        (on the empty shadow tables); the last id read of each stream, its position once the
+        transaction commits."""
+        run = self._run
+        raw = (await conn.get_raw_connection()).driver_connection
+        if not isinstance(raw, psycopg.AsyncConnection):
+            raise ReplayError(f"a replay needs the psycopg driver, not {type(raw).__name__}")
+        loader = BulkLoad(raw, run.projector, self._tables.shadow)
+        done: dict[str, str | None] = {}
+        cameras_stream = self._names.cameras
+        run.positions[cameras_stream] = None
+        # The cameras stream first: the cameras it registers are cameras to read.
+        end = await _last_id(self._redis, cameras_stream)
+        run.total += int(await self._redis.xlen(cameras_stream))
+        done[cameras_stream] = await self._bulk_stream(loader, cameras_stream, end)
+        run.add_cameras(loader.cameras())
+        await self._discover(conn, extra_cameras)
+        ends = {}
+        for stream in run.positions:
+            if stream == cameras_stream:
+                continue
+            ends[stream] = await _last_id(self._redis, stream)
+            run.total += int(await self._redis.xlen(stream))
+        for stream, stream_end in ends.items():
+            done[stream] = await self._bulk_stream(loader, stream, stream_end)
+        await loader.finish()
+        return done
+
+    async def _bulk_stream(self, loader: BulkLoad, stream: str, end: str | None) -> str | None:
+        """One stream up to `end` (none: empty) through the bulk load; the last id read."""
+        run = self._run
+        pages = (
+            _empty()
+            if end is None
+            else _pages(self._redis, stream, None, end, run.config.page_size)
+        )
+        return await loader.read(stream, _ahead(pages), run.count)
+
+    async def _paged(self, extra_cameras: Iterable[str]) -> None:
+        """Steps 2–3 page by page through the projector, one transaction per page."""
         run = self._run
         cameras_stream = self._names.cameras
         run.positions[cameras_stream] = None
