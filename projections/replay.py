@@ -49,7 +49,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from projections.bulk import BulkLoad, BulkRefusedError
+from projections.bulk import BulkLoad, BulkRefusedError, paused_gc
 from projections.errors import ReplayError
 from projections.projector import DEFAULT_PROJECTION, ProjectionResult, Projector
 from projections.shadow import (
@@ -207,6 +207,7 @@ async def _ahead(pages: AsyncIterator[T]) -> AsyncIterator[T]:
             except StopAsyncIteration:
                 return
             reading = asyncio.ensure_future(anext(pages))
+            await asyncio.sleep(0)  # let it send its request
             yield page
     finally:
         if not reading.done():
@@ -299,8 +300,9 @@ class _Rebuild:
         """Steps 2–3: the snapshot, read up to its ids in one bulk load; when PostgreSQL refuses
         the bulk rows, read again page by page through the projector."""
         try:
-            async with self._engine.connect() as conn, conn.begin():
-                loaded = await self._bulk(conn, extra_cameras)
+            with paused_gc():
+                async with self._engine.connect() as conn, conn.begin():
+                    loaded = await self._bulk(conn, extra_cameras)
         except BulkRefusedError as exc:
             log_event(
                 logger,
@@ -325,7 +327,13 @@ class _Rebuild:
         raw = (await conn.get_raw_connection()).driver_connection
         if not isinstance(raw, psycopg.AsyncConnection):
             raise ReplayError(f"a replay needs the psycopg driver, not {type(raw).__name__}")
-        loader = BulkLoad(raw, run.projector, self._tables.shadow)
+        async with BulkLoad(raw, run.projector, self._tables.shadow) as loader:
+            return await self._bulk_load(conn, loader, extra_cameras)
+
+    async def _bulk_load(
+        self, conn: AsyncConnection, loader: BulkLoad, extra_cameras: Iterable[str]
+    ) -> dict[str, str | None]:
+        run = self._run
         done: dict[str, str | None] = {}
         cameras_stream = self._names.cameras
         run.positions[cameras_stream] = None
@@ -334,6 +342,7 @@ class _Rebuild:
         run.total += int(await self._redis.xlen(cameras_stream))
         done[cameras_stream] = await self._bulk_stream(loader, cameras_stream, end)
         run.add_cameras(loader.cameras())
+        await loader.settle()
         await self._discover(conn, extra_cameras)
         ends = {}
         for stream in run.positions:

@@ -67,6 +67,9 @@ class _Shape:
     merges: tuple[Merge, ...]
     replaces: bool  # every column merges with SET: a later upsert's values replace the row's
     updates: Signature  # the columns an upsert changes in a row that exists (`upsert_sql`)
+    replaced: tuple[str, ...]  # those of `updates` that merge with SET
+    replacing: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # their values
+    combined: Signature  # the other `updates`
 
 
 def _getter(columns: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -90,6 +93,8 @@ def _shape_of(
         if column in given
     )
     merged = tuple(m for _, m in signature)
+    updates = _updated(table, signature)
+    replaced = tuple(c for c, m in updates if m is Merge.SET)
     return _Shape(
         table,
         signature,
@@ -97,7 +102,10 @@ def _shape_of(
         _getter(tuple(c for c, _ in signature)),
         merged,
         all(m is Merge.SET for m in merged),
-        _updated(table, signature),
+        updates,
+        replaced,
+        _getter(replaced) if replaced else lambda _: (),
+        tuple((c, m) for c, m in updates if m is not Merge.SET),
     )
 
 
@@ -250,13 +258,10 @@ def column_default(table: str, column: str) -> Any:
 
 def _fold(row: Row, values: Mapping[str, Any], shape: _Shape) -> Row:
     merged = dict(row)
-    for column, merge in shape.updates:
-        new = values[column]
-        if merge is Merge.SET:
-            merged[column] = new
-        else:
-            old = merged[column] if column in merged else column_default(shape.table, column)
-            merged[column] = combine(old, new, merge)
+    merged.update(zip(shape.replaced, shape.replacing(values), strict=True))
+    for column, merge in shape.combined:
+        old = merged[column] if column in merged else column_default(shape.table, column)
+        merged[column] = combine(old, values[column], merge)
     return merged
 
 
