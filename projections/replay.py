@@ -119,6 +119,9 @@ class ReplayReport:
     tail: int  # entries applied inside the swap (or the verification) transaction
     seconds: float
     swapped: bool
+    # The initial load went by COPY (`projections.bulk`); False: PostgreSQL refused its rows and
+    # the projector loaded the streams page by page.
+    bulk: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ class _Run:
     read: int = 0
     applied: int = 0
     failed: int = 0
+    bulk: bool = False
 
     def add_cameras(self, cameras: Iterable[str]) -> None:
         for camera in cameras:
@@ -316,6 +320,7 @@ class _Rebuild:
             await self._paged(extra_cameras)
             return
         self._run.positions.update(loaded)
+        self._run.bulk = True
 
     async def _bulk(
         self, conn: AsyncConnection, extra_cameras: Iterable[str]
@@ -426,6 +431,7 @@ def _report(
         tail=tail,
         seconds=round(time.monotonic() - started, 3),
         swapped=swapped,
+        bulk=run.bulk,
     )
 
 
