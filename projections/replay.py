@@ -6,14 +6,26 @@ A rebuild fills a shadow schema and swaps it in; the API keeps serving the live 
 2. snapshot: the last id and the length of every projected stream (the shared cameras stream and
    each camera's files, detections, batches, analyses and dead streams); cameras are those of the
    `camera-ids` set, of the live `cameras` table, of the cameras stream and any given;
-3. read every stream from its start up to its snapshot id with XRANGE pages and apply each page
-   with a `Projector` writing to the shadow schema (same mapping, same tracking, projection
-   `main`), one transaction per page, committed in stream order; the next page is read and
-   mapped while the previous one is written. Then build the secondary indexes;
-4. catch up: read what was appended since, stream by stream, until a round finds little;
+3. bulk load (`projections.bulk`): read every stream from its start up to its snapshot id with
+   XRANGE pages, camera after camera, map each entry with the projector's own mapping, merge the
+   row upserts in memory into final rows (each upsert changes its row as its SQL would) and COPY
+   them into the shadow tables with one tracking row per entry applied (projection `main`), all
+   in one transaction. Then build the secondary indexes;
+4. catch up: read what was appended since, stream by stream, until a round finds little, with a
+   `Projector` writing to the shadow schema (same mapping, same tracking), one transaction per
+   page, committed in stream order (the next page read and mapped while one is written);
 5. swap, in one transaction: lock the live tables (ACCESS EXCLUSIVE, checkpoints first, as the
    projectors take them), apply the tail — every entry appended after the last catch-up — to the
    shadow tables, move the live tables out and the shadow tables in, commit; drop the old tables.
+
+The bulk load applies each entry once without asking the tracking rows: the shadow tables are
+empty when it starts (a fresh schema, dropped if the rebuild fails), it reads each stream once up
+to its snapshot id, and it commits or leaves nothing. Its tracking rows are those the projector
+would have written, so the catch-up and the tail, which go through the projector unchanged, skip
+what it loaded and apply only what came after. A row it would write twice (a key that comes back
+after its rows were written) or a value PostgreSQL refuses rolls it back; the load then runs
+page by page through the projector instead (`ReplayReport.bulk` is False), which refuses only the
+entries at fault, as the live projection does.
 
 Entries arriving during the rebuild. The live projector keeps consuming into the live tables
 until the swap. Once the swap holds its locks no projector transaction is in flight (each one
@@ -85,9 +97,11 @@ T = TypeVar("T")
 class ReplayConfig:
     """How a rebuild reads and swaps.
 
-    `page_size` entries per XRANGE page (and per shadow transaction); catch-up rounds run until
-    a round reads fewer than `catch_up_threshold` entries (at most `catch_up_rounds`); the swap
-    waits `lock_timeout_ms` for its locks and is tried `swap_attempts` times.
+    `page_size` entries per XRANGE page (and per transaction of the catch-up, and of a load page
+    by page); catch-up rounds run until a round reads fewer than `catch_up_threshold` entries (at
+    most `catch_up_rounds`); the swap waits `lock_timeout_ms` for its locks and is tried
+    `swap_attempts` times. `bulk` False loads page by page through the projector, as the live
+    projection applies entries (to compare the two).
     """
 
     page_size: int = 2000
@@ -96,6 +110,7 @@ class ReplayConfig:
     lock_timeout_ms: int = 5000
     swap_attempts: int = 5
     sample_size: int = 5
+    bulk: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.page_size <= 100_000:
@@ -303,6 +318,9 @@ class _Rebuild:
     async def load(self, extra_cameras: Iterable[str]) -> None:
         """Steps 2–3: the snapshot, read up to its ids in one bulk load; when PostgreSQL refuses
         the bulk rows, read again page by page through the projector."""
+        if not self._run.config.bulk:
+            await self._paged(extra_cameras)
+            return
         try:
             with paused_gc():
                 async with self._engine.connect() as conn, conn.begin():
