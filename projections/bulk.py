@@ -14,7 +14,8 @@ detection. Here instead, stream by stream:
   and written, once no later stream of the camera writes that table (`rows.WRITES`); rows written
   by their own entry only (`rows.ENTRY_ROWS`) and tracking rows are written as they accumulate;
   the rows cameras share (`rows.SHARED_ROWS`: camera rows, re-analysis runs) at the end. Memory
-  holds about one camera's rows of one table at a time.
+  holds about one camera's rows of one table at a time; one COPY runs in the background while
+  the next pages are read and mapped.
 
 Values reach COPY as Python objects, where the projector's path sends them as JSON: the same
 values (entries are parsed by orjson, so floats are finite, and text travels unchanged) except a
@@ -22,8 +23,8 @@ NUL character, which the projector's path replaces and COPY refuses.
 
 The cyclic garbage collector is paused during the load (`paused_gc`): the load makes millions
 of small dicts and tuples while it holds a camera's rows, and the collector's passes over those
-rows took about a quarter of the load's CPU, for no cycle to collect (the load makes none; any
-made meanwhile are collected once it ends).
+rows took about a quarter of the load's CPU, for next to nothing to collect (mapping makes no
+reference cycles; any made meanwhile are collected once the load ends).
 
 Every row is written once. When a key shows up again after its row was written (an entry that
 writes another table than `rows.WRITES` says, a batch id used by two cameras), COPY fails on the
