@@ -93,6 +93,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="files through hsi up in the memory benchmark (a multiple of 200)",
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="after the timed rounds, check the results (replay: `hsi replay --verify` against "
+        "the projector's tables, and the floor's tables against them)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -144,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _logging()
     names = selected(args.names)
     size = Size.SMOKE if args.smoke else Size.QUICK if args.quick else Size.FULL
-    options = Options(size=size, rounds=args.rounds, memory_files=args.memory_files)
+    options = Options(
+        size=size, rounds=args.rounds, memory_files=args.memory_files, check=args.check
+    )
     command = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)
     print(f"$ {command.strip()}")
     print(

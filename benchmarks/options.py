@@ -20,6 +20,7 @@ class Options:
     size: Size = Size.FULL
     rounds: int = 3
     memory_files: int | None = None  # overrides the memory benchmark's size
+    check: bool = False  # also check results after the timed rounds (B3: `--check`)
 
     def __post_init__(self) -> None:
         if self.rounds < 1:

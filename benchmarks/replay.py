@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import psycopg
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from benchmarks.environment import Servers, fresh_prefix, fresh_schema
 from benchmarks.floor import (
@@ -43,8 +44,14 @@ from benchmarks.report import Figure, Target, rate
 from benchmarks.streamdata import Layout, write
 from hsi.infra.db import create_engine
 from projections.projector import DEFAULT_PROJECTION
-from projections.replay import rebuild
-from projections.shadow import create_indexes, create_shadow, drop_schemas, scratch_schema
+from projections.replay import ReplayConfig, rebuild, verify
+from projections.shadow import (
+    compare,
+    create_indexes,
+    create_shadow,
+    drop_schemas,
+    scratch_schema,
+)
 from streams.envelope import DATA_FIELD
 from streams.ids import detection_id, event_id, media_file_id
 from streams.names import StreamNames
@@ -192,6 +199,43 @@ async def _floor_camera(
     return len(checkpoints), camera_row
 
 
+async def _floor_load(
+    servers: Servers,
+    redis: Redis,
+    names: StreamNames,
+    layout: Layout,
+    engine: AsyncEngine,
+    live: str,
+    shadow: str,
+    page: int,
+) -> int:
+    """The floor's tables in schema `shadow` next to `live`, indexes included; entries read."""
+    tables = await create_shadow(engine, live, shadow)
+    read = 0
+    async with await psycopg.AsyncConnection.connect(servers.conninfo(shadow)) as conn:
+        async with conn.cursor() as cur:
+            cameras: list[tuple[Any, ...]] = []
+            stream = names.cameras
+            checkpoints = []
+            async for entries in _pages(redis, stream, page):
+                checkpoints += [(DEFAULT_PROJECTION, stream, i) for i, _ in entries]
+                read += len(entries)
+            for camera in layout.cameras:
+                camera_read, row = await _floor_camera(redis, cur, names, camera, page)
+                read += camera_read
+                cameras.append(row)
+            await copy_rows(cur, COPY_CHECKPOINTS, checkpoints)
+            await copy_rows(
+                cur,
+                "COPY cameras (id, name, folder, first_seen, last_seen, file_count, "
+                "event_count, last_event_at) FROM STDIN",
+                cameras,
+            )
+        await conn.commit()
+    await create_indexes(engine, tables)
+    return read
+
+
 async def measure_floor(
     servers: Servers, redis: Redis, names: StreamNames, layout: Layout, page: int = 10_000
 ) -> float:
@@ -201,34 +245,48 @@ async def measure_floor(
         shadow = scratch_schema(live, "floor")
         try:
             started = time.perf_counter()
-            tables = await create_shadow(engine, live, shadow)
-            read = 0
-            async with await psycopg.AsyncConnection.connect(servers.conninfo(shadow)) as conn:
-                async with conn.cursor() as cur:
-                    cameras: list[tuple[Any, ...]] = []
-                    stream = names.cameras
-                    checkpoints = []
-                    async for entries in _pages(redis, stream, page):
-                        checkpoints += [(DEFAULT_PROJECTION, stream, i) for i, _ in entries]
-                        read += len(entries)
-                    for camera in layout.cameras:
-                        camera_read, row = await _floor_camera(redis, cur, names, camera, page)
-                        read += camera_read
-                        cameras.append(row)
-                    await copy_rows(cur, COPY_CHECKPOINTS, checkpoints)
-                    await copy_rows(
-                        cur,
-                        "COPY cameras (id, name, folder, first_seen, last_seen, file_count, "
-                        "event_count, last_event_at) FROM STDIN",
-                        cameras,
-                    )
-                await conn.commit()
-            await create_indexes(engine, tables)
+            read = await _floor_load(servers, redis, names, layout, engine, live, shadow, page)
             seconds = time.perf_counter() - started
         finally:
             await drop_schemas(engine, [shadow])
             await engine.dispose()
     return read / seconds
+
+
+async def check(servers: Servers, redis: Redis, names: StreamNames, layout: Layout) -> str:
+    """Untimed (`--check`): the projector's own tables (a rebuild page by page, as the live
+    projection applies entries), then `verify` — what `hsi replay --verify` runs: a bulk rebuild
+    compared with them — and the floor's tables compared with them. A line saying what held;
+    raises when verify finds a difference."""
+    async with fresh_schema(servers) as live:
+        engine = create_engine(servers.database_url, schema=live)
+        floor = scratch_schema(live, "floor")
+        try:
+            paged = await rebuild(engine, redis, names, config=ReplayConfig(bulk=False))
+            started = time.perf_counter()
+            report = await verify(engine, redis, names)
+            seconds = time.perf_counter() - started
+            await _floor_load(servers, redis, names, layout, engine, live, floor, 10_000)
+            async with engine.connect() as conn:
+                floor_diffs = [d for d in await compare(conn, live, floor, 3) if not d.equal]
+        finally:
+            await drop_schemas(engine, [floor])
+            await engine.dispose()
+    if not report.equal or not report.replay.bulk or paged.bulk:
+        raise AssertionError(
+            f"hsi replay --verify (bulk: {report.replay.bulk}) differs from the projector's "
+            f"tables: {report.differences}"
+        )
+    floor_note = (
+        "the floor's tables equal them"
+        if not floor_diffs
+        else "the floor's tables differ in "
+        + ", ".join(f"{d.table} ({d.only_live} rows only HSI's)" for d in floor_diffs)
+    )
+    return (
+        f"--check: hsi replay --verify of {report.replay.entries} entries (bulk load) equals the "
+        f"projector's page-by-page tables ({seconds:.0f} s); {floor_note}"
+    )
 
 
 def run(servers: Servers, options: Options) -> list[Figure]:
@@ -263,6 +321,8 @@ def run(servers: Servers, options: Options) -> list[Figure]:
                     figure.hsi.append(hsi)
                     assert figure.floor is not None
                     figure.floor.append(floor)
+                if options.check:
+                    figure.note += "; " + await check(servers, redis, names, layout)
         finally:
             await redis.aclose()
 

@@ -24,7 +24,8 @@ the applied and the already-applied entries. It also makes the `project` span of
 the entry's trace: a file's, or an event's for batches and analyses) and records the stage
 metrics and, for each analysis applied, the end-to-end latency from the earliest `observed_at` of
 the event's files (the entry's `observed_at` header) to now; it decodes each envelope once, for
-the span and the projector. A replay uses `Projector` directly: no spans, no latency samples.
+the span and the projector. A replay uses `Projector` directly: no spans, no latency samples; its
+bulk load (`projections.bulk`) uses only the projector's mapping (`map_entries`).
 """
 
 from __future__ import annotations
@@ -186,6 +187,13 @@ class Projector:
         batch = PreparedBatch()
         self._map(stream, entries, envelopes, batch, set(), decoded)
         _render_ahead(batch)
+        return batch
+
+    def map_entries(self, stream: str, entries: Sequence[StreamEntry]) -> PreparedBatch:
+        """Read and map the entries (pure: no I/O) without rendering statements, for a caller
+        that writes the rows its own way (a rebuild's bulk load, `projections.bulk`)."""
+        batch = PreparedBatch()
+        self._map(stream, entries, None, batch, set())
         return batch
 
     async def prepare_yielding(

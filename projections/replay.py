@@ -6,14 +6,26 @@ A rebuild fills a shadow schema and swaps it in; the API keeps serving the live 
 2. snapshot: the last id and the length of every projected stream (the shared cameras stream and
    each camera's files, detections, batches, analyses and dead streams); cameras are those of the
    `camera-ids` set, of the live `cameras` table, of the cameras stream and any given;
-3. read every stream from its start up to its snapshot id with XRANGE pages and apply each page
-   with a `Projector` writing to the shadow schema (same mapping, same tracking, projection
-   `main`), one transaction per page, committed in stream order; the next page is read and
-   mapped while the previous one is written. Then build the secondary indexes;
-4. catch up: read what was appended since, stream by stream, until a round finds little;
+3. bulk load (`projections.bulk`): read every stream from its start up to its snapshot id with
+   XRANGE pages, camera after camera, map each entry with the projector's own mapping, merge the
+   row upserts in memory into final rows (each upsert changes its row as its SQL would) and COPY
+   them into the shadow tables with one tracking row per entry applied (projection `main`), all
+   in one transaction. Then build the secondary indexes;
+4. catch up: read what was appended since, stream by stream, until a round finds little, with a
+   `Projector` writing to the shadow schema (same mapping, same tracking), one transaction per
+   page, committed in stream order (the next page read and mapped while one is written);
 5. swap, in one transaction: lock the live tables (ACCESS EXCLUSIVE, checkpoints first, as the
    projectors take them), apply the tail — every entry appended after the last catch-up — to the
    shadow tables, move the live tables out and the shadow tables in, commit; drop the old tables.
+
+The bulk load applies each entry once without asking the tracking rows: the shadow tables are
+empty when it starts (a fresh schema, dropped if the rebuild fails), it reads each stream once up
+to its snapshot id, and it commits or leaves nothing. Its tracking rows are those the projector
+would have written, so the catch-up and the tail, which go through the projector unchanged, skip
+what it loaded and apply only what came after. A row it would write twice (a key that comes back
+after its rows were written) or a value PostgreSQL refuses rolls it back; the load then runs
+page by page through the projector instead (`ReplayReport.bulk` is False), which refuses only the
+entries at fault, as the live projection does.
 
 Entries arriving during the rebuild. The live projector keeps consuming into the live tables
 until the swap. Once the swap holds its locks no projector transaction is in flight (each one
@@ -43,11 +55,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+import psycopg
 from redis.asyncio import Redis, RedisCluster
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from projections.bulk import BulkLoad, BulkRefusedError, paused_gc
 from projections.errors import ReplayError
 from projections.projector import DEFAULT_PROJECTION, ProjectionResult, Projector
 from projections.shadow import (
@@ -83,9 +97,11 @@ T = TypeVar("T")
 class ReplayConfig:
     """How a rebuild reads and swaps.
 
-    `page_size` entries per XRANGE page (and per shadow transaction); catch-up rounds run until
-    a round reads fewer than `catch_up_threshold` entries (at most `catch_up_rounds`); the swap
-    waits `lock_timeout_ms` for its locks and is tried `swap_attempts` times.
+    `page_size` entries per XRANGE page (and per transaction of the catch-up, and of a load page
+    by page); catch-up rounds run until a round reads fewer than `catch_up_threshold` entries (at
+    most `catch_up_rounds`); the swap waits `lock_timeout_ms` for its locks and is tried
+    `swap_attempts` times. `bulk` False loads page by page through the projector, as the live
+    projection applies entries (to compare the two).
     """
 
     page_size: int = 2000
@@ -94,6 +110,7 @@ class ReplayConfig:
     lock_timeout_ms: int = 5000
     swap_attempts: int = 5
     sample_size: int = 5
+    bulk: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.page_size <= 100_000:
@@ -117,6 +134,9 @@ class ReplayReport:
     tail: int  # entries applied inside the swap (or the verification) transaction
     seconds: float
     swapped: bool
+    # The initial load went by COPY (`projections.bulk`); False: PostgreSQL refused its rows and
+    # the projector loaded the streams page by page.
+    bulk: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +169,7 @@ class _Run:
     read: int = 0
     applied: int = 0
     failed: int = 0
+    bulk: bool = False
 
     def add_cameras(self, cameras: Iterable[str]) -> None:
         for camera in cameras:
@@ -157,13 +178,18 @@ class _Run:
                 for kind in PROJECTED:
                     self.positions.setdefault(self.names.stream(camera, kind), None)
 
-    def count(self, entries: int, result: ProjectionResult) -> None:
+    def count(self, entries: int, applied: int, failed: int) -> None:
         self.read += entries
-        self.applied += len(result.applied)
-        self.failed += len(result.failed)
+        self.applied += applied
+        self.failed += failed
         self.total = max(self.total, self.read)
         if self.progress is not None:
             self.progress(self.read, self.total)
+
+    def restart(self) -> None:
+        """Back to nothing read: every stream from its start, the counters at zero."""
+        self.positions = dict.fromkeys(self.positions)
+        self.total = self.read = self.applied = self.failed = 0
 
     def snapshot(self) -> dict[str, str | None]:
         return dict(self.positions)
@@ -183,6 +209,30 @@ async def _pages(
         if len(rows) < page_size:
             return
         start = f"({page[-1][0]}"
+
+
+async def _empty() -> AsyncIterator[list[StreamEntry]]:
+    return
+    yield
+
+
+async def _ahead(pages: AsyncIterator[T]) -> AsyncIterator[T]:
+    """The items of `pages`, the next one read while the caller works on the current one."""
+    reading: asyncio.Future[T] = asyncio.ensure_future(anext(pages))
+    try:
+        while True:
+            try:
+                page = await reading
+            except StopAsyncIteration:
+                return
+            reading = asyncio.ensure_future(anext(pages))
+            await asyncio.sleep(0)  # let it send its request
+            yield page
+    finally:
+        if not reading.done():
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await reading
 
 
 async def _last_id(redis: Redis | RedisCluster, stream: str) -> str | None:
@@ -257,7 +307,7 @@ class _Rebuild:
     def _applied(self, stream: str, page: list[StreamEntry], result: ProjectionResult) -> int:
         """Record a committed page: the stream's position and the counters; its entries."""
         self._run.positions[stream] = page[-1][0]
-        self._run.count(len(page), result)
+        self._run.count(len(page), len(result.applied), len(result.failed))
         return len(page)
 
     async def _discover(self, conn: AsyncConnection, extra: Iterable[str]) -> None:
@@ -266,7 +316,80 @@ class _Rebuild:
         self._run.add_cameras(await known_cameras(self._redis, self._names, conn, schemas))
 
     async def load(self, extra_cameras: Iterable[str]) -> None:
-        """Steps 2–3: the snapshot, read up to its ids."""
+        """Steps 2–3: the snapshot, read up to its ids in one bulk load; when PostgreSQL refuses
+        the bulk rows, read again page by page through the projector."""
+        if not self._run.config.bulk:
+            await self._paged(extra_cameras)
+            return
+        try:
+            with paused_gc():
+                async with self._engine.connect() as conn, conn.begin():
+                    loaded = await self._bulk(conn, extra_cameras)
+        except BulkRefusedError as exc:
+            log_event(
+                logger,
+                "replay.bulk_refused",
+                level=logging.WARNING,
+                schema=self._tables.live,
+                error=str(exc),
+                then="loading page by page through the projector",
+            )
+            self._run.restart()
+            await self._paged(extra_cameras)
+            return
+        self._run.positions.update(loaded)
+        self._run.bulk = True
+
+    async def _bulk(
+        self, conn: AsyncConnection, extra_cameras: Iterable[str]
+    ) -> dict[str, str | None]:
+        """The snapshot and `projections.bulk`'s load up to it, in the caller's transaction
+        (on the empty shadow tables); the last id read of each stream, its position once the
+        transaction commits."""
+        run = self._run
+        raw = (await conn.get_raw_connection()).driver_connection
+        if not isinstance(raw, psycopg.AsyncConnection):
+            raise ReplayError(f"a replay needs the psycopg driver, not {type(raw).__name__}")
+        async with BulkLoad(raw, run.projector, self._tables.shadow) as loader:
+            return await self._bulk_load(conn, loader, extra_cameras)
+
+    async def _bulk_load(
+        self, conn: AsyncConnection, loader: BulkLoad, extra_cameras: Iterable[str]
+    ) -> dict[str, str | None]:
+        run = self._run
+        done: dict[str, str | None] = {}
+        cameras_stream = self._names.cameras
+        run.positions[cameras_stream] = None
+        # The cameras stream first: the cameras it registers are cameras to read.
+        end = await _last_id(self._redis, cameras_stream)
+        run.total += int(await self._redis.xlen(cameras_stream))
+        done[cameras_stream] = await self._bulk_stream(loader, cameras_stream, end)
+        run.add_cameras(loader.cameras())
+        await loader.settle()
+        await self._discover(conn, extra_cameras)
+        ends = {}
+        for stream in run.positions:
+            if stream == cameras_stream:
+                continue
+            ends[stream] = await _last_id(self._redis, stream)
+            run.total += int(await self._redis.xlen(stream))
+        for stream, stream_end in ends.items():
+            done[stream] = await self._bulk_stream(loader, stream, stream_end)
+        await loader.finish()
+        return done
+
+    async def _bulk_stream(self, loader: BulkLoad, stream: str, end: str | None) -> str | None:
+        """One stream up to `end` (none: empty) through the bulk load; the last id read."""
+        run = self._run
+        pages = (
+            _empty()
+            if end is None
+            else _pages(self._redis, stream, None, end, run.config.page_size)
+        )
+        return await loader.read(stream, _ahead(pages), run.count)
+
+    async def _paged(self, extra_cameras: Iterable[str]) -> None:
+        """Steps 2–3 page by page through the projector, one transaction per page."""
         run = self._run
         cameras_stream = self._names.cameras
         run.positions[cameras_stream] = None
@@ -326,6 +449,7 @@ def _report(
         tail=tail,
         seconds=round(time.monotonic() - started, 3),
         swapped=swapped,
+        bulk=run.bulk,
     )
 
 

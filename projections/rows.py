@@ -85,6 +85,29 @@ EXPECTED: Final[Mapping[str, frozenset[str]]] = {
 }
 
 
+# The tables each source's entries write. A rebuild's bulk load (`projections.bulk`) reads a
+# camera's streams in `PROJECTED` order and writes the camera's rows of a table once no later
+# stream of the camera writes that table.
+WRITES: Final[Mapping[str, frozenset[str]]] = {
+    CAMERAS_SOURCE: frozenset({"cameras"}),
+    StreamKind.FILES: frozenset({"media_files", "cameras"}),
+    StreamKind.DETECTIONS: frozenset({"media_files", "detections"}),
+    StreamKind.BATCHES: frozenset({"events", "event_detections", "cameras"}),
+    StreamKind.ANALYSES: frozenset({"events", "analysis_history"}),
+    StreamKind.DEAD: frozenset({"dead_letters"}),
+    StreamKind.ALERTS: frozenset({"alerts"}),
+    StreamKind.REANALYSES: frozenset({"reanalysis_runs", "reanalysis_results"}),
+}
+
+# Tables whose every row is written by one entry only (its key is derived from the entry's id):
+# a row is final as soon as its entry is mapped.
+ENTRY_ROWS: Final = frozenset({"detections", "analysis_history", "dead_letters", "alerts"})
+
+# Tables whose rows gather entries of several cameras' streams: a camera's `cameras` row is also
+# written by the shared cameras stream, a re-analysis run by each camera it ran on.
+SHARED_ROWS: Final = frozenset({"cameras", "reanalysis_runs"})
+
+
 class Merge(StrEnum):
     """How a column of an upsert merges into a row that already exists."""
 

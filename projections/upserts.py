@@ -8,7 +8,12 @@ groups are cut there so that the order of the upserts is kept. `upsert_sql` rend
 the rows travel as one JSON parameter read with `json_to_recordset` (which reads the text as it
 goes, without building a `jsonb` value first).
 
-All of it is pure; `projections.projector` executes it.
+`FinalRows` is the same merging taken to its end, for a rebuild's bulk load into empty tables:
+every upsert is folded into the row it names (`fold`), as its statement would change that row —
+the columns `upsert_sql` updates, each merged by `combine`, a column no upsert gave yet counting
+as its default — and what is left is the final rows, to be written as they are.
+
+All of it is pure; `projections.projector` and `projections.bulk` execute it.
 """
 
 from __future__ import annotations
@@ -55,11 +60,16 @@ class _Shape:
     """What `plan` needs of one op shape: its signature, getters for its key and values, and
     how repeated upserts of one row combine."""
 
+    table: str
     signature: Signature
     key: Callable[[Mapping[str, Any]], tuple[Any, ...]]
     values: Callable[[Mapping[str, Any]], tuple[Any, ...]]
     merges: tuple[Merge, ...]
     replaces: bool  # every column merges with SET: a later upsert's values replace the row's
+    updates: Signature  # the columns an upsert changes in a row that exists (`upsert_sql`)
+    replaced: tuple[str, ...]  # those of `updates` that merge with SET
+    replacing: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # their values
+    combined: Signature  # the other `updates`
 
 
 def _getter(columns: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -84,12 +94,30 @@ def _shape_of(
         if column in given
     )
     merged = tuple(m for _, m in signature)
+    updates = _updated(table, signature)
+    replaced = tuple(c for c, m in updates if m is Merge.SET)
     return _Shape(
+        table,
         signature,
         _getter(key),
         _getter(tuple(c for c, _ in signature)),
         merged,
         all(m is Merge.SET for m in merged),
+        updates,
+        replaced,
+        _getter(replaced) if replaced else lambda _: (),
+        tuple((c, m) for c, m in updates if m is not Merge.SET),
+    )
+
+
+def _updated(table: str, signature: Signature) -> Signature:
+    """The columns of `signature` that an upsert changes in a row that exists: neither key
+    columns nor `KEEP` ones (those are written only when the row is created)."""
+    key = key_of(BY_NAME[table])
+    return tuple(
+        (column, merge)
+        for column, merge in signature
+        if column not in key and merge is not Merge.KEEP
     )
 
 
@@ -207,6 +235,101 @@ def plan(ops: Iterable[RowOp]) -> list[Statement]:
     return [statement for segment in segments for statement in _statements(segment)]
 
 
+# --- final rows ---------------------------------------------------------------------------------
+
+# A row being merged: its columns so far, by name (columns no upsert gave are absent).
+Row = Mapping[str, Any]
+
+
+def column_default(table: str, column: str) -> Any:
+    """The value `column` of a new row holds when no upsert gave it: its server default (None
+    without one). Only plain literals are read; another default cannot be merged into."""
+    default = BY_NAME[table].c[column].server_default
+    if default is None:
+        return None
+    sql = str(getattr(default, "arg", ""))
+    if sql.isdigit():
+        return int(sql)
+    if sql == "'{}'":
+        return []
+    if len(sql) >= 2 and sql[0] == sql[-1] == "'" and "'" not in sql[1:-1]:
+        return sql[1:-1]
+    raise ValueError(f"{table}.{column}: its default {sql!r} cannot be merged into in Python")
+
+
+def _fold(row: Row, values: Mapping[str, Any], shape: _Shape) -> Row:
+    merged = dict(row)
+    merged.update(zip(shape.replaced, shape.replacing(values), strict=True))
+    for column, merge in shape.combined:
+        old = merged[column] if column in merged else column_default(shape.table, column)
+        merged[column] = combine(old, values[column], merge)
+    return merged
+
+
+def fold(row: Row | None, op: RowOp) -> Row:
+    """The row after upserting `op` onto it (`row` None: the row does not exist yet), as the
+    statement `upsert_sql` makes of `op` leaves it. Columns that no upsert gave stay absent:
+    they hold their default."""
+    if row is None:
+        return op.values
+    return _fold(row, op.values, _shape(op))
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """Final rows of one table that hold the same columns, in that order."""
+
+    table: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+class FinalRows:
+    """What upserting ops one by one, in order, into empty tables leaves: the rows folded in
+    memory (`fold`), taken out table by table."""
+
+    def __init__(self) -> None:
+        self._tables: dict[str, dict[tuple[Any, ...], Row]] = {}
+
+    def add(self, ops: Iterable[RowOp]) -> None:
+        tables = self._tables
+        for op in ops:
+            rows = tables.get(op.table)
+            if rows is None:
+                rows = tables[op.table] = {}
+            shape = _shape(op)
+            key = shape.key(op.values)
+            row = rows.get(key)
+            rows[key] = op.values if row is None else _fold(row, op.values, shape)
+
+    def count(self, tables: Iterable[str]) -> int:
+        """How many rows of `tables` are held."""
+        return sum(len(self._tables.get(table, ())) for table in tables)
+
+    def keys(self, table: str) -> list[tuple[Any, ...]]:
+        """The keys of the rows of `table` held."""
+        return list(self._tables.get(table, ()))
+
+    def take(self, tables: Iterable[str]) -> list[TableRows]:
+        """The rows of `tables` held (no longer held afterwards), in `WRITE_ORDER`, each table's
+        rows grouped by the columns they hold."""
+        wanted = set(tables)
+        taken: list[TableRows] = []
+        for table in WRITE_ORDER:
+            rows = self._tables.pop(table, None) if table in wanted else None
+            if not rows:
+                continue
+            groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+            for row in rows.values():
+                columns = tuple(row)
+                group = groups.get(columns)
+                if group is None:
+                    group = groups[columns] = []
+                group.append(tuple(row.values()))
+            taken.extend(TableRows(table, columns, group) for columns, group in groups.items())
+        return taken
+
+
 # --- SQL ----------------------------------------------------------------------------------------
 
 _UPDATE = {
@@ -226,8 +349,7 @@ def upsert_sql(statement: Statement, schema: str | None = None) -> str:
     key = key_of(table)
     updates = [
         f"{quote_ident(column)} = " + _UPDATE[merge].format(c=quote_ident(column))
-        for column, merge in statement.signature
-        if column not in key and merge is not Merge.KEEP
+        for column, merge in _updated(statement.table, statement.signature)
     ]
     action = "DO UPDATE SET " + ", ".join(updates) if updates else "DO NOTHING"
     # Identifiers come from the table metadata and are quoted; every value is a bound parameter.

@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from projections.errors import UnexpectedEntryError
-from projections.rows import CAMERAS_SOURCE, Merge, RowOp, original_type, rows_for
+from projections.rows import (
+    CAMERAS_SOURCE,
+    ENTRY_ROWS,
+    WRITES,
+    Merge,
+    RowOp,
+    original_type,
+    rows_for,
+)
 from projections.upserts import plan
 from streams.envelope import DATA_FIELD, entry_fields
 from streams.ids import NAMESPACE, detection_id, event_id, media_file_id
@@ -358,3 +366,14 @@ def test_a_video_objects_frame_time_goes_to_its_detection_row() -> None:
     found = detection_completed(FILE, "10-0", [seen, detected("car", 0.5)])
     rows = rows_for(StreamKind.DETECTIONS, CAMERA, "20-0", found)
     assert [r.values["frame_seconds"] for r in rows if r.table == "detections"] == [2.0, None]
+
+
+@pytest.mark.parametrize(("kind", "entry"), [c[1:3] for c in CASES], ids=[c[0] for c in CASES])
+def test_entries_write_the_tables_their_stream_is_said_to(kind: str, entry: Entry) -> None:
+    """`WRITES` names every table an entry writes (a rebuild's bulk load writes a table's rows once
+    no later stream writes it), and a row of `ENTRY_ROWS` is keyed by its own entry's id."""
+    ops = rows_for(kind, CAMERA, "1-0", entry)
+    assert {op.table for op in ops} <= WRITES[kind]
+    for op in ops:
+        if op.table in ENTRY_ROWS:
+            assert "1-0" in op.values.values()

@@ -8,7 +8,16 @@ import orjson
 import pytest
 
 from projections.rows import Merge, RowOp, rows_for
-from projections.upserts import Statement, combine, plan, rows_json, upsert_sql
+from projections.upserts import (
+    FinalRows,
+    Statement,
+    column_default,
+    combine,
+    fold,
+    plan,
+    rows_json,
+    upsert_sql,
+)
 from streams.names import StreamKind
 from tests.projections.builders import CAMERA, at, detection_completed, file_observed
 
@@ -118,3 +127,55 @@ def test_rows_json_replaces_nul_characters() -> None:
             "window_start": "2026-01-01T12:00:00+00:00",
         }
     ]
+
+
+def test_fold_changes_a_row_as_the_upsert_would() -> None:
+    """A detection first creates the file's row; the file's entry then SETs what the detection
+    only FILLed, and leaves the detection's columns alone."""
+    file = file_observed(1)
+    detection = rows_for(
+        StreamKind.DETECTIONS, CAMERA, "5-0", detection_completed(file, "1-0", [])
+    )[0]
+    observed = _files(1)[0]
+    row = fold(fold(None, detection), observed)
+    assert row["size"] == file.size
+    assert row["detection_status"] == "completed"
+    assert row["path"] == observed.values["path"]
+    assert fold(row, detection) == row  # FILL keeps the file's values, SET rewrites the same
+
+
+def test_fold_merges_into_defaults_and_keeps_absent_keep_columns() -> None:
+    """A column no upsert gave holds its default: ADD counts from 0; a KEEP column stays absent
+    (its default) when the row already exists."""
+    ended = RowOp(
+        "reanalysis_runs",
+        {"id": "r", "cameras_completed": 1, "ended_at": at(9)},
+        {"cameras_completed": Merge.ADD, "ended_at": Merge.GREATEST},
+    )
+    started = RowOp("reanalysis_runs", {"id": "r", "cameras": 1}, {"cameras": Merge.ADD})
+    row = fold(fold(fold(None, ended), started), started)
+    assert (row["cameras"], row["cameras_completed"]) == (2, 1)
+    assert column_default("reanalysis_runs", "cameras") == 0
+    assert column_default("events", "zones") == []
+    assert column_default("media_files", "detection_status") == "pending"
+    placeholder = RowOp("cameras", {"id": "c", "status": "x"}, {"status": Merge.KEEP})
+    assert "status" not in fold({"id": "c"}, placeholder)
+
+
+def test_final_rows_sum_a_camera_and_group_rows_by_columns() -> None:
+    """Many files: one camera row with the counts summed (as `plan` makes it), media rows
+    grouped by the columns they hold."""
+    rows = FinalRows()
+    rows.add(_files(3, 1, 2))
+    rows.add(
+        rows_for(StreamKind.DETECTIONS, CAMERA, "5-0", detection_completed(file_observed(1), "1-0"))
+    )
+    assert rows.count(["media_files", "cameras"]) == 4
+    taken = {(t.table, len(t.rows)): t for t in rows.take(["media_files", "cameras"])}
+    assert set(taken) == {("media_files", 2), ("media_files", 1), ("cameras", 1)}
+    (camera,) = taken[("cameras", 1)].rows
+    planned = plan(_files(3, 1, 2))[1]
+    assert dict(zip(taken[("cameras", 1)].columns, camera, strict=True)) == dict(
+        zip(planned.columns, planned.rows[0], strict=True)
+    )
+    assert rows.take(["media_files"]) == []
