@@ -33,16 +33,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from redis.asyncio import Redis, RedisCluster
-from sqlalchemy import TextClause, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from projections.driver import on_driver
 from projections.errors import ProjectionError, UnexpectedEntryError
 from projections.rows import CAMERAS_SOURCE, RowOp, rows_for
 from projections.upserts import Signature, Statement, checkpoint_sql, plan, rows_json, upsert_sql
@@ -118,17 +120,49 @@ def _db_message(exc: DBAPIError) -> str:
     return str(exc.orig).strip() if exc.orig is not None else str(exc)
 
 
-# The statements as SQLAlchemy clauses, made once: `text()` parses its bind parameters each time.
+# The statements, made once per shape and schema.
 @functools.lru_cache(maxsize=256)
-def _upsert_text(table: str, signature: Signature, schema: str | None) -> TextClause:
+def _upsert_sql(table: str, signature: Signature, schema: str | None) -> str:
+    """`upsert_sql` with psycopg's parameters (run on the driver or by `exec_driver_sql`)."""
     columns = tuple(c for c, _ in signature)
     merges = tuple(m for _, m in signature)
-    return text(upsert_sql(Statement(table, columns, merges, ()), schema))
+    return _driver_params(upsert_sql(Statement(table, columns, merges, ()), schema))
 
 
 @functools.lru_cache(maxsize=64)
-def _checkpoint_text(schema: str | None) -> TextClause:
-    return text(checkpoint_sql(schema))
+def _checkpoint_sql(schema: str | None) -> str:
+    return _driver_params(checkpoint_sql(schema))
+
+
+def _driver_params(sql: str) -> str:
+    """The statement with psycopg's `%(name)s` for its `:name` parameters (the few it has)."""
+    assert "%" not in sql, sql  # identifiers come from the table metadata: none has a `%`
+    return re.sub(r"(?<![:\w]):(projection|stream|ids|rows)\b", r"%(\1)s", sql)
+
+
+# (statement, parameters) → the rows it returned (none for a statement without a result).
+Execute = Callable[[str, Mapping[str, Any]], Awaitable[Sequence[Sequence[Any]]]]
+
+
+def _through(conn: AsyncConnection) -> Execute:
+    """Statements through a SQLAlchemy connection (the caller's transaction)."""
+
+    async def execute(sql: str, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        result = await conn.exec_driver_sql(sql, dict(params))
+        return result.all() if result.returns_rows else ()
+
+    return execute
+
+
+def _on(driver: psycopg.AsyncConnection[Any]) -> Execute:
+    """Statements on a psycopg connection (`projections.driver`)."""
+
+    async def execute(sql: str, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        async with driver.cursor() as cursor:
+            await cursor.execute(sql, params)
+            return await cursor.fetchall() if cursor.description is not None else ()
+
+    return execute
 
 
 class Projector:
@@ -144,10 +178,18 @@ class Projector:
         schema: str | None = None,
         attempts: int = 5,
         retry_delay_seconds: float = 0.05,
+        concurrency: int | None = None,
     ) -> None:
         if attempts < 1:
             raise ValueError(f"attempts must be >= 1, got {attempts}")
         self._engine = engine
+        # Transactions at once: at most the pool's kept connections (`concurrency`, else the
+        # engine pool's size). A projector subscribes to four streams per camera; more
+        # transactions at once than the pool keeps made the pool open an overflow connection for
+        # each and close it after (a new PostgreSQL session, SCRAM included, per transaction).
+        size = getattr(engine.sync_engine.pool, "size", None)
+        limit = concurrency or (size() if callable(size) else 0) or 10
+        self._slots = asyncio.Semaphore(limit)
         self._names = names
         self.projection = projection
         self.schema = schema
@@ -246,7 +288,7 @@ class Projector:
 
     async def _write(
         self,
-        conn: AsyncConnection,
+        execute: Execute,
         stream: str,
         entries: list[tuple[str, list[RowOp]]],
         rendered: list[_Rendered] | None = None,
@@ -257,8 +299,8 @@ class Projector:
         ids = [entry_id for entry_id, _ in entries]
         if not ids:
             return (), ()
-        tracked = await conn.execute(
-            _checkpoint_text(self.schema),
+        tracked = await execute(
+            _checkpoint_sql(self.schema),
             {
                 "projection": self.projection,
                 "stream": stream,
@@ -269,7 +311,7 @@ class Projector:
         if rendered is None or len(new) != len(ids):
             rendered = _render(entries, new)
         for table, signature, rows in rendered:
-            await conn.execute(_upsert_text(table, signature, self.schema), {"rows": rows})
+            await execute(_upsert_sql(table, signature, self.schema), {"rows": rows})
         applied = tuple(entry_id for entry_id in ids if entry_id in new)
         skipped = tuple(entry_id for entry_id in ids if entry_id not in new)
         return applied, skipped
@@ -284,8 +326,12 @@ class Projector:
         while True:
             attempt += 1
             try:
-                async with self._engine.begin() as conn:
-                    return await self._write(conn, stream, entries, rendered)
+                async with self._slots:
+                    return await on_driver(
+                        self._engine,
+                        lambda driver: self._write(_on(driver), stream, entries, rendered),
+                        transaction=True,
+                    )
             except DBAPIError as exc:
                 if _sqlstate(exc) not in _TRANSIENT_SQLSTATES or attempt >= self._attempts:
                     raise
@@ -303,7 +349,9 @@ class Projector:
     ) -> ProjectionResult:
         """Project inside the caller's transaction (a replay's swap); database errors propagate."""
         batch = self.prepare(stream, entries)
-        applied, skipped = await self._write(conn, stream, batch.entries, batch.statements)
+        applied, skipped = await self._write(
+            _through(conn), stream, batch.entries, batch.statements
+        )
         return ProjectionResult(failed=batch.failed, applied=applied, skipped=skipped)
 
     async def apply(self, stream: str, entries: Sequence[StreamEntry]) -> ProjectionResult:

@@ -39,7 +39,8 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
-from sqlalchemy.util import greenlet_spawn
+
+from projections.driver import on_driver
 
 # pg_advisory_lock key: the first 8 bytes of sha256("hsi-migrations") as a signed bigint.
 MIGRATION_LOCK_KEY = int.from_bytes(
@@ -175,67 +176,25 @@ async def fetch_rows(
     source: AsyncEngine | AsyncConnection, statement: str, params: Mapping[str, Any]
 ) -> Sequence[Sequence[Any]]:
     """The rows of one read-only `statement` (psycopg's `%(name)s` parameters): on a connection
-    of the engine's pool, on its psycopg connection directly, or through the connection given
-    (see the module docstring)."""
+    of the engine's pool, on its psycopg connection directly (`projections.driver`), or through
+    the connection given (see the module docstring)."""
     if isinstance(source, AsyncConnection):
         return (await source.exec_driver_sql(statement, dict(params))).all()
-    dialect = source.dialect
-    try:
-        pooled = await source.raw_connection()
-    except psycopg.Error as exc:
-        raise _wrapped(exc, None, None, dialect, _is_disconnect(dialect, exc, None)) from exc
-    dead: BaseException | None = None
-    try:
-        driver = pooled.driver_connection
-        assert isinstance(driver, psycopg.AsyncConnection)
+
+    async def read(driver: psycopg.AsyncConnection[Any]) -> Sequence[Sequence[Any]]:
         async with driver.cursor() as cursor:
             await cursor.execute(statement, params)
             rows = await cursor.fetchall()
         if not driver.autocommit:
             await driver.rollback()
         return rows
-    except psycopg.Error as exc:
-        invalidated = _is_disconnect(dialect, exc, pooled.dbapi_connection)
-        dead = exc if invalidated else None
-        raise _wrapped(exc, statement, params, dialect, invalidated) from exc
-    except BaseException as exc:
-        # Cancelled or interrupted mid-statement (as SQLAlchemy does): the connection's state
-        # is unknown.
-        dead = None if isinstance(exc, Exception) else exc
+
+    try:
+        return await on_driver(source, read)
+    except DBAPIError as exc:
+        if exc.statement is None:  # name the statement, as SQLAlchemy's errors do
+            exc.statement, exc.params = statement, dict(params)
         raise
-    finally:
-        await greenlet_spawn(_give_back, pooled, dead)
-
-
-def _give_back(pooled: PoolProxiedConnection, dead: BaseException | None) -> None:
-    """Return the connection to its pool; one that `dead` ended is closed and replaced."""
-    if dead is not None:
-        pooled.invalidate(dead)
-    pooled.close()
-
-
-def _is_disconnect(dialect: Any, exc: psycopg.Error, dbapi_connection: Any) -> bool:
-    return bool(dialect.is_disconnect(exc, dbapi_connection, None))
-
-
-def _wrapped(
-    exc: psycopg.Error,
-    statement: str | None,
-    params: Mapping[str, Any] | None,
-    dialect: Any,
-    invalidated: bool,
-) -> DBAPIError:
-    """`exc` as the `DBAPIError` subclass SQLAlchemy raises for it (`OperationalError`, …)."""
-    wrapped = DBAPIError.instance(
-        statement,
-        dict(params) if params is not None else None,
-        exc,
-        psycopg.Error,
-        connection_invalidated=invalidated,
-        dialect=dialect,
-    )
-    assert isinstance(wrapped, DBAPIError)
-    return wrapped
 
 
 # --- migrations ---------------------------------------------------------------------------------
