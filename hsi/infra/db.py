@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -96,6 +96,13 @@ def create_engine(
     settings = {"search_path": schema, "TimeZone": timezone}
     options = " ".join(f"-c {name}={value}" for name, value in settings.items() if value)
     if options:
+        # `options` in connect_args replaces the URL's own (a search_path given there): keep it,
+        # before these, which win where both name a setting.
+        parsed = make_url(url)
+        given = parsed.query.get("options")
+        if given:
+            options = " ".join([given] if isinstance(given, str) else list(given)) + " " + options
+            url = parsed.difference_update_query(["options"]).render_as_string(hide_password=False)
         connect_args["options"] = options
     reads: dict[str, object] = (
         {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if autocommit else {}

@@ -85,3 +85,19 @@ async def test_unreachable_database_gives_clear_error(tmp_path: Path) -> None:
             await migrate(engine)
     finally:
         await engine.dispose()
+
+
+async def test_a_search_path_in_the_url_is_kept_beside_the_sessions_time_zone(
+    database_url: str, db_schema: str
+) -> None:
+    """`options` in the URL (how `hsi up` is pointed at a schema) and the engine's own session
+    settings both apply: the engine's do not replace the URL's."""
+    engine = create_engine(
+        f"{database_url}?options=-csearch_path%3D{db_schema}", timezone="Pacific/Auckland"
+    )
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SHOW search_path"))).scalar() == db_schema
+            assert (await conn.execute(text("SHOW TimeZone"))).scalar() == "Pacific/Auckland"
+    finally:
+        await engine.dispose()
