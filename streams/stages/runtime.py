@@ -170,6 +170,10 @@ class StageRunner:
         self.positions = positions or GroupPositions(redis, group.value)
         self._watcher: asyncio.Task[None] | None = None
         self._closed = False
+        # Position reads after batches (`_remember_soon`): one in flight per stream, and the
+        # streams whose batches finished while it was.
+        self._remembering: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
 
     @property
     def cameras(self) -> frozenset[str]:
@@ -235,7 +239,7 @@ class StageRunner:
             )
             return
         finally:
-            await self._remember(stream)
+            self._remember_soon(stream)
         for entry_id, error in result.failed.items():
             logger.warning(
                 "stage.entry_failed",
@@ -246,6 +250,26 @@ class StageRunner:
                     "error": error,
                 },
             )
+
+    def _remember_soon(self, stream: str) -> None:
+        """Read where the group stands on `stream` after a batch, beside the subscriber's next
+        read rather than before it (a round trip per batch on every hop of a file). A group lost
+        before the read completes is recreated where it was last seen, as when it is lost
+        between a batch's commit and that read: the module doc's batch in flight."""
+        task = self._remembering.get(stream)
+        if task is not None and not task.done():
+            self._again.add(stream)
+            return
+        self._remembering[stream] = asyncio.create_task(
+            self._remember_until_seen(stream), name=f"hsi-stage-position-{self.group.value}"
+        )
+
+    async def _remember_until_seen(self, stream: str) -> None:
+        while True:
+            self._again.discard(stream)
+            await self._remember(stream)
+            if stream not in self._again:
+                return
 
     async def _remember(self, stream: str) -> None:
         """Read where the group now stands on `stream` (kept for recreating it)."""
@@ -300,6 +324,12 @@ class StageRunner:
     async def stop(self) -> None:
         """Stop every subscriber; a batch in hand is finished first."""
         self._closed = True
+        for task in self._remembering.values():
+            task.cancel()
+        for task in self._remembering.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._remembering.clear()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

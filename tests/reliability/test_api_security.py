@@ -536,8 +536,8 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("hsi/api/queries/search.py", "_statement", "FILTER_SQL"): (
         "the constant filter fragments of the events listing, every value a psycopg parameter"
     ),
-    ("projections/upserts.py", "upsert_sql", "sql_type(table, c)"): (
-        "the column's SQL type, compiled from the static table metadata of projections.tables"
+    ("projections/bulk.py", "copy_sql", "map(sql.Identifier, columns)"): (
+        "the column names of the static table metadata, each quoted by psycopg's sql.Identifier"
     ),
 }
 
