@@ -1,8 +1,9 @@
 """B1 pipeline throughput: files/s from the first `file.observed` to the last projected row.
 
 HSI: `N` files over `C` cameras are published as `hsi ingest` publishes them (the watcher's
-`Ledger.publish_once`: dedupe marker and XADD in one Lua script, 64 files in flight, each with
-its own `watch` root span), while one `Pipeline` runs every stage as `hsi up` does (detect with a
+`Ledger.publish_once`: dedupe marker and XADD in one Lua script per file, the scripts of the
+files in flight sent together as one pipeline; 64 files in flight, each with its own `watch`
+root span), while one `Pipeline` runs every stage as `hsi up` does (detect with a
 zero-cost in-process detector answering a car and a person, batch, analyze with the `rules`
 analyzer, project into PostgreSQL), with telemetry set up as `hsi up` sets it up (traces sampled,
 metrics on, no exporter). Every batch closes at its maximum size (50 objects = 25 files; `N / C`
