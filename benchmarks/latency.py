@@ -358,13 +358,13 @@ def _load(servers: Servers, options: Options, camera_count: int, seconds: float)
         "B2",
         f"file written → scored event in /api/events, p50 ({label}, {seconds:g} s a round)",
         "ms",
-        target=Target(max_value=50.0),
+        target=Target(max_value=30.0),
     )
     p99 = cost(
         "B2",
         f"file written → scored event in /api/events, p99 ({label})",
         "ms",
-        target=Target(max_value=250.0),
+        target=Target(max_value=100.0),
     )
     after_watch = cost("B2", f"observed (watcher published) → scored event, p50 ({label})", "ms")
     hsi_stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
