@@ -367,16 +367,23 @@ class _Rebuild:
         run.add_cameras(loader.cameras())
         await loader.settle()
         await self._discover(conn, extra_cameras)
-        ends = {}
-        for stream in run.positions:
-            if stream == cameras_stream:
-                continue
-            ends[stream] = await _last_id(self._redis, stream)
-            run.total += int(await self._redis.xlen(stream))
+        ends = await self._snapshot(skip=cameras_stream)
         for stream, stream_end in ends.items():
             done[stream] = await self._bulk_stream(loader, stream, stream_end)
         await loader.finish()
         return done
+
+    async def _snapshot(self, *, skip: str) -> dict[str, str | None]:
+        """The last id of every stream to read but `skip` (None: empty), their lengths added to
+        the total."""
+        run = self._run
+        ends = {}
+        for stream in run.positions:
+            if stream == skip:
+                continue
+            ends[stream] = await _last_id(self._redis, stream)
+            run.total += int(await self._redis.xlen(stream))
+        return ends
 
     async def _bulk_stream(self, loader: BulkLoad, stream: str, end: str | None) -> str | None:
         """One stream up to `end` (none: empty) through the bulk load; the last id read."""
@@ -400,12 +407,7 @@ class _Rebuild:
             await self._read_stream(cameras_stream, end, None)
         async with self._engine.connect() as conn:
             await self._discover(conn, extra_cameras)
-        ends = {}
-        for stream in run.positions:
-            if stream == cameras_stream:
-                continue
-            ends[stream] = await _last_id(self._redis, stream)
-            run.total += int(await self._redis.xlen(stream))
+        ends = await self._snapshot(skip=cameras_stream)
         for stream, stream_end in ends.items():
             if stream_end is not None:
                 await self._read_stream(stream, stream_end, None)
