@@ -38,6 +38,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from benchmarks.apiserver import serve
 from benchmarks.environment import Servers, fresh_schema
@@ -144,8 +145,11 @@ async def fill(servers: Servers, schema: str, count: int) -> None:
         await engine.dispose()
 
 
-async def plan(servers: Servers, schema: str) -> list[Request]:
-    """Every scenario's first pages, with the SQL `list_events` sends for each."""
+def _capturing(
+    servers: Servers, schema: str
+) -> tuple[AsyncEngine, list[tuple[str, dict[str, Any]]]]:
+    """An engine on `schema` and the list it appends each statement it sends to, with its
+    parameters (SQLAlchemy's `before_cursor_execute`)."""
     engine = create_engine(servers.database_url, schema=schema)
     captured: list[tuple[str, dict[str, Any]]] = []
 
@@ -153,6 +157,12 @@ async def plan(servers: Servers, schema: str) -> list[Request]:
         captured.append((statement, dict(parameters or {})))
 
     event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    return engine, captured
+
+
+async def plan(servers: Servers, schema: str) -> list[Request]:
+    """Every scenario's first pages, with the SQL `list_events` sends for each."""
+    engine, captured = _capturing(servers, schema)
     requests: list[Request] = []
     try:
         async with engine.connect() as conn:
@@ -178,13 +188,7 @@ async def plan(servers: Servers, schema: str) -> list[Request]:
 
 async def search_plan(servers: Servers, schema: str) -> list[Search]:
     """`q=SEARCH` and its next pages, with the statements `search_events` sends for each."""
-    engine = create_engine(servers.database_url, schema=schema)
-    captured: list[tuple[str, dict[str, Any]]] = []
-
-    def capture(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
-        captured.append((statement, dict(parameters or {})))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    engine, captured = _capturing(servers, schema)
     found = EventSearch(SEARCH, "english")
     requests: list[Search] = []
     params = {"q": SEARCH}
