@@ -152,6 +152,8 @@ class Pipeline:
             logger=logging.getLogger("hsi.faststream"),
             log_level=logging.DEBUG,
             graceful_timeout=30.0,
+            # Handlers take the batch alone (`streams.stages.runtime`): no injection.
+            apply_types=False,
         )
         await self._broker.start()
         for group in self.options.stages:
