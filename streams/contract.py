@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from streams.dlq import MAX_ERROR_CHARS
+from streams.groups import GroupStart
 
 EntryFields = dict[bytes, bytes]
 StreamEntry = tuple[str, EntryFields]  # (entry id, fields)
@@ -27,6 +28,9 @@ class HandlerResult:
     """
 
     failed: Mapping[str, str] = field(default_factory=dict)
+    # Where the group stood on the stream once the handler's commit acknowledged its entries, when
+    # the commit read it (`streams.groups.POSITION_LUA`); None: not read.
+    position: GroupStart | None = None
 
 
 # The stage's batch handler: (stream key, entries) → result. It writes the outputs and XACKs the

@@ -17,10 +17,12 @@ entry still on the stream would be run again, and a stage's outputs written twic
 - from 0 before the group was ever seen, and when the stream holds no entry up to where the group
   was (the stream was deleted or flushed: whatever is on it now is new).
 
-Positions are read after every batch a stage handles and at every reclaim round: entries the group
-had acknowledged are run again only when they were acknowledged after the position was last read
-(a batch in flight at the loss, whose XACK found no group; or, when the reclaimer recreates the
-group first, what was acknowledged since its last round). Entry ids grow with time; a stream that
+Positions are read with every batch a stage handles and at every reclaim round: the script that
+commits a batch (its XACKs) returns where the group then stands (`POSITION_LUA`), and a batch
+committed otherwise has the position read after it. Entries the group had acknowledged are run
+again only when they were acknowledged after the position was last read (a batch in flight at the
+loss, whose XACK found no group; or, when the reclaimer recreates the group first, what was
+acknowledged since its last round). Entry ids grow with time; a stream that
 was deleted gets ids above the old position again, so its new entries are never skipped.
 """
 
@@ -152,6 +154,55 @@ async def group_start(
         raise
 
 
+# A Lua function for scripts that acknowledge entries: where `group` stands on `key` once the
+# script's own XACKs are done, in the reply `position_of` reads, so that a stage learns it with
+# its commit instead of by a round trip of its own. {last delivered id, pending count, and the
+# pending entries as XPENDING lists them when there are 1 to MAX_RESTORED of them, or else the
+# oldest pending id}; false when the stream or the group does not exist.
+POSITION_LUA = f"""
+local function position(key, group)
+  local infos = redis.pcall('XINFO', 'GROUPS', key)
+  if type(infos) ~= 'table' or infos.err then return false end
+  for _, info in ipairs(infos) do
+    local name, last
+    for i = 1, #info, 2 do
+      if info[i] == 'name' then name = info[i + 1] end
+      if info[i] == 'last-delivered-id' then last = info[i + 1] end
+    end
+    if name == group then
+      local summary = redis.call('XPENDING', key, group)
+      local count = summary[1]
+      if count == 0 then return {{last, 0}} end
+      if count <= {MAX_RESTORED} then
+        return {{last, count, redis.call('XPENDING', key, group, '-', '+', {MAX_RESTORED})}}
+      end
+      return {{last, count, false, summary[2]}}
+    end
+  end
+  return false
+end
+"""
+
+
+def position_of(reply: Any) -> GroupStart | None:
+    """The `GroupStart` of a `POSITION_LUA` reply (as `group_start` reads it); None when the
+    group did not exist."""
+    if not reply:
+        return None
+    last_delivered = reply_text(reply[0])
+    if int(reply[1]) == 0:
+        return GroupStart(last_delivered)
+    rows = reply[2] if len(reply) > 2 else None
+    if rows:
+        pending = [
+            PendingEntry(reply_text(entry_id), reply_text(consumer), int(deliveries))
+            for entry_id, consumer, _, deliveries in rows
+        ]
+        return start_of(last_delivered, pending)
+    oldest = reply[3] if len(reply) > 3 else None
+    return start_of(last_delivered, None, None if oldest is None else reply_text(oldest))
+
+
 @dataclass(frozen=True)
 class Recreated:
     """A group recreation: whether this call made it (False: someone else did first), the id it
@@ -174,6 +225,12 @@ class GroupPositions:
     def get(self, stream: str) -> GroupStart | None:
         """The position last seen on `stream`; None before it was ever seen."""
         return self._starts.get(stream)
+
+    def remember(self, stream: str, start: GroupStart | None) -> None:
+        """Keep `start` as the group's position on `stream`: read by a script that acknowledged
+        entries of it (`POSITION_LUA`); None (no group) keeps the last position seen."""
+        if start is not None:
+            self._starts[stream] = start
 
     async def refresh(self, stream: str) -> GroupStart | None:
         """Read the group's position on `stream` and remember it; while the group is missing,

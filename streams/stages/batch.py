@@ -59,6 +59,7 @@ from streams.clock import epoch_now
 from streams.confirmation import Confirmation, confirmed
 from streams.contract import HandlerResult, StreamEntry
 from streams.envelope import HEADER_TRACEPARENT, entry_fields_and_headers
+from streams.groups import POSITION_LUA, position_of
 from streams.names import Group, StreamNames
 from streams.replies import id_key, reply_text
 from streams.schemas import (
@@ -92,8 +93,11 @@ _PENDING_PAGE = 1000
 # ARGV[1]: the SHA-1 of the state it was worked out from ('' when there was none); ARGV[2]: the
 # group; ARGV[3]: the number n of entries; ARGV[4..3+n]: their ids; then the new state ('' to
 # delete it), the number of batches, and per batch the number of its field/value items and them.
-# Returns the new batch entry ids, or false (nothing written) when a check fails.
-_ADVANCE = """
+# Returns the new batch entry ids and where the group then stands on the detections stream
+# (`streams.groups.POSITION_LUA`), or false (nothing written) when a check fails.
+_ADVANCE = (
+    POSITION_LUA
+    + """
 local current = redis.call('GET', KEYS[1])
 local digest = ''
 if current then digest = redis.sha1hex(current) end
@@ -114,8 +118,9 @@ for k = 1, m do
   ids[k] = redis.call('XADD', KEYS[3], '*', unpack(ARGV, at + 1, at + count))
   at = at + 1 + count
 end
-return ids
+return {ids, position(KEYS[2], ARGV[2])}
 """
+)
 _ADVANCE_SCRIPT = AsyncScript(None, _ADVANCE.encode())  # type: ignore[arg-type]  # no client
 
 
@@ -242,7 +247,7 @@ class BatchStage:
             return EntryVerdict(OK)
 
         async def apply(batch: EntryBatch, outcome: Outcome) -> None:
-            await self._apply(batch.telemetry, batch.camera, stream, items, outcome.done)
+            await self._apply(batch.telemetry, batch.camera, stream, items, outcome)
 
         handled = await self._loop.run(stream, entries, admit, apply)
         return handled.result
@@ -279,10 +284,11 @@ class BatchStage:
         camera: str,
         stream: str,
         items: Sequence[tuple[DetectionItem, _Member | None]],
-        done: list[str],
+        outcome: Outcome,
     ) -> None:
         key = self._names.open_batch(camera)
-        if await self._advance_stored(telemetry, camera, stream, items, done):
+        done = outcome.done
+        if await self._advance_stored(telemetry, camera, stream, items, outcome):
             return
         async with transaction(self._redis) as pipe:
             while True:
@@ -350,9 +356,11 @@ class BatchStage:
         camera: str,
         stream: str,
         items: Sequence[tuple[DetectionItem, _Member | None]],
-        done: list[str],
+        outcome: Outcome,
     ) -> bool:
-        """The one-round-trip path (module doc): False when it wrote nothing."""
+        """The one-round-trip path (module doc): False when it wrote nothing. The group's
+        position after it is left in `outcome.position`."""
+        done = outcome.done
         stored = self._stored.pop(camera, None)
         if stored is None or not done:
             return False
@@ -369,9 +377,11 @@ class BatchStage:
         for fields in batches:
             args += [len(fields) * 2, *(item for pair in fields.items() for item in pair)]
         keys = [self._names.open_batch(camera), stream, self._names.batches(camera)]
-        results = await _ADVANCE_SCRIPT(keys, args, client=self._redis)
-        if results is None:
+        reply = await _ADVANCE_SCRIPT(keys, args, client=self._redis)
+        if reply is None:
             return False  # spans of this attempt are never ended, so never exported
+        results, position = reply
+        outcome.position = position_of(position)
         self._stored[camera] = (_digest(raw), state)
         self._closed(telemetry, camera, closing, results)
         return True

@@ -83,7 +83,7 @@ class Handled:
 
     @property
     def result(self) -> HandlerResult:
-        return HandlerResult(failed=self.outcome.failed)
+        return HandlerResult(failed=self.outcome.failed, position=self.outcome.position)
 
 
 # The stage's decision for one entry of the type it takes: (batch, entry id, entry, headers).

@@ -33,6 +33,7 @@ from redis.commands.core import AsyncScript
 
 from streams import trusted
 from streams.envelope import entry_fields_and_headers
+from streams.groups import POSITION_LUA, GroupStart, position_of
 from streams.replies import reply_text
 from streams.schemas import Entry
 
@@ -41,8 +42,11 @@ logger = logging.getLogger("hsi.stages")
 # KEYS[1]: the input stream; KEYS[2..]: the output streams, one per output.
 # ARGV[1]: the group; ARGV[2]: the number n of inputs; ARGV[3..2+n]: their ids; then, per output,
 # the index of its input (1-based), the number of its field/value items, and the items.
-# Returns the new entry id of each output, or false for an output not written.
-_COMMIT = """
+# Returns the new entry id of each output, or false for an output not written, and where the
+# group stands on the input stream after the XACKs (`streams.groups.POSITION_LUA`).
+_COMMIT = (
+    POSITION_LUA
+    + """
 local group = ARGV[1]
 local n = tonumber(ARGV[2])
 local acked = {}
@@ -65,8 +69,9 @@ for k = 2, #KEYS do
   end
   at = at + 2 + count
 end
-return ids
+return {ids, position(KEYS[1], group)}
 """
+)
 _SCRIPT = AsyncScript(None, _COMMIT.encode())  # type: ignore[arg-type]  # bytes: no client needed
 
 
@@ -78,6 +83,8 @@ class Outcome:
     outputs: list[tuple[str, Entry, Mapping[str, str], str]] = field(default_factory=list)
     done: list[str] = field(default_factory=list)  # entry ids to acknowledge
     failed: dict[str, str] = field(default_factory=dict)  # entry id → error; left pending
+    # Where the group stood on the input stream once the commit was done, when it read it.
+    position: GroupStart | None = None
 
     def emit(
         self, stream: str, entry: Entry, headers: Mapping[str, str] | None, *, source: str
@@ -91,7 +98,8 @@ async def commit(
 ) -> list[str | None]:
     """XACK the done entries and XADD the outputs of those this call acknowledged, atomically;
     the new entry id of each output, None for one not written (its input was acknowledged
-    already, by another consumer that handled it too)."""
+    already, by another consumer that handled it too). The group's position after the XACKs is
+    left in `outcome.position`."""
     if not outcome.outputs and not outcome.done:
         return []
     index = {entry_id: number for number, entry_id in enumerate(outcome.done, start=1)}
@@ -106,7 +114,8 @@ async def commit(
         items = [item for pair in fields.items() for item in pair]
         keys.append(target)
         args += [index[source], len(items), *items]
-    results = await _SCRIPT(keys, args, client=redis)
+    results, position = await _SCRIPT(keys, args, client=redis)
+    outcome.position = position_of(position)
     ids = [None if r is None else reply_text(r) for r in results]
     for (target, entry, _, _), full, entry_id in zip(outcome.outputs, written, ids, strict=True):
         if entry_id is not None:  # handed to this process's readers without decoding it

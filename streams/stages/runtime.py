@@ -23,9 +23,10 @@ every 5 s.
 A lost consumer group (XGROUP DESTROY, the stream deleted, the server flushed) makes FastStream
 stop the subscriber for good (NOGROUP: it logs that the application must be restarted). The runner
 watches its subscribers every `block_ms`: a stopped one gets its group recreated where it was last
-seen (`streams.groups.GroupPositions`, read after every batch), a `stage.group_recreated` warning,
-and is started again, so the stage goes on without a restart, losing no entry and running none
-it had acknowledged again (but for a batch in flight at the loss: see `streams.groups`).
+seen (`streams.groups.GroupPositions`: returned by each batch's commit script, or read after the
+batch), a `stage.group_recreated` warning, and is started again, so the stage goes on without a
+restart, losing no entry and running none it had acknowledged again (but for a batch in flight at
+the loss: see `streams.groups`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from faststream.redis.message import RedisBatchStreamMessage as BatchMessage
 from redis.asyncio import Redis, RedisCluster
 
 from streams.contract import BatchHandler, StreamEntry, error_text
-from streams.groups import GroupPositions, ensure_group
+from streams.groups import GroupPositions, ensure_group, group_start
 from streams.names import Group, StreamKind, StreamNames
 from streams.replies import reply_text
 
@@ -179,10 +180,12 @@ class StageRunner:
         self.positions = positions or GroupPositions(redis, group.value)
         self._watcher: asyncio.Task[None] | None = None
         self._closed = False
-        # Position reads after batches (`_remember_soon`): one in flight per stream, and the
-        # streams whose batches finished while it was.
+        # Position reads after batches whose commit did not return it (`_remember_soon`): one in
+        # flight per stream, and the streams whose batches finished while it was.
         self._remembering: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        # Per stream, how many commits told the group's position (`HandlerResult.position`).
+        self._committed: dict[str, int] = {}
 
     @property
     def cameras(self) -> frozenset[str]:
@@ -255,8 +258,13 @@ class StageRunner:
                 "stage.batch_failed",
                 extra={"stage": self.group.value, "stream": stream, "entries": len(entries)},
             )
+            self._remember_soon(stream)
             return
-        finally:
+        if result.position is not None:
+            # Read by the commit itself, after its XACKs: fresher than any read in flight.
+            self._committed[stream] = self._committed.get(stream, 0) + 1
+            self.positions.remember(stream, result.position)
+        else:
             self._remember_soon(stream)
         for entry_id, error in result.failed.items():
             logger.warning(
@@ -270,10 +278,10 @@ class StageRunner:
             )
 
     def _remember_soon(self, stream: str) -> None:
-        """Read where the group stands on `stream` after a batch, beside the subscriber's next
-        read rather than before it (a round trip per batch on every hop of a file). A group lost
-        before the read completes is recreated where it was last seen, as when it is lost
-        between a batch's commit and that read: the module doc's batch in flight."""
+        """Read where the group stands on `stream` after a batch whose commit did not say,
+        beside the subscriber's next read rather than before it. A group lost before the read
+        completes is recreated where it was last seen, as when it is lost between a batch's
+        commit and that read: the module doc's batch in flight."""
         task = self._remembering.get(stream)
         if task is not None and not task.done():
             self._again.add(stream)
@@ -290,9 +298,13 @@ class StageRunner:
                 return
 
     async def _remember(self, stream: str) -> None:
-        """Read where the group now stands on `stream` (kept for recreating it)."""
+        """Read where the group now stands on `stream` (kept for recreating it), unless a commit
+        has told it meanwhile (the read may have run before that commit)."""
+        committed = self._committed.get(stream, 0)
         try:
-            await self.positions.refresh(stream)
+            start = await group_start(self._redis, stream, self.group.value)
+            if self._committed.get(stream, 0) == committed:
+                self.positions.remember(stream, start)
         except Exception as exc:  # the next batch reads it again; only a recreation needs it
             logger.warning(
                 "stage.position_unread",
