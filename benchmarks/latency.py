@@ -12,7 +12,9 @@ HSI: what `hsi up` runs, in this process: the watcher (inotify, default settings
 writer closed it and that decodes completely is taken at once; the stability wait of
 `WATCH_STABLE_SECONDS` is for files that are not closed or do not decode), the pipeline (every
 stage; telemetry as `hsi up`), and the API in a process of its own (`benchmarks.apiserver`), so
-that polling does not share the pipeline's event loop.
+that answering the polls does not share the pipeline's event loop. The poller (HSI's and the
+floor's) runs on a thread with an event loop of its own: on the pipeline's loop its answers
+would be noted only once the pipeline's ready callbacks had run.
 
 Floor: watchdog (inotify, `closed` events) → read and hash the file → XADD → the raw pipeline
 (`benchmarks.floor`, fast path, blocking reads) → the same tables; the poller runs the API's
@@ -31,6 +33,7 @@ import hashlib
 import io
 import itertools
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -136,7 +139,7 @@ async def upload(root: Path, cameras: Sequence[str], seconds: float, run: Run, t
         (root / relative).write_bytes(data[camera, k])
 
 
-async def poll_api(base: str, run: Run, stop: asyncio.Event) -> None:
+async def poll_api(base: str, run: Run, stop: threading.Event) -> None:
     connection = await Connection(base).open()
     try:
         while not stop.is_set():
@@ -150,7 +153,7 @@ async def poll_api(base: str, run: Run, stop: asyncio.Event) -> None:
         await connection.close()
 
 
-async def poll_sql(conninfo: str, run: Run, stop: asyncio.Event) -> None:
+async def poll_sql(conninfo: str, run: Run, stop: threading.Event) -> None:
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         while not stop.is_set():
             rows = await (await conn.execute(_FLOOR_POLL)).fetchall()
@@ -159,6 +162,26 @@ async def poll_sql(conninfo: str, run: Run, stop: asyncio.Event) -> None:
                 if status == "completed" and str(event_id) not in run.seen:
                     run.seen[str(event_id)] = now
             await asyncio.sleep(POLL_SECONDS)
+
+
+async def _polling(poller: Any, run: Run, stop: threading.Event) -> None:
+    """Run `poller(run, stop)` on a thread with an event loop of its own until `stop` is set.
+    On this process's loop its answers would wait behind the pipeline's callbacks (HSI's) or
+    the raw pipeline's (the floor's) before being noted, which is not when the event was
+    there to be seen; a browser does not share HSI's loop either."""
+    failed: list[BaseException] = []
+
+    def poll() -> None:
+        try:
+            asyncio.run(poller(run, stop))
+        except BaseException as exc:  # handed to the awaiting task
+            failed.append(exc)
+
+    thread = threading.Thread(target=poll, name="hsi-bench-poller", daemon=True)
+    thread.start()
+    await asyncio.to_thread(thread.join)
+    if failed:
+        raise failed[0]
 
 
 async def until_seen(run: Run, count: int, within_seconds: float) -> None:
@@ -256,8 +279,8 @@ async def _rounds(
     warm: Any = None,
 ) -> Latencies:
     run = Run()
-    stop = asyncio.Event()
-    polling = asyncio.create_task(poller(run, stop))
+    stop = threading.Event()
+    polling = asyncio.create_task(_polling(poller, run, stop))
     try:
         # Warm-up: one file per camera registers it; wait until the pipeline follows them all.
         await upload(root, cameras, 1.0 / FILES_PER_SECOND, run, "warm")
