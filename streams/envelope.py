@@ -99,7 +99,7 @@ def entry_headers(entry: Entry, extra: Mapping[str, str] | None = None) -> dict[
 
 def entry_fields(entry: Entry, headers: Mapping[str, str] | None = None) -> dict[bytes, bytes]:
     """The XADD fields for an entry."""
-    return {DATA_FIELD: encode(dump_entry(entry), entry_headers(entry, headers))}
+    return entry_fields_and_headers(entry, headers)[0]
 
 
 def entry_fields_and_headers(

@@ -30,6 +30,7 @@ projected, an entry of an unexpected type) and `dead` (buried in the dead stream
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -373,34 +374,28 @@ async def ai_request(
     undecodable file): recorded with outcome `bad_input`, not as errors of the backend."""
     instruments = telemetry.instruments
     started = time.perf_counter()
-    if not _recording(telemetry.tracer):
-        # Nothing records spans: no child span (the stage's trace stays the current one), the
-        # duration and errors all the same.
-        outcome = OK
-        try:
-            yield INVALID_SPAN
-        except BaseException as exc:
-            outcome = "bad_input" if isinstance(exc, bad_input) else "error"
-            if outcome == "error":
-                instruments.ai_request_errors.add(
-                    1, {"backend": backend, "error_type": error_type(exc)}
-                )
-            raise
-        finally:
-            instruments.ai_request_duration.record(
-                time.perf_counter() - started, {"backend": backend, "outcome": outcome}
-            )
-        return
-    span = telemetry.tracer.start_span(
-        name,
-        kind=SpanKind.CLIENT,
-        attributes={"hsi.ai.backend": backend, **(attributes or {})},
-        record_exception=False,
-        set_status_on_exception=False,
+    # Nothing records spans: no child span (the stage's trace stays the current one), the
+    # duration and errors all the same; the invalid span takes the span calls and drops them.
+    recording = _recording(telemetry.tracer)
+    span = (
+        telemetry.tracer.start_span(
+            name,
+            kind=SpanKind.CLIENT,
+            attributes={"hsi.ai.backend": backend, **(attributes or {})},
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        if recording
+        else INVALID_SPAN
     )
-    with trace.use_span(
-        span, end_on_exit=True, record_exception=False, set_status_on_exception=False
-    ):
+    current = (
+        trace.use_span(
+            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+        )
+        if recording
+        else contextlib.nullcontext()
+    )
+    with current:
         outcome = OK
         try:
             yield span

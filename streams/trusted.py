@@ -45,7 +45,7 @@ def recall(stream: str, entry_id: str) -> tuple[Entry, dict[str, Any]] | None:
 def read(stream: str, entry_id: str, fields: Mapping[bytes, bytes]) -> tuple[Entry, dict[str, Any]]:
     """Entry and headers of a stream entry: remembered, else decoded and validated
     (`read_fields`, `EntryError` when unreadable)."""
-    found = _entries.get((stream, entry_id))
+    found = recall(stream, entry_id)
     return found if found is not None else read_fields(fields)
 
 
