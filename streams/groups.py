@@ -221,6 +221,9 @@ class GroupPositions:
         self._redis = redis
         self.group = str(group)
         self._starts: dict[str, GroupStart] = {}
+        # Per stream, how many positions scripts have told (`remember`): a read that a script's
+        # position overtook while it was in flight is not kept (it may have run before it).
+        self._told: dict[str, int] = {}
 
     def get(self, stream: str) -> GroupStart | None:
         """The position last seen on `stream`; None before it was ever seen."""
@@ -231,12 +234,14 @@ class GroupPositions:
         entries of it (`POSITION_LUA`); None (no group) keeps the last position seen."""
         if start is not None:
             self._starts[stream] = start
+            self._told[stream] = self._told.get(stream, 0) + 1
 
     async def refresh(self, stream: str) -> GroupStart | None:
-        """Read the group's position on `stream` and remember it; while the group is missing,
-        the last position seen is kept (and returned)."""
+        """Read the group's position on `stream` and remember it, unless a script told one
+        meanwhile; while the group is missing, the last position seen is kept (and returned)."""
+        told = self._told.get(stream, 0)
         start = await group_start(self._redis, stream, self.group)
-        if start is not None:
+        if start is not None and self._told.get(stream, 0) == told:
             self._starts[stream] = start
         return self._starts.get(stream)
 

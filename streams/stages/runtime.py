@@ -46,7 +46,7 @@ from faststream.redis.message import RedisBatchStreamMessage as BatchMessage
 from redis.asyncio import Redis, RedisCluster
 
 from streams.contract import BatchHandler, StreamEntry, error_text
-from streams.groups import GroupPositions, ensure_group, group_start
+from streams.groups import GroupPositions, ensure_group
 from streams.names import Group, StreamKind, StreamNames
 from streams.replies import reply_text
 
@@ -184,8 +184,6 @@ class StageRunner:
         # flight per stream, and the streams whose batches finished while it was.
         self._remembering: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
-        # Per stream, how many commits told the group's position (`HandlerResult.position`).
-        self._committed: dict[str, int] = {}
 
     @property
     def cameras(self) -> frozenset[str]:
@@ -262,7 +260,6 @@ class StageRunner:
             return
         if result.position is not None:
             # Read by the commit itself, after its XACKs: fresher than any read in flight.
-            self._committed[stream] = self._committed.get(stream, 0) + 1
             self.positions.remember(stream, result.position)
         else:
             self._remember_soon(stream)
@@ -298,13 +295,9 @@ class StageRunner:
                 return
 
     async def _remember(self, stream: str) -> None:
-        """Read where the group now stands on `stream` (kept for recreating it), unless a commit
-        has told it meanwhile (the read may have run before that commit)."""
-        committed = self._committed.get(stream, 0)
+        """Read where the group now stands on `stream` (kept for recreating it)."""
         try:
-            start = await group_start(self._redis, stream, self.group.value)
-            if self._committed.get(stream, 0) == committed:
-                self.positions.remember(stream, start)
+            await self.positions.refresh(stream)
         except Exception as exc:  # the next batch reads it again; only a recreation needs it
             logger.warning(
                 "stage.position_unread",

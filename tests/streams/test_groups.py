@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from redis.exceptions import ResponseError
 from streams.groups import (
     MAX_RESTORED,
     POSITION_LUA,
+    GroupPositions,
     GroupStart,
     ensure_group,
     group_start,
@@ -137,3 +139,22 @@ async def test_the_position_of_a_missing_group_or_stream_is_none(
     await ensure_group(redis_client, stream, Group.PROJECT)
     assert await _position(redis_client, stream, Group.DETECT) is None
     assert await group_start(redis_client, stream, Group.DETECT) is None
+
+
+async def test_a_read_overtaken_by_a_scripts_position_is_not_kept(
+    redis_client: Redis, key_prefix: str
+) -> None:
+    """A commit script's position is newer than a read sent before it: a `refresh` in flight
+    when `remember` is told a position does not replace it; a later `refresh` does."""
+    stream = StreamNames(key_prefix).files("front_door")
+    await ensure_group(redis_client, stream, Group.DETECT)
+    positions = GroupPositions(redis_client, Group.DETECT)
+    told = GroupStart("5-0")
+
+    reading = asyncio.create_task(positions.refresh(stream))
+    await asyncio.sleep(0)  # the read is sent
+    positions.remember(stream, told)
+    assert await reading == told
+    assert positions.get(stream) == told
+
+    assert await positions.refresh(stream) == GroupStart("0-0")
