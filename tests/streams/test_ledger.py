@@ -9,7 +9,6 @@ fails every caller waiting on it, and a retry writes each file once.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -17,32 +16,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from streams import trusted
 from streams.envelope import read_fields
 from streams.names import StreamNames
-from streams.schemas import FileObserved
 from streams.watch.ledger import PIPELINE_MAX, Ledger
+from tests.projections.builders import file_observed
 
-NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 TTL = 3600
-
-
-def _entry(camera: str, number: int) -> FileObserved:
-    return FileObserved(
-        camera_id=camera,
-        path=f"{camera}/IMG_{number:05d}.jpg",
-        sha256=f"{number:064x}",
-        size=1000 + number,
-        mime="image/jpeg",
-        media_kind="image",
-        captured_at=NOW,
-        capture_source="mtime",
-        observed_at=NOW,
-    )
 
 
 async def _publish_many(client: Redis | RedisCluster, names: StreamNames) -> None:
     ledger = Ledger(client, names, TTL)
     cameras = ["front", "back", "side"]
     # More than one pipeline's worth, every content published twice (two uploads of one file).
-    entries = [_entry(cameras[n % 3], n) for n in range(PIPELINE_MAX + 50)]
+    entries = [file_observed(n, cameras[n % 3]) for n in range(PIPELINE_MAX + 50)]
     calls = [ledger.publish_once(e, {"traceparent": f"00-{n + 1:032x}-{1:016x}-01"})
              for n, e in enumerate(entries)]  # fmt: skip
     calls += [ledger.publish_once(e) for e in entries]
@@ -89,7 +73,7 @@ async def test_an_unreachable_redis_fails_every_waiting_caller(
     """Every caller whose call was in the failed pipeline gets the connection error (none
     waits forever), and publishing the same files again once Redis answers writes each once."""
     names = StreamNames(key_prefix)
-    entries = [_entry("front", n) for n in range(40)]
+    entries = [file_observed(n, "front") for n in range(40)]
     down = Redis(host="127.0.0.1", port=unused_tcp_port, socket_connect_timeout=1)
     try:
         ledger = Ledger(down, names, TTL)
